@@ -1,0 +1,1 @@
+//! Boot Configuration Data stores (BCD), on top of regf.

@@ -1,0 +1,1 @@
+//! CimFS images: the on-disk format, a writer and a reader.

@@ -1,0 +1,5 @@
+//! The cimkit command.
+
+fn main() {
+    println!("cimkit");
+}

@@ -1,0 +1,1 @@
+//! OCI image layouts and docker-save archives: which layers, in which order.

@@ -1,0 +1,1 @@
+//! Windows registry hive files (regf): parse, edit, write, merge differencing hives.

@@ -1,0 +1,1 @@
+//! VHDX virtual disks, GPT partitioning and the NTFS formatting step.

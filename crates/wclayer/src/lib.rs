@@ -1,0 +1,1 @@
+//! Windows container layer import: the backuptar dialect and the CIM layer writer.
