@@ -1,0 +1,1 @@
+//! Windows case mapping (the NTFS $UpCase table) and case-insensitive name ordering.
