@@ -940,10 +940,8 @@ impl Cim {
                 )
             })
             .collect();
-        // hcsshim masks bit 63 so the length cannot go negative.
         Ok(PeLayout {
             data: RegionOffset(h.data_offset.get()),
-            data_length: h.data_length.get() & !(1 << 63),
             mappings,
         })
     }
@@ -1011,16 +1009,17 @@ impl Cim {
 
 struct PeLayout {
     data: RegionOffset,
-    data_length: u64,
     mappings: Vec<(u64, u64)>,
 }
 
 impl PeLayout {
     /// Delta and end of the segment holding file offset `pos`: the last mapping whose file offset
-    /// is ≤ pos applies up to the next mapping's file offset or the data length (hcsshim getPESegment).
+    /// is ≤ pos applies up to the next mapping's file offset (hcsshim getPESegment). The last
+    /// segment runs to the end of the stream: hcsshim ends it at DataLength, whose exact meaning is
+    /// unknown, so we rely on the stream length and the region bounds check instead.
     fn segment(&self, pos: u64) -> (u64, u64) {
         let mut delta = 0;
-        let mut end = self.data_length;
+        let mut end = u64::MAX;
         for &(fo, d) in &self.mappings {
             if fo > pos {
                 end = fo;
