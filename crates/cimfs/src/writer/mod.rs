@@ -788,7 +788,9 @@ impl CimWriter {
         self.stats.data_region_bytes = self.regions[REGION_DATA].pos();
         self.stats.small_region_bytes = self.regions[REGION_SMALL].pos();
         commit::publish(&self)?;
+        // From here the .cim exists: its regions must survive even if the folder fsync fails.
         self.done = true;
+        commit::sync_dir(&self.dir)?;
         Ok(std::mem::take(&mut self.stats))
     }
 }
