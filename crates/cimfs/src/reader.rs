@@ -437,7 +437,7 @@ impl Cim {
     }
 
     /// Region file path and byte offset of a region offset (for error messages).
-    fn locate(&self, off: RegionOffset) -> (PathBuf, u64) {
+    pub(crate) fn locate(&self, off: RegionOffset) -> (PathBuf, u64) {
         match self.regions.get(usize::from(off.region_index())) {
             Some(r) => (r.path.clone(), off.byte_offset()),
             None => (self.path.clone(), off.0),

@@ -266,10 +266,11 @@ impl Checker<'_> {
         at: RegionOffset,
     ) {
         let up = cim.upcase_table();
+        let (file, _) = cim.locate(at);
         for (k, pair) in table_names.windows(2).enumerate() {
             if names::compare_units(&pair[0], &pair[1], up) != std::cmp::Ordering::Less {
                 self.push(
-                    cim.path(),
+                    &file,
                     object,
                     Some(at.byte_offset()),
                     format!(
@@ -283,7 +284,7 @@ impl Checker<'_> {
         }
         if at.byte_offset() & (format::METADATA_ALIGN - 1) != 0 {
             self.push(
-                cim.path(),
+                &file,
                 object,
                 Some(at.byte_offset()),
                 "link table is not 8-byte aligned",
