@@ -5,11 +5,13 @@
 //! ORSaveHive does; [`merge`] flattens a container-layer delta onto its base like
 //! ORMergeHives; [`dump`] renders a tree as text.
 
+mod dump;
 mod error;
 pub mod format;
 mod model;
 mod parse;
 mod write;
 
+pub use dump::{dump, export_reg, filetime_to_string};
 pub use error::{Error, Result};
 pub use model::*;
