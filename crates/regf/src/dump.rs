@@ -76,10 +76,10 @@ fn hex(data: &[u8]) -> String {
 
 fn render_data(v: &Value) -> String {
     match v.kind {
-        REG_SZ | REG_EXPAND_SZ | REG_LINK if v.data.len() % 2 == 0 => {
+        REG_SZ | REG_EXPAND_SZ | REG_LINK if v.data.len() & 1 == 0 => {
             format!("{:?}", v.as_string().unwrap_or_default())
         }
-        REG_MULTI_SZ if v.data.len() % 2 == 0 => {
+        REG_MULTI_SZ if v.data.len() & 1 == 0 => {
             format!("{:?}", v.as_multi_string().unwrap_or_default())
         }
         REG_DWORD | REG_DWORD_BIG_ENDIAN if v.data.len() == 4 => {
@@ -162,7 +162,7 @@ fn reg_data(v: &Value) -> String {
         .collect();
     // A REG_SZ is written as a quoted string only when that loses nothing: even length,
     // exactly one terminating NUL, valid UTF-16, no line breaks.
-    if v.kind == REG_SZ && v.data.len() % 2 == 0 {
+    if v.kind == REG_SZ && v.data.len() & 1 == 0 {
         if let Some((&0, body)) = units.split_last() {
             if let Ok(s) = String::from_utf16(body) {
                 if !s.contains(['\0', '\r', '\n']) {
