@@ -8,10 +8,13 @@
 mod dump;
 mod error;
 pub mod format;
+mod merge;
 mod model;
 mod parse;
+pub mod validate;
 mod write;
 
 pub use dump::{dump, export_reg, filetime_to_string};
 pub use error::{Error, Result};
+pub use merge::{merge, merge_all};
 pub use model::*;

@@ -14,6 +14,18 @@ fn real_hives_parse_and_round_trip() {
         let written = hive
             .to_bytes()
             .unwrap_or_else(|e| panic!("{name}: write: {e}"));
+        let problems = regf::validate::validate(&written);
+        assert!(
+            problems.is_empty(),
+            "{name}: written hive fails validation: {:?}",
+            &problems[..problems.len().min(10)]
+        );
+        let original_problems = regf::validate::validate(&bytes);
+        eprintln!(
+            "{name}: original has {} validator findings, e.g. {:?}",
+            original_problems.len(),
+            original_problems.first().map(ToString::to_string)
+        );
         let again = Hive::parse(&written).unwrap_or_else(|e| panic!("{name}: reparse: {e}"));
         assert!(again.notes.is_empty(), "{name}: {:?}", again.notes);
         if let Some(d) = tree_diff(&hive.root, &again.root, "") {
