@@ -83,7 +83,7 @@ pub fn create_differencing(path: &Path, parent_path: &Path, locator: &ParentLoca
     let mut entries = vec![
         (
             KEY_PARENT_LINKAGE.to_string(),
-            braced_upper(&parent.data_write_guid()),
+            braced_lower(&parent.data_write_guid()),
         ),
         (KEY_RELATIVE_PATH.to_string(), locator.relative_path.clone()),
     ];

@@ -257,7 +257,10 @@ pub fn decode_region_table(b: &[u8]) -> FResult<Vec<RegionEntry>> {
             length: le_u32(b, o + 24),
             required: le_u32(b, o + 28) & 1 != 0,
         };
-        if e.file_offset % MIB != 0 || e.file_offset < MIB || u64::from(e.length) % MIB != 0 {
+        if !e.file_offset.is_multiple_of(MIB)
+            || e.file_offset < MIB
+            || !u64::from(e.length).is_multiple_of(MIB)
+        {
             return bad(format!(
                 "region {} at {:#x} length {:#x} is not 1 MiB aligned or lies in the header section",
                 e.guid, e.file_offset, e.length
@@ -419,7 +422,7 @@ impl Geometry {
             return bad(format!("logical sector size {ls} is neither 512 nor 4096"));
         }
         let vs = self.virtual_size;
-        if vs == 0 || vs % u64::from(ls) != 0 || vs > MAX_VIRTUAL_SIZE {
+        if vs == 0 || !vs.is_multiple_of(u64::from(ls)) || vs > MAX_VIRTUAL_SIZE {
             return bad(format!(
                 "virtual size {vs} is zero, above 64 TiB or not a multiple of the sector size {ls}"
             ));
@@ -482,7 +485,7 @@ impl LocatorItem {
         }
         let text = |off: u32, len: u16, what: &str| -> FResult<String> {
             let (off, len) = (off as usize, usize::from(len));
-            let end = off.checked_add(len).unwrap_or(usize::MAX);
+            let end = off.saturating_add(len);
             if len == 0 || len % 2 != 0 || end > b.len() {
                 return bad(format!(
                     "parent locator {what} at {off:#x}+{len:#x} is empty, odd or out of bounds"
@@ -512,6 +515,12 @@ impl LocatorItem {
 /// `{XXXXXXXX-XXXX-...}`: the upper-case braced form Windows gives GUIDs in text (vhdx.md §4.4).
 pub fn braced_upper(g: &Uuid) -> String {
     format!("{{{}}}", g.hyphenated().to_string().to_uppercase())
+}
+
+/// `{xxxxxxxx-xxxx-...}`: the form MS-VHDX 2.6.2.6.3 asks for in `parent_linkage` ("lowercase",
+/// braces). libvhdi 20210425 reads only this form; readers that parse any case accept it too.
+pub fn braced_lower(g: &Uuid) -> String {
+    format!("{{{}}}", g.hyphenated())
 }
 
 /// Parses a GUID with or without braces, any case.
@@ -705,6 +714,7 @@ mod tests {
     fn guid_text_forms() {
         let g = uuid::uuid!("2dc27766-f623-4200-9d64-115e9bfd4a08");
         assert_eq!(braced_upper(&g), "{2DC27766-F623-4200-9D64-115E9BFD4A08}");
+        assert_eq!(braced_lower(&g), "{2dc27766-f623-4200-9d64-115e9bfd4a08}");
         assert_eq!(
             parse_guid("{2dc27766-F623-4200-9D64-115E9BFD4A08}"),
             Some(g)
