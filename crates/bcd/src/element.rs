@@ -204,7 +204,7 @@ impl ElementValue {
                 short_int(data).ok_or(format!("boolean of {} bytes", data.len()))? != 0,
             ),
             _ => {
-                if data.len() % 8 != 0 {
+                if !data.len().is_multiple_of(8) {
                     return Err(format!("integer list of {} bytes", data.len()));
                 }
                 ElementValue::IntegerList(
