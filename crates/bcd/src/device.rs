@@ -35,6 +35,7 @@ pub enum Device {
     Locate {
         kind: u32,
         element: u32,
+        parent_offset: u32,
         path: String,
     },
     /// `ramdisk=[<source>]<path>`.
@@ -145,11 +146,15 @@ impl Device {
             Device::Locate {
                 kind,
                 element,
+                parent_offset,
                 path,
             } => {
+                // rec+0x10 kind, +0x14 element id, +0x18 parent offset, +0x1C UTF-16 path
+                // with NUL (as stored in windeploy-uefi-locate.BCD).
                 let mut r = header(DEVICE_TYPE_LOCATE, 0, 0x1C);
                 put_u32(&mut r, 0x10, *kind);
-                put_u32(&mut r, 0x18, *element);
+                put_u32(&mut r, 0x14, *element);
+                put_u32(&mut r, 0x18, *parent_offset);
                 r.extend(path.encode_utf16().chain([0]).flat_map(u16::to_le_bytes));
                 let size = r.len() as u32;
                 put_u32(&mut r, 8, size);
@@ -264,7 +269,8 @@ impl Device {
                 need(0x1C)?;
                 Device::Locate {
                     kind: u32_at(r, 0x10).ok_or_else(short)?,
-                    element: u32_at(r, 0x18).ok_or_else(short)?,
+                    element: u32_at(r, 0x14).ok_or_else(short)?,
+                    parent_offset: u32_at(r, 0x18).ok_or_else(short)?,
                     path: utf16z(&r[0x1C..]),
                 }
             }
@@ -403,6 +409,7 @@ impl fmt::Display for Device {
                 kind,
                 element,
                 path,
+                ..
             } => {
                 if path.is_empty() && *kind == 0 {
                     write!(f, "locate=custom:{element:08x}")
@@ -532,6 +539,7 @@ mod tests {
             device: Device::Locate {
                 kind: 0,
                 element: 0x1200_0002,
+                parent_offset: 0,
                 path: String::new(),
             },
         };
