@@ -156,3 +156,40 @@ pub fn apply_cim_boot_edits(hive: &mut Hive, p: &CimBootParams) -> Result<()> {
         &ElementValue::String(UVM_SYSTEM_ROOT.into()),
     )
 }
+
+/// Applies [`apply_cim_boot_edits`] to the BCD file at `path` (e.g.
+/// `<layer>\UtilityVM\Files\EFI\Microsoft\Boot\BCD`): refuses a dirty hive, and
+/// replaces the file only after the edited hive was written beside it.
+pub fn edit_store_file(path: &Path, p: &CimBootParams) -> Result<()> {
+    let mut hive = Hive::open(path)?;
+    let dirty: Vec<&String> = hive
+        .notes
+        .iter()
+        .filter(|n| n.starts_with("dirty hive"))
+        .collect();
+    if !dirty.is_empty() {
+        return Err(Error::Dirty {
+            path: path.to_path_buf(),
+            notes: dirty
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    apply_cim_boot_edits(&mut hive, p)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".cimkit-tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let written = hive.save(&tmp).map_err(Error::from).and_then(|()| {
+        std::fs::rename(&tmp, path).map_err(|source| Error::File {
+            path: path.to_path_buf(),
+            source,
+        })
+    });
+    if written.is_err() {
+        // Best effort: the write or rename error is the one to report.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}

@@ -27,6 +27,21 @@ pub enum Error {
     /// A caller-supplied argument is not acceptable.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Reading or writing the hive failed.
+    #[error(transparent)]
+    Hive(#[from] regf::Error),
+    /// The store file was not closed cleanly; its logs would have to be replayed first.
+    #[error("{path}: {notes}; refusing to edit without replaying BCD.LOG1/LOG2", path = .path.display())]
+    Dirty {
+        path: std::path::PathBuf,
+        notes: String,
+    },
+    /// Replacing the store file failed.
+    #[error("{path}: {source}", path = .path.display())]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// Writing the text listing failed.
     #[error("writing the listing: {0}")]
     Io(#[from] std::io::Error),

@@ -12,7 +12,7 @@ mod store;
 
 pub use device::{Device, DeviceElement};
 pub use edits::{
-    apply_cim_boot_edits, CimBootParams, BOOT_CONTAINER_ID, CIMFS_OPTIONS,
+    apply_cim_boot_edits, edit_store_file, CimBootParams, BOOT_CONTAINER_ID, CIMFS_OPTIONS,
     CIMFS_OPTIONS_DESCRIPTION, COMPOSITE_OPTIONS, COMPOSITE_OPTIONS_DESCRIPTION,
     COMPOSITE_SYNTAX_NUMBER, UVM_SYSTEM_ROOT, UVM_WINLOAD_PATH, VMBFS_BOOT_INSTANCE,
 };

@@ -331,3 +331,34 @@ fn failures_leave_the_store_unchanged() {
     bad.cim_root = String::new();
     assert!(apply_cim_boot_edits(&mut uvm_store(), &bad).is_err());
 }
+
+#[test]
+fn store_file_is_edited_in_place_and_dirty_files_are_refused() {
+    let src = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/bcd/windeploy-uefi-locate.BCD"
+    ));
+    if !src.is_file() {
+        eprintln!("skipping: {} not found", src.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bcd = dir.path().join("BCD");
+    std::fs::copy(&src, &bcd).unwrap();
+    bcd::edit_store_file(&bcd, &params()).unwrap();
+    let back = Hive::open(&bcd).unwrap();
+    let default = Store::open(&back).unwrap().default_object().unwrap();
+    check_edited(&back, &default);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // A hive whose sequence numbers differ was not closed cleanly.
+    let dirty = dir.path().join("DIRTY");
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes[8] = bytes[8].wrapping_add(1);
+    std::fs::write(&dirty, &bytes).unwrap();
+    match bcd::edit_store_file(&dirty, &params()) {
+        Err(Error::Dirty { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read(&dirty).unwrap(), bytes);
+}
