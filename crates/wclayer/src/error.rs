@@ -25,6 +25,12 @@ pub enum Error {
     Io { path: PathBuf, source: io::Error },
     #[error("layer {}: {reason}", layer.display())]
     Layer { layer: PathBuf, reason: String },
+    #[error("CIM {}: {op} {path:?}: {source}", image.display())]
+    Cim { image: PathBuf, op: &'static str, path: String, source: cimfs::Error },
+    #[error("hive {}: {source}", path.display())]
+    Hive { path: PathBuf, source: regf::Error },
+    #[error("utility VM processing of {}: {step}: {reason}", layer.display())]
+    UtilityVm { layer: PathBuf, step: &'static str, reason: String },
     #[error("layer writer: {0}")]
     Sequence(String),
 }
