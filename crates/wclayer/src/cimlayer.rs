@@ -48,16 +48,34 @@ pub struct ImportSummary {
 #[derive(Debug)]
 enum PendingOp {
     /// Add the host copy of a std file with its tar metadata.
-    AddHostFile { cim_path: String, host: PathBuf, info: FileInfo },
-    AddDir { cim_path: String },
-    Link { name: String, target: String },
+    AddHostFile {
+        cim_path: String,
+        host: PathBuf,
+        info: FileInfo,
+    },
+    AddDir {
+        cim_path: String,
+    },
+    Link {
+        name: String,
+        target: String,
+    },
 }
 
 /// The stream `write` goes to.
 enum Active {
     None,
-    Cim { name: String, left: u64 },
-    Host { name: String, tmp: PathBuf, dest: PathBuf, out: BufWriter<File>, left: u64 },
+    Cim {
+        name: String,
+        left: u64,
+    },
+    Host {
+        name: String,
+        tmp: PathBuf,
+        dest: PathBuf,
+        out: BufWriter<File>,
+        left: u64,
+    },
 }
 
 /// Writes one layer: a CIM (forked from the nearest parent's) plus the std files in the layer
@@ -101,12 +119,18 @@ impl CimLayerWriter {
         let cim_path = cim_path_for_layer(&layer);
         let cim_dir = cim_path.parent().map(Path::to_path_buf).unwrap_or_default();
         if cim_path.exists() {
-            return Err(Error::Layer { layer, reason: format!("{} already exists", cim_path.display()) });
+            return Err(Error::Layer {
+                layer,
+                reason: format!("{} already exists", cim_path.display()),
+            });
         }
         match fs::read_dir(&layer) {
             Ok(mut it) => {
                 if it.next().is_some() {
-                    return Err(Error::Layer { layer, reason: "the layer folder is not empty".into() });
+                    return Err(Error::Layer {
+                        layer,
+                        reason: "the layer folder is not empty".into(),
+                    });
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -134,7 +158,12 @@ impl CimLayerWriter {
                 CimWriter::fork(&cim_dir, &parent_name, &name)
             }
         }
-        .map_err(|source| Error::Cim { image: cim_path.clone(), op: "create", path: String::new(), source })?;
+        .map_err(|source| Error::Cim {
+            image: cim_path.clone(),
+            op: "create",
+            path: String::new(),
+            source: Box::new(source),
+        })?;
         let host_id = opts
             .host_layer_path
             .as_deref()
@@ -165,11 +194,18 @@ impl CimLayerWriter {
     }
 
     fn cim(&mut self) -> Result<&mut CimWriter> {
-        self.cim.as_mut().ok_or_else(|| Error::Sequence("the layer is already closed".into()))
+        self.cim
+            .as_mut()
+            .ok_or_else(|| Error::Sequence("the layer is already closed".into()))
     }
 
     fn cim_err(&self, op: &'static str, path: &str, source: cimfs::Error) -> Error {
-        Error::Cim { image: self.cim_path.clone(), op, path: path.to_string(), source }
+        Error::Cim {
+            image: self.cim_path.clone(),
+            op,
+            path: path.to_string(),
+            source: Box::new(source),
+        }
     }
 
     /// Ends the current stream, checking it got all its bytes; a std file is renamed into place
@@ -183,11 +219,19 @@ impl CimLayerWriter {
                 }
                 Ok(())
             }
-            Active::Host { name, tmp, dest, out, left } => {
+            Active::Host {
+                name,
+                tmp,
+                dest,
+                out,
+                left,
+            } => {
                 if left != 0 {
                     return Err(Error::entry(&name, format!("{left} bytes missing")));
                 }
-                let f = out.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+                let f = out
+                    .into_inner()
+                    .map_err(|e| Error::io(&tmp, e.into_error()))?;
                 f.sync_all().map_err(|e| Error::io(&tmp, e))?;
                 drop(f);
                 fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))
@@ -197,16 +241,25 @@ impl CimLayerWriter {
 
     fn add_cim_file(&mut self, cim_path: &str, info: &FileInfo, data: &mut dyn Read) -> Result<()> {
         let meta = metadata(info);
-        self.cim()?.add(cim_path, &meta).map_err(|e| self.cim_err("add", cim_path, e))?;
+        self.cim()?
+            .add(cim_path, &meta)
+            .map_err(|e| self.cim_err("add", cim_path, e))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut left = info.size;
         while left > 0 {
             let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = data.read(&mut buf[..want]).map_err(|e| Error::io(cim_path, e))?;
+            let n = data
+                .read(&mut buf[..want])
+                .map_err(|e| Error::io(cim_path, e))?;
             if n == 0 {
-                return Err(Error::entry(cim_path, format!("host copy is {left} bytes short")));
+                return Err(Error::entry(
+                    cim_path,
+                    format!("host copy is {left} bytes short"),
+                ));
             }
-            self.cim()?.write(&buf[..n]).map_err(|e| self.cim_err("write", cim_path, e))?;
+            self.cim()?
+                .write(&buf[..n])
+                .map_err(|e| self.cim_err("write", cim_path, e))?;
             left -= n as u64;
         }
         Ok(())
@@ -217,10 +270,16 @@ impl CimLayerWriter {
     fn process_base_layer(&mut self) -> Result<Vec<PendingOp>> {
         let mut ops = Vec::new();
         let hives_dir = host_path(&self.layer, HIVES_DIR);
-        fs::create_dir(&hives_dir).map_err(|e| {
-            Error::Layer { layer: self.layer.clone(), reason: format!("creating {}: {e} (a base layer must not carry Hives)", hives_dir.display()) }
+        fs::create_dir(&hives_dir).map_err(|e| Error::Layer {
+            layer: self.layer.clone(),
+            reason: format!(
+                "creating {}: {e} (a base layer must not carry Hives)",
+                hives_dir.display()
+            ),
         })?;
-        ops.push(PendingOp::AddDir { cim_path: HIVES_DIR.to_string() });
+        ops.push(PendingOp::AddDir {
+            cim_path: HIVES_DIR.to_string(),
+        });
         for h in &HIVES {
             let config = format!(r"{REG_FILES_DIR}\{}", h.name);
             let base = format!(r"{HIVES_DIR}\{}", h.base);
@@ -233,14 +292,20 @@ impl CimLayerWriter {
             }
             let dst = host_path(&self.layer, &base);
             fs::hard_link(&src, &dst).map_err(|e| Error::io(&dst, e))?;
-            ops.push(PendingOp::Link { name: base, target: config });
+            ops.push(PendingOp::Link {
+                name: base,
+                target: config,
+            });
         }
         let layout = host_path(&self.layer, LAYOUT_FILE);
         write_atomically(&layout, LAYOUT_CONTENTS)?;
         ops.push(PendingOp::AddHostFile {
             cim_path: LAYOUT_FILE.to_string(),
             host: layout,
-            info: FileInfo { attributes: FILE_ATTRIBUTE_NORMAL, ..FileInfo::default() },
+            info: FileInfo {
+                attributes: FILE_ATTRIBUTE_NORMAL,
+                ..FileInfo::default()
+            },
         });
         Ok(ops)
     }
@@ -266,18 +331,35 @@ impl CimLayerWriter {
                 .find(|p| p.is_file())
                 .ok_or_else(|| Error::Layer {
                     layer: self.layer.clone(),
-                    reason: format!("{delta_rel} present but no parent layer folder has {base_rel}"),
+                    reason: format!(
+                        "{delta_rel} present but no parent layer folder has {base_rel}"
+                    ),
                 })?;
-            let base = regf::Hive::open(&parent_base).map_err(|source| Error::Hive { path: parent_base.clone(), source })?;
-            let delta_hive = regf::Hive::open(&delta).map_err(|source| Error::Hive { path: delta.clone(), source })?;
-            let merged = regf::merge(&base, &delta_hive).map_err(|source| Error::Hive { path: delta.clone(), source })?;
-            let bytes = merged.to_bytes().map_err(|source| Error::Hive { path: delta.clone(), source })?;
+            let base = regf::Hive::open(&parent_base).map_err(|source| Error::Hive {
+                path: parent_base.clone(),
+                source: Box::new(source),
+            })?;
+            let delta_hive = regf::Hive::open(&delta).map_err(|source| Error::Hive {
+                path: delta.clone(),
+                source: Box::new(source),
+            })?;
+            let merged = regf::merge(&base, &delta_hive).map_err(|source| Error::Hive {
+                path: delta.clone(),
+                source: Box::new(source),
+            })?;
+            let bytes = merged.to_bytes().map_err(|source| Error::Hive {
+                path: delta.clone(),
+                source: Box::new(source),
+            })?;
             let out = host_path(&self.layer, &base_rel);
             write_atomically(&out, &bytes)?;
             ops.push(PendingOp::AddHostFile {
                 cim_path: base_rel,
                 host: out,
-                info: FileInfo { attributes: FILE_ATTRIBUTE_NORMAL, ..FileInfo::default() },
+                info: FileInfo {
+                    attributes: FILE_ATTRIBUTE_NORMAL,
+                    ..FileInfo::default()
+                },
             });
         }
         Ok(ops)
@@ -285,18 +367,28 @@ impl CimLayerWriter {
 
     fn apply(&mut self, op: PendingOp) -> Result<()> {
         match op {
-            PendingOp::AddHostFile { cim_path, host, mut info } => {
+            PendingOp::AddHostFile {
+                cim_path,
+                host,
+                mut info,
+            } => {
                 let mut f = File::open(&host).map_err(|e| Error::io(&host, e))?;
                 info.size = f.metadata().map_err(|e| Error::io(&host, e))?.len();
                 self.add_cim_file(&cim_path, &info, &mut f)
             }
             PendingOp::AddDir { cim_path } => {
-                let meta = FileMetadata { attributes: FILE_ATTRIBUTE_DIRECTORY, ..FileMetadata::default() };
-                self.cim()?.add(&cim_path, &meta).map_err(|e| self.cim_err("add", &cim_path, e))
+                let meta = FileMetadata {
+                    attributes: FILE_ATTRIBUTE_DIRECTORY,
+                    ..FileMetadata::default()
+                };
+                self.cim()?
+                    .add(&cim_path, &meta)
+                    .map_err(|e| self.cim_err("add", &cim_path, e))
             }
-            PendingOp::Link { name, target } => {
-                self.cim()?.add_link(&name, &target).map_err(|e| self.cim_err("link", &name, e))
-            }
+            PendingOp::Link { name, target } => self
+                .cim()?
+                .add_link(&name, &target)
+                .map_err(|e| self.cim_err("link", &name, e)),
         }
     }
 
@@ -307,16 +399,31 @@ impl CimLayerWriter {
             let report = uvm::process_utility_vm(&self.layer, &self.relative_cim_path)?;
             self.notes.extend(report);
         }
-        let ops = if self.parents.is_empty() { self.process_base_layer()? } else { self.process_child_layer()? };
+        let ops = if self.parents.is_empty() {
+            self.process_base_layer()?
+        } else {
+            self.process_child_layer()?
+        };
         let pending = std::mem::take(&mut self.pending);
         for op in pending.into_iter().chain(ops) {
             self.apply(op)?;
         }
         if self.missing_whiteouts > 0 {
-            self.notes.push(format!("{} whiteouts named files that no parent layer has", self.missing_whiteouts));
+            self.notes.push(format!(
+                "{} whiteouts named files that no parent layer has",
+                self.missing_whiteouts
+            ));
         }
-        let cim = self.cim.take().ok_or_else(|| Error::Sequence("the layer is already closed".into()))?;
-        cim.commit().map_err(|source| Error::Cim { image: self.cim_path.clone(), op: "commit", path: String::new(), source })?;
+        let cim = self
+            .cim
+            .take()
+            .ok_or_else(|| Error::Sequence("the layer is already closed".into()))?;
+        cim.commit().map_err(|source| Error::Cim {
+            image: self.cim_path.clone(),
+            op: "commit",
+            path: String::new(),
+            source: Box::new(source),
+        })?;
         Ok(())
     }
 }
@@ -326,12 +433,17 @@ impl CimLayerWriter {
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_name(path);
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".importing");
     path.with_file_name(name)
 }
@@ -344,7 +456,10 @@ impl LayerWriter for CimLayerWriter {
         }
         if let Some(canonical) = std_file_canonical(name) {
             if info.is_directory() {
-                return Err(Error::entry(name, "expected a file, the tar has a directory"));
+                return Err(Error::entry(
+                    name,
+                    "expected a file, the tar has a directory",
+                ));
             }
             let dest = host_path(&self.layer, &canonical);
             if let Some(dir) = dest.parent() {
@@ -352,36 +467,67 @@ impl LayerWriter for CimLayerWriter {
             }
             let tmp = temp_name(&dest);
             let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            self.pending.push(PendingOp::AddHostFile { cim_path: name.to_string(), host: dest.clone(), info: info.clone() });
-            self.active = Active::Host { name: name.to_string(), tmp, dest, out: BufWriter::new(f), left: info.size };
+            self.pending.push(PendingOp::AddHostFile {
+                cim_path: name.to_string(),
+                host: dest.clone(),
+                info: info.clone(),
+            });
+            self.active = Active::Host {
+                name: name.to_string(),
+                tmp,
+                dest,
+                out: BufWriter::new(f),
+                left: info.size,
+            };
             return Ok(());
         }
         let meta = metadata(info);
-        self.cim()?.add(name, &meta).map_err(|e| self.cim_err("add", name, e))?;
+        self.cim()?
+            .add(name, &meta)
+            .map_err(|e| self.cim_err("add", name, e))?;
         let left = if info.is_directory() { 0 } else { info.size };
-        self.active = Active::Cim { name: name.to_string(), left };
+        self.active = Active::Cim {
+            name: name.to_string(),
+            left,
+        };
         Ok(())
     }
 
     fn add_link(&mut self, name: &str, target: &str) -> Result<()> {
         self.finish_active()?;
         if is_std_file(name) {
-            return Err(Error::entry(name, "a hive or boot file cannot be a hard link"));
+            return Err(Error::entry(
+                name,
+                "a hive or boot file cannot be a hard link",
+            ));
         }
         if is_std_file(target) {
-            self.pending.push(PendingOp::Link { name: name.to_string(), target: target.to_string() });
+            self.pending.push(PendingOp::Link {
+                name: name.to_string(),
+                target: target.to_string(),
+            });
             return Ok(());
         }
-        self.cim()?.add_link(name, target).map_err(|e| self.cim_err("link", name, e))
+        self.cim()?
+            .add_link(name, target)
+            .map_err(|e| self.cim_err("link", name, e))
     }
 
     fn add_alternate_stream(&mut self, name: &str, size: u64) -> Result<()> {
         if matches!(self.active, Active::Host { .. }) {
-            return Err(Error::entry(name, "a hive or boot file cannot have alternate data streams"));
+            return Err(Error::entry(
+                name,
+                "a hive or boot file cannot have alternate data streams",
+            ));
         }
         self.finish_active()?;
-        self.cim()?.add_alternate_stream(name, size).map_err(|e| self.cim_err("add stream", name, e))?;
-        self.active = Active::Cim { name: name.to_string(), left: size };
+        self.cim()?
+            .add_alternate_stream(name, size)
+            .map_err(|e| self.cim_err("add stream", name, e))?;
+        self.active = Active::Cim {
+            name: name.to_string(),
+            left: size,
+        };
         Ok(())
     }
 
@@ -408,9 +554,17 @@ impl LayerWriter for CimLayerWriter {
                 }
                 *left -= len;
                 let name = name.clone();
-                self.cim()?.write(data).map_err(|e| self.cim_err("write", &name, e))
+                self.cim()?
+                    .write(data)
+                    .map_err(|e| self.cim_err("write", &name, e))
             }
-            Active::Host { name, tmp, out, left, .. } => {
+            Active::Host {
+                name,
+                tmp,
+                out,
+                left,
+                ..
+            } => {
                 if len > *left {
                     return Err(Error::entry(name, "more data than the header announced"));
                 }
@@ -434,7 +588,10 @@ pub fn import_layer(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ImportSummary> {
     let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    let counted = Counting { inner: tar, count: count.clone() };
+    let counted = Counting {
+        inner: tar,
+        count: count.clone(),
+    };
     let existed = opts.layer.exists();
     let input = decompressed(counted)?;
     // Only after `new` succeeded does the layer folder hold anything of ours to clean up.
@@ -444,9 +601,17 @@ pub fn import_layer(
         w.close()?;
         let mut notes = std::mem::take(&mut w.notes);
         if stats.global_headers > 0 {
-            notes.push(format!("{} global PAX headers skipped", stats.global_headers));
+            notes.push(format!(
+                "{} global PAX headers skipped",
+                stats.global_headers
+            ));
         }
-        Ok(ImportSummary { size: stats.size, entries: stats.entries, cim_path: w.cim_path.clone(), notes })
+        Ok(ImportSummary {
+            size: stats.size,
+            entries: stats.entries,
+            cim_path: w.cim_path.clone(),
+            notes,
+        })
     })();
     if result.is_err() {
         // Drop the CIM writer first: it removes its partial region/objectid files.
@@ -489,7 +654,12 @@ pub fn destroy_layer(layer: &Path) -> Result<()> {
     if !cim.is_file() {
         return Ok(());
     }
-    let files = cimfs::image_files(&cim).map_err(|source| Error::Cim { image: cim.clone(), op: "list files of", path: String::new(), source })?;
+    let files = cimfs::image_files(&cim).map_err(|source| Error::Cim {
+        image: cim.clone(),
+        op: "list files of",
+        path: String::new(),
+        source: Box::new(source),
+    })?;
     for f in files.regions.iter().chain(&files.objectids) {
         match fs::remove_file(f) {
             Ok(()) => {}
@@ -517,8 +687,16 @@ pub fn layer_disk_usage(layer: &Path) -> Result<u64> {
     let mut total = 0;
     let cim = cim_path_for_layer(layer);
     if cim.is_file() {
-        let files = cimfs::image_files(&cim).map_err(|source| Error::Cim { image: cim.clone(), op: "list files of", path: String::new(), source })?;
-        for f in std::iter::once(&files.cim).chain(&files.regions).chain(&files.objectids) {
+        let files = cimfs::image_files(&cim).map_err(|source| Error::Cim {
+            image: cim.clone(),
+            op: "list files of",
+            path: String::new(),
+            source: Box::new(source),
+        })?;
+        for f in std::iter::once(&files.cim)
+            .chain(&files.regions)
+            .chain(&files.objectids)
+        {
             total += fs::metadata(f).map_err(|e| Error::io(f, e))?.len();
         }
     }

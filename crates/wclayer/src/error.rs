@@ -26,21 +26,39 @@ pub enum Error {
     #[error("layer {}: {reason}", layer.display())]
     Layer { layer: PathBuf, reason: String },
     #[error("CIM {}: {op} {path:?}: {source}", image.display())]
-    Cim { image: PathBuf, op: &'static str, path: String, source: cimfs::Error },
+    Cim {
+        image: PathBuf,
+        op: &'static str,
+        path: String,
+        source: Box<cimfs::Error>,
+    },
     #[error("hive {}: {source}", path.display())]
-    Hive { path: PathBuf, source: regf::Error },
+    Hive {
+        path: PathBuf,
+        source: Box<regf::Error>,
+    },
     #[error("utility VM processing of {}: {step}: {reason}", layer.display())]
-    UtilityVm { layer: PathBuf, step: &'static str, reason: String },
+    UtilityVm {
+        layer: PathBuf,
+        step: &'static str,
+        reason: String,
+    },
     #[error("layer writer: {0}")]
     Sequence(String),
 }
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn entry(entry: &str, reason: impl Into<String>) -> Error {
-        Error::BadEntry { entry: entry.to_string(), reason: reason.into() }
+        Error::BadEntry {
+            entry: entry.to_string(),
+            reason: reason.into(),
+        }
     }
 }

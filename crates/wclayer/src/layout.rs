@@ -34,11 +34,31 @@ pub struct HiveNames {
 
 /// The five container hives (hcsshim `cim/LayerWriter.go` `hives`).
 pub const HIVES: [HiveNames; 5] = [
-    HiveNames { name: "SYSTEM", base: "SYSTEM_BASE", delta: "SYSTEM_DELTA" },
-    HiveNames { name: "SOFTWARE", base: "SOFTWARE_BASE", delta: "SOFTWARE_DELTA" },
-    HiveNames { name: "SAM", base: "SAM_BASE", delta: "SAM_DELTA" },
-    HiveNames { name: "SECURITY", base: "SECURITY_BASE", delta: "SECURITY_DELTA" },
-    HiveNames { name: "DEFAULT", base: "DEFAULTUSER_BASE", delta: "DEFAULTUSER_DELTA" },
+    HiveNames {
+        name: "SYSTEM",
+        base: "SYSTEM_BASE",
+        delta: "SYSTEM_DELTA",
+    },
+    HiveNames {
+        name: "SOFTWARE",
+        base: "SOFTWARE_BASE",
+        delta: "SOFTWARE_DELTA",
+    },
+    HiveNames {
+        name: "SAM",
+        base: "SAM_BASE",
+        delta: "SAM_DELTA",
+    },
+    HiveNames {
+        name: "SECURITY",
+        base: "SECURITY_BASE",
+        delta: "SECURITY_DELTA",
+    },
+    HiveNames {
+        name: "DEFAULT",
+        base: "DEFAULTUSER_BASE",
+        delta: "DEFAULTUSER_DELTA",
+    },
 ];
 
 /// Joins a layer-relative Windows path onto a host folder, one component at a time.
@@ -74,7 +94,10 @@ pub fn std_file_canonical(path: &str) -> Option<String> {
 /// `SNAPSHOTS/<id>` → `SNAPSHOTS/cim-layers/<id>.cim`.
 pub fn cim_path_for_layer(layer: &Path) -> PathBuf {
     let parent = layer.parent().unwrap_or_else(|| Path::new(""));
-    let id = layer.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let id = layer
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     parent.join(CIM_LAYERS_DIR).join(format!("{id}.cim"))
 }
 
@@ -89,7 +112,10 @@ pub(crate) fn layer_id(layer: &Path) -> Result<String> {
         .and_then(|n| n.to_str())
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
         .map(str::to_string)
-        .ok_or_else(|| Error::Layer { layer: layer.into(), reason: "the layer path has no usable last component".into() })
+        .ok_or_else(|| Error::Layer {
+            layer: layer.into(),
+            reason: "the layer path has no usable last component".into(),
+        })
 }
 
 #[cfg(test)]
@@ -102,7 +128,10 @@ mod tests {
             cim_path_for_layer(Path::new("/var/lib/snap/snapshots/12")),
             PathBuf::from("/var/lib/snap/snapshots/cim-layers/12.cim")
         );
-        assert_eq!(host_path(Path::new("/l"), r"Hives\SYSTEM_BASE"), PathBuf::from("/l/Hives/SYSTEM_BASE"));
+        assert_eq!(
+            host_path(Path::new("/l"), r"Hives\SYSTEM_BASE"),
+            PathBuf::from("/l/Hives/SYSTEM_BASE")
+        );
     }
 
     #[test]
@@ -111,14 +140,23 @@ mod tests {
             std_file_canonical(r"files\windows\system32\CONFIG\system").as_deref(),
             Some(r"Files\Windows\System32\config\SYSTEM")
         );
-        assert_eq!(std_file_canonical(r"Hives\System_Delta").as_deref(), Some(r"Hives\SYSTEM_DELTA"));
+        assert_eq!(
+            std_file_canonical(r"Hives\System_Delta").as_deref(),
+            Some(r"Hives\SYSTEM_DELTA")
+        );
         assert_eq!(
             std_file_canonical(r"Hives\DefaultUser_Delta").as_deref(),
             Some(r"Hives\DEFAULTUSER_DELTA")
         );
         assert_eq!(std_file_canonical(UVM_BCD).as_deref(), Some(UVM_BCD));
-        assert_eq!(std_file_canonical(r"utilityvm\Files\EFI\Microsoft\Boot\BCD"), None);
+        assert_eq!(
+            std_file_canonical(r"utilityvm\Files\EFI\Microsoft\Boot\BCD"),
+            None
+        );
         assert_eq!(std_file_canonical(r"Hives\SYSTEM_BASE"), None);
-        assert_eq!(std_file_canonical(r"Files\Windows\System32\config\SYSTEM.LOG1"), None);
+        assert_eq!(
+            std_file_canonical(r"Files\Windows\System32\config\SYSTEM.LOG1"),
+            None
+        );
     }
 }

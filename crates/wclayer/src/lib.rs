@@ -11,9 +11,13 @@ mod tarstream;
 pub mod uvm;
 mod writer;
 
-pub use cimlayer::{destroy_layer, import_layer, layer_disk_usage, CimLayerWriter, ImportOptions, ImportSummary};
+pub use cimlayer::{
+    destroy_layer, import_layer, layer_disk_usage, CimLayerWriter, ImportOptions, ImportSummary,
+};
 pub use error::{Error, Result};
 pub use layout::{cim_path_for_layer, is_cim_layer};
 pub use paths::{parse_entry_name, EntryName};
-pub use tarstream::{decompressed, detect_compression, write_layer_from_tar, Compression, Progress, TarStats};
+pub use tarstream::{
+    decompressed, detect_compression, write_layer_from_tar, Compression, Progress, TarStats,
+};
 pub use writer::{LayerWriter, RecordedOp, RecordingLayerWriter};

@@ -53,7 +53,10 @@ pub fn parse_entry_name(name: &str) -> Result<EntryName, String> {
     let path = comps.join("\\");
     Ok(match stream {
         None => EntryName::Path(path),
-        Some(s) => EntryName::Stream { file: path, stream: s.to_string() },
+        Some(s) => EntryName::Stream {
+            file: path,
+            stream: s.to_string(),
+        },
     })
 }
 
@@ -93,7 +96,10 @@ mod tests {
 
     #[test]
     fn normal_names() {
-        assert_eq!(parse_entry_name("Files/Windows").unwrap(), p(r"Files\Windows"));
+        assert_eq!(
+            parse_entry_name("Files/Windows").unwrap(),
+            p(r"Files\Windows")
+        );
         assert_eq!(parse_entry_name("./Files/a b/").unwrap(), p(r"Files\a b"));
         assert_eq!(parse_entry_name("UtilityVM").unwrap(), p("UtilityVM"));
         assert_eq!(parse_entry_name(r"Files\x").unwrap(), p(r"Files\x"));
@@ -101,9 +107,15 @@ mod tests {
 
     #[test]
     fn streams() {
-        let s = EntryName::Stream { file: r"Files\a.txt".into(), stream: "Zone.Identifier".into() };
+        let s = EntryName::Stream {
+            file: r"Files\a.txt".into(),
+            stream: "Zone.Identifier".into(),
+        };
         assert_eq!(parse_entry_name("Files/a.txt:Zone.Identifier").unwrap(), s);
-        assert_eq!(parse_entry_name("Files/a.txt:Zone.Identifier:$DATA").unwrap(), s);
+        assert_eq!(
+            parse_entry_name("Files/a.txt:Zone.Identifier:$DATA").unwrap(),
+            s
+        );
         assert!(parse_entry_name("Files/a.txt:x:$INDEX_ALLOCATION").is_err());
         assert!(parse_entry_name("Files/a.txt:").is_err());
         assert!(parse_entry_name("Files/a.txt::$DATA").is_err());
@@ -113,8 +125,20 @@ mod tests {
     #[test]
     fn escapes_are_refused() {
         for bad in [
-            "", "/", "/etc/passwd", r"\Windows", "../x", "Files/../../x", "Files/./x", "C:/Windows",
-            "C:", "c:x", r"C:\x", "Files//x", "a/\0b", "..",
+            "",
+            "/",
+            "/etc/passwd",
+            r"\Windows",
+            "../x",
+            "Files/../../x",
+            "Files/./x",
+            "C:/Windows",
+            "C:",
+            "c:x",
+            r"C:\x",
+            "Files//x",
+            "a/\0b",
+            "..",
         ] {
             assert!(parse_entry_name(bad).is_err(), "{bad:?} accepted");
         }

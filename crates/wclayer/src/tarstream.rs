@@ -92,8 +92,12 @@ pub fn decompressed<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>
 }
 
 fn utf8<'b>(bytes: &'b [u8], what: &str) -> Result<&'b str> {
-    std::str::from_utf8(bytes)
-        .map_err(|_| Error::entry(&String::from_utf8_lossy(bytes), format!("{what} is not UTF-8")))
+    std::str::from_utf8(bytes).map_err(|_| {
+        Error::entry(
+            &String::from_utf8_lossy(bytes),
+            format!("{what} is not UTF-8"),
+        )
+    })
 }
 
 fn header_facts(h: &tar::Header, kind: EntryType, size: u64, link_name: String) -> HeaderFacts {
@@ -101,7 +105,9 @@ fn header_facts(h: &tar::Header, kind: EntryType, size: u64, link_name: String) 
         if field[0] == 0 {
             return None;
         }
-        let s = std::str::from_utf8(field).ok()?.trim_matches(|c: char| c == '\0' || c == ' ');
+        let s = std::str::from_utf8(field)
+            .ok()?
+            .trim_matches(|c: char| c == '\0' || c == ' ');
         i64::from_str_radix(s, 8).ok()
     };
     let (gnu_atime_secs, gnu_ctime_secs) = match h.as_gnu() {
@@ -109,7 +115,9 @@ fn header_facts(h: &tar::Header, kind: EntryType, size: u64, link_name: String) 
         None => (None, None),
     };
     HeaderFacts {
-        mtime_secs: h.mtime().map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+        mtime_secs: h
+            .mtime()
+            .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
         gnu_atime_secs,
         gnu_ctime_secs,
         is_dir: kind == EntryType::Directory,
@@ -127,7 +135,10 @@ pub fn write_layer_from_tar(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TarStats> {
     let count = std::rc::Rc::new(std::cell::Cell::new(0));
-    let reader = CountingReader { inner: input, count: count.clone() };
+    let reader = CountingReader {
+        inner: input,
+        count: count.clone(),
+    };
     write_layer_counted(reader, w, &mut || count.get(), progress)
 }
 
@@ -139,13 +150,18 @@ pub(crate) fn write_layer_counted(
 ) -> Result<TarStats> {
     let mut stats = TarStats::default();
     let mut archive = tar::Archive::new(input);
-    let entries = archive.entries().map_err(|source| Error::TarRead { entries: 0, source })?;
+    let entries = archive
+        .entries()
+        .map_err(|source| Error::TarRead { entries: 0, source })?;
     // Windows path of the last file or directory added: following `<it>:<stream>` entries are
     // its alternate data streams.
     let mut last_added: Option<String> = None;
     let mut buf = vec![0u8; COPY_CHUNK];
     for entry in entries {
-        let mut entry = entry.map_err(|source| Error::TarRead { entries: stats.entries, source })?;
+        let mut entry = entry.map_err(|source| Error::TarRead {
+            entries: stats.entries,
+            source,
+        })?;
         let kind = entry.header().entry_type();
         if kind == EntryType::XGlobalHeader {
             // Go hands these to hcsshim, which would create an empty file named after the
@@ -156,33 +172,51 @@ pub(crate) fn write_layer_counted(
         let raw_name = utf8(&entry.path_bytes(), "entry name")?.to_string();
         let name = parse_entry_name(&raw_name).map_err(|r| Error::entry(&raw_name, r))?;
         let mut pax = BTreeMap::new();
-        if let Some(exts) = entry
-            .pax_extensions()
-            .map_err(|source| Error::TarRead { entries: stats.entries, source })?
-        {
+        if let Some(exts) = entry.pax_extensions().map_err(|source| Error::TarRead {
+            entries: stats.entries,
+            source,
+        })? {
             for ext in exts {
-                let ext = ext.map_err(|source| Error::TarRead { entries: stats.entries, source })?;
-                let key = ext.key().map_err(|_| Error::entry(&raw_name, "PAX key is not UTF-8"))?;
-                let value = ext
-                    .value()
-                    .map_err(|_| Error::entry(&raw_name, format!("PAX record {key} is not UTF-8")))?;
+                let ext = ext.map_err(|source| Error::TarRead {
+                    entries: stats.entries,
+                    source,
+                })?;
+                let key = ext
+                    .key()
+                    .map_err(|_| Error::entry(&raw_name, "PAX key is not UTF-8"))?;
+                let value = ext.value().map_err(|_| {
+                    Error::entry(&raw_name, format!("PAX record {key} is not UTF-8"))
+                })?;
                 pax.insert(key.to_string(), value.to_string());
             }
         }
         let size = if kind == EntryType::GNUSparse {
-            entry.header().as_gnu().and_then(|g| g.real_size().ok()).unwrap_or(entry.size())
+            entry
+                .header()
+                .as_gnu()
+                .and_then(|g| g.real_size().ok())
+                .unwrap_or(entry.size())
         } else {
             entry.size()
         };
-        let is_data = matches!(kind, EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse);
+        let is_data = matches!(
+            kind,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
+        );
 
         match name {
             EntryName::Stream { file, stream } => {
                 if !is_data {
-                    return Err(Error::entry(&raw_name, "a stream entry must be a regular file"));
+                    return Err(Error::entry(
+                        &raw_name,
+                        "a stream entry must be a regular file",
+                    ));
                 }
                 if last_added.as_deref() != Some(file.as_str()) {
-                    return Err(Error::entry(&raw_name, "alternate data stream does not follow its file"));
+                    return Err(Error::entry(
+                        &raw_name,
+                        "alternate data stream does not follow its file",
+                    ));
                 }
                 w.add_alternate_stream(&format!("{file}:{stream}"), size)?;
                 copy_data(&mut entry, size, w, &mut buf, &raw_name)?;
@@ -195,12 +229,19 @@ pub(crate) fn write_layer_counted(
                         // `.wh..wh..opq` would hide every inherited child of `dir`; Windows layer
                         // exporters never write it, and silently ignoring it (as hcsshim ends up
                         // doing) would leave files the layer meant to hide.
-                        return Err(Error::entry(&raw_name, "opaque whiteouts are not supported"));
+                        return Err(Error::entry(
+                            &raw_name,
+                            "opaque whiteouts are not supported",
+                        ));
                     }
                     if hidden.is_empty() {
                         return Err(Error::entry(&raw_name, "whiteout names nothing"));
                     }
-                    let target = if dir.is_empty() { hidden.to_string() } else { format!("{dir}\\{hidden}") };
+                    let target = if dir.is_empty() {
+                        hidden.to_string()
+                    } else {
+                        format!("{dir}\\{hidden}")
+                    };
                     w.remove(&target)?;
                 } else if kind == EntryType::Link {
                     last_added = None;
@@ -208,22 +249,33 @@ pub(crate) fn write_layer_counted(
                         .link_name_bytes()
                         .ok_or_else(|| Error::entry(&raw_name, "hard link without a target"))?;
                     let link = utf8(&link, "link target")?;
-                    let target = parse_link_target(link)
-                        .map_err(|r| Error::entry(&raw_name, format!("link target {link:?}: {r}")))?;
+                    let target = parse_link_target(link).map_err(|r| {
+                        Error::entry(&raw_name, format!("link target {link:?}: {r}"))
+                    })?;
                     w.add_link(&path, &target)?;
                 } else {
                     let link_name = match kind {
                         EntryType::Symlink => {
-                            let l = entry
-                                .link_name_bytes()
-                                .ok_or_else(|| Error::entry(&raw_name, "symlink without a target"))?;
+                            let l = entry.link_name_bytes().ok_or_else(|| {
+                                Error::entry(&raw_name, "symlink without a target")
+                            })?;
                             utf8(&l, "symlink target")?.to_string()
                         }
                         _ => String::new(),
                     };
-                    let facts = header_facts(entry.header(), kind, if is_data { size } else { 0 }, link_name);
-                    let info = backuptar::file_info_from_header(&facts, &pax)
-                        .map_err(|source| Error::Dialect { entry: raw_name.clone(), source })?;
+                    let facts = header_facts(
+                        entry.header(),
+                        kind,
+                        if is_data { size } else { 0 },
+                        link_name,
+                    );
+                    let info =
+                        backuptar::file_info_from_header(&facts, &pax).map_err(|source| {
+                            Error::Dialect {
+                                entry: raw_name.clone(),
+                                source,
+                            }
+                        })?;
                     w.add(&path, &info)?;
                     if is_data {
                         copy_data(&mut entry, size, w, &mut buf, &raw_name)?;
@@ -234,7 +286,10 @@ pub(crate) fn write_layer_counted(
             }
         }
         stats.entries += 1;
-        progress(Progress { bytes_read: bytes_read(), entries: stats.entries });
+        progress(Progress {
+            bytes_read: bytes_read(),
+            entries: stats.entries,
+        });
     }
     Ok(stats)
 }
@@ -249,7 +304,10 @@ fn copy_data(
     let mut left = size;
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = r.read(&mut buf[..want]).map_err(|source| Error::TarData { entry: entry.into(), source })?;
+        let n = r.read(&mut buf[..want]).map_err(|source| Error::TarData {
+            entry: entry.into(),
+            source,
+        })?;
         if n == 0 {
             return Err(Error::entry(entry, format!("data ends {left} bytes early")));
         }

@@ -24,10 +24,23 @@ pub trait LayerWriter {
 /// One recorded call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordedOp {
-    Add { name: String, info: FileInfo, data: Vec<u8> },
-    AddLink { name: String, target: String },
-    AddStream { name: String, size: u64, data: Vec<u8> },
-    Remove { name: String },
+    Add {
+        name: String,
+        info: FileInfo,
+        data: Vec<u8>,
+    },
+    AddLink {
+        name: String,
+        target: String,
+    },
+    AddStream {
+        name: String,
+        size: u64,
+        data: Vec<u8>,
+    },
+    Remove {
+        name: String,
+    },
     Close,
 }
 
@@ -45,12 +58,16 @@ impl RecordingLayerWriter {
 
     fn check_previous_complete(&self) -> Result<()> {
         let (name, want, got) = match self.ops.last() {
-            Some(RecordedOp::Add { name, info, data }) if !info.is_directory() => (name, info.size, data.len()),
+            Some(RecordedOp::Add { name, info, data }) if !info.is_directory() => {
+                (name, info.size, data.len())
+            }
             Some(RecordedOp::AddStream { name, size, data }) => (name, *size, data.len()),
             _ => return Ok(()),
         };
         if want != got as u64 {
-            return Err(Error::Sequence(format!("{name}: {got} of {want} bytes written")));
+            return Err(Error::Sequence(format!(
+                "{name}: {got} of {want} bytes written"
+            )));
         }
         Ok(())
     }
@@ -59,19 +76,30 @@ impl RecordingLayerWriter {
 impl LayerWriter for RecordingLayerWriter {
     fn add(&mut self, name: &str, info: &FileInfo) -> Result<()> {
         self.check_previous_complete()?;
-        self.ops.push(RecordedOp::Add { name: name.into(), info: info.clone(), data: Vec::new() });
+        self.ops.push(RecordedOp::Add {
+            name: name.into(),
+            info: info.clone(),
+            data: Vec::new(),
+        });
         Ok(())
     }
 
     fn add_link(&mut self, name: &str, target: &str) -> Result<()> {
         self.check_previous_complete()?;
-        self.ops.push(RecordedOp::AddLink { name: name.into(), target: target.into() });
+        self.ops.push(RecordedOp::AddLink {
+            name: name.into(),
+            target: target.into(),
+        });
         Ok(())
     }
 
     fn add_alternate_stream(&mut self, name: &str, size: u64) -> Result<()> {
         self.check_previous_complete()?;
-        self.ops.push(RecordedOp::AddStream { name: name.into(), size, data: Vec::new() });
+        self.ops.push(RecordedOp::AddStream {
+            name: name.into(),
+            size,
+            data: Vec::new(),
+        });
         Ok(())
     }
 

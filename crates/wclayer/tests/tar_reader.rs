@@ -11,18 +11,33 @@ struct TarBuilder {
 
 impl TarBuilder {
     fn new() -> Self {
-        TarBuilder { b: tar::Builder::new(Vec::new()) }
+        TarBuilder {
+            b: tar::Builder::new(Vec::new()),
+        }
     }
 
-    fn entry(&mut self, name: &str, kind: tar::EntryType, pax: &[(&str, &str)], link: &str, data: &[u8]) {
+    fn entry(
+        &mut self,
+        name: &str,
+        kind: tar::EntryType,
+        pax: &[(&str, &str)],
+        link: &str,
+        data: &[u8],
+    ) {
         if !pax.is_empty() {
-            self.b.append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap();
+            self.b
+                .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_bytes())))
+                .unwrap();
         }
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(kind);
         h.set_size(data.len() as u64);
         h.set_mtime(1_600_000_000);
-        h.set_mode(if kind == tar::EntryType::Directory { 0o40000 } else { 0o100000 });
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o40000
+        } else {
+            0o100000
+        });
         if !link.is_empty() {
             h.set_link_name(link).unwrap();
         }
@@ -38,7 +53,13 @@ impl TarBuilder {
     }
 
     fn dir(&mut self, name: &str) {
-        self.entry(name, tar::EntryType::Directory, &[("MSWINDOWS.fileattr", "16")], "", b"");
+        self.entry(
+            name,
+            tar::EntryType::Directory,
+            &[("MSWINDOWS.fileattr", "16")],
+            "",
+            b"",
+        );
     }
 
     fn finish(self) -> Vec<u8> {
@@ -72,13 +93,29 @@ fn sample_tar() -> Vec<u8> {
     );
     t.file("Files/a.txt:Zone.Identifier", &[], b"[ZoneTransfer]");
     t.file("Files/a.txt:second:$DATA", &[], b"2");
-    t.entry("Files/link.txt", tar::EntryType::Link, &[], "Files/a.txt", b"");
+    t.entry(
+        "Files/link.txt",
+        tar::EntryType::Link,
+        &[],
+        "Files/a.txt",
+        b"",
+    );
     t.entry("Files/sym", tar::EntryType::Symlink, &[], "../x/y", b"");
-    t.entry("Files/junction", tar::EntryType::Symlink, &[("MSWINDOWS.mountpoint", "1")], "C:/ProgramData", b"");
+    t.entry(
+        "Files/junction",
+        tar::EntryType::Symlink,
+        &[("MSWINDOWS.mountpoint", "1")],
+        "C:/ProgramData",
+        b"",
+    );
     t.entry("Files/fifo", tar::EntryType::Fifo, &[], "", b"");
     t.file("Files/.wh.gone.dll", &[], b"");
     t.file(".wh.TopLevel", &[], b"");
-    t.file("Files/sddl", &[("MSWINDOWS.sd", "O:BAG:SYD:(A;;FA;;;SY)")], b"");
+    t.file(
+        "Files/sddl",
+        &[("MSWINDOWS.sd", "O:BAG:SYD:(A;;FA;;;SY)")],
+        b"",
+    );
     t.finish()
 }
 
@@ -111,7 +148,9 @@ fn every_entry_kind_in_order() {
             r"add Files\sddl",
         ]
     );
-    let RecordedOp::Add { info, data, .. } = &ops[1] else { panic!("{:?}", ops[1]) };
+    let RecordedOp::Add { info, data, .. } = &ops[1] else {
+        panic!("{:?}", ops[1])
+    };
     assert_eq!(data, b"hello");
     let ft = |s: &str| backuptar::pax_time_to_filetime(s).unwrap();
     assert_eq!(
@@ -130,25 +169,54 @@ fn every_entry_kind_in_order() {
                 })
                 .unwrap(),
             extended_attributes: backuptar::encode_extended_attributes(&[
-                backuptar::ExtendedAttribute { name: "user.a".into(), value: vec![1], flags: 0 },
-                backuptar::ExtendedAttribute { name: "user.b".into(), value: vec![2], flags: 0 },
+                backuptar::ExtendedAttribute {
+                    name: "user.a".into(),
+                    value: vec![1],
+                    flags: 0
+                },
+                backuptar::ExtendedAttribute {
+                    name: "user.b".into(),
+                    value: vec![2],
+                    flags: 0
+                },
             ])
             .unwrap(),
             reparse_data: vec![],
         }
     );
-    let RecordedOp::Add { info, .. } = &ops[0] else { panic!() };
+    let RecordedOp::Add { info, .. } = &ops[0] else {
+        panic!()
+    };
     assert_eq!(info.attributes, FILE_ATTRIBUTE_DIRECTORY);
-    let RecordedOp::Add { info, .. } = &ops[5] else { panic!() };
+    let RecordedOp::Add { info, .. } = &ops[5] else {
+        panic!()
+    };
     assert_eq!(
         backuptar::decode_reparse_point(&info.reparse_data).unwrap(),
-        ReparsePoint { target: r"..\x\y".into(), is_mount_point: false }
+        ReparsePoint {
+            target: r"..\x\y".into(),
+            is_mount_point: false
+        }
     );
-    assert_eq!(info.attributes & backuptar::FILE_ATTRIBUTE_REPARSE_POINT, backuptar::FILE_ATTRIBUTE_REPARSE_POINT);
-    let RecordedOp::Add { info, .. } = &ops[6] else { panic!() };
-    assert!(backuptar::decode_reparse_point(&info.reparse_data).unwrap().is_mount_point);
-    let RecordedOp::Add { info, .. } = &ops[10] else { panic!() };
-    assert_eq!(info.security_descriptor, backuptar::sddl_to_security_descriptor("O:BAG:SYD:(A;;FA;;;SY)").unwrap());
+    assert_eq!(
+        info.attributes & backuptar::FILE_ATTRIBUTE_REPARSE_POINT,
+        backuptar::FILE_ATTRIBUTE_REPARSE_POINT
+    );
+    let RecordedOp::Add { info, .. } = &ops[6] else {
+        panic!()
+    };
+    assert!(
+        backuptar::decode_reparse_point(&info.reparse_data)
+            .unwrap()
+            .is_mount_point
+    );
+    let RecordedOp::Add { info, .. } = &ops[10] else {
+        panic!()
+    };
+    assert_eq!(
+        info.security_descriptor,
+        backuptar::sddl_to_security_descriptor("O:BAG:SYD:(A;;FA;;;SY)").unwrap()
+    );
 }
 
 #[test]

@@ -48,7 +48,10 @@ pub fn decode_extended_attributes(buf: &[u8]) -> Result<Vec<ExtendedAttribute>, 
     let mut pos = 0usize;
     while pos < buf.len() {
         let rec = &buf[pos..];
-        let bad = |why: &str| DialectError::BadEaBuffer { offset: pos, reason: why.to_string() };
+        let bad = |why: &str| DialectError::BadEaBuffer {
+            offset: pos,
+            reason: why.to_string(),
+        };
         if rec.len() < HEADER_LEN {
             return Err(bad("record header is truncated"));
         }
@@ -66,7 +69,11 @@ pub fn decode_extended_attributes(buf: &[u8]) -> Result<Vec<ExtendedAttribute>, 
         let name = std::str::from_utf8(&rec[HEADER_LEN..HEADER_LEN + name_len])
             .map_err(|_| bad("name is not UTF-8"))?;
         let value = rec[HEADER_LEN + name_len + 1..end].to_vec();
-        out.push(ExtendedAttribute { name: name.to_string(), value, flags });
+        out.push(ExtendedAttribute {
+            name: name.to_string(),
+            value,
+            flags,
+        });
         if next == 0 {
             break;
         }
@@ -83,7 +90,11 @@ mod tests {
     use super::*;
 
     fn ea(name: &str, value: &[u8]) -> ExtendedAttribute {
-        ExtendedAttribute { name: name.into(), value: value.to_vec(), flags: 0 }
+        ExtendedAttribute {
+            name: name.into(),
+            value: value.to_vec(),
+            flags: 0,
+        }
     }
 
     #[test]
@@ -98,12 +109,18 @@ mod tests {
         ]
         .concat();
         assert_eq!(buf, expected);
-        assert_eq!(decode_extended_attributes(&buf).unwrap(), vec![ea("A", b"xy"), ea("BC", b"")]);
+        assert_eq!(
+            decode_extended_attributes(&buf).unwrap(),
+            vec![ea("A", b"xy"), ea("BC", b"")]
+        );
     }
 
     #[test]
     fn round_trips_and_keeps_flags() {
-        let mut eas = vec![ea("$KERNEL.PURGE.ESBCACHE", &[1, 2, 3, 4, 5]), ea("user.x", &[9; 300])];
+        let mut eas = vec![
+            ea("$KERNEL.PURGE.ESBCACHE", &[1, 2, 3, 4, 5]),
+            ea("user.x", &[9; 300]),
+        ];
         eas[1].flags = 0x80;
         let buf = encode_extended_attributes(&eas).unwrap();
         assert_eq!(buf.len() % 4, 0);

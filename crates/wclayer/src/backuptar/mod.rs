@@ -115,7 +115,9 @@ pub struct HeaderFacts {
 fn base64_decode(key: &str, value: &str) -> Result<Vec<u8>, DialectError> {
     base64::engine::general_purpose::STANDARD
         .decode(value.trim_end())
-        .map_err(|_| DialectError::BadBase64 { key: key.to_string() })
+        .map_err(|_| DialectError::BadBase64 {
+            key: key.to_string(),
+        })
 }
 
 /// Base64 as backuptar writes it (standard alphabet, padded).
@@ -146,9 +148,10 @@ pub fn file_info_from_header(
     pax: &BTreeMap<String, String>,
 ) -> Result<FileInfo, DialectError> {
     let mut attributes = match pax.get(PAX_FILE_ATTRIBUTES) {
-        Some(v) => v
-            .parse::<u32>()
-            .map_err(|_| DialectError::BadRecord { key: PAX_FILE_ATTRIBUTES, value: v.clone() })?,
+        Some(v) => v.parse::<u32>().map_err(|_| DialectError::BadRecord {
+            key: PAX_FILE_ATTRIBUTES,
+            value: v.clone(),
+        })?,
         None => 0,
     };
     if h.is_dir {
@@ -176,8 +179,14 @@ pub fn file_info_from_header(
 
     let mut eas = Vec::new();
     for (k, v) in pax.range(PAX_EA_PREFIX.to_string()..) {
-        let Some(name) = k.strip_prefix(PAX_EA_PREFIX) else { break };
-        eas.push(ExtendedAttribute { name: name.to_string(), value: base64_decode(k, v)?, flags: 0 });
+        let Some(name) = k.strip_prefix(PAX_EA_PREFIX) else {
+            break;
+        };
+        eas.push(ExtendedAttribute {
+            name: name.to_string(),
+            value: base64_decode(k, v)?,
+            flags: 0,
+        });
     }
     // BTreeMap iteration is already sorted by key, hence by EA name.
     let extended_attributes = encode_extended_attributes(&eas)?;
@@ -212,16 +221,34 @@ pub fn file_info_from_header(
 /// caller's (whole seconds of `last_write_time`).
 pub fn pax_records_for(info: &FileInfo) -> Result<BTreeMap<String, String>, DialectError> {
     let mut m = BTreeMap::new();
-    m.insert(PAX_MTIME.to_string(), filetime_to_pax_time(info.last_write_time));
-    m.insert(PAX_ATIME.to_string(), filetime_to_pax_time(info.last_access_time));
-    m.insert(PAX_CTIME.to_string(), filetime_to_pax_time(info.change_time));
-    m.insert(PAX_CREATION_TIME.to_string(), filetime_to_pax_time(info.creation_time));
+    m.insert(
+        PAX_MTIME.to_string(),
+        filetime_to_pax_time(info.last_write_time),
+    );
+    m.insert(
+        PAX_ATIME.to_string(),
+        filetime_to_pax_time(info.last_access_time),
+    );
+    m.insert(
+        PAX_CTIME.to_string(),
+        filetime_to_pax_time(info.change_time),
+    );
+    m.insert(
+        PAX_CREATION_TIME.to_string(),
+        filetime_to_pax_time(info.creation_time),
+    );
     m.insert(PAX_FILE_ATTRIBUTES.to_string(), info.attributes.to_string());
     if !info.security_descriptor.is_empty() {
-        m.insert(PAX_RAW_SECURITY_DESCRIPTOR.to_string(), base64_encode(&info.security_descriptor));
+        m.insert(
+            PAX_RAW_SECURITY_DESCRIPTOR.to_string(),
+            base64_encode(&info.security_descriptor),
+        );
     }
     for ea in decode_extended_attributes(&info.extended_attributes)? {
-        m.insert(format!("{PAX_EA_PREFIX}{}", ea.name), base64_encode(&ea.value));
+        m.insert(
+            format!("{PAX_EA_PREFIX}{}", ea.name),
+            base64_encode(&ea.value),
+        );
     }
     if !info.reparse_data.is_empty() && decode_reparse_point(&info.reparse_data)?.is_mount_point {
         m.insert(PAX_MOUNT_POINT.to_string(), "1".to_string());
@@ -234,12 +261,19 @@ mod tests {
     use super::*;
 
     fn pax(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn header_to_file_info() {
-        let h = HeaderFacts { mtime_secs: 1_600_000_000, size: 42, ..Default::default() };
+        let h = HeaderFacts {
+            mtime_secs: 1_600_000_000,
+            size: 42,
+            ..Default::default()
+        };
         let p = pax(&[
             (PAX_FILE_ATTRIBUTES, "1056"), // ARCHIVE | REPARSE_POINT: the reparse bit is dropped
             ("mtime", "1600000000.5"),
@@ -252,19 +286,32 @@ mod tests {
         let fi = file_info_from_header(&h, &p).unwrap();
         assert_eq!(fi.attributes, 0x20);
         assert_eq!(fi.size, 42);
-        assert_eq!(fi.last_write_time, UNIX_EPOCH_FILETIME + 16_000_000_005_000_000);
+        assert_eq!(
+            fi.last_write_time,
+            UNIX_EPOCH_FILETIME + 16_000_000_005_000_000
+        );
         assert_eq!(fi.creation_time, fi.last_write_time);
-        assert_eq!(fi.last_access_time, UNIX_EPOCH_FILETIME + 16_000_000_010_000_000);
+        assert_eq!(
+            fi.last_access_time,
+            UNIX_EPOCH_FILETIME + 16_000_000_010_000_000
+        );
         assert_eq!(fi.change_time, UNIX_EPOCH_FILETIME - 15_000_000);
         assert_eq!(fi.security_descriptor, vec![1, 0, 4, 0x80]);
         let eas = decode_extended_attributes(&fi.extended_attributes).unwrap();
-        assert_eq!(eas.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            eas.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         assert_eq!(eas[1].value, vec![1, 2]);
     }
 
     #[test]
     fn missing_times_follow_go() {
-        let h = HeaderFacts { mtime_secs: 10, gnu_atime_secs: Some(20), ..Default::default() };
+        let h = HeaderFacts {
+            mtime_secs: 10,
+            gnu_atime_secs: Some(20),
+            ..Default::default()
+        };
         let fi = file_info_from_header(&h, &BTreeMap::new()).unwrap();
         assert_eq!(fi.last_access_time, UNIX_EPOCH_FILETIME + 200_000_000);
         assert_eq!(fi.change_time, GO_ZERO_TIME_FILETIME);
@@ -273,25 +320,56 @@ mod tests {
 
     #[test]
     fn directories_and_symlinks() {
-        let d = HeaderFacts { is_dir: true, size: 7, ..Default::default() };
+        let d = HeaderFacts {
+            is_dir: true,
+            size: 7,
+            ..Default::default()
+        };
         let fi = file_info_from_header(&d, &pax(&[(PAX_FILE_ATTRIBUTES, "0")])).unwrap();
         assert_eq!((fi.attributes, fi.size), (FILE_ATTRIBUTE_DIRECTORY, 0));
-        let s = HeaderFacts { is_symlink: true, link_name: "C:/ProgramData".into(), ..Default::default() };
-        let fi = file_info_from_header(&s, &pax(&[(PAX_MOUNT_POINT, "1"), (PAX_FILE_ATTRIBUTES, "16")]))
-            .unwrap();
+        let s = HeaderFacts {
+            is_symlink: true,
+            link_name: "C:/ProgramData".into(),
+            ..Default::default()
+        };
+        let fi = file_info_from_header(
+            &s,
+            &pax(&[(PAX_MOUNT_POINT, "1"), (PAX_FILE_ATTRIBUTES, "16")]),
+        )
+        .unwrap();
         assert_eq!(fi.attributes, FILE_ATTRIBUTE_REPARSE_POINT);
         let rp = decode_reparse_point(&fi.reparse_data).unwrap();
-        assert_eq!(rp, ReparsePoint { target: r"C:\ProgramData".into(), is_mount_point: true });
+        assert_eq!(
+            rp,
+            ReparsePoint {
+                target: r"C:\ProgramData".into(),
+                is_mount_point: true
+            }
+        );
     }
 
     #[test]
     fn sddl_record_used_only_without_rawsd() {
         let h = HeaderFacts::default();
-        let fi = file_info_from_header(&h, &pax(&[(PAX_SDDL_SECURITY_DESCRIPTOR, "O:SY")])).unwrap();
-        assert_eq!(fi.security_descriptor, sddl_to_security_descriptor("O:SY").unwrap());
-        let both = pax(&[(PAX_SDDL_SECURITY_DESCRIPTOR, "garbage"), (PAX_RAW_SECURITY_DESCRIPTOR, "AQA=")]);
-        assert_eq!(file_info_from_header(&h, &both).unwrap().security_descriptor, vec![1, 0]);
-        assert!(file_info_from_header(&h, &pax(&[(PAX_SDDL_SECURITY_DESCRIPTOR, "O:QQ")])).is_err());
+        let fi =
+            file_info_from_header(&h, &pax(&[(PAX_SDDL_SECURITY_DESCRIPTOR, "O:SY")])).unwrap();
+        assert_eq!(
+            fi.security_descriptor,
+            sddl_to_security_descriptor("O:SY").unwrap()
+        );
+        let both = pax(&[
+            (PAX_SDDL_SECURITY_DESCRIPTOR, "garbage"),
+            (PAX_RAW_SECURITY_DESCRIPTOR, "AQA="),
+        ]);
+        assert_eq!(
+            file_info_from_header(&h, &both)
+                .unwrap()
+                .security_descriptor,
+            vec![1, 0]
+        );
+        assert!(
+            file_info_from_header(&h, &pax(&[(PAX_SDDL_SECURITY_DESCRIPTOR, "O:QQ")])).is_err()
+        );
     }
 
     #[test]
@@ -305,7 +383,10 @@ mod tests {
             ("mtime", "soon"),
             (PAX_CREATION_TIME, "1.2.3"),
         ] {
-            assert!(file_info_from_header(&h, &pax(&[(k, v)])).is_err(), "{k}={v}");
+            assert!(
+                file_info_from_header(&h, &pax(&[(k, v)])).is_err(),
+                "{k}={v}"
+            );
         }
     }
 
@@ -320,15 +401,30 @@ mod tests {
             last_access_time: 133_000_000_000_000_001,
             security_descriptor: sddl_to_security_descriptor("O:BAG:SYD:(A;;FA;;;SY)").unwrap(),
             extended_attributes: encode_extended_attributes(&[
-                ExtendedAttribute { name: "a".into(), value: vec![1], flags: 0 },
-                ExtendedAttribute { name: "b".into(), value: vec![], flags: 0 },
+                ExtendedAttribute {
+                    name: "a".into(),
+                    value: vec![1],
+                    flags: 0,
+                },
+                ExtendedAttribute {
+                    name: "b".into(),
+                    value: vec![],
+                    flags: 0,
+                },
             ])
             .unwrap(),
-            reparse_data: encode_reparse_point(&ReparsePoint { target: r"C:\x".into(), is_mount_point: true })
-                .unwrap(),
+            reparse_data: encode_reparse_point(&ReparsePoint {
+                target: r"C:\x".into(),
+                is_mount_point: true,
+            })
+            .unwrap(),
         };
         let recs = pax_records_for(&info).unwrap();
-        let h = HeaderFacts { is_symlink: true, link_name: r"C:\x".into(), ..Default::default() };
+        let h = HeaderFacts {
+            is_symlink: true,
+            link_name: r"C:\x".into(),
+            ..Default::default()
+        };
         assert_eq!(file_info_from_header(&h, &recs).unwrap(), info);
     }
 }

@@ -18,7 +18,10 @@ pub struct ReparsePoint {
 }
 
 fn utf16z(s: &str) -> Vec<u8> {
-    s.encode_utf16().chain(std::iter::once(0)).flat_map(u16::to_le_bytes).collect()
+    s.encode_utf16()
+        .chain(std::iter::once(0))
+        .flat_map(u16::to_le_bytes)
+        .collect()
 }
 
 /// Builds the NT ("substitute") name and whether the target is relative.
@@ -86,7 +89,9 @@ pub fn decode_reparse_point(buf: &[u8]) -> Result<ReparsePoint, DialectError> {
         other => return Err(DialectError::UnsupportedReparseTag(other)),
     };
     let data_len = u16_at(4)?;
-    let data = buf.get(8..8 + data_len).ok_or_else(|| bad("ReparseDataLength runs past the buffer"))?;
+    let data = buf
+        .get(8..8 + data_len)
+        .ok_or_else(|| bad("ReparseDataLength runs past the buffer"))?;
     let print_off = u16_at(12)?;
     let print_len = u16_at(14)?;
     let path_buffer = if is_mount_point { 8 } else { 12 };
@@ -97,9 +102,15 @@ pub fn decode_reparse_point(buf: &[u8]) -> Result<ReparsePoint, DialectError> {
     let name = data
         .get(start..start + print_len)
         .ok_or_else(|| bad("print name runs past the reparse data"))?;
-    let units: Vec<u16> = name.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let units: Vec<u16> = name
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
     let target = String::from_utf16(&units).map_err(|_| bad("print name is not valid UTF-16"))?;
-    Ok(ReparsePoint { target, is_mount_point })
+    Ok(ReparsePoint {
+        target,
+        is_mount_point,
+    })
 }
 
 #[cfg(test)]
@@ -107,14 +118,19 @@ mod tests {
     use super::*;
 
     fn rp(target: &str, is_mount_point: bool) -> ReparsePoint {
-        ReparsePoint { target: target.into(), is_mount_point }
+        ReparsePoint {
+            target: target.into(),
+            is_mount_point,
+        }
     }
 
     #[test]
     fn relative_symlink_bytes() {
         let buf = encode_reparse_point(&rp(r"a\b", false)).unwrap();
         // names "a\b" (3 units): substitute 6+2 bytes, print 6+2 bytes
-        let mut want = vec![0x0C, 0, 0, 0xA0, 28, 0, 0, 0, 0, 0, 6, 0, 8, 0, 6, 0, 1, 0, 0, 0];
+        let mut want = vec![
+            0x0C, 0, 0, 0xA0, 28, 0, 0, 0, 0, 0, 6, 0, 8, 0, 6, 0, 1, 0, 0, 0,
+        ];
         let name = [b'a', 0, b'\\', 0, b'b', 0, 0, 0];
         want.extend_from_slice(&name);
         want.extend_from_slice(&name);
@@ -151,7 +167,14 @@ mod tests {
         ] {
             let buf = encode_reparse_point(&p).unwrap();
             assert_eq!(decode_reparse_point(&buf).unwrap(), p);
-            assert_eq!(buf[0..4], if p.is_mount_point { [3, 0, 0, 0xA0] } else { [0xC, 0, 0, 0xA0] });
+            assert_eq!(
+                buf[0..4],
+                if p.is_mount_point {
+                    [3, 0, 0, 0xA0]
+                } else {
+                    [0xC, 0, 0, 0xA0]
+                }
+            );
         }
     }
 
@@ -161,7 +184,10 @@ mod tests {
         assert!(decode_reparse_point(&buf[..buf.len() - 1]).is_err());
         assert!(decode_reparse_point(&buf[..6]).is_err());
         buf[0] = 0x17; // IO_REPARSE_TAG_WCI-ish, not a link
-        assert!(matches!(decode_reparse_point(&buf), Err(DialectError::UnsupportedReparseTag(_))));
+        assert!(matches!(
+            decode_reparse_point(&buf),
+            Err(DialectError::UnsupportedReparseTag(_))
+        ));
         assert!(encode_reparse_point(&rp(&"x".repeat(20000), false)).is_err());
     }
 }

@@ -14,7 +14,11 @@ pub struct SddlError {
 
 impl fmt::Display for SddlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SDDL: {} at offset {}: {:?}", self.reason, self.offset, self.token)
+        write!(
+            f,
+            "SDDL: {} at offset {}: {:?}",
+            self.reason, self.offset, self.token
+        )
     }
 }
 
@@ -92,8 +96,10 @@ const SID_ALIASES: &[(&str, &str)] = &[
 ];
 
 /// Aliases that name a SID of the machine's or forest's domain: not resolvable offline.
-const DOMAIN_ALIASES: &[&str] =
-    &["AP", "CA", "CN", "DA", "DC", "DD", "DG", "DU", "EA", "EK", "KA", "LA", "LG", "PA", "RO", "RS", "SA"];
+const DOMAIN_ALIASES: &[&str] = &[
+    "AP", "CA", "CN", "DA", "DC", "DD", "DG", "DU", "EA", "EK", "KA", "LA", "LG", "PA", "RO", "RS",
+    "SA",
+];
 
 const RIGHT_ALIASES: &[(&str, u32)] = &[
     ("GA", 0x1000_0000),
@@ -165,7 +171,11 @@ impl<'a> Parser<'a> {
 
     fn err(&self, start: usize, end: usize, reason: &'static str) -> SddlError {
         let end = end.clamp(start, self.s.len());
-        SddlError { offset: start, token: self.s[start..end].to_string(), reason }
+        SddlError {
+            offset: start,
+            token: self.s[start..end].to_string(),
+            reason,
+        }
     }
 
     fn skip_ws(&mut self) {
@@ -214,7 +224,10 @@ pub fn sid_from_string(s: &str) -> Result<Vec<u8>, &'static str> {
     if parts.next() != Some("S") || parts.next() != Some("1") {
         return Err("SID must start with S-1-");
     }
-    let authority = parts.next().and_then(parse_number).ok_or("bad SID authority")?;
+    let authority = parts
+        .next()
+        .and_then(parse_number)
+        .ok_or("bad SID authority")?;
     if authority >= 1 << 48 {
         return Err("SID authority does not fit 48 bits");
     }
@@ -243,7 +256,10 @@ pub fn sid_to_string(b: &[u8]) -> Option<String> {
     auth[2..].copy_from_slice(&b[2..8]);
     let mut s = format!("S-1-{}", u64::from_be_bytes(auth));
     for c in b[8..8 + 4 * count].chunks_exact(4) {
-        s.push_str(&format!("-{}", u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        s.push_str(&format!(
+            "-{}",
+            u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+        ));
     }
     Some(s)
 }
@@ -253,7 +269,10 @@ fn parse_guid(s: &str) -> Option<[u8; 16]> {
     let groups: Vec<&str> = s.split('-').collect();
     let lens = [8, 4, 4, 4, 12];
     if groups.len() != 5
-        || groups.iter().zip(lens).any(|(g, l)| g.len() != l || !g.bytes().all(|b| b.is_ascii_hexdigit()))
+        || groups
+            .iter()
+            .zip(lens)
+            .any(|(g, l)| g.len() != l || !g.bytes().all(|b| b.is_ascii_hexdigit()))
     {
         return None;
     }
@@ -298,7 +317,9 @@ fn parse_ace(p: &Parser<'_>, start: usize, body: &str) -> Result<(Vec<u8>, bool)
     let fields: Vec<&str> = body.split(';').collect();
     let whole = |reason| p.err(start, start + body.len(), reason);
     if fields.len() != 6 {
-        return Err(whole("ACE must have 6 fields (conditional and resource ACEs are not supported)"));
+        return Err(whole(
+            "ACE must have 6 fields (conditional and resource ACEs are not supported)",
+        ));
     }
     // byte offset of field i inside the string, for error messages
     let field_off = |i: usize| start + fields[..i].iter().map(|f| f.len() + 1).sum::<usize>();
@@ -316,8 +337,13 @@ fn parse_ace(p: &Parser<'_>, start: usize, body: &str) -> Result<(Vec<u8>, bool)
         let off = field_off(1) + i;
         p.err(off, off + 2, "unknown ACE flag")
     })?;
-    let mask = if fields[2].starts_with("0x") || fields[2].starts_with("0X") || fields[2].bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-        parse_number(fields[2]).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| ferr(2, "bad access mask number"))?
+    let mask = if fields[2].starts_with("0x")
+        || fields[2].starts_with("0X")
+        || fields[2].bytes().next().is_some_and(|b| b.is_ascii_digit())
+    {
+        parse_number(fields[2])
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| ferr(2, "bad access mask number"))?
     } else {
         let mut m = 0u32;
         parse_two_letter_set(fields[2], RIGHT_ALIASES, |v| m |= v).map_err(|i| {
@@ -333,7 +359,9 @@ fn parse_ace(p: &Parser<'_>, start: usize, body: &str) -> Result<(Vec<u8>, bool)
         if !is_object {
             return Err(ferr(i, "object GUID on an ACE type that has none"));
         }
-        parse_guid(fields[i]).map(Some).ok_or_else(|| ferr(i, "bad GUID"))
+        parse_guid(fields[i])
+            .map(Some)
+            .ok_or_else(|| ferr(i, "bad GUID"))
     };
     let object_type = guid(3)?;
     let inherited_type = guid(4)?;
@@ -363,11 +391,23 @@ fn parse_ace(p: &Parser<'_>, start: usize, body: &str) -> Result<(Vec<u8>, bool)
 fn parse_acl(p: &mut Parser<'_>, is_dacl: bool) -> Result<Acl, SddlError> {
     use control::*;
     let (protected, auto_inherited, auto_req) = if is_dacl {
-        (SE_DACL_PROTECTED, SE_DACL_AUTO_INHERITED, SE_DACL_AUTO_INHERIT_REQ)
+        (
+            SE_DACL_PROTECTED,
+            SE_DACL_AUTO_INHERITED,
+            SE_DACL_AUTO_INHERIT_REQ,
+        )
     } else {
-        (SE_SACL_PROTECTED, SE_SACL_AUTO_INHERITED, SE_SACL_AUTO_INHERIT_REQ)
+        (
+            SE_SACL_PROTECTED,
+            SE_SACL_AUTO_INHERITED,
+            SE_SACL_AUTO_INHERIT_REQ,
+        )
     };
-    let mut acl = Acl { aces: Some(Vec::new()), control: 0, has_object_ace: false };
+    let mut acl = Acl {
+        aces: Some(Vec::new()),
+        control: 0,
+        has_object_ace: false,
+    };
     let mut null = false;
     // flags
     loop {
@@ -397,7 +437,10 @@ fn parse_acl(p: &mut Parser<'_>, is_dacl: bool) -> Result<Acl, SddlError> {
             break;
         }
         let start = p.pos + 1;
-        let close = p.rest().find(')').ok_or_else(|| p.err(p.pos, p.s.len(), "unterminated ACE"))?;
+        let close = p
+            .rest()
+            .find(')')
+            .ok_or_else(|| p.err(p.pos, p.s.len(), "unterminated ACE"))?;
         let body = &p.s[start..p.pos + close];
         let (ace, is_object) = parse_ace(p, start, body)?;
         acl.has_object_ace |= is_object;
@@ -414,7 +457,10 @@ fn parse_acl(p: &mut Parser<'_>, is_dacl: bool) -> Result<Acl, SddlError> {
     }
     p.skip_ws();
     if !p.rest().is_empty() && !p.at_component() {
-        let end = p.rest().find(['(', ')']).map_or(p.s.len(), |i| p.pos + i.max(1));
+        let end = p
+            .rest()
+            .find(['(', ')'])
+            .map_or(p.s.len(), |i| p.pos + i.max(1));
         return Err(p.err(p.pos, end, "unknown ACL flag or token"));
     }
     Ok(acl)
@@ -424,7 +470,11 @@ fn acl_bytes(aces: &[Vec<u8>], has_object_ace: bool) -> Result<Vec<u8>, &'static
     let body: usize = aces.iter().map(Vec::len).sum();
     let size = u16::try_from(8 + body).map_err(|_| "ACL larger than 64 KiB")?;
     let count = u16::try_from(aces.len()).map_err(|_| "too many ACEs")?;
-    let rev = if has_object_ace { ACL_REVISION_DS } else { ACL_REVISION };
+    let rev = if has_object_ace {
+        ACL_REVISION_DS
+    } else {
+        ACL_REVISION
+    };
     let mut out = vec![rev, 0];
     out.extend_from_slice(&size.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
@@ -467,7 +517,7 @@ pub fn sddl_to_security_descriptor(sddl: &str) -> Result<Vec<u8>, SddlError> {
                         .map(|n| {
                             // stop before a following component such as "G:" glued to the SID
                             let t = &r[..n];
-                            match t.rfind(|c: char| c == 'G' || c == 'D' || c == 'S' || c == 'O') {
+                            match t.rfind(['G', 'D', 'S', 'O']) {
                                 Some(k) if k > 0 && r.as_bytes().get(k + 1) == Some(&b':') => k,
                                 _ => n,
                             }
@@ -477,9 +527,14 @@ pub fn sddl_to_security_descriptor(sddl: &str) -> Result<Vec<u8>, SddlError> {
                     r.len().min(2)
                 };
                 let tok = &r[..len];
-                let sid = parse_sid_token(tok).map_err(|reason| p.err(start, start + len, reason))?;
+                let sid =
+                    parse_sid_token(tok).map_err(|reason| p.err(start, start + len, reason))?;
                 p.pos += len;
-                let slot = if which == b'O' { &mut owner } else { &mut group };
+                let slot = if which == b'O' {
+                    &mut owner
+                } else {
+                    &mut group
+                };
                 if slot.is_some() {
                     return Err(dup(&p));
                 }
@@ -503,7 +558,11 @@ pub fn sddl_to_security_descriptor(sddl: &str) -> Result<Vec<u8>, SddlError> {
     use control::*;
     let mut ctl = SE_SELF_RELATIVE;
     let mut out = vec![0u8; 20];
-    let too_big = |reason| SddlError { offset: 0, token: String::new(), reason };
+    let too_big = |reason| SddlError {
+        offset: 0,
+        token: String::new(),
+        reason,
+    };
     let place = |out: &mut Vec<u8>, bytes: &[u8]| -> u32 {
         let off = out.len() as u32;
         out.extend_from_slice(bytes);
@@ -514,13 +573,19 @@ pub fn sddl_to_security_descriptor(sddl: &str) -> Result<Vec<u8>, SddlError> {
     if let Some(acl) = &sacl {
         ctl |= SE_SACL_PRESENT | acl.control;
         if let Some(aces) = &acl.aces {
-            off_sacl = place(&mut out, &acl_bytes(aces, acl.has_object_ace).map_err(too_big)?);
+            off_sacl = place(
+                &mut out,
+                &acl_bytes(aces, acl.has_object_ace).map_err(too_big)?,
+            );
         }
     }
     if let Some(acl) = &dacl {
         ctl |= SE_DACL_PRESENT | acl.control;
         if let Some(aces) = &acl.aces {
-            off_dacl = place(&mut out, &acl_bytes(aces, acl.has_object_ace).map_err(too_big)?);
+            off_dacl = place(
+                &mut out,
+                &acl_bytes(aces, acl.has_object_ace).map_err(too_big)?,
+            );
         }
     }
     let off_owner = owner.as_ref().map_or(0, |s| place(&mut out, s));
@@ -540,19 +605,34 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
     fn sids_from_strings_and_aliases() {
-        assert_eq!(sid_from_string("S-1-5-18").unwrap(), hex("01 01 000000000005 12000000"));
+        assert_eq!(
+            sid_from_string("S-1-5-18").unwrap(),
+            hex("01 01 000000000005 12000000")
+        );
         assert_eq!(
             parse_sid_token("BA").unwrap(),
             hex("01 02 000000000005 20000000 20020000")
         );
-        assert_eq!(parse_sid_token("WD").unwrap(), hex("01 01 000000000001 00000000"));
-        assert_eq!(sid_from_string("S-1-0x10-1").unwrap(), hex("01 01 000000000010 01000000"));
-        assert_eq!(sid_to_string(&parse_sid_token("UD").unwrap()).unwrap(), "S-1-5-84-0-0-0-0-0");
+        assert_eq!(
+            parse_sid_token("WD").unwrap(),
+            hex("01 01 000000000001 00000000")
+        );
+        assert_eq!(
+            sid_from_string("S-1-0x10-1").unwrap(),
+            hex("01 01 000000000010 01000000")
+        );
+        assert_eq!(
+            sid_to_string(&parse_sid_token("UD").unwrap()).unwrap(),
+            "S-1-5-84-0-0-0-0-0"
+        );
         assert!(parse_sid_token("DA").unwrap_err().contains("domain"));
         assert!(parse_sid_token("ZZ").is_err());
         assert!(sid_from_string("S-1-5-4294967296").is_err());
@@ -564,34 +644,34 @@ mod tests {
     #[test]
     fn owner_group_and_one_allow_ace() {
         let sd = sddl_to_security_descriptor("O:BAG:SYD:(A;;FA;;;SY)").unwrap();
-        let want = hex(
-            "01 00 0480 30000000 40000000 00000000 14000000
+        let want = hex("01 00 0480 30000000 40000000 00000000 14000000
              02 00 1C00 0100 0000
              00 00 1400 FF011F00 0101 000000000005 12000000
              0102 000000000005 20000000 20020000
-             0101 000000000005 12000000",
-        );
+             0101 000000000005 12000000");
         assert_eq!(sd, want);
     }
 
     /// Protected, auto-inherited DACL; ACE flags OICI + ID; hex mask; literal SID; SACL audit.
     #[test]
     fn flags_hex_rights_and_sacl() {
-        let sd =
-            sddl_to_security_descriptor("O:S-1-5-32-544D:PAI(A;OICIID;0x1200a9;;;BU)(D;;GW;;;WD)S:(AU;FA;FA;;;WD)")
-                .unwrap();
+        let sd = sddl_to_security_descriptor(
+            "O:S-1-5-32-544D:PAI(A;OICIID;0x1200a9;;;BU)(D;;GW;;;WD)S:(AU;FA;FA;;;WD)",
+        )
+        .unwrap();
         // control: SELF_RELATIVE|DACL_PRESENT|SACL_PRESENT|DACL_PROTECTED|DACL_AUTO_INHERITED
-        assert_eq!(u16::from_le_bytes([sd[2], sd[3]]), 0x8000 | 0x4 | 0x10 | 0x1000 | 0x400);
+        assert_eq!(
+            u16::from_le_bytes([sd[2], sd[3]]),
+            0x8000 | 0x4 | 0x10 | 0x1000 | 0x400
+        );
         // SACL: 8 + (8 + 12) = 28 bytes at 0x14; DACL at 0x30: 8 + (8+16) + (8+12) = 52 -> owner 0x64
-        let want = hex(
-            "01 00 1494 64000000 00000000 14000000 30000000
+        let want = hex("01 00 1494 64000000 00000000 14000000 30000000
              02 00 1C00 0100 0000
              02 80 1400 FF011F00 0101 000000000001 00000000
              02 00 3400 0200 0000
              00 13 1800 A9001200 0102 000000000005 20000000 21020000
              01 00 1400 00000040 0101 000000000001 00000000
-             0102 000000000005 20000000 20020000",
-        );
+             0102 000000000005 20000000 20020000");
         assert_eq!(sd, want);
     }
 
@@ -600,18 +680,20 @@ mod tests {
         let null = sddl_to_security_descriptor("D:NO_ACCESS_CONTROL").unwrap();
         assert_eq!(null, hex("01 00 0480 00000000 00000000 00000000 00000000"));
         let empty = sddl_to_security_descriptor("D:P").unwrap();
-        assert_eq!(empty, hex("01 00 0490 00000000 00000000 00000000 14000000 02 00 0800 0000 0000"));
+        assert_eq!(
+            empty,
+            hex("01 00 0490 00000000 00000000 00000000 14000000 02 00 0800 0000 0000")
+        );
     }
 
     #[test]
     fn object_ace_uses_revision_4_and_mixed_endian_guid() {
-        let sd = sddl_to_security_descriptor("D:(OA;;CR;01234567-89ab-cdef-0123-456789abcdef;;AU)").unwrap();
-        let want = hex(
-            "01 00 0480 00000000 00000000 00000000 14000000
+        let sd = sddl_to_security_descriptor("D:(OA;;CR;01234567-89ab-cdef-0123-456789abcdef;;AU)")
+            .unwrap();
+        let want = hex("01 00 0480 00000000 00000000 00000000 14000000
              04 00 3000 0100 0000
              05 00 2800 00010000 01000000 67452301 ab89 efcd 0123456789abcdef
-             0101 000000000005 0B000000",
-        );
+             0101 000000000005 0B000000");
         assert_eq!(sd, want);
     }
 

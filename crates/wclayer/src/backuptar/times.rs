@@ -34,7 +34,10 @@ pub fn parse_pax_time(s: &str) -> Result<UnixTime, DialectError> {
         Some((w, f)) => (w, Some(f)),
         None => (s, None),
     };
-    let digits = whole.strip_prefix('-').or_else(|| whole.strip_prefix('+')).unwrap_or(whole);
+    let digits = whole
+        .strip_prefix('-')
+        .or_else(|| whole.strip_prefix('+'))
+        .unwrap_or(whole);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
@@ -122,22 +125,46 @@ mod tests {
         assert_eq!(parse_pax_time("0").unwrap(), UnixTime { secs: 0, nanos: 0 });
         assert_eq!(
             parse_pax_time("1620000000.1234567").unwrap(),
-            UnixTime { secs: 1_620_000_000, nanos: 123_456_700 }
+            UnixTime {
+                secs: 1_620_000_000,
+                nanos: 123_456_700
+            }
         );
         // more than 9 digits are truncated, not rounded
         assert_eq!(
             parse_pax_time("1.9999999999").unwrap(),
-            UnixTime { secs: 1, nanos: 999_999_999 }
+            UnixTime {
+                secs: 1,
+                nanos: 999_999_999
+            }
         );
-        assert_eq!(parse_pax_time("5.").unwrap(), UnixTime { secs: 5, nanos: 0 });
+        assert_eq!(
+            parse_pax_time("5.").unwrap(),
+            UnixTime { secs: 5, nanos: 0 }
+        );
     }
 
     #[test]
     fn parses_negative_times_like_go() {
-        assert_eq!(parse_pax_time("-1.5").unwrap(), UnixTime { secs: -1, nanos: -500_000_000 });
+        assert_eq!(
+            parse_pax_time("-1.5").unwrap(),
+            UnixTime {
+                secs: -1,
+                nanos: -500_000_000
+            }
+        );
         // "-0.25" has zero whole seconds but is still negative
-        assert_eq!(parse_pax_time("-0.25").unwrap(), UnixTime { secs: 0, nanos: -250_000_000 });
-        assert_eq!(pax_time_to_filetime("-1.5").unwrap(), UNIX_EPOCH_FILETIME - 15_000_000);
+        assert_eq!(
+            parse_pax_time("-0.25").unwrap(),
+            UnixTime {
+                secs: 0,
+                nanos: -250_000_000
+            }
+        );
+        assert_eq!(
+            pax_time_to_filetime("-1.5").unwrap(),
+            UNIX_EPOCH_FILETIME - 15_000_000
+        );
         assert_eq!(format_pax_time(parse_pax_time("-0.25").unwrap()), "-0.25");
     }
 
@@ -154,16 +181,33 @@ mod tests {
     #[test]
     fn filetime_conversion_truncates_below_100ns() {
         assert_eq!(pax_time_to_filetime("0").unwrap(), UNIX_EPOCH_FILETIME);
-        assert_eq!(pax_time_to_filetime("1.00000019").unwrap(), UNIX_EPOCH_FILETIME + 10_000_001);
-        assert_eq!(filetime_to_pax_time(UNIX_EPOCH_FILETIME + 10_000_001), "1.0000001");
+        assert_eq!(
+            pax_time_to_filetime("1.00000019").unwrap(),
+            UNIX_EPOCH_FILETIME + 10_000_001
+        );
+        assert_eq!(
+            filetime_to_pax_time(UNIX_EPOCH_FILETIME + 10_000_001),
+            "1.0000001"
+        );
         assert_eq!(filetime_to_pax_time(UNIX_EPOCH_FILETIME - 1), "-0.0000001");
         assert_eq!(filetime_to_pax_time(0), "-11644473600");
     }
 
     #[test]
     fn round_trip_filetime_pax() {
-        for ft in [0u64, 1, 99, UNIX_EPOCH_FILETIME, 132_600_000_000_000_123, u64::MAX / 2] {
-            assert_eq!(pax_time_to_filetime(&filetime_to_pax_time(ft)).unwrap(), ft, "{ft}");
+        for ft in [
+            0u64,
+            1,
+            99,
+            UNIX_EPOCH_FILETIME,
+            132_600_000_000_000_123,
+            u64::MAX / 2,
+        ] {
+            assert_eq!(
+                pax_time_to_filetime(&filetime_to_pax_time(ft)).unwrap(),
+                ft,
+                "{ft}"
+            );
         }
     }
 }
