@@ -34,35 +34,41 @@ pub struct Args {
 struct Side {
     path: String,
     info: cimfs::FileInfo,
-    /// First path (in walk order) with the same file id: describes hard-link grouping.
-    link_leader: String,
+    /// All paths (lowercased) sharing this file id, sorted: the hard-link group.
+    link_group: Vec<String>,
 }
 
 fn collect(cim: &cimfs::Cim) -> Result<(Vec<String>, HashMap<String, Side>)> {
     let mut order = Vec::new();
     let mut map = HashMap::new();
-    let mut leaders: HashMap<cimfs::FileId, String> = HashMap::new();
+    let mut groups: HashMap<cimfs::FileId, Vec<String>> = HashMap::new();
     walk::walk(cim, "", cim.root(), true, &mut |e| {
         let key = e.path.to_lowercase();
-        let link_leader = if e.info.is_directory {
-            key.clone()
-        } else {
-            leaders
-                .entry(e.info.file_id)
-                .or_insert_with(|| key.clone())
-                .clone()
-        };
+        if !e.info.is_directory {
+            groups.entry(e.info.file_id).or_default().push(key.clone());
+        }
         order.push(key.clone());
         map.insert(
             key,
             Side {
                 path: e.path.clone(),
                 info: e.info.clone(),
-                link_leader,
+                link_group: Vec::new(),
             },
         );
         Ok(())
     })?;
+    for (_, mut paths) in groups {
+        if paths.len() < 2 {
+            continue;
+        }
+        paths.sort();
+        for p in &paths {
+            if let Some(side) = map.get_mut(p) {
+                side.link_group = paths.clone();
+            }
+        }
+    }
     Ok((order, map))
 }
 
@@ -183,7 +189,7 @@ fn compare(
         if !same {
             what.push("streams");
         }
-        if sa.link_leader != sb.link_leader {
+        if sa.link_group != sb.link_group {
             what.push("links");
         }
     }
