@@ -13,7 +13,7 @@ use crate::output;
 pub struct Args {
     /// The .cim file.
     pub cim: PathBuf,
-    /// Print {"cim", "ok", "problems": [..]} as JSON.
+    /// Print {"cim", "ok", "problems": [{file, object, offset, message, text}]} as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -25,7 +25,18 @@ pub fn run(args: Args) -> Result<Outcome> {
     let problems = cimfs::verify::verify(&args.cim);
     let mut out = output::stdout();
     if args.json {
-        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let list: Vec<serde_json::Value> = problems
+            .iter()
+            .map(|p| {
+                json!({
+                    "file": p.file.display().to_string(),
+                    "object": p.object,
+                    "offset": p.offset,
+                    "message": p.message,
+                    "text": p.to_string(),
+                })
+            })
+            .collect();
         output::json_line(
             &mut out,
             &json!({"cim": args.cim.display().to_string(), "ok": list.is_empty(), "problems": list}),
