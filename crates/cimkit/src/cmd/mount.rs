@@ -71,8 +71,12 @@ mod linux {
         next_handle: AtomicU64,
     }
 
+    /// A FILETIME as a SystemTime; 0 ("not set") shows as the Unix epoch rather than 1601.
     fn to_system(ft: u64) -> SystemTime {
         const UNIX_EPOCH_FILETIME: u64 = 116_444_736_000_000_000;
+        if ft == 0 {
+            return SystemTime::UNIX_EPOCH;
+        }
         let ticks = i128::from(ft) - i128::from(UNIX_EPOCH_FILETIME);
         let nanos = ticks.saturating_mul(100);
         let d = Duration::from_nanos(u64::try_from(nanos.unsigned_abs()).unwrap_or(u64::MAX));
