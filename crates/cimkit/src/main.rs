@@ -47,6 +47,10 @@ enum Command {
     Destroy(cmd::destroy::Args),
     /// Mount a CIM read-only with FUSE (Linux).
     Mount(cmd::mount::Args),
+    /// Registry hives: dump, get, set, merge, check.
+    Hive(cmd::hive::Args),
+    /// VHDX disks: info.
+    Vhdx(cmd::vhdx::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +80,8 @@ fn main() -> ExitCode {
         Command::Du(a) => cmd::du::run(a),
         Command::Destroy(a) => cmd::destroy::run(a),
         Command::Mount(a) => cmd::mount::run(a),
+        Command::Hive(a) => cmd::hive::run(a),
+        Command::Vhdx(a) => cmd::vhdx::run(a),
     };
     match result {
         Ok(cmd::Outcome::Ok) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ pub mod destroy;
 pub mod diff;
 pub mod du;
 pub mod export;
+pub mod hive;
 pub mod extract;
 pub mod image_layers;
 pub mod import;
@@ -14,6 +15,7 @@ pub mod ls;
 pub mod mount;
 pub mod stat;
 pub mod verify;
+pub mod vhdx;
 
 /// How a command that ran to the end came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
