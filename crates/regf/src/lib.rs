@@ -1,1 +1,20 @@
 //! Windows registry hive files (regf): parse, edit, write, merge differencing hives.
+//!
+//! [`Hive::parse`] reads any primary hive (format 1.3-1.6) into an in-memory tree of
+//! [`Key`]s and [`Value`]s; [`Hive::to_bytes`] writes a fresh compact hive the way
+//! ORSaveHive does; [`merge`] flattens a container-layer delta onto its base like
+//! ORMergeHives; [`dump`] renders a tree as text.
+
+mod dump;
+mod error;
+pub mod format;
+mod merge;
+mod model;
+mod parse;
+pub mod validate;
+mod write;
+
+pub use dump::{dump, export_reg, filetime_to_string};
+pub use error::{Error, Result};
+pub use merge::{merge, merge_all};
+pub use model::*;

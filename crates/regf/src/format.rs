@@ -1,0 +1,165 @@
+//! On-disk constants of the regf format (base block, hbin, cell layouts) and the
+//! little-endian helpers shared by the reader, the writer and the validator.
+//! Facts: shared/docs/regf.md §1 (msuhanov/regf spec 88e878de, ReactOS cmlib).
+
+/// Size of the base block at the start of the file; cell offsets are relative to its end.
+pub const BASE_BLOCK_SIZE: usize = 4096;
+/// Size of an hbin header.
+pub const HBIN_HEADER_SIZE: usize = 32;
+/// Bins are multiples of this size.
+pub const HBIN_ALIGN: usize = 4096;
+/// "No cell" offset.
+pub const NIL: u32 = 0xFFFF_FFFF;
+
+// Base block field offsets.
+pub const BB_SIGNATURE: usize = 0;
+pub const BB_SEQ1: usize = 4;
+pub const BB_SEQ2: usize = 8;
+pub const BB_MAJOR: usize = 20;
+pub const BB_MINOR: usize = 24;
+pub const BB_TYPE: usize = 28;
+pub const BB_FORMAT: usize = 32;
+pub const BB_ROOT: usize = 36;
+pub const BB_BINS_SIZE: usize = 40;
+pub const BB_CLUSTERING: usize = 44;
+pub const BB_FLAGS: usize = 144;
+pub const BB_OFRG: usize = 176;
+pub const BB_OFRG_FLAGS: usize = 180;
+pub const BB_CHECKSUM: usize = 508;
+/// Base-block flag: the hive supports layered keys (a differencing hive), Windows 10 RS1+.
+pub const BB_FLAG_LAYERED: u32 = 0x2;
+
+// Key node (nk) field offsets, relative to the cell payload (after the 4-byte size).
+pub const NK_FLAGS: usize = 2;
+pub const NK_LAST_WRITTEN: usize = 4;
+pub const NK_LAYER: usize = 13;
+pub const NK_PARENT: usize = 16;
+pub const NK_SUBKEY_COUNT: usize = 20;
+pub const NK_VOLATILE_SUBKEY_COUNT: usize = 24;
+pub const NK_SUBKEY_LIST: usize = 28;
+pub const NK_VOLATILE_SUBKEY_LIST: usize = 32;
+pub const NK_VALUE_COUNT: usize = 36;
+pub const NK_VALUE_LIST: usize = 40;
+pub const NK_SECURITY: usize = 44;
+pub const NK_CLASS: usize = 48;
+pub const NK_MAX_SUBKEY_NAME: usize = 52;
+pub const NK_MAX_SUBKEY_CLASS: usize = 56;
+pub const NK_MAX_VALUE_NAME: usize = 60;
+pub const NK_MAX_VALUE_DATA: usize = 64;
+pub const NK_WORK_VAR: usize = 68;
+pub const NK_NAME_LEN: usize = 72;
+pub const NK_CLASS_LEN: usize = 74;
+pub const NK_NAME: usize = 76;
+
+/// nk flag: the key is volatile (never on disk normally).
+pub const KEY_VOLATILE: u16 = 0x0001;
+/// nk flag: root of a hive.
+pub const KEY_HIVE_ENTRY: u16 = 0x0004;
+/// nk flag: the key cannot be deleted.
+pub const KEY_NO_DELETE: u16 = 0x0008;
+/// nk flag: the name is stored as Latin-1 bytes.
+pub const KEY_COMP_NAME: u16 = 0x0020;
+/// Flags ORSaveHive-style writers give the root key (HIVE_ENTRY|NO_DELETE|COMP_NAME).
+pub const ROOT_FLAGS: u16 = 0x002C;
+
+/// Layer byte (nk offset 13): bit 7 = inherit class, bits 0-1 = layer semantics.
+pub const LAYER_INHERIT_CLASS: u8 = 0x80;
+pub const LAYER_SEMANTICS_MASK: u8 = 0x03;
+
+// Value (vk) field offsets, relative to the cell payload.
+pub const VK_NAME_LEN: usize = 2;
+pub const VK_DATA_SIZE: usize = 4;
+pub const VK_DATA_OFFSET: usize = 8;
+pub const VK_TYPE: usize = 12;
+pub const VK_FLAGS: usize = 16;
+pub const VK_NAME: usize = 20;
+/// vk flag: the name is stored as Latin-1 bytes.
+pub const VALUE_COMP_NAME: u16 = 0x0001;
+/// vk flag: a tombstone value in a differencing hive.
+pub const VALUE_TOMBSTONE: u16 = 0x0002;
+/// Data-size bit: data is stored in the data-offset field itself (<= 4 bytes).
+pub const DATA_INLINE: u32 = 0x8000_0000;
+
+/// Largest value data stored in one cell; above it (format >= 1.4) a db big-data record is used.
+pub const MAX_SINGLE_CELL_DATA: usize = 16344;
+/// Data bytes per db segment (each segment is a 16352-byte cell).
+pub const DB_SEGMENT_DATA: usize = 16344;
+/// Entries per lh leaf in ORSaveHive output (507 * 8 + 8 = 4064 bytes, one 4096-byte bin).
+pub const LEAF_CAPACITY: usize = 507;
+
+/// Windows limits (ReactOS cmcheck.c / MSDN): key name chars, value name chars, depth.
+pub const MAX_KEY_NAME_CHARS: usize = 255;
+pub const MAX_VALUE_NAME_CHARS: usize = 16383;
+pub const MAX_DEPTH: usize = 512;
+
+/// Reads a little-endian u16 at `at`, or None when out of bounds.
+pub fn le_u16(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_le_bytes([s[0], s[1]]))
+}
+
+/// Reads a little-endian u32 at `at`, or None when out of bounds.
+pub fn le_u32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Reads a little-endian u64 at `at`, or None when out of bounds.
+pub fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    let s = b.get(at..at.checked_add(8)?)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(s);
+    Some(u64::from_le_bytes(a))
+}
+
+/// Base-block checksum: XOR of the 127 u32 words before offset 508, with 0 -> 1 and
+/// 0xFFFFFFFF -> 0xFFFFFFFE (ReactOS hivesum.c). `base` must hold at least 508 bytes.
+pub fn checksum(base: &[u8]) -> u32 {
+    let mut x = 0u32;
+    for i in 0..127 {
+        x ^= le_u32(base, i * 4).unwrap_or(0);
+    }
+    match x {
+        0 => 1,
+        0xFFFF_FFFF => 0xFFFF_FFFE,
+        v => v,
+    }
+}
+
+/// lh hash of a name given as UTF-16 units: h = h*37 + upcase(c) (ReactOS CmpComputeHashKey).
+pub fn lh_hash(name: &[u16]) -> u32 {
+    name.iter().fold(0u32, |h, &c| {
+        h.wrapping_mul(37)
+            .wrapping_add(u32::from(upcase::upcase(c)))
+    })
+}
+
+/// True when every UTF-16 unit fits in Latin-1, i.e. the name is stored compressed
+/// (ReactOS cmname.c CmpNameSize).
+pub fn is_compressible(name: &[u16]) -> bool {
+    name.iter().all(|&c| c <= 0xFF)
+}
+
+/// Rounds a cell size (including its 4-byte size field) up to the 8-byte cell granularity.
+pub fn cell_size(payload: usize) -> usize {
+    (payload + 4 + 7) & !7
+}
+
+/// Name of a value type for dumps.
+pub fn type_name(kind: u32) -> Option<&'static str> {
+    Some(match kind {
+        0 => "REG_NONE",
+        1 => "REG_SZ",
+        2 => "REG_EXPAND_SZ",
+        3 => "REG_BINARY",
+        4 => "REG_DWORD",
+        5 => "REG_DWORD_BIG_ENDIAN",
+        6 => "REG_LINK",
+        7 => "REG_MULTI_SZ",
+        8 => "REG_RESOURCE_LIST",
+        9 => "REG_FULL_RESOURCE_DESCRIPTOR",
+        10 => "REG_RESOURCE_REQUIREMENTS_LIST",
+        11 => "REG_QWORD",
+        _ => return None,
+    })
+}

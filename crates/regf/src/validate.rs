@@ -1,0 +1,529 @@
+//! Consistency checker for hive files: the invariants Windows relies on (checksum, bin
+//! layout, parent pointers, counts, lh hashes, subkey order, sk list and refcounts) plus the
+//! compactness rules of ORSaveHive output (every cell referenced once, minimal cell sizes,
+//! free space only at bin tails, exact "largest" fields). Live hives legitimately break the
+//! compactness rules; anything this crate writes must pass all of them.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use crate::format::*;
+
+/// One violated invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Offset of the offending cell relative to the hive bins data, when there is one.
+    pub offset: Option<u32>,
+    /// Path of the key concerned ("" for the root or the file as a whole).
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.offset {
+            Some(o) => write!(f, "cell {o:#x}")?,
+            None => write!(f, "file")?,
+        }
+        write!(f, " (key \"{}\"): {}", self.key, self.message)
+    }
+}
+
+/// Checks a hive file and returns every problem found (empty = valid and compact).
+pub fn validate(bytes: &[u8]) -> Vec<Problem> {
+    let mut v = Validator::default();
+    v.run(bytes);
+    v.problems
+}
+
+#[derive(Default)]
+struct Validator<'a> {
+    bins: &'a [u8],
+    minor: u32,
+    /// Allocated cells: offset -> total size.
+    cells: HashMap<u32, usize>,
+    refs: HashMap<u32, u32>,
+    /// sk offset -> number of nk cells pointing at it.
+    sk_users: HashMap<u32, u32>,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Validator<'a> {
+    fn report(&mut self, offset: Option<u32>, key: &str, message: impl Into<String>) {
+        if self.problems.len() < 1000 {
+            self.problems.push(Problem {
+                offset,
+                key: key.to_string(),
+                message: message.into(),
+            });
+        }
+    }
+
+    fn run(&mut self, bytes: &'a [u8]) {
+        if bytes.len() < BASE_BLOCK_SIZE || &bytes[..4] != b"regf" {
+            self.report(None, "", "no regf base block");
+            return;
+        }
+        let base = &bytes[..BASE_BLOCK_SIZE];
+        let f = |at| le_u32(base, at).unwrap_or(0);
+        self.minor = f(BB_MINOR);
+        for (what, got, want) in [
+            ("major version", f(BB_MAJOR), 1),
+            ("file type", f(BB_TYPE), 0),
+            ("file format", f(BB_FORMAT), 1),
+            ("clustering factor", f(BB_CLUSTERING), 1),
+            ("secondary sequence", f(BB_SEQ2), f(BB_SEQ1)),
+            ("checksum", f(BB_CHECKSUM), checksum(base)),
+        ] {
+            if got != want {
+                self.report(None, "", format!("{what} is {got:#x}, expected {want:#x}"));
+            }
+        }
+        if !(3..=6).contains(&self.minor) {
+            self.report(None, "", format!("minor version {}", self.minor));
+        }
+        let size = f(BB_BINS_SIZE) as usize;
+        if size & (HBIN_ALIGN - 1) != 0 || size == 0 {
+            self.report(
+                None,
+                "",
+                format!("hive bins size {size:#x} not a positive multiple of 4096"),
+            );
+        }
+        if bytes.len() != BASE_BLOCK_SIZE + size {
+            self.report(
+                None,
+                "",
+                format!(
+                    "file is {} bytes, base block + bins are {}",
+                    bytes.len(),
+                    BASE_BLOCK_SIZE + size
+                ),
+            );
+        }
+        self.bins = &bytes[BASE_BLOCK_SIZE..bytes.len().min(BASE_BLOCK_SIZE + size)];
+        self.scan_bins();
+        let root = f(BB_ROOT);
+        let mut seen = HashSet::new();
+        let root_sk = self.key(root, NIL, String::new(), &mut seen, 0);
+        self.check_sk_list(root_sk);
+        let mut unreferenced: Vec<u32> = self
+            .cells
+            .keys()
+            .filter(|o| !self.refs.contains_key(o))
+            .copied()
+            .collect();
+        unreferenced.sort();
+        for o in unreferenced.into_iter().take(20) {
+            self.report(Some(o), "", "allocated cell referenced by nothing");
+        }
+        let twice: Vec<u32> = self
+            .refs
+            .iter()
+            .filter(|(_, &n)| n > 1)
+            .map(|(&o, _)| o)
+            .collect();
+        for o in twice.into_iter().take(20) {
+            self.report(Some(o), "", "cell referenced more than once");
+        }
+    }
+
+    fn scan_bins(&mut self) {
+        let mut at = 0usize;
+        while at < self.bins.len() {
+            let b = self.bins;
+            if b.get(at..at + 4) != Some(b"hbin") {
+                self.report(Some(at as u32), "", "no hbin signature");
+                return;
+            }
+            let off = le_u32(b, at + 4).unwrap_or(0) as usize;
+            let size = le_u32(b, at + 8).unwrap_or(0) as usize;
+            if off != at {
+                self.report(Some(at as u32), "", format!("hbin offset field {off:#x}"));
+            }
+            if size == 0 || size & (HBIN_ALIGN - 1) != 0 || at + size > b.len() {
+                self.report(Some(at as u32), "", format!("hbin size {size:#x}"));
+                return;
+            }
+            let end = at + size;
+            let mut c = at + HBIN_HEADER_SIZE;
+            while c < end {
+                let raw = le_u32(b, c).unwrap_or(0) as i32;
+                let len = raw.unsigned_abs() as usize;
+                if len < 8 || len & 7 != 0 || c + len > end {
+                    self.report(
+                        Some(c as u32),
+                        "",
+                        format!("cell size {raw} breaks the bin"),
+                    );
+                    break;
+                }
+                if raw < 0 {
+                    self.cells.insert(c as u32, len);
+                } else if c + len != end {
+                    self.report(Some(c as u32), "", "free cell not at the end of its bin");
+                }
+                c += len;
+            }
+            at = end;
+        }
+    }
+
+    /// Payload of a referenced cell, counting the reference and checking minimal size.
+    fn cell(&mut self, off: u32, key: &str, needed: Option<usize>) -> Option<&'a [u8]> {
+        let Some(&len) = self.cells.get(&off) else {
+            self.report(
+                Some(off),
+                key,
+                "reference to something that is not an allocated cell",
+            );
+            return None;
+        };
+        *self.refs.entry(off).or_insert(0) += 1;
+        if let Some(n) = needed {
+            if cell_size(n) != len {
+                self.report(
+                    Some(off),
+                    key,
+                    format!("cell of {len} bytes, minimal is {}", cell_size(n)),
+                );
+            }
+        }
+        let b: &'a [u8] = self.bins;
+        b.get(off as usize + 4..off as usize + len)
+    }
+
+    fn key(
+        &mut self,
+        off: u32,
+        parent: u32,
+        path: String,
+        seen: &mut HashSet<u32>,
+        depth: usize,
+    ) -> u32 {
+        if !seen.insert(off) || depth > MAX_DEPTH {
+            self.report(Some(off), &path, "key reached twice or nested too deep");
+            return NIL;
+        }
+        let Some(nk) = self.cell(off, &path, None) else {
+            return NIL;
+        };
+        if nk.len() < NK_NAME || &nk[..2] != b"nk" {
+            self.report(Some(off), &path, "not an nk cell");
+            return NIL;
+        }
+        let u16_at = |at| le_u16(nk, at).unwrap_or(0);
+        let u32_at = |at| le_u32(nk, at).unwrap_or(0);
+        let flags = u16_at(NK_FLAGS);
+        let name_len = usize::from(u16_at(NK_NAME_LEN));
+        if cell_size(NK_NAME + name_len) != nk.len() + 4 {
+            self.report(Some(off), &path, "nk cell not minimal");
+        }
+        let name_bytes = nk.get(NK_NAME..NK_NAME + name_len).unwrap_or_default();
+        let units: Vec<u16> = if flags & KEY_COMP_NAME != 0 {
+            name_bytes.iter().map(|&b| u16::from(b)).collect()
+        } else {
+            name_bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect()
+        };
+        if units.is_empty() {
+            self.report(Some(off), &path, "empty key name");
+        }
+        if (flags & KEY_COMP_NAME != 0) != is_compressible(&units) {
+            self.report(
+                Some(off),
+                &path,
+                "compressed-name flag does not match the name",
+            );
+        }
+        if parent == NIL && flags & KEY_HIVE_ENTRY == 0 {
+            self.report(Some(off), &path, "root without KEY_HIVE_ENTRY");
+        }
+        if parent != NIL && u32_at(NK_PARENT) != parent {
+            self.report(
+                Some(off),
+                &path,
+                format!("parent {:#x}, expected {parent:#x}", u32_at(NK_PARENT)),
+            );
+        }
+        if u32_at(NK_VOLATILE_SUBKEY_COUNT) != 0 {
+            self.report(Some(off), &path, "volatile subkey count on disk");
+        }
+        if self.minor < 6 && nk[NK_LAYER] != 0 {
+            self.report(Some(off), &path, "layer bits in a non-differencing format");
+        }
+        // Security.
+        let sk = u32_at(NK_SECURITY);
+        *self.sk_users.entry(sk).or_insert(0) += 1;
+        if self.sk_users[&sk] == 1 {
+            match self.cell(sk, &path, None) {
+                Some(c) if c.len() >= 20 && &c[..2] == b"sk" => {
+                    let n = le_u32(c, 16).unwrap_or(0) as usize;
+                    if cell_size(20 + n) != c.len() + 4 {
+                        self.report(Some(sk), &path, "sk cell not minimal");
+                    }
+                }
+                _ => self.report(Some(sk), &path, "not an sk cell"),
+            }
+        }
+        // Class.
+        let class_len = usize::from(u16_at(NK_CLASS_LEN));
+        if class_len > 0 {
+            self.cell(u32_at(NK_CLASS), &path, Some(class_len));
+        }
+        // Values.
+        let (mut max_vname, mut max_vdata) = (0u32, 0u32);
+        let nvalues = u32_at(NK_VALUE_COUNT) as usize;
+        if nvalues > 0 {
+            if let Some(list) = self.cell(u32_at(NK_VALUE_LIST), &path, Some(4 * nvalues)) {
+                for i in 0..nvalues.min(list.len() / 4) {
+                    let vk = le_u32(list, 4 * i).unwrap_or(NIL);
+                    let (n, d) = self.value(vk, &path);
+                    max_vname = max_vname.max(n);
+                    max_vdata = max_vdata.max(d);
+                }
+            }
+        }
+        if (u32_at(NK_MAX_VALUE_NAME), u32_at(NK_MAX_VALUE_DATA)) != (max_vname, max_vdata) {
+            self.report(
+                Some(off),
+                &path,
+                format!(
+                    "largest value name/data fields {}/{} not exact ({max_vname}/{max_vdata})",
+                    u32_at(NK_MAX_VALUE_NAME),
+                    u32_at(NK_MAX_VALUE_DATA)
+                ),
+            );
+        }
+        // Subkeys.
+        let count = u32_at(NK_SUBKEY_COUNT) as usize;
+        let children = if count > 0 {
+            self.subkeys(u32_at(NK_SUBKEY_LIST), &path)
+        } else {
+            Vec::new()
+        };
+        if children.len() != count {
+            self.report(
+                Some(off),
+                &path,
+                format!("subkey count {count}, lists hold {}", children.len()),
+            );
+        }
+        let (mut max_name, mut max_class) = (0u32, 0u32);
+        let mut prev: Option<Vec<u16>> = None;
+        for (child, hash) in children {
+            let Some(c) = self.bins.get(child as usize + 4..) else {
+                continue;
+            };
+            let cflags = le_u16(c, NK_FLAGS).unwrap_or(0);
+            let clen = usize::from(le_u16(c, NK_NAME_LEN).unwrap_or(0));
+            let cb = c.get(NK_NAME..NK_NAME + clen).unwrap_or_default();
+            let cu: Vec<u16> = if cflags & KEY_COMP_NAME != 0 {
+                cb.iter().map(|&b| u16::from(b)).collect()
+            } else {
+                cb.chunks_exact(2)
+                    .map(|x| u16::from_le_bytes([x[0], x[1]]))
+                    .collect()
+            };
+            let cname = String::from_utf16_lossy(&cu);
+            if let Some(h) = hash {
+                if h != lh_hash(&cu) {
+                    self.report(Some(child), &path, format!("lh hash of \"{cname}\" wrong"));
+                }
+            }
+            if let Some(p) = &prev {
+                if !upcase::compare(p, &cu).is_lt() {
+                    self.report(
+                        Some(child),
+                        &path,
+                        format!("subkey \"{cname}\" out of order"),
+                    );
+                }
+            }
+            max_name = max_name.max(cu.len() as u32 * 2);
+            max_class = max_class.max(u32::from(le_u16(c, NK_CLASS_LEN).unwrap_or(0)));
+            prev = Some(cu);
+            let cpath = if path.is_empty() {
+                cname
+            } else {
+                format!("{path}\\{cname}")
+            };
+            self.key(child, off, cpath, seen, depth + 1);
+        }
+        if (
+            u32_at(NK_MAX_SUBKEY_NAME) & 0xFFFF,
+            u32_at(NK_MAX_SUBKEY_CLASS),
+        ) != (max_name, max_class)
+        {
+            self.report(
+                Some(off),
+                &path,
+                format!(
+                    "largest subkey name/class fields {:#x}/{} not exact ({max_name}/{max_class})",
+                    u32_at(NK_MAX_SUBKEY_NAME),
+                    u32_at(NK_MAX_SUBKEY_CLASS)
+                ),
+            );
+        }
+        sk
+    }
+
+    /// (child offset, lh hash if any) of every entry of a subkey index.
+    fn subkeys(&mut self, off: u32, path: &str) -> Vec<(u32, Option<u32>)> {
+        let mut out = Vec::new();
+        let Some(c) = self.cell(off, path, None) else {
+            return out;
+        };
+        let count = usize::from(le_u16(c, 2).unwrap_or(0));
+        if c.get(..2) == Some(b"ri") {
+            if cell_size(4 + 4 * count) != c.len() + 4 {
+                self.report(Some(off), path, "ri cell not minimal");
+            }
+            for i in 0..count {
+                let leaf = le_u32(c, 4 + 4 * i).unwrap_or(NIL);
+                self.leaf(leaf, path, &mut out);
+            }
+        } else {
+            self.leaf(off, path, &mut out);
+            self.refs.entry(off).and_modify(|n| *n -= 1);
+        }
+        out
+    }
+
+    fn leaf(&mut self, off: u32, path: &str, out: &mut Vec<(u32, Option<u32>)>) {
+        let Some(c) = self.cell(off, path, None) else {
+            return;
+        };
+        let count = usize::from(le_u16(c, 2).unwrap_or(0));
+        let sig = c.get(..2).unwrap_or_default();
+        let stride = match sig {
+            b"lh" | b"lf" => 8,
+            b"li" => 4,
+            _ => {
+                self.report(Some(off), path, "not an li/lf/lh leaf");
+                return;
+            }
+        };
+        if self.minor >= 5 && sig != b"lh" {
+            self.report(Some(off), path, "format 1.5+ hive with a non-lh leaf");
+        }
+        if cell_size(4 + stride * count) != c.len() + 4 {
+            self.report(Some(off), path, "leaf cell not minimal");
+        }
+        for i in 0..count.min(c.len().saturating_sub(4) / stride) {
+            let child = le_u32(c, 4 + stride * i).unwrap_or(NIL);
+            let hash = (sig == b"lh").then(|| le_u32(c, 8 + stride * i).unwrap_or(0));
+            out.push((child, hash));
+        }
+    }
+
+    /// Checks one vk and its data; returns (name length as UTF-16 bytes, data length).
+    fn value(&mut self, off: u32, path: &str) -> (u32, u32) {
+        let Some(vk) = self.cell(off, path, None) else {
+            return (0, 0);
+        };
+        if vk.len() < VK_NAME || &vk[..2] != b"vk" {
+            self.report(Some(off), path, "not a vk cell");
+            return (0, 0);
+        }
+        let name_len = usize::from(le_u16(vk, VK_NAME_LEN).unwrap_or(0));
+        if cell_size(VK_NAME + name_len) != vk.len() + 4 {
+            self.report(Some(off), path, "vk cell not minimal");
+        }
+        let flags = le_u16(vk, VK_FLAGS).unwrap_or(0);
+        let name_units = if flags & VALUE_COMP_NAME != 0 {
+            name_len
+        } else {
+            name_len / 2
+        };
+        let size = le_u32(vk, VK_DATA_SIZE).unwrap_or(0);
+        let data = le_u32(vk, VK_DATA_OFFSET).unwrap_or(NIL);
+        let len = (size & !DATA_INLINE) as usize;
+        if size & DATA_INLINE != 0 {
+            if len > 4 {
+                self.report(Some(off), path, "inline data longer than 4 bytes");
+            }
+        } else if len > 0 && len <= 4 {
+            self.report(Some(off), path, "data of 1-4 bytes not stored inline");
+        } else if len > MAX_SINGLE_CELL_DATA && self.minor >= 4 {
+            let segs = len.div_ceil(DB_SEGMENT_DATA);
+            if let Some(db) = self.cell(data, path, Some(8)) {
+                let count = usize::from(le_u16(db, 2).unwrap_or(0));
+                if db.get(..2) != Some(b"db") || count != segs {
+                    self.report(
+                        Some(data),
+                        path,
+                        format!("db record: expected {segs} segments"),
+                    );
+                }
+                let list_off = le_u32(db, 4).unwrap_or(NIL);
+                if let Some(list) = self.cell(list_off, path, Some(4 * count)) {
+                    for i in 0..count.min(list.len() / 4) {
+                        let seg = le_u32(list, 4 * i).unwrap_or(NIL);
+                        self.cell(seg, path, Some(DB_SEGMENT_DATA + 4));
+                    }
+                }
+            }
+        } else if len > 0 {
+            self.cell(data, path, Some(len));
+        }
+        (name_units as u32 * 2, len as u32)
+    }
+
+    /// All sk cells must form one circular list with consistent links and exact refcounts.
+    fn check_sk_list(&mut self, start: u32) {
+        if start == NIL {
+            return;
+        }
+        let mut seen = HashSet::new();
+        let mut at = start;
+        loop {
+            if !seen.insert(at) {
+                if at != start {
+                    self.report(
+                        Some(at),
+                        "",
+                        "sk list loops back somewhere other than its start",
+                    );
+                }
+                break;
+            }
+            let Some(c) = self.bins.get(at as usize + 4..at as usize + 24) else {
+                self.report(Some(at), "", "sk list leaves the hive");
+                return;
+            };
+            let (flink, refs) = (le_u32(c, 4).unwrap_or(NIL), le_u32(c, 12).unwrap_or(0));
+            let users = self.sk_users.get(&at).copied().unwrap_or(0);
+            if refs != users {
+                self.report(
+                    Some(at),
+                    "",
+                    format!("sk refcount {refs}, {users} keys use it"),
+                );
+            }
+            let back = self
+                .bins
+                .get(flink as usize + 4 + 8..)
+                .and_then(|b| le_u32(b, 0))
+                .unwrap_or(NIL);
+            if back != at {
+                self.report(Some(flink), "", "sk blink does not point back");
+            }
+            at = flink;
+        }
+        let used: HashSet<u32> = self.sk_users.keys().copied().collect();
+        if used != seen {
+            self.report(
+                None,
+                "",
+                format!(
+                    "sk list holds {} cells, keys use {}",
+                    seen.len(),
+                    used.len()
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! Writer: lays out a fresh compact hive from the in-memory tree the way ORSaveHive does
+//! (regf.md §2): keys breadth-first, minimal cells, 4096-byte bins with big cells in bins of
+//! their own, lh leaves of at most 507 sorted entries (ri above), shared sk cells, db big data.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::model::{Hive, Key, Value, DEFAULT_ROOT_SECURITY};
+
+impl Hive {
+    /// Serializes the tree as a compact hive file (base block + bins, valid checksum).
+    /// Fails when the tree cannot be stored: empty/oversized/duplicate names, names with
+    /// a backslash, or data too large for the format.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut w = Writer::default();
+        let root_off = w.tree(&self.root)?;
+        let bins = w.finish();
+        let layered = self.differencing || self.has_layer_bits();
+        let minor = self.minor_version.clamp(5, 6);
+        let mut out = vec![0u8; BASE_BLOCK_SIZE];
+        out[BB_SIGNATURE..4].copy_from_slice(b"regf");
+        let mut put = |at: usize, v: u32| out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        put(BB_SEQ1, 1);
+        put(BB_SEQ2, 1);
+        put(BB_MAJOR, 1);
+        put(BB_MINOR, minor);
+        put(BB_TYPE, 0);
+        put(BB_FORMAT, 1);
+        put(BB_ROOT, root_off);
+        put(
+            BB_BINS_SIZE,
+            u32::try_from(bins.len()).map_err(|_| too_big("hive"))?,
+        );
+        put(BB_CLUSTERING, 1);
+        put(BB_FLAGS, if layered { BB_FLAG_LAYERED } else { 0 });
+        // offreg 6.2+ marks files it serialized with "OfRg" and flags 1 (regf.md §1.2); we
+        // write the same so consumers see what an ORSaveHive output looks like. The
+        // serialization time at 512 is left 0 to keep output reproducible.
+        put(BB_OFRG, u32::from_le_bytes(*b"OfRg"));
+        put(BB_OFRG_FLAGS, 1);
+        let sum = checksum(&out);
+        out[BB_CHECKSUM..BB_CHECKSUM + 4].copy_from_slice(&sum.to_le_bytes());
+        out.extend_from_slice(&bins);
+        Ok(out)
+    }
+}
+
+fn too_big(what: &str) -> Error {
+    Error::Invalid {
+        key: what.to_string(),
+        reason: "too large for the hive format".into(),
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Default)]
+struct Bin {
+    end: usize,
+    used: usize,
+}
+
+struct SkCell {
+    offset: u32,
+    refs: u32,
+}
+
+#[derive(Default)]
+struct Writer<'t> {
+    buf: Vec<u8>,
+    bins: Vec<Bin>,
+    /// Index in `bins` of the 4096-byte bin small cells are filling.
+    current: Option<usize>,
+    sk_index: HashMap<&'t [u8], usize>,
+    sks: Vec<SkCell>,
+}
+
+struct Job<'t> {
+    key: &'t Key,
+    path: String,
+    parent: u32,
+    /// Byte position in `buf` where this key's nk offset must be patched in.
+    slot: Option<usize>,
+    inherited_sd: &'t [u8],
+}
+
+fn name_units(name: &str) -> Vec<u16> {
+    name.encode_utf16().collect()
+}
+
+fn stored_name(units: &[u16]) -> (Vec<u8>, bool) {
+    if is_compressible(units) {
+        (units.iter().map(|&u| u as u8).collect(), true)
+    } else {
+        (units.iter().flat_map(|u| u.to_le_bytes()).collect(), false)
+    }
+}
+
+impl<'t> Writer<'t> {
+    fn new_bin(&mut self, size: usize) -> usize {
+        let start = self.buf.len();
+        self.buf.resize(start + size, 0);
+        self.buf[start..start + 4].copy_from_slice(b"hbin");
+        self.buf[start + 4..start + 8].copy_from_slice(&(start as u32).to_le_bytes());
+        self.buf[start + 8..start + 12].copy_from_slice(&(size as u32).to_le_bytes());
+        self.bins.push(Bin {
+            end: start + size,
+            used: start + HBIN_HEADER_SIZE,
+        });
+        self.bins.len() - 1
+    }
+
+    /// Allocates a cell with `payload` bytes; returns its offset (the size field is written).
+    fn alloc(&mut self, payload: usize) -> Result<u32> {
+        let size = cell_size(payload);
+        if size > i32::MAX as usize / 2 {
+            return Err(too_big("cell"));
+        }
+        let fits = |b: &Bin| b.used + size <= b.end;
+        let bin = match self.current {
+            Some(i) if fits(&self.bins[i]) => i,
+            _ if size <= HBIN_ALIGN - HBIN_HEADER_SIZE => {
+                let i = self.new_bin(HBIN_ALIGN);
+                self.current = Some(i);
+                i
+            }
+            // A cell too big for a 4096-byte bin gets a bin of its own; small cells keep
+            // filling the current bin (offreg layout, regf.md §1.3).
+            _ => {
+                let bin_size = (size + HBIN_HEADER_SIZE).div_ceil(HBIN_ALIGN) * HBIN_ALIGN;
+                self.new_bin(bin_size)
+            }
+        };
+        let at = self.bins[bin].used;
+        self.bins[bin].used += size;
+        self.buf[at..at + 4].copy_from_slice(&(-(size as i32)).to_le_bytes());
+        u32::try_from(at).map_err(|_| too_big("hive"))
+    }
+
+    fn put(&mut self, cell: u32, at: usize, bytes: &[u8]) {
+        let p = cell as usize + 4 + at;
+        self.buf[p..p + bytes.len()].copy_from_slice(bytes);
+    }
+
+    fn put32(&mut self, cell: u32, at: usize, v: u32) {
+        self.put(cell, at, &v.to_le_bytes());
+    }
+
+    fn cell_with(&mut self, bytes: &[u8]) -> Result<u32> {
+        let off = self.alloc(bytes.len())?;
+        self.put(off, 0, bytes);
+        Ok(off)
+    }
+
+    /// Closes every bin's tail into one free cell and returns the hive bins data.
+    fn finish(mut self) -> Vec<u8> {
+        let n = self.sks.len();
+        for i in 0..n {
+            let (off, refs) = (self.sks[i].offset, self.sks[i].refs);
+            let flink = self.sks[(i + 1) % n].offset;
+            let blink = self.sks[(i + n - 1) % n].offset;
+            self.put32(off, 4, flink);
+            self.put32(off, 8, blink);
+            self.put32(off, 12, refs);
+        }
+        for b in &self.bins {
+            if b.used < b.end {
+                let free = (b.end - b.used) as u32;
+                self.buf[b.used..b.used + 4].copy_from_slice(&free.to_le_bytes());
+            }
+        }
+        self.buf
+    }
+
+    fn security(&mut self, sd: &'t [u8]) -> Result<u32> {
+        if let Some(&i) = self.sk_index.get(sd) {
+            self.sks[i].refs += 1;
+            return Ok(self.sks[i].offset);
+        }
+        let len = u32::try_from(sd.len()).map_err(|_| too_big("security descriptor"))?;
+        let off = self.alloc(20 + sd.len())?;
+        self.put(off, 0, b"sk");
+        self.put32(off, 16, len);
+        self.put(off, 20, sd);
+        self.sk_index.insert(sd, self.sks.len());
+        self.sks.push(SkCell {
+            offset: off,
+            refs: 1,
+        });
+        Ok(off)
+    }
+
+    /// Writes the whole tree breadth-first; returns the root's offset.
+    fn tree(&mut self, root: &'t Key) -> Result<u32> {
+        let mut queue = VecDeque::new();
+        queue.push_back(Job {
+            key: root,
+            path: String::new(),
+            parent: NIL,
+            slot: None,
+            inherited_sd: &DEFAULT_ROOT_SECURITY,
+        });
+        let mut root_off = None;
+        while let Some(job) = queue.pop_front() {
+            let depth = job.path.matches('\\').count() + usize::from(!job.path.is_empty());
+            if depth > MAX_DEPTH {
+                return Err(invalid(
+                    &job.path,
+                    format!("deeper than {MAX_DEPTH} levels"),
+                ));
+            }
+            let off = self.key(job, &mut queue)?;
+            root_off.get_or_insert(off);
+        }
+        root_off.ok_or_else(|| invalid("", "no root"))
+    }
+
+    fn key(&mut self, job: Job<'t>, queue: &mut VecDeque<Job<'t>>) -> Result<u32> {
+        let key = job.key;
+        let is_root = job.slot.is_none();
+        let units = name_units(&key.name);
+        if units.is_empty() || units.len() > MAX_KEY_NAME_CHARS {
+            return Err(invalid(
+                &job.path,
+                format!("key name of {} UTF-16 units (1..=255 allowed)", units.len()),
+            ));
+        }
+        if !is_root && key.name.contains('\\') {
+            return Err(invalid(&job.path, "key name contains a backslash"));
+        }
+        let (name, compressed) = stored_name(&units);
+        let nk = self.alloc(NK_NAME + name.len())?;
+        if let Some(slot) = job.slot {
+            self.buf[slot..slot + 4].copy_from_slice(&nk.to_le_bytes());
+        }
+
+        let sd: &'t [u8] = key.security.as_deref().unwrap_or(job.inherited_sd);
+        let sk = self.security(sd)?;
+
+        let (class_off, class_len) = match key.class.as_deref() {
+            Some(c) if !c.is_empty() => {
+                let len = u16::try_from(c.len())
+                    .map_err(|_| invalid(&job.path, "class name longer than 65535 bytes"))?;
+                (self.cell_with(c)?, len)
+            }
+            _ => (NIL, 0),
+        };
+
+        let (value_list, max_value_name, max_value_data) = self.values(key, &job.path)?;
+
+        // Subkeys sorted by upcased UTF-16 units (ReactOS cmindex.c compare; regf.md §1.6).
+        let mut kids: Vec<(Vec<u16>, &'t Key)> = key
+            .subkeys
+            .iter()
+            .map(|k| (name_units(&k.name), k))
+            .collect();
+        kids.sort_by(|a, b| upcase::compare(&a.0, &b.0));
+        for pair in kids.windows(2) {
+            if upcase::compare(&pair[0].0, &pair[1].0).is_eq() {
+                return Err(invalid(
+                    &job.path,
+                    format!("two subkeys named \"{}\"", pair[1].1.name),
+                ));
+            }
+        }
+        let max_subkey_name = kids.iter().map(|(u, _)| u.len() * 2).max().unwrap_or(0) as u32;
+        let max_subkey_class = kids
+            .iter()
+            .map(|(_, k)| k.class.as_ref().map_or(0, Vec::len))
+            .max()
+            .unwrap_or(0) as u32;
+        let (subkey_list, slots) = self.subkey_index(&kids)?;
+
+        let mut flags = key.flags & !(KEY_COMP_NAME | KEY_HIVE_ENTRY);
+        if compressed {
+            flags |= KEY_COMP_NAME;
+        }
+        if is_root {
+            flags |= ROOT_FLAGS;
+        }
+        let layer = key.layer.bits()
+            | if key.inherit_class {
+                LAYER_INHERIT_CLASS
+            } else {
+                0
+            };
+        self.put(nk, 0, b"nk");
+        self.put(nk, NK_FLAGS, &flags.to_le_bytes());
+        self.put(nk, NK_LAST_WRITTEN, &key.last_written.to_le_bytes());
+        self.put(nk, NK_LAYER, &[layer]);
+        self.put32(nk, NK_PARENT, job.parent);
+        self.put32(nk, NK_SUBKEY_COUNT, kids.len() as u32);
+        self.put32(nk, NK_VOLATILE_SUBKEY_COUNT, 0);
+        self.put32(nk, NK_SUBKEY_LIST, subkey_list);
+        self.put32(nk, NK_VOLATILE_SUBKEY_LIST, NIL);
+        self.put32(nk, NK_VALUE_COUNT, key.values.len() as u32);
+        self.put32(nk, NK_VALUE_LIST, value_list);
+        self.put32(nk, NK_SECURITY, sk);
+        self.put32(nk, NK_CLASS, class_off);
+        self.put32(
+            nk,
+            NK_MAX_SUBKEY_NAME,
+            max_subkey_name | u32::from(key.user_flags) << 16,
+        );
+        self.put32(nk, NK_MAX_SUBKEY_CLASS, max_subkey_class);
+        self.put32(nk, NK_MAX_VALUE_NAME, max_value_name);
+        self.put32(nk, NK_MAX_VALUE_DATA, max_value_data);
+        self.put32(nk, NK_WORK_VAR, key.work_var);
+        self.put(nk, NK_NAME_LEN, &(name.len() as u16).to_le_bytes());
+        self.put(nk, NK_CLASS_LEN, &class_len.to_le_bytes());
+        self.put(nk, NK_NAME, &name);
+
+        for ((_, child), slot) in kids.into_iter().zip(slots) {
+            let path = if job.path.is_empty() {
+                child.name.clone()
+            } else {
+                format!("{}\\{}", job.path, child.name)
+            };
+            queue.push_back(Job {
+                key: child,
+                path,
+                parent: nk,
+                slot: Some(slot),
+                inherited_sd: sd,
+            });
+        }
+        Ok(nk)
+    }
+
+    /// Writes the value list and values; returns (list offset, largest name, largest data).
+    fn values(&mut self, key: &Key, path: &str) -> Result<(u32, u32, u32)> {
+        if key.values.is_empty() {
+            return Ok((NIL, 0, 0));
+        }
+        let mut seen = HashSet::new();
+        for v in &key.values {
+            let upper: Vec<u16> = v.name.encode_utf16().map(upcase::upcase).collect();
+            if !seen.insert(upper) {
+                return Err(invalid(path, format!("two values named \"{}\"", v.name)));
+            }
+        }
+        let list = self.alloc(4 * key.values.len())?;
+        let (mut max_name, mut max_data) = (0u32, 0u32);
+        for (i, v) in key.values.iter().enumerate() {
+            let vk = self.value(v, path)?;
+            self.put32(list, 4 * i, vk);
+            max_name = max_name.max(v.name.encode_utf16().count() as u32 * 2);
+            max_data = max_data.max(v.data.len() as u32);
+        }
+        Ok((list, max_name, max_data))
+    }
+
+    fn value(&mut self, v: &Value, path: &str) -> Result<u32> {
+        let units = name_units(&v.name);
+        if units.len() > MAX_VALUE_NAME_CHARS {
+            return Err(invalid(
+                path,
+                format!("value name of {} UTF-16 units", units.len()),
+            ));
+        }
+        let (name, compressed) = stored_name(&units);
+        let len = u32::try_from(v.data.len())
+            .ok()
+            .filter(|&l| l < DATA_INLINE)
+            .ok_or_else(|| invalid(path, format!("value \"{}\" too large", v.name)))?;
+        let vk = self.alloc(VK_NAME + name.len())?;
+        let (size, data_off) = if v.data.is_empty() && v.tombstone {
+            // Tombstone values carry no data: size 0, no cell (as in yarp System_Delta).
+            (0, NIL)
+        } else if v.data.len() <= 4 {
+            let mut inline = [0u8; 4];
+            inline[..v.data.len()].copy_from_slice(&v.data);
+            (DATA_INLINE | len, u32::from_le_bytes(inline))
+        } else if v.data.len() <= MAX_SINGLE_CELL_DATA {
+            (len, self.cell_with(&v.data)?)
+        } else {
+            (len, self.big_data(&v.data, path)?)
+        };
+        // offreg sets VALUE_COMP_NAME only on named values (default value: flags 0; measured).
+        let mut flags = if compressed && !units.is_empty() {
+            VALUE_COMP_NAME
+        } else {
+            0
+        };
+        if v.tombstone {
+            flags |= VALUE_TOMBSTONE;
+        }
+        self.put(vk, 0, b"vk");
+        self.put(vk, VK_NAME_LEN, &(name.len() as u16).to_le_bytes());
+        self.put32(vk, VK_DATA_SIZE, size);
+        self.put32(vk, VK_DATA_OFFSET, data_off);
+        self.put32(vk, VK_TYPE, v.kind);
+        self.put(vk, VK_FLAGS, &flags.to_le_bytes());
+        self.put(vk, VK_NAME, &name);
+        Ok(vk)
+    }
+
+    /// db record + segment list + 16352-byte segment cells (regf.md §2.7).
+    fn big_data(&mut self, data: &[u8], path: &str) -> Result<u32> {
+        let count = data.len().div_ceil(DB_SEGMENT_DATA);
+        let count16 = u16::try_from(count)
+            .map_err(|_| invalid(path, "value data needs more than 65535 segments"))?;
+        let db = self.alloc(8)?;
+        let list = self.alloc(4 * count)?;
+        self.put(db, 0, b"db");
+        self.put(db, 2, &count16.to_le_bytes());
+        self.put32(db, 4, list);
+        for (i, chunk) in data.chunks(DB_SEGMENT_DATA).enumerate() {
+            // Every segment cell is 16352 bytes, the last one too (yarp BigDataHive).
+            let seg = self.alloc(DB_SEGMENT_DATA + 4)?;
+            self.put(seg, 0, chunk);
+            self.put32(list, 4 * i, seg);
+        }
+        Ok(db)
+    }
+
+    /// Writes the lh leaf (or ri + leaves) for sorted children; returns its offset and the
+    /// buffer positions where each child's nk offset goes.
+    fn subkey_index(&mut self, kids: &[(Vec<u16>, &Key)]) -> Result<(u32, Vec<usize>)> {
+        if kids.is_empty() {
+            return Ok((NIL, Vec::new()));
+        }
+        let mut slots = Vec::with_capacity(kids.len());
+        let leaves: Vec<&[(Vec<u16>, &Key)]> = kids.chunks(LEAF_CAPACITY).collect();
+        let mut leaf_offs = Vec::with_capacity(leaves.len());
+        let ri = if leaves.len() > 1 {
+            let ri = self.alloc(4 + 4 * leaves.len())?;
+            self.put(ri, 0, b"ri");
+            self.put(ri, 2, &(leaves.len() as u16).to_le_bytes());
+            Some(ri)
+        } else {
+            None
+        };
+        for leaf in &leaves {
+            let lh = self.alloc(4 + 8 * leaf.len())?;
+            self.put(lh, 0, b"lh");
+            self.put(lh, 2, &(leaf.len() as u16).to_le_bytes());
+            for (i, (units, _)) in leaf.iter().enumerate() {
+                self.put32(lh, 4 + 8 * i + 4, lh_hash(units));
+                slots.push(lh as usize + 4 + 4 + 8 * i);
+            }
+            leaf_offs.push(lh);
+        }
+        match ri {
+            Some(ri) => {
+                for (i, &leaf) in leaf_offs.iter().enumerate() {
+                    self.put32(ri, 4 + 4 * i, leaf);
+                }
+                Ok((ri, slots))
+            }
+            None => Ok((leaf_offs[0], slots)),
+        }
+    }
+}
