@@ -110,3 +110,31 @@ fn fork_reuses_parent_objects() {
         .unwrap();
     assert_eq!(got, small);
 }
+
+#[test]
+fn verify_digests_catches_changed_data() {
+    let t = tempfile::tempdir().unwrap();
+    let data = content(50_000, 9);
+    let mut w = CimWriter::create(t.path(), "v.cim").unwrap();
+    w.add(
+        "f",
+        &FileMetadata {
+            size: data.len() as u64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.write(&data).unwrap();
+    w.commit().unwrap();
+    let cim = t.path().join("v.cim");
+    assert!(cimfs::verify::verify_digests(&cim).is_empty());
+    let files = cimfs::image_files(&cim).unwrap();
+    let mut d = std::fs::read(&files.regions[1]).unwrap();
+    d[4096 + 100] ^= 1;
+    std::fs::write(&files.regions[1], &d).unwrap();
+    // The structure is intact, the content is not.
+    assert!(cimfs::verify::verify(&cim).is_empty());
+    let p = cimfs::verify::verify_digests(&cim);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].offset, Some(4096));
+}
