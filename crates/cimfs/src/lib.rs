@@ -1,6 +1,25 @@
 //! CimFS images: the on-disk format, a writer and a reader.
 //! `format` holds every on-disk struct, `writer` builds images (and forks), `reader` opens them,
 //! `verify` checks one thoroughly, `image_files` lists the files an image is made of.
+//! Choices made where the format is undocumented are listed in FORMAT-CHOICES.md.
+//!
+//! ```
+//! use std::io::Read;
+//! use cimfs::{format, Cim, CimWriter, FileMetadata};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut w = CimWriter::create(dir.path(), "layer.cim")?;
+//! w.add("Files", &FileMetadata { attributes: format::FILE_ATTRIBUTE_DIRECTORY, ..Default::default() })?;
+//! w.add("Files\\hello.txt", &FileMetadata { size: 5, ..Default::default() })?;
+//! w.write(b"hello")?;
+//! w.commit()?;
+//!
+//! let cim = Cim::open(&dir.path().join("layer.cim"))?;
+//! let mut text = String::new();
+//! cim.open_file("FILES\\HELLO.TXT")?.read_to_string(&mut text)?;
+//! assert_eq!(text, "hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod error;
 pub mod format;

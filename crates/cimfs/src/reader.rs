@@ -105,6 +105,17 @@ pub struct Cim {
     root: FileId,
 }
 
+impl std::fmt::Debug for Cim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cim")
+            .field("path", &self.path)
+            .field("regions", &self.regions.len())
+            .field("parents", &self.parents.len())
+            .field("files", &self.file_count())
+            .finish()
+    }
+}
+
 /// A parsed link table: names and entries in stored order.
 pub(crate) struct LinkTable<T> {
     pub(crate) names: Vec<Vec<u16>>,
@@ -1108,6 +1119,16 @@ pub struct FileReader<'a> {
     id: FileId,
     stream: format::Stream,
     pos: u64,
+}
+
+impl std::fmt::Debug for FileReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReader")
+            .field("file_id", &self.id)
+            .field("len", &self.stream.length())
+            .field("pos", &self.pos)
+            .finish()
+    }
 }
 
 impl FileReader<'_> {

@@ -824,6 +824,16 @@ fn object_entry(key: ObjectKey, at: RegionOffset) -> format::ObjectIdEntry {
     }
 }
 
+impl std::fmt::Debug for CimWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CimWriter")
+            .field("cim_path", &self.cim_path)
+            .field("parents", &self.parents.len())
+            .field("nodes", &self.tree.nodes.len())
+            .finish()
+    }
+}
+
 impl Drop for CimWriter {
     fn drop(&mut self) {
         if self.done {
