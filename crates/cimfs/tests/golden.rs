@@ -302,3 +302,48 @@ fn locate_entry(cim_path: &Path, id: u32) -> (std::path::PathBuf, u64, u64) {
     let entry = table + u64::from(id - 1) * 0x60;
     (region, entry, rd(entry + 0x28))
 }
+
+#[test]
+fn stream_table_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "ads.cim").unwrap();
+    w.add(
+        "f",
+        &FileMetadata {
+            size: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.add_alternate_stream("f:zone:$DATA", 3).unwrap();
+    w.write(b"xyz").unwrap();
+    w.commit().unwrap();
+    let cim_path = t.path().join("ads.cim");
+    let (region, entry, data) = locate_entry(&cim_path, 2);
+    // The empty default stream: null offset, length 0, type Data.
+    assert_eq!(data, 0);
+    let m = fs::read(&region).unwrap();
+    let rd = |o: u64| u64::from_le_bytes(m[o as usize..o as usize + 8].try_into().unwrap());
+    assert_eq!(rd(entry + 0x30), 0);
+    let st = rd(entry + 0x50);
+    assert_eq!(st >> 48, 0, "stream table lives in the metadata region");
+    assert_eq!(st % 8, 0, "stream table is 8-byte aligned");
+    let mut want = Vec::new();
+    want.extend_from_slice(&0x26u32.to_le_bytes()); // Length: 8 + 16 + 4 + 2 + 8
+    want.extend_from_slice(&1u32.to_le_bytes());
+    want.extend_from_slice(&le64((2 << 48) | 0x28)); // Stream.DataOffset: small region + 0x28
+    want.extend_from_slice(&le64(3)); // length 3, type Data
+    want.extend_from_slice(&0x1cu32.to_le_bytes()); // name offset
+    want.extend_from_slice(&4u16.to_le_bytes());
+    for u in "zone".encode_utf16() {
+        want.extend_from_slice(&u.to_le_bytes());
+    }
+    assert_eq!(&m[st as usize..st as usize + want.len()], &want[..]);
+    let cim = Cim::open(&cim_path).unwrap();
+    let mut s = String::new();
+    cim.open_stream("f", "Zone")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "xyz");
+}
