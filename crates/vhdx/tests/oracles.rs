@@ -398,3 +398,33 @@ fn differencing_child_reads_partially_present_blocks() {
     // And formatting is refused on a differencing disk.
     assert!(format_gpt_ntfs(&child).is_err());
 }
+
+#[test]
+fn small_4k_sector_disk_formats_and_reads_back() {
+    let Some(t) = require(&["mkntfs", "ntfsinfo"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.vhdx");
+    create_dynamic(&path, 64 * MIB, MIB as u32, 4096).unwrap();
+    let made = format_gpt_ntfs(&path).unwrap();
+    assert_eq!(read_partition_info(&path).unwrap(), made);
+    // Extract the data partition with our own reader and let ntfsinfo check it.
+    let disk = VhdxFile::open(&path).unwrap();
+    let first = 16 * MIB;
+    // Last usable LBA (inclusive) = sectors - 2 - 4 entry sectors.
+    let end = (64 * MIB / 4096 - 5) * 4096;
+    let mut part = vec![0u8; (end - first) as usize];
+    disk.read_at(first, &mut part).unwrap();
+    let p = dir.path().join("p.raw");
+    std::fs::write(&p, &part).unwrap();
+    let n = run(&t[1], &["-m", p.to_str().unwrap()]);
+    assert!(n.contains("Sector Size: 4096"), "{n}");
+    // The backup boot sector (last sector of the partition) equals the boot sector.
+    assert_eq!(part[..4096], part[part.len() - 4096..]);
+    // The boot sector's hidden-sectors field is the partition start in 4 KiB sectors.
+    assert_eq!(
+        u32::from_le_bytes([part[28], part[29], part[30], part[31]]),
+        4096
+    );
+}
