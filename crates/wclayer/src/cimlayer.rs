@@ -25,9 +25,10 @@ pub struct ImportOptions {
     pub layer: PathBuf,
     /// Parent layer folders, nearest first; empty for a base layer.
     pub parents: Vec<PathBuf>,
-    /// The layer folder as the Windows host will see it (e.g. `C:\ProgramData\containerd\...\12`);
-    /// only its last component is used, to name the CIM in a utility VM's boot configuration
-    /// when it differs from the local folder name.
+    /// The layer folder as the Windows host will see it (e.g. `C:\ProgramData\containerd\...\12`).
+    /// Used for utility VM layers: its last component names the CIM in the UVM's BCD (when it
+    /// differs from the local folder name), and it gives SystemTemplate.vhdx the absolute
+    /// Windows path of its parent disk.
     pub host_layer_path: Option<String>,
 }
 
@@ -85,6 +86,7 @@ pub struct CimLayerWriter {
     parents: Vec<PathBuf>,
     cim_path: PathBuf,
     relative_cim_path: String,
+    host_layer_path: Option<String>,
     cim: Option<CimWriter>,
     active: Active,
     pending: Vec<PendingOp>,
@@ -173,6 +175,7 @@ impl CimLayerWriter {
             layer,
             parents: opts.parents.clone(),
             cim_path,
+            host_layer_path: opts.host_layer_path.clone(),
             relative_cim_path: format!(r"{}\{host_id}.cim", crate::layout::CIM_LAYERS_DIR),
             cim: Some(cim),
             active: Active::None,
@@ -396,7 +399,11 @@ impl CimLayerWriter {
     fn finish(&mut self) -> Result<()> {
         self.finish_active()?;
         if self.has_utility_vm {
-            let report = uvm::process_utility_vm(&self.layer, &self.relative_cim_path)?;
+            let report = uvm::process_utility_vm(
+                &self.layer,
+                &self.relative_cim_path,
+                self.host_layer_path.as_deref(),
+            )?;
             self.notes.extend(report);
         }
         let ops = if self.parents.is_empty() {
