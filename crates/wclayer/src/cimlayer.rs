@@ -540,11 +540,39 @@ impl LayerWriter for CimLayerWriter {
 
     fn remove(&mut self, name: &str) -> Result<()> {
         self.finish_active()?;
+        // A std file (or a link to one) added earlier in this tar is still pending: drop it, and
+        // its host copy, so the removal is not undone when the pending operations are replayed.
+        let lower = name.to_lowercase();
+        let under = |p: &str| {
+            let p = p.to_lowercase();
+            p == lower || p.starts_with(&format!("{lower}\\"))
+        };
+        let before = self.pending.len();
+        let mut dropped_hosts = Vec::new();
+        self.pending.retain(|op| match op {
+            PendingOp::AddHostFile { cim_path, host, .. } if under(cim_path) => {
+                dropped_hosts.push(host.clone());
+                false
+            }
+            PendingOp::Link { name: n, .. } => !under(n),
+            _ => true,
+        });
+        for host in dropped_hosts {
+            match fs::remove_file(&host) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&host, e))
+                }
+                _ => {}
+            }
+        }
+        let dropped_pending = self.pending.len() != before;
         // hcsshim HEAD ignores "not found" here: a whiteout may name a file no parent has.
         match self.cim()?.remove(name) {
             Ok(()) => Ok(()),
             Err(cimfs::Error::NotFound { .. }) => {
-                self.missing_whiteouts += 1;
+                if !dropped_pending {
+                    self.missing_whiteouts += 1;
+                }
                 Ok(())
             }
             Err(e) => Err(self.cim_err("remove", name, e)),

@@ -448,3 +448,52 @@ fn utility_vm_errors_name_the_step_and_leave_no_disks() {
     assert!(err.contains("read build number"), "{err}");
     assert_nothing_left(&layer, &[]);
 }
+
+#[test]
+fn whiteout_of_a_std_file_added_by_the_same_tar() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("snapshots/1");
+    import_layer(
+        &small_base(&shared, |_| {})[..],
+        &opts(&base, &[]),
+        &mut |_| {},
+    )
+    .unwrap();
+    let delta = fs::read(shared.join("testdata/hives/yarp-System_Delta")).unwrap();
+    let mut t = TarBuilder::new();
+    t.file("Hives/System_Delta", &[], &delta);
+    t.entry(
+        "Files/delta-link",
+        tar::EntryType::Link,
+        &[],
+        "Hives/System_Delta",
+        b"",
+    );
+    t.file(
+        "Hives/Sam_Delta",
+        &[],
+        &fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap(),
+    );
+    t.file("Hives/.wh.System_Delta", &[], b"");
+    t.file("Files/.wh.delta-link", &[], b"");
+    let child = tmp.path().join("snapshots/2");
+    let s = import_layer(&t.finish()[..], &opts(&child, &[&base]), &mut |_| {}).unwrap();
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    assert!(!child.join("Hives/SYSTEM_DELTA").exists());
+    assert!(!child.join("Hives/SYSTEM_BASE").exists());
+    assert!(child.join("Hives/SAM_BASE").is_file());
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert!(cim.stat(r"Hives\System_Delta").is_err());
+    assert!(cim.stat(r"Files\delta-link").is_err());
+    assert_eq!(
+        read_cim_file(&cim, r"Hives\SYSTEM_BASE"),
+        fs::read(base.join("Hives/SYSTEM_BASE")).unwrap()
+    );
+    assert_eq!(
+        read_cim_file(&cim, r"Hives\SAM_BASE"),
+        fs::read(child.join("Hives/SAM_BASE")).unwrap()
+    );
+}
