@@ -14,7 +14,7 @@ use crate::layout::{
     cim_path_for_layer, host_path, layer_id, std_file_canonical, HIVES, HIVES_DIR, LAYOUT_CONTENTS,
     LAYOUT_FILE, REG_FILES_DIR, UTILITY_VM_DIR,
 };
-use crate::tarstream::{decompressed, write_layer_counted, Progress};
+use crate::tarstream::{decompressed, write_layer_counted, CountingReader, Progress};
 use crate::uvm;
 use crate::writer::LayerWriter;
 
@@ -623,7 +623,7 @@ pub fn import_layer(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ImportSummary> {
     let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    let counted = Counting {
+    let counted = CountingReader {
         inner: tar,
         count: count.clone(),
     };
@@ -666,19 +666,6 @@ fn cleanup_failed_layer(layer: &Path, existed: bool) {
     let _ = fs::remove_dir_all(layer);
     if existed {
         let _ = fs::create_dir(layer);
-    }
-}
-
-struct Counting<R> {
-    inner: R,
-    count: std::rc::Rc<std::cell::Cell<u64>>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
-        Ok(n)
     }
 }
 

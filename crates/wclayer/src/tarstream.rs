@@ -35,9 +35,9 @@ pub struct TarStats {
 const COPY_CHUNK: usize = 1 << 20;
 
 /// Counts bytes read through it, for progress reports.
-struct CountingReader<R> {
-    inner: R,
-    count: std::rc::Rc<std::cell::Cell<u64>>,
+pub(crate) struct CountingReader<R> {
+    pub(crate) inner: R,
+    pub(crate) count: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl<R: Read> Read for CountingReader<R> {
@@ -100,31 +100,43 @@ fn utf8<'b>(bytes: &'b [u8], what: &str) -> Result<&'b str> {
     })
 }
 
-fn header_facts(h: &tar::Header, kind: EntryType, size: u64, link_name: String) -> HeaderFacts {
-    let gnu_time = |field: &[u8; 12]| -> Option<i64> {
+fn header_facts(
+    h: &tar::Header,
+    entry: &str,
+    kind: EntryType,
+    size: u64,
+    link_name: String,
+) -> Result<HeaderFacts> {
+    // Go reads GNU atime/ctime only when the field is non-empty (archive/tar reader.go).
+    let gnu_time = |field: &[u8; 12], what: &str| -> Result<Option<i64>> {
         if field[0] == 0 {
-            return None;
+            return Ok(None);
         }
         let s = std::str::from_utf8(field)
-            .ok()?
-            .trim_matches(|c: char| c == '\0' || c == ' ');
-        i64::from_str_radix(s, 8).ok()
+            .ok()
+            .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
+            .and_then(|s| i64::from_str_radix(s, 8).ok())
+            .ok_or_else(|| Error::entry(entry, format!("bad GNU {what} field")))?;
+        Ok(Some(s))
     };
     let (gnu_atime_secs, gnu_ctime_secs) = match h.as_gnu() {
-        Some(g) => (gnu_time(&g.atime), gnu_time(&g.ctime)),
+        Some(g) => (gnu_time(&g.atime, "atime")?, gnu_time(&g.ctime, "ctime")?),
         None => (None, None),
     };
-    HeaderFacts {
-        mtime_secs: h
-            .mtime()
-            .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+    let mtime_secs = h
+        .mtime()
+        .ok()
+        .and_then(|t| i64::try_from(t).ok())
+        .ok_or_else(|| Error::entry(entry, "bad mtime field"))?;
+    Ok(HeaderFacts {
+        mtime_secs,
         gnu_atime_secs,
         gnu_ctime_secs,
         is_dir: kind == EntryType::Directory,
         is_symlink: kind == EntryType::Symlink,
         link_name,
         size,
-    }
+    })
 }
 
 /// Streams the (uncompressed) tar `input` into `w`, calling `progress` after each entry with the
@@ -265,10 +277,11 @@ pub(crate) fn write_layer_counted(
                     };
                     let facts = header_facts(
                         entry.header(),
+                        &raw_name,
                         kind,
                         if is_data { size } else { 0 },
                         link_name,
-                    );
+                    )?;
                     let info =
                         backuptar::file_info_from_header(&facts, &pax).map_err(|source| {
                             Error::Dialect {
