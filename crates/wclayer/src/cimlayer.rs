@@ -126,7 +126,7 @@ impl CimLayerWriter {
                 reason: format!("{} already exists", cim_path.display()),
             });
         }
-        match fs::read_dir(&layer) {
+        let create_folder = match fs::read_dir(&layer) {
             Ok(mut it) => {
                 if it.next().is_some() {
                     return Err(Error::Layer {
@@ -134,12 +134,11 @@ impl CimLayerWriter {
                         reason: "the layer folder is not empty".into(),
                     });
                 }
+                false
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(&layer).map_err(|e| Error::io(&layer, e))?;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => return Err(Error::io(&layer, e)),
-        }
+        };
         fs::create_dir_all(&cim_dir).map_err(|e| Error::io(&cim_dir, e))?;
         let name = format!("{id}.cim");
         let cim = match opts.parents.first() {
@@ -166,6 +165,11 @@ impl CimLayerWriter {
             path: String::new(),
             source: Box::new(source),
         })?;
+        // Created only now, so an argument error above leaves no folder behind (the CIM writer
+        // removes its own files when dropped on the error path).
+        if create_folder {
+            fs::create_dir_all(&layer).map_err(|e| Error::io(&layer, e))?;
+        }
         let host_id = opts
             .host_layer_path
             .as_deref()

@@ -269,6 +269,10 @@ fn layer_folder_rules() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("parent CIM"), "{err}");
+    assert!(
+        !child.exists(),
+        "no layer folder is left by a refused import"
+    );
 }
 
 fn uvm_layer(shared: &Path, build: &str, bcd: &[u8]) -> Vec<u8> {
