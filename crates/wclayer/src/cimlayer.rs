@@ -466,10 +466,10 @@ impl LayerWriter for CimLayerWriter {
             self.has_utility_vm = true;
         }
         if let Some(canonical) = std_file_canonical(name) {
-            if info.is_directory() {
+            if info.is_directory() || !info.reparse_data.is_empty() {
                 return Err(Error::entry(
                     name,
-                    "expected a file, the tar has a directory",
+                    "a hive or boot file must be a regular file",
                 ));
             }
             let dest = host_path(&self.layer, &canonical);

@@ -443,6 +443,21 @@ fn utility_vm_errors_name_the_step_and_leave_no_disks() {
     assert!(err.contains("edit BCD"), "{err}");
     assert_nothing_left(&layer, &[]);
 
+    // a hive that is a symlink
+    let mut t = TarBuilder::new();
+    t.entry(
+        "Files/Windows/System32/config/SYSTEM",
+        tar::EntryType::Symlink,
+        &[],
+        "SOFTWARE",
+        b"",
+    );
+    let err = import_layer(&t.finish()[..], &opts(&layer, &[]), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("regular file"), "{err}");
+    assert_nothing_left(&layer, &[]);
+
     // a UtilityVM folder without its SOFTWARE hive
     let mut t = TarBuilder::new();
     t.dir("UtilityVM", &[]);
