@@ -82,7 +82,8 @@ pub fn decompressed<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>
     let kind = detect_compression(&head)?;
     let whole = Cursor::new(head).chain(input);
     Ok(match kind {
-        Compression::None => Box::new(whole),
+        // Buffered: tar headers are read 512 bytes at a time; large data reads bypass the buffer.
+        Compression::None => Box::new(io::BufReader::with_capacity(1 << 16, whole)),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::new(whole)
