@@ -1,0 +1,62 @@
+//! The error type of the cimfs crate: every failure names the image, the file on disk,
+//! the object inside the image and the offset where there is one.
+
+use std::path::PathBuf;
+
+/// Errors returned by the writer, the reader and `image_files`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a file of the image.
+    #[error("{}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A path does not exist in the image.
+    #[error("{}: {path}: not found", image.display())]
+    NotFound { image: PathBuf, path: String },
+
+    /// A path component that must be a directory is not one.
+    #[error("{}: {path}: not a directory", image.display())]
+    NotADirectory { image: PathBuf, path: String },
+
+    /// A data operation was asked of a directory.
+    #[error("{}: {path}: is a directory", image.display())]
+    IsADirectory { image: PathBuf, path: String },
+
+    /// The caller asked for something invalid (bad name, write past the declared size, …).
+    #[error("{}: {path}: {reason}", image.display())]
+    InvalidArgument {
+        image: PathBuf,
+        path: String,
+        reason: String,
+    },
+
+    /// An image file already exists where a new one is to be created.
+    #[error("{}: already exists", file.display())]
+    AlreadyExists { file: PathBuf },
+
+    /// The image is damaged or hostile: `file` is the file on disk holding the bad bytes,
+    /// `object` the thing being read (e.g. "file 12", "directory \\Files"), `offset` its byte offset in `file`.
+    #[error("{}: corrupt {object} in {} at offset {offset:#x}: {reason}", image.display(), file.display())]
+    Corrupt {
+        image: PathBuf,
+        file: PathBuf,
+        object: String,
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(file: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            file: file.into(),
+            source,
+        }
+    }
+}

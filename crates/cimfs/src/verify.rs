@@ -1,0 +1,449 @@
+//! Full consistency check of an image for `cimkit verify`: headers of every file, region and
+//! objectid ranges, the file tables, every reachable directory and stream table (bounds, sort
+//! order, alignment), every stream's data range, and unreachable file ids.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use zerocopy::FromBytes;
+
+use crate::error::Error;
+use crate::format::{self, RegionOffset};
+use crate::names;
+use crate::reader::{self, Cim, FileId};
+
+/// One thing wrong with an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file on disk holding the problem.
+    pub file: PathBuf,
+    /// What inside the image is wrong (e.g. "file 12", "directory \\Files").
+    pub object: String,
+    /// Byte offset in `file`, when known.
+    pub offset: Option<u64>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.object)?;
+        if let Some(o) = self.offset {
+            write!(f, " at offset {o:#x}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Problem {
+    fn from_error(cim: &Path, object: &str, e: Error) -> Problem {
+        match e {
+            Error::Corrupt {
+                file,
+                object,
+                offset,
+                reason,
+                ..
+            } => Problem {
+                file,
+                object,
+                offset: Some(offset),
+                message: reason,
+            },
+            Error::Io { file, source } => Problem {
+                file,
+                object: object.into(),
+                offset: None,
+                message: source.to_string(),
+            },
+            other => Problem {
+                file: cim.to_path_buf(),
+                object: object.into(),
+                offset: None,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+struct Checker<'a> {
+    cim_path: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, object: &str, e: Error) {
+        self.problems
+            .push(Problem::from_error(self.cim_path, object, e));
+    }
+
+    fn push(
+        &mut self,
+        file: &Path,
+        object: impl Into<String>,
+        offset: Option<u64>,
+        message: impl Into<String>,
+    ) {
+        self.problems.push(Problem {
+            file: file.to_path_buf(),
+            object: object.into(),
+            offset,
+            message: message.into(),
+        });
+    }
+
+    /// Checks region header index/type and the objectid file of one region.
+    fn check_region_files(&mut self, dir: &Path, set: &format::RegionSet, own: bool) {
+        let mut listing = None;
+        for i in 0..set.count.get() {
+            let name = format::region_file_name(&set.id, i);
+            let Some(path) = reader::find_in_dir(dir, &name, &mut listing) else {
+                let what = if own {
+                    "region file"
+                } else {
+                    "parent region file"
+                };
+                self.push(&dir.join(&name), what, None, "missing");
+                continue;
+            };
+            let bytes = match read_prefix(&path, 0x28) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.push(&path, "region header", None, e.to_string());
+                    continue;
+                }
+            };
+            let region_size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            match format::RegionHeader::read_from_prefix(&bytes) {
+                Ok((h, _)) => {
+                    if h.index.get() != i {
+                        self.push(
+                            &path,
+                            "region header",
+                            Some(0x20),
+                            format!("index {} but file is region {i}", h.index.get()),
+                        );
+                    }
+                    if h.region_type > format::REGION_TYPE_SMALL_DATA {
+                        self.push(
+                            &path,
+                            "region header",
+                            Some(0x22),
+                            format!("unknown region type {}", h.region_type),
+                        );
+                    }
+                    if h.common.file_type != format::FILE_TYPE_REGION {
+                        self.push(
+                            &path,
+                            "region header",
+                            Some(0xc),
+                            format!("file type {} is not region (1)", h.common.file_type),
+                        );
+                    }
+                }
+                Err(_) => self.push(
+                    &path,
+                    "region header",
+                    Some(0),
+                    "file shorter than a region header",
+                ),
+            }
+            if own {
+                self.check_objectid(dir, set, i, region_size, &mut listing);
+            }
+        }
+    }
+
+    fn check_objectid(
+        &mut self,
+        dir: &Path,
+        set: &format::RegionSet,
+        i: u16,
+        region_size: u64,
+        listing: &mut Option<Vec<std::ffi::OsString>>,
+    ) {
+        let name = format::objectid_file_name(&set.id, i);
+        let Some(path) = reader::find_in_dir(dir, &name, listing) else {
+            self.push(
+                &dir.join(&name),
+                "objectid file",
+                None,
+                "missing (only needed to de-duplicate forks)",
+            );
+            return;
+        };
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.push(&path, "objectid file", None, e.to_string());
+                return;
+            }
+        };
+        let Ok((h, _)) = format::ObjectIdHeader::read_from_prefix(&bytes) else {
+            self.push(
+                &path,
+                "objectid header",
+                Some(0),
+                "file shorter than an objectid header",
+            );
+            return;
+        };
+        if h.common.magic != format::MAGIC {
+            self.push(&path, "objectid header", Some(0), "bad magic");
+            return;
+        }
+        if h.index.get() != i {
+            self.push(
+                &path,
+                "objectid header",
+                Some(0x20),
+                format!("index {} but file is objectid {i}", h.index.get()),
+            );
+        }
+        let start = h.table_offset.get() as u64;
+        let count = u64::from(h.count.get());
+        if start
+            .checked_add(count * 40)
+            .is_none_or(|end| end > bytes.len() as u64)
+        {
+            self.push(
+                &path,
+                "objectid table",
+                Some(0x28),
+                format!("{count} entries at {start:#x} run past the file end"),
+            );
+            return;
+        }
+        let table = &bytes[start as usize..(start + count * 40) as usize];
+        if let Ok(entries) = <[format::ObjectIdEntry]>::ref_from_bytes(table) {
+            for (k, e) in entries.iter().enumerate() {
+                let off = e.offset.get();
+                let len = e.length.get();
+                if off == 0 || off.checked_add(len).is_none_or(|end| end > region_size) {
+                    self.push(
+                        &path,
+                        format!("object id {k}"),
+                        Some(start + k as u64 * 40),
+                        format!("object at {off:#x} of {len} bytes is outside the region ({region_size} bytes)"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_stream(&mut self, cim: &Cim, object: &str, s: &format::Stream) {
+        if s.sparse() || s.length() == 0 {
+            return;
+        }
+        match s.stream_type() {
+            format::STREAM_TYPE_DATA => {
+                if let Err(e) = cim.check_range(s.offset(), 0, s.length(), &|| object.to_string()) {
+                    self.err(object, e);
+                }
+            }
+            format::STREAM_TYPE_PE_IMAGE => {
+                let mut buf = [0u8; 1];
+                // Reading the last byte walks the descriptor, its mappings and the final segment.
+                if let Err(e) = cim.read_stream(0, s, s.length() - 1, &mut buf) {
+                    self.err(object, e);
+                }
+            }
+            t => self.push(
+                cim.path(),
+                object,
+                None,
+                format!("stream type {t} is not a data stream"),
+            ),
+        }
+    }
+
+    fn check_sorted(
+        &mut self,
+        cim: &Cim,
+        object: &str,
+        table_names: &[Vec<u16>],
+        at: RegionOffset,
+    ) {
+        let up = cim.upcase_table();
+        for (k, pair) in table_names.windows(2).enumerate() {
+            if names::compare_units(&pair[0], &pair[1], up) != std::cmp::Ordering::Less {
+                self.push(
+                    cim.path(),
+                    object,
+                    Some(at.byte_offset()),
+                    format!(
+                        "entries {k} ({:?}) and {} ({:?}) are not in case-insensitive order",
+                        String::from_utf16_lossy(&pair[0]),
+                        k + 1,
+                        String::from_utf16_lossy(&pair[1])
+                    ),
+                );
+            }
+        }
+        if at.byte_offset() & (format::METADATA_ALIGN - 1) != 0 {
+            self.push(
+                cim.path(),
+                object,
+                Some(at.byte_offset()),
+                "link table is not 8-byte aligned",
+            );
+        }
+    }
+
+    fn check_file(&mut self, cim: &Cim, id: FileId, path: &str) -> Option<bool> {
+        let object = format!("file {id} ({path})");
+        let e = match cim.entry(id) {
+            Ok(e) => e,
+            Err(err) => {
+                self.err(&object, err);
+                return None;
+            }
+        };
+        if let Err(err) = cim.file(id) {
+            self.err(&object, err);
+        }
+        let is_dir = e.default_stream.stream_type() == format::STREAM_TYPE_LINK_TABLE;
+        if !is_dir {
+            self.check_stream(cim, &object, &e.default_stream);
+        }
+        let st = RegionOffset(e.stream_table_offset.get());
+        if !st.is_null() {
+            match cim.stream_table(id) {
+                Ok(t) => {
+                    self.check_sorted(cim, &format!("stream table of {object}"), &t.names, st);
+                    for (n, s) in t.names.iter().zip(t.entries.iter()) {
+                        let so = format!("stream {:?} of {object}", String::from_utf16_lossy(n));
+                        if s.stream_type() != format::STREAM_TYPE_DATA {
+                            self.push(
+                                cim.path(),
+                                &so,
+                                None,
+                                format!("alternate stream has type {}", s.stream_type()),
+                            );
+                        } else {
+                            self.check_stream(cim, &so, s);
+                        }
+                    }
+                }
+                Err(err) => self.err(&object, err),
+            }
+        }
+        Some(is_dir)
+    }
+}
+
+fn read_prefix(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut v = Vec::with_capacity(n);
+    fs::File::open(path)?.take(n as u64).read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// Checks the image at `cim_path` and returns every problem found (empty when it is consistent).
+pub fn verify(cim_path: &Path) -> Vec<Problem> {
+    let mut c = Checker {
+        cim_path,
+        problems: Vec::new(),
+    };
+    let header = match reader::read_image_header(cim_path) {
+        Ok(h) => h,
+        Err(e) => {
+            c.err("filesystem header", e);
+            return c.problems;
+        }
+    };
+    let dir = cim_path.parent().unwrap_or(Path::new("."));
+    for p in &header.parents {
+        c.check_region_files(dir, p, false);
+    }
+    c.check_region_files(dir, &header.header.regions, true);
+    let cim = match Cim::open(cim_path) {
+        Ok(cim) => cim,
+        Err(e) => {
+            c.err("image", e);
+            return c.problems;
+        }
+    };
+    let count = cim.file_count();
+    // One bit per file id, bounded by the file tables actually present.
+    let mut seen = vec![false; count as usize + 1];
+    let mut queue = VecDeque::new();
+    queue.push_back((cim.root(), String::from("\\")));
+    if let Some(s) = seen.get_mut(cim.root() as usize) {
+        *s = true;
+    }
+    while let Some((id, path)) = queue.pop_front() {
+        if c.check_file(&cim, id, &path) != Some(true) {
+            continue;
+        }
+        let e = match cim.entry(id) {
+            Ok(e) => e,
+            Err(_) => continue,
+        };
+        let t = match cim.dir_table(id, &|| path.clone()) {
+            Ok(t) => t,
+            Err(err) => {
+                c.err(&format!("directory {path}"), err);
+                continue;
+            }
+        };
+        if e.default_stream.length() > 0 {
+            c.check_sorted(
+                &cim,
+                &format!("directory {path}"),
+                &t.names,
+                e.default_stream.offset(),
+            );
+        }
+        for (name, &child) in t.names.iter().zip(t.entries.iter()) {
+            let child_path = if path == "\\" {
+                format!("\\{}", String::from_utf16_lossy(name))
+            } else {
+                format!("{path}\\{}", String::from_utf16_lossy(name))
+            };
+            match seen.get_mut(child as usize) {
+                Some(s) if child != 0 => {
+                    if *s {
+                        // A second link is fine for files (hard links); a directory reached twice is a cycle or a linked directory.
+                        if let Ok(ce) = cim.entry(child) {
+                            if ce.default_stream.stream_type() == format::STREAM_TYPE_LINK_TABLE {
+                                c.push(
+                                    cim.path(),
+                                    format!("directory {path}"),
+                                    None,
+                                    format!(
+                                        "{child_path} links to directory {child} a second time"
+                                    ),
+                                );
+                            }
+                        }
+                        continue;
+                    }
+                    *s = true;
+                    queue.push_back((child, child_path));
+                }
+                _ => c.push(
+                    cim.path(),
+                    format!("directory {path}"),
+                    None,
+                    format!("{child_path} names file id {child}, outside 1..={count}"),
+                ),
+            }
+        }
+    }
+    let unreachable: Vec<u64> = (1..=count)
+        .filter(|&i| !seen[i as usize])
+        .take(10)
+        .collect();
+    if !unreachable.is_empty() {
+        let total = (1..=count).filter(|&i| !seen[i as usize]).count();
+        c.push(
+            cim.path(),
+            "file tables",
+            None,
+            format!("{total} file ids are not reachable from the root (first: {unreachable:?})"),
+        );
+    }
+    c.problems
+}

@@ -1,0 +1,229 @@
+//! Commit-time layout of the metadata region (upcase table, security descriptors, EAs, reparse
+//! buffers, stream and directory link tables, file tables, file table directory, filesystem
+//! object) and the atomic publication of the `.cim` file.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use zerocopy::IntoBytes;
+
+use super::tree::{Kind, ROOT};
+use super::{CimWriter, REGION_METADATA};
+use crate::error::{Error, Result};
+use crate::format::{self, RegionOffset};
+
+/// Serializes a link table: header, entries, name offsets (from the table start), then
+/// u16-counted UTF-16LE names. `Length` is the full table size including the header.
+pub(crate) fn encode_link_table(names: &[&[u16]], entries: &[&[u8]]) -> Vec<u8> {
+    let n = names.len();
+    let entry_size = entries.first().map_or(0, |e| e.len());
+    let names_at = 8 + n * (entry_size + format::LINK_NAME_OFFSET_SIZE);
+    let total = names_at + names.iter().map(|s| 2 + 2 * s.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&(total as u32).to_le_bytes());
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(e);
+    }
+    let mut at = names_at;
+    for s in names {
+        out.extend_from_slice(&(at as u32).to_le_bytes());
+        at += 2 + 2 * s.len();
+    }
+    for s in names {
+        out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        for u in s.iter() {
+            out.extend_from_slice(&u.to_le_bytes());
+        }
+    }
+    out
+}
+
+fn counted(bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(bytes.len() + 2);
+    v.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// Writes all metadata objects; stores the filesystem object offset in `w.stats`-adjacent state.
+pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
+    let align = format::METADATA_ALIGN;
+    let own_base = w.regions[REGION_METADATA].combined;
+    let meta = &mut w.regions[REGION_METADATA];
+
+    // A fork whose parent stored the same upcase table points at the parent's copy.
+    let upcase_at = match w.parent_upcase {
+        Some(o) => o,
+        None => meta.put(upcase::table().as_bytes(), align)?,
+    };
+
+    let mut sd_at = Vec::with_capacity(w.tree.sds.list.len());
+    for sd in &w.tree.sds.list {
+        sd_at.push(meta.put(&counted(sd), align)?);
+    }
+
+    let (ids, order, parent) = w.tree.assign_ids();
+    let mut entries: Vec<format::File> = Vec::with_capacity(order.len());
+    for &n in &order {
+        let node = &w.tree.nodes[n];
+        let ea_at = if node.ea.is_empty() {
+            RegionOffset::NULL
+        } else {
+            meta.put(&node.ea, align)?
+        };
+        let (rp_at, tag) = if node.reparse.is_empty() {
+            (RegionOffset::NULL, 0)
+        } else {
+            let r = &node.reparse;
+            (
+                meta.put(&counted(r), align)?,
+                u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+            )
+        };
+        let st_at = if node.streams.is_empty() {
+            RegionOffset::NULL
+        } else {
+            let mut s: Vec<_> = node.streams.iter().collect();
+            s.sort_by(|a, b| a.key.cmp(&b.key));
+            let names: Vec<&[u16]> = s.iter().map(|a| a.name.as_slice()).collect();
+            let ents: Vec<&[u8]> = s.iter().map(|a| a.stream.as_bytes()).collect();
+            meta.put(&encode_link_table(&names, &ents), align)?
+        };
+        let default_stream = match &node.kind {
+            Kind::File(s) => *s,
+            Kind::Dir(children) => {
+                let idb: Vec<[u8; 4]> = children
+                    .values()
+                    .map(|e| ids[e.node].to_le_bytes())
+                    .collect();
+                let names: Vec<&[u16]> = children.values().map(|e| e.name.as_slice()).collect();
+                let ents: Vec<&[u8]> = idb.iter().map(|b| b.as_slice()).collect();
+                // Empty directories get an 8-byte empty table rather than a null stream (A16: the safer guess).
+                let table = encode_link_table(&names, &ents);
+                let at = meta.put(&table, align)?;
+                format::Stream::new(
+                    at,
+                    table.len() as u64,
+                    format::STREAM_TYPE_LINK_TABLE,
+                    false,
+                )
+            }
+        };
+        let sd_off = sd_at
+            .get(node.sd as usize)
+            .copied()
+            .unwrap_or(RegionOffset::NULL);
+        // ParentFileId/BaseRegionIndex semantics are unknown (cim-format.md §A6): we store the
+        // containing directory (the root names itself, as on NTFS) and the own region set's base index.
+        let parent_id = if n == ROOT { 1 } else { ids[parent[n]] };
+        entries.push(format::File {
+            flags: node.flags.into(),
+            ea_length: (node.ea.len() as u16).into(),
+            reparse_tag: tag.into(),
+            creation_time: node.times[0].into(),
+            last_write_time: node.times[1].into(),
+            change_time: node.times[2].into(),
+            last_access_time: node.times[3].into(),
+            default_stream,
+            sd_offset: sd_off.0.into(),
+            ea_offset: ea_at.0.into(),
+            reparse_offset: rp_at.0.into(),
+            stream_table_offset: st_at.0.into(),
+            parent_file_id: parent_id.into(),
+            base_region_index: own_base.into(),
+            reserved: 0.into(),
+        });
+    }
+
+    let mut ftd = Vec::new();
+    for chunk in entries.chunks(format::FILES_PER_TABLE as usize) {
+        let at = meta.put(chunk.as_bytes(), align)?;
+        ftd.push(format::FileTableDirectoryEntry {
+            offset: at.0.into(),
+            count: (chunk.len() as u16).into(),
+            entry_size: format::FILE_ENTRY_SIZE.into(),
+            reserved: 0.into(),
+        });
+    }
+    let ftd_at = meta.put(ftd.as_bytes(), align)?;
+    let fs = format::Filesystem {
+        upcase_table_offset: upcase_at.0.into(),
+        file_table_directory_offset: ftd_at.0.into(),
+        file_table_directory_length: (ftd.len() as u32).into(),
+        root_directory: 1.into(),
+    };
+    w.filesystem_offset = meta.put(fs.as_bytes(), align)?;
+    meta.align(align)?;
+    w.stats.files = entries.len() as u64;
+    Ok(())
+}
+
+pub(super) fn tmp_path(cim_path: &Path) -> PathBuf {
+    let mut s = cim_path.as_os_str().to_os_string();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// Encodes the `.cim` file: header then parent region sets.
+pub(crate) fn encode_cim_header(
+    set: &format::RegionSet,
+    parents: &[format::RegionSet],
+    filesystem_offset: RegionOffset,
+) -> Vec<u8> {
+    // HeaderLength's meaning is unknown (cim-format.md §A3.1); we store the byte length of the
+    // whole type-specific header, parents included.
+    let total = 0x48 + parents.len() * 0x18;
+    let h = format::FilesystemHeader {
+        common: format::CommonHeader::new(format::FILE_TYPE_IMAGE, total as u32),
+        regions: *set,
+        filesystem_offset: filesystem_offset.0.into(),
+        reserved: 0.into(),
+        reserved1: 0.into(),
+        parent_count: (parents.len() as u16).into(),
+    };
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(parents.as_bytes());
+    out
+}
+
+/// Writes `<name>.tmp`, fsyncs it, renames it to the `.cim` and fsyncs the folder.
+pub(super) fn publish(w: &CimWriter) -> Result<()> {
+    let bytes = encode_cim_header(&w.set, &w.parents, w.filesystem_offset);
+    let tmp = tmp_path(&w.cim_path);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    }
+    if w.cim_path.exists() {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::AlreadyExists {
+            file: w.cim_path.clone(),
+        });
+    }
+    fs::rename(&tmp, &w.cim_path).map_err(|e| Error::io(&w.cim_path, e))?;
+    sync_dir(&w.dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows cannot open a folder as a file for fsync; the rename is durable once NTFS logs it.
+        let _ = dir;
+        Ok(())
+    }
+}

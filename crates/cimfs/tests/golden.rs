@@ -1,0 +1,304 @@
+//! Byte-exact layout of a tiny image against cim-format.md: the .cim header, region and objectid
+//! headers, the metadata region layout, a file entry, a link table; plus a hand-built PE image stream.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use cimfs::{format, Cim, CimWriter, FileMetadata};
+
+fn le64(v: u64) -> [u8; 8] {
+    v.to_le_bytes()
+}
+
+fn guid_of(cim: &Path) -> [u8; 16] {
+    let b = fs::read(cim).unwrap();
+    b[0x20..0x30].try_into().unwrap()
+}
+
+fn file_name(prefix: &str, guid: &[u8; 16], i: u16) -> String {
+    format!("{prefix}_{}_{i}", format::Guid(*guid).to_file_string())
+}
+
+/// One file "a.txt" = "abc" with archive attribute and times 1..4.
+fn tiny(dir: &Path) -> std::path::PathBuf {
+    let mut w = CimWriter::create(dir, "tiny.cim").unwrap();
+    let meta = FileMetadata {
+        attributes: format::FILE_ATTRIBUTE_ARCHIVE,
+        size: 3,
+        creation_time: 1,
+        last_write_time: 2,
+        change_time: 3,
+        last_access_time: 4,
+        ..Default::default()
+    };
+    w.add("a.txt", &meta).unwrap();
+    w.write(b"abc").unwrap();
+    w.commit().unwrap();
+    dir.join("tiny.cim")
+}
+
+#[test]
+fn cim_header_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let cim = tiny(t.path());
+    let b = fs::read(&cim).unwrap();
+    assert_eq!(b.len(), 0x48);
+    let guid = guid_of(&cim);
+    let mut want = Vec::new();
+    want.extend_from_slice(b"cimfile0");
+    want.extend_from_slice(&0x48u32.to_le_bytes()); // HeaderLength
+    want.extend_from_slice(&[0, 0, 0, 0]); // Type 0 (image), reserved
+    want.extend_from_slice(&2u32.to_le_bytes()); // Major
+    want.extend_from_slice(&0u32.to_le_bytes()); // Minor
+    want.extend_from_slice(&[0; 8]);
+    want.extend_from_slice(&guid); // RegionSet.ID
+    want.extend_from_slice(&3u16.to_le_bytes()); // Count
+    want.extend_from_slice(&[0; 6]);
+    want.extend_from_slice(&le64(0x20130)); // FilesystemOffset: metadata region 0 + 0x20130
+    want.extend_from_slice(&[0; 6]);
+    want.extend_from_slice(&0u16.to_le_bytes()); // ParentCount
+    assert_eq!(b, want);
+    // GUID text form used in file names: Data1 as a little-endian u32, lower-case, hyphenated.
+    let name = file_name("region", &guid, 0);
+    assert!(t.path().join(&name).exists(), "{name}");
+    let d1 = u32::from_le_bytes(guid[0..4].try_into().unwrap());
+    assert!(name.starts_with(&format!("region_{d1:08x}-")), "{name}");
+}
+
+#[test]
+fn region_and_objectid_headers() {
+    let t = tempfile::tempdir().unwrap();
+    let cim = tiny(t.path());
+    let guid = guid_of(&cim);
+    for (i, ty) in [(0u16, 0u8), (1, 1), (2, 2)] {
+        let r = fs::read(t.path().join(file_name("region", &guid, i))).unwrap();
+        let mut want = Vec::new();
+        want.extend_from_slice(b"cimfile0");
+        want.extend_from_slice(&0x28u32.to_le_bytes());
+        want.extend_from_slice(&[1, 0, 0, 0]); // Type 1 (region)
+        want.extend_from_slice(&2u32.to_le_bytes());
+        want.extend_from_slice(&0u32.to_le_bytes());
+        want.extend_from_slice(&[0; 8]);
+        want.extend_from_slice(&i.to_le_bytes());
+        want.extend_from_slice(&[ty, 0, 0, 0, 0, 0]);
+        assert_eq!(&r[..0x28], &want[..], "region {i}");
+        let o = fs::read(t.path().join(file_name("objectid", &guid, i))).unwrap();
+        let count: u32 = if i == 2 { 1 } else { 0 };
+        let mut want = Vec::new();
+        want.extend_from_slice(b"cimfile0");
+        want.extend_from_slice(&0x30u32.to_le_bytes());
+        want.extend_from_slice(&[2, 0, 0, 0]); // Type 2 (objectid)
+        want.extend_from_slice(&2u32.to_le_bytes());
+        want.extend_from_slice(&0u32.to_le_bytes());
+        want.extend_from_slice(&[0; 8]);
+        want.extend_from_slice(&i.to_le_bytes());
+        want.extend_from_slice(&[ty, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&0x30u32.to_le_bytes()); // TableOffset
+        want.extend_from_slice(&count.to_le_bytes());
+        assert_eq!(&o[..0x30], &want[..], "objectid {i}");
+        assert_eq!(o.len(), 0x30 + 40 * count as usize);
+        if count == 1 {
+            // The "abc" object: length 3, SHA-256 truncated to 24 bytes, offset 0x28 in the small region.
+            assert_eq!(&o[0x30..0x38], &le64(3));
+            assert_eq!(&o[0x50..0x58], &le64(0x28));
+            assert_eq!(
+                hex(&o[0x38..0x50]),
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9c"
+            );
+        }
+    }
+    // Small data lives 8-byte aligned right after the small region's header.
+    let small = fs::read(t.path().join(file_name("region", &guid, 2))).unwrap();
+    assert_eq!(&small[0x28..], b"abc");
+    // The data region has only its header.
+    assert_eq!(
+        fs::metadata(t.path().join(file_name("region", &guid, 1)))
+            .unwrap()
+            .len(),
+        0x28
+    );
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn metadata_region_layout() {
+    let t = tempfile::tempdir().unwrap();
+    let cim = tiny(t.path());
+    let guid = guid_of(&cim);
+    let m = fs::read(t.path().join(file_name("region", &guid, 0))).unwrap();
+    // Upcase table at 0x28 (128 KiB).
+    let up: Vec<u8> = upcase::table()
+        .iter()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    assert_eq!(&m[0x28..0x20028], &up[..]);
+    // The null-DACL SD, u16-counted, at 0x20028.
+    assert_eq!(&m[0x20028..0x2002a], &20u16.to_le_bytes());
+    assert_eq!(&m[0x2002a..0x2003e], &format::NULL_DACL_SD);
+    // Root directory link table at 0x20040: Length, Count, ids, name offsets, names.
+    let mut lt = Vec::new();
+    lt.extend_from_slice(&0x1cu32.to_le_bytes());
+    lt.extend_from_slice(&1u32.to_le_bytes());
+    lt.extend_from_slice(&2u32.to_le_bytes()); // file id of a.txt
+    lt.extend_from_slice(&0x10u32.to_le_bytes()); // name offset from the table start
+    lt.extend_from_slice(&5u16.to_le_bytes());
+    for u in "a.txt".encode_utf16() {
+        lt.extend_from_slice(&u.to_le_bytes());
+    }
+    assert_eq!(&m[0x20040..0x2005c], &lt[..]);
+    // File table (2 entries of 0x60) at 0x20060.
+    let mut root = Vec::new();
+    root.extend_from_slice(&[0; 8]); // flags, EaLength, ReparseTag
+    root.extend_from_slice(&[0; 32]); // times
+    root.extend_from_slice(&le64(0x20040));
+    root.extend_from_slice(&le64(0x1c | (1 << 48))); // link table stream
+    root.extend_from_slice(&le64(0x20028)); // SD
+    root.extend_from_slice(&[0; 24]); // EA, reparse, stream table
+    root.extend_from_slice(&1u32.to_le_bytes()); // ParentFileId (root names itself)
+    root.extend_from_slice(&[0; 4]); // BaseRegionIndex, reserved
+    assert_eq!(&m[0x20060..0x200c0], &root[..]);
+    let mut file = Vec::new();
+    file.extend_from_slice(&8u16.to_le_bytes()); // Archive flag
+    file.extend_from_slice(&[0; 6]);
+    for v in 1..=4u64 {
+        file.extend_from_slice(&le64(v));
+    }
+    file.extend_from_slice(&le64((2 << 48) | 0x28)); // small region (index 2) + 0x28
+    file.extend_from_slice(&le64(3));
+    file.extend_from_slice(&le64(0x20028));
+    file.extend_from_slice(&[0; 24]);
+    file.extend_from_slice(&1u32.to_le_bytes());
+    file.extend_from_slice(&[0; 4]);
+    assert_eq!(&m[0x200c0..0x20120], &file[..]);
+    // File table directory at 0x20120 and the filesystem object at 0x20130.
+    let mut ftd = Vec::new();
+    ftd.extend_from_slice(&le64(0x20060));
+    ftd.extend_from_slice(&2u16.to_le_bytes());
+    ftd.extend_from_slice(&0x60u16.to_le_bytes());
+    ftd.extend_from_slice(&[0; 4]);
+    assert_eq!(&m[0x20120..0x20130], &ftd[..]);
+    let mut fs_obj = Vec::new();
+    fs_obj.extend_from_slice(&le64(0x28));
+    fs_obj.extend_from_slice(&le64(0x20120));
+    fs_obj.extend_from_slice(&1u32.to_le_bytes());
+    fs_obj.extend_from_slice(&1u32.to_le_bytes());
+    assert_eq!(&m[0x20130..0x20148], &fs_obj[..]);
+    assert_eq!(m.len(), 0x20148);
+}
+
+#[test]
+fn link_table_sorted_by_upcase() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "s.cim").unwrap();
+    let dir = FileMetadata {
+        attributes: format::FILE_ATTRIBUTE_DIRECTORY,
+        ..Default::default()
+    };
+    // Upcased: "B", "A", "Á" (U+00C1), "[" (0x5B sorts after 'Z' 0x5A but before 'a'... upcased 'a'='A').
+    for n in ["b", "A", "á", "[", "Ab"] {
+        w.add(n, &dir).unwrap();
+    }
+    w.commit().unwrap();
+    let cim = Cim::open(&t.path().join("s.cim")).unwrap();
+    let names: Vec<String> = cim
+        .read_dir("")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["A", "Ab", "b", "[", "á"]);
+}
+
+/// Builds a PE image stream by hand: the expanded image is written as ordinary data, then a
+/// PeImage descriptor with mappings is appended to the metadata region and the file entry's
+/// default stream is pointed at it (type 2, logical length).
+#[test]
+fn reads_hand_built_pe_image_stream() {
+    let t = tempfile::tempdir().unwrap();
+    // Logical file: 0x400 header, two 0x200 sections. Expanded: header page, sections at 0x1000, 0x2000.
+    let header: Vec<u8> = (0..0x400u32).map(|i| (i % 7) as u8 + 1).collect();
+    let s1 = vec![0xAAu8; 0x200];
+    let s2: Vec<u8> = (0..0x200u32).map(|i| (i % 13) as u8 + 100).collect();
+    let logical: Vec<u8> = [header.clone(), s1.clone(), s2.clone()].concat();
+    let mut expanded = vec![0u8; 0x2200];
+    expanded[..0x400].copy_from_slice(&header);
+    expanded[0x1000..0x1200].copy_from_slice(&s1);
+    expanded[0x2000..0x2200].copy_from_slice(&s2);
+
+    let mut w = CimWriter::create(t.path(), "pe.cim").unwrap();
+    let meta = FileMetadata {
+        size: expanded.len() as u64,
+        ..Default::default()
+    };
+    w.add("app.exe", &meta).unwrap();
+    w.write(&expanded).unwrap();
+    w.commit().unwrap();
+    let cim_path = t.path().join("pe.cim");
+    let (entry_file, entry_off, data_offset) = {
+        let cim = Cim::open(&cim_path).unwrap();
+        let id = cim.lookup("app.exe").unwrap();
+        locate_entry(&cim_path, id)
+    };
+    let meta_region = entry_file;
+    let mut m = fs::read(&meta_region).unwrap();
+    while m.len() % 8 != 0 {
+        m.push(0);
+    }
+    let desc_at = m.len() as u64;
+    m.extend_from_slice(&le64(data_offset)); // DataOffset: the expanded bytes
+    m.extend_from_slice(&le64(expanded.len() as u64)); // DataLength
+    m.extend_from_slice(&(expanded.len() as u32).to_le_bytes()); // ImageLength
+    m.extend_from_slice(&3u16.to_le_bytes()); // MappingCount
+    m.extend_from_slice(&format::PE_IMAGE_FLAG_VALID.to_le_bytes());
+    for (fo, delta) in [
+        (0u32, 0u32),
+        (0x400, 0x1000 - 0x400),
+        (0x600, 0x2000 - 0x600),
+    ] {
+        m.extend_from_slice(&fo.to_le_bytes());
+        m.extend_from_slice(&delta.to_le_bytes());
+    }
+    let stream_at = entry_off as usize + 0x28;
+    m[stream_at..stream_at + 8].copy_from_slice(&le64(desc_at)); // metadata region is index 0
+    m[stream_at + 8..stream_at + 16].copy_from_slice(&le64(logical.len() as u64 | (2 << 48)));
+    fs::write(&meta_region, &m).unwrap();
+
+    let cim = Cim::open(&cim_path).unwrap();
+    let info = cim.stat("app.exe").unwrap();
+    assert!(info.pe_image);
+    assert_eq!(info.size, logical.len() as u64);
+    let mut got = Vec::new();
+    cim.open_file("app.exe")
+        .unwrap()
+        .read_to_end(&mut got)
+        .unwrap();
+    assert_eq!(got, logical);
+    // Reads that straddle segment boundaries.
+    let id = cim.lookup("app.exe").unwrap();
+    for (off, len) in [(0x3f0u64, 0x20usize), (0x5ff, 2), (0x1, 0x7ff), (0x7ff, 10)] {
+        let mut buf = vec![0u8; len];
+        let n = cim.read_at(id, None, off, &mut buf).unwrap();
+        let end = (off as usize + len).min(logical.len());
+        assert_eq!(&buf[..n], &logical[off as usize..end], "read at {off:#x}");
+    }
+    assert!(cimfs::verify::verify(&cim_path).is_empty());
+}
+
+/// Finds the metadata region file, the byte offset of file `id`'s entry in it, and the entry's data offset.
+fn locate_entry(cim_path: &Path, id: u32) -> (std::path::PathBuf, u64, u64) {
+    let guid = guid_of(cim_path);
+    let dir = cim_path.parent().unwrap();
+    let region = dir.join(file_name("region", &guid, 0));
+    let m = fs::read(&region).unwrap();
+    let hdr = fs::read(cim_path).unwrap();
+    let fs_off = u64::from_le_bytes(hdr[0x38..0x40].try_into().unwrap()) & 0xffff_ffff_ffff;
+    let rd = |o: u64| u64::from_le_bytes(m[o as usize..o as usize + 8].try_into().unwrap());
+    let ftd = rd(fs_off + 8) & 0xffff_ffff_ffff;
+    let table = rd(ftd) & 0xffff_ffff_ffff;
+    let entry = table + u64::from(id - 1) * 0x60;
+    (region, entry, rd(entry + 0x28))
+}

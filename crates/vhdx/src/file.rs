@@ -1,0 +1,884 @@
+//! An opened VHDX file: validates headers, region table, metadata and BAT, reads virtual-disk
+//! bytes through the BAT (following a differencing chain to its parents) and writes dynamic
+//! disks by allocating 1 MiB-aligned payload blocks at the end of the file.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::format::*;
+
+/// Deepest differencing chain followed before giving up (guards against locator loops).
+const MAX_CHAIN_DEPTH: usize = 64;
+
+/// The kind of virtual disk, from the File Parameters item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskType {
+    /// LeaveBlockAllocated set: every block allocated up front.
+    Fixed,
+    /// Blocks allocated on first write.
+    Dynamic,
+    /// HasParent set: absent blocks come from the parent.
+    Differencing,
+}
+
+impl std::fmt::Display for DiskType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DiskType::Fixed => "fixed",
+            DiskType::Dynamic => "dynamic",
+            DiskType::Differencing => "differencing",
+        })
+    }
+}
+
+/// An open VHDX file (and, for a differencing disk, its opened parent chain).
+#[derive(Debug)]
+pub struct VhdxFile {
+    path: PathBuf,
+    file: File,
+    writable: bool,
+    creator: String,
+    header: Header,
+    header_slot: u8,
+    header_refreshed: bool,
+    regions: Vec<RegionEntry>,
+    bat_offset: u64,
+    bat_length: u32,
+    metadata_offset: u64,
+    metadata_length: u32,
+    geometry: Geometry,
+    physical_sector_size: u32,
+    virtual_disk_id: Uuid,
+    params_flags: u32,
+    locator: Option<LocatorItem>,
+    bat: Vec<u64>,
+    file_len: u64,
+    parent: Option<Box<VhdxFile>>,
+}
+
+impl VhdxFile {
+    /// Opens a VHDX read-only; a differencing disk's parents are opened and checked too.
+    pub fn open(path: &Path) -> Result<VhdxFile> {
+        Self::open_chain(path, false, 0)
+    }
+
+    /// Opens a VHDX for reading and writing (writes are supported on dynamic and fixed disks).
+    pub fn open_rw(path: &Path) -> Result<VhdxFile> {
+        Self::open_chain(path, true, 0)
+    }
+
+    fn open_chain(path: &Path, writable: bool, depth: usize) -> Result<VhdxFile> {
+        let io = |op, offset, source| Error::Io {
+            path: path.to_path_buf(),
+            op,
+            offset,
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| io("open", 0, e))?;
+        let file_len = file.metadata().map_err(|e| io("stat", 0, e))?.len();
+        let mut v = VhdxFile {
+            path: path.to_path_buf(),
+            file,
+            writable,
+            creator: String::new(),
+            header: Header {
+                sequence_number: 0,
+                file_write_guid: Uuid::nil(),
+                data_write_guid: Uuid::nil(),
+                log_guid: Uuid::nil(),
+                log_version: 0,
+                version: 1,
+                log_length: 0,
+                log_offset: 0,
+            },
+            header_slot: 1,
+            header_refreshed: false,
+            regions: Vec::new(),
+            bat_offset: 0,
+            bat_length: 0,
+            metadata_offset: 0,
+            metadata_length: 0,
+            geometry: Geometry {
+                virtual_size: 0,
+                block_size: 0,
+                logical_sector_size: 0,
+            },
+            physical_sector_size: 0,
+            virtual_disk_id: Uuid::nil(),
+            params_flags: 0,
+            locator: None,
+            bat: Vec::new(),
+            file_len,
+            parent: None,
+        };
+        if file_len < MIB {
+            return Err(v.corrupt(
+                "file",
+                0,
+                format!("only {file_len} bytes, below the 1 MiB header section"),
+            ));
+        }
+        v.read_headers()?;
+        v.read_region_table()?;
+        v.read_metadata()?;
+        v.read_bat()?;
+        if v.disk_type() == DiskType::Differencing {
+            if depth >= MAX_CHAIN_DEPTH {
+                return Err(
+                    v.unsupported(format!("differencing chain deeper than {MAX_CHAIN_DEPTH}"))
+                );
+            }
+            let parent = v.open_parent(depth)?;
+            v.parent = Some(Box::new(parent));
+        }
+        Ok(v)
+    }
+
+    fn corrupt(&self, what: &'static str, offset: u64, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            what,
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    fn unsupported(&self, reason: impl Into<String>) -> Error {
+        Error::Unsupported {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn io(&self, op: &'static str, offset: u64, source: std::io::Error) -> Error {
+        Error::Io {
+            path: self.path.clone(),
+            op,
+            offset,
+            source,
+        }
+    }
+
+    fn read_file(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| self.io("read", offset, e))
+    }
+
+    fn write_file(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| self.io("write", offset, e))
+    }
+
+    fn read_headers(&mut self) -> Result<()> {
+        let mut id = vec![0u8; 520];
+        self.read_file(FILE_IDENTIFIER_OFFSET, &mut id)?;
+        self.creator =
+            decode_file_identifier(&id).map_err(|e| self.corrupt("file identifier", 0, e.0))?;
+        let mut best: Option<(Header, u8)> = None;
+        let mut reasons = Vec::new();
+        for (slot, off) in [(1u8, HEADER1_OFFSET), (2, HEADER2_OFFSET)] {
+            let mut b = vec![0u8; HEADER_SIZE];
+            self.read_file(off, &mut b)?;
+            match Header::decode(&b) {
+                Ok(h) => {
+                    let newer = match &best {
+                        None => true,
+                        Some((b, _)) => b.sequence_number < h.sequence_number,
+                    };
+                    if newer {
+                        best = Some((h, slot));
+                    }
+                }
+                Err(e) => reasons.push(format!("header {slot}: {}", e.0)),
+            }
+        }
+        let Some((h, slot)) = best else {
+            return Err(self.corrupt("headers", HEADER1_OFFSET, reasons.join("; ")));
+        };
+        if !h.log_guid.is_nil() {
+            // A non-zero LogGuid means log entries may need replaying (MS-VHDX 2.3); we do not replay.
+            return Err(self.unsupported(format!(
+                "the log (LogGuid {}) must be replayed first; open the file once with Windows or qemu-img",
+                h.log_guid
+            )));
+        }
+        self.header = h;
+        self.header_slot = slot;
+        Ok(())
+    }
+
+    fn read_region_table(&mut self) -> Result<()> {
+        let mut reasons = Vec::new();
+        let mut table = None;
+        for off in [REGION_TABLE1_OFFSET, REGION_TABLE2_OFFSET] {
+            let mut b = vec![0u8; REGION_TABLE_SIZE];
+            self.read_file(off, &mut b)?;
+            match decode_region_table(&b) {
+                Ok(t) => {
+                    table = Some(t);
+                    break;
+                }
+                Err(e) => reasons.push(format!("at {off:#x}: {}", e.0)),
+            }
+        }
+        let Some(table) = table else {
+            return Err(self.corrupt("region table", REGION_TABLE1_OFFSET, reasons.join("; ")));
+        };
+        for e in &table {
+            if e.guid == BAT_REGION {
+                self.bat_offset = e.file_offset;
+                self.bat_length = e.length;
+            } else if e.guid == METADATA_REGION {
+                self.metadata_offset = e.file_offset;
+                self.metadata_length = e.length;
+            } else if e.required {
+                return Err(self.unsupported(format!("unknown required region {}", e.guid)));
+            }
+            if e.file_offset.saturating_add(u64::from(e.length)) > self.file_len {
+                return Err(self.corrupt(
+                    "region table",
+                    REGION_TABLE1_OFFSET,
+                    format!(
+                        "region {} at {:#x}+{:#x} runs past the end of the file ({:#x})",
+                        e.guid, e.file_offset, e.length, self.file_len
+                    ),
+                ));
+            }
+        }
+        if self.bat_length == 0 || self.metadata_length == 0 {
+            return Err(self.corrupt(
+                "region table",
+                REGION_TABLE1_OFFSET,
+                "BAT or metadata region missing or empty",
+            ));
+        }
+        self.regions = table;
+        Ok(())
+    }
+
+    fn read_metadata(&mut self) -> Result<()> {
+        let base = self.metadata_offset;
+        let mut table = vec![0u8; METADATA_TABLE_SIZE];
+        self.read_file(base, &mut table)?;
+        let entries = decode_metadata_table(&table, u64::from(self.metadata_length))
+            .map_err(|e| self.corrupt("metadata table", base, e.0))?;
+        let mut params = None;
+        let mut size = None;
+        let mut disk_id = None;
+        let mut logical = None;
+        let mut physical = None;
+        for e in entries.iter().filter(|e| e.flags & META_IS_USER == 0) {
+            let off = base + u64::from(e.offset);
+            let mut data = vec![0u8; e.length as usize];
+            self.read_file(off, &mut data)?;
+            let need = |n: usize| -> Result<()> {
+                if data.len() < n {
+                    Err(self.corrupt(
+                        "metadata item",
+                        off,
+                        format!("item {} is {} bytes, needs {n}", e.item_id, data.len()),
+                    ))
+                } else {
+                    Ok(())
+                }
+            };
+            match e.item_id {
+                FILE_PARAMETERS => {
+                    need(8)?;
+                    params = Some((le_u32(&data, 0), le_u32(&data, 4)));
+                }
+                VIRTUAL_DISK_SIZE => {
+                    need(8)?;
+                    size = Some(le_u64(&data, 0));
+                }
+                VIRTUAL_DISK_ID => {
+                    need(16)?;
+                    disk_id = Some(le_guid(&data, 0));
+                }
+                LOGICAL_SECTOR_SIZE => {
+                    need(4)?;
+                    logical = Some(le_u32(&data, 0));
+                }
+                PHYSICAL_SECTOR_SIZE => {
+                    need(4)?;
+                    physical = Some(le_u32(&data, 0));
+                }
+                PARENT_LOCATOR => {
+                    let item = LocatorItem::decode(&data)
+                        .map_err(|err| self.corrupt("parent locator", off, err.0))?;
+                    self.locator = Some(item);
+                }
+                other if e.flags & META_IS_REQUIRED != 0 => {
+                    return Err(self.unsupported(format!("unknown required metadata item {other}")));
+                }
+                _ => {}
+            }
+        }
+        let path = self.path.clone();
+        let missing = |what: &str| Error::Corrupt {
+            path: path.clone(),
+            what: "metadata",
+            offset: base,
+            reason: format!("no {what} item"),
+        };
+        let (block_size, flags) = params.ok_or_else(|| missing("File Parameters"))?;
+        let virtual_size = size.ok_or_else(|| missing("Virtual Disk Size"))?;
+        let logical_sector_size = logical.ok_or_else(|| missing("Logical Sector Size"))?;
+        let physical_sector_size = physical.ok_or_else(|| missing("Physical Sector Size"))?;
+        let virtual_disk_id = disk_id.ok_or_else(|| missing("Virtual Disk ID"))?;
+        self.physical_sector_size = physical_sector_size;
+        self.virtual_disk_id = virtual_disk_id;
+        self.params_flags = flags;
+        self.geometry = Geometry {
+            virtual_size,
+            block_size,
+            logical_sector_size,
+        };
+        self.geometry
+            .validate()
+            .map_err(|e| self.corrupt("metadata", base, e.0))?;
+        if flags & PARAM_HAS_PARENT != 0 {
+            match &self.locator {
+                None => return Err(missing("Parent Locator (HasParent is set)")),
+                Some(l) if l.locator_type != VHDX_LOCATOR_TYPE => {
+                    return Err(self.unsupported(format!(
+                        "parent locator type {} (only VHDX parents are supported)",
+                        l.locator_type
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn read_bat(&mut self) -> Result<()> {
+        let n = self.geometry.bat_entries(self.has_parent());
+        let need = n * 8;
+        if need > u64::from(self.bat_length) {
+            return Err(self.corrupt(
+                "BAT",
+                self.bat_offset,
+                format!(
+                    "{n} entries need {need} bytes, region holds {}",
+                    self.bat_length
+                ),
+            ));
+        }
+        // The region lies inside the file (checked with the region table), so this allocation
+        // is bounded by the file size.
+        let mut raw = vec![0u8; need as usize];
+        self.read_file(self.bat_offset, &mut raw)?;
+        self.bat = raw.chunks_exact(8).map(|c| le_u64(c, 0)).collect();
+        Ok(())
+    }
+
+    fn has_parent(&self) -> bool {
+        self.params_flags & PARAM_HAS_PARENT != 0
+    }
+
+    fn open_parent(&self, depth: usize) -> Result<VhdxFile> {
+        let Some(loc) = &self.locator else {
+            return Err(self.corrupt("metadata", self.metadata_offset, "no parent locator"));
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(rel) = loc.get(KEY_RELATIVE_PATH) {
+            candidates.push(dir.join(windows_to_unix(rel)));
+        }
+        for key in [KEY_VOLUME_PATH, KEY_ABSOLUTE_WIN32_PATH] {
+            if let Some(abs) = loc.get(key) {
+                candidates.push(PathBuf::from(windows_to_unix(abs)));
+            }
+        }
+        let Some(found) = candidates.iter().find(|p| p.is_file()) else {
+            return Err(Error::ParentNotFound {
+                path: self.path.clone(),
+                tried: candidates.iter().map(|p| p.display().to_string()).collect(),
+            });
+        };
+        let parent = VhdxFile::open_chain(found, false, depth + 1)?;
+        let linkage: Vec<Uuid> = [KEY_PARENT_LINKAGE, KEY_PARENT_LINKAGE2]
+            .iter()
+            .filter_map(|k| loc.get(k).and_then(parse_guid))
+            .collect();
+        if !linkage.contains(&parent.header.data_write_guid) {
+            return Err(Error::ParentMismatch {
+                path: self.path.clone(),
+                parent: found.clone(),
+                expected: loc.get(KEY_PARENT_LINKAGE).unwrap_or("(none)").to_string(),
+                found: braced_upper(&parent.header.data_write_guid),
+            });
+        }
+        if parent.geometry.virtual_size != self.geometry.virtual_size
+            || parent.geometry.logical_sector_size != self.geometry.logical_sector_size
+        {
+            return Err(self.unsupported(format!(
+                "parent {} has size {} / sector {}, child has {} / {}",
+                found.display(),
+                parent.geometry.virtual_size,
+                parent.geometry.logical_sector_size,
+                self.geometry.virtual_size,
+                self.geometry.logical_sector_size
+            )));
+        }
+        Ok(parent)
+    }
+
+    /// The file this was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Size of the virtual disk in bytes.
+    pub fn virtual_size(&self) -> u64 {
+        self.geometry.virtual_size
+    }
+
+    /// Logical sector size of the virtual disk (512 or 4096).
+    pub fn logical_sector_size(&self) -> u32 {
+        self.geometry.logical_sector_size
+    }
+
+    /// Payload block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.geometry.block_size
+    }
+
+    /// Fixed, dynamic or differencing.
+    pub fn disk_type(&self) -> DiskType {
+        if self.has_parent() {
+            DiskType::Differencing
+        } else if self.params_flags & PARAM_LEAVE_BLOCK_ALLOCATED != 0 {
+            DiskType::Fixed
+        } else {
+            DiskType::Dynamic
+        }
+    }
+
+    /// The current header's DataWriteGuid (what a child's parent_linkage must hold).
+    pub fn data_write_guid(&self) -> Uuid {
+        self.header.data_write_guid
+    }
+
+    /// The Virtual Disk ID (SCSI page 83 identity) from the metadata.
+    pub fn virtual_disk_id(&self) -> Uuid {
+        self.virtual_disk_id
+    }
+
+    /// The opened parent of a differencing disk.
+    pub fn parent(&self) -> Option<&VhdxFile> {
+        self.parent.as_deref()
+    }
+
+    fn check_range(&self, offset: u64, len: usize) -> Result<()> {
+        let size = self.geometry.virtual_size;
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(Error::OutOfRange {
+                path: self.path.clone(),
+                offset,
+                len: len as u64,
+                size,
+            }),
+        }
+    }
+
+    fn bat_entry(&self, index: u64) -> Result<BatEntry> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.bat.get(i))
+            .map(|&raw| BatEntry::from_raw(raw))
+            .ok_or_else(|| self.corrupt("BAT", self.bat_offset, format!("no entry {index}")))
+    }
+
+    /// File offset of a present block; refuses offsets inside the header section.
+    fn block_file_offset(&self, index: u64, e: BatEntry) -> Result<u64> {
+        if e.file_offset_mb == 0 || e.file_offset_mb > (u64::MAX >> 20) {
+            return Err(self.corrupt(
+                "BAT entry",
+                self.bat_offset + index * 8,
+                format!("present block at file offset {} MiB", e.file_offset_mb),
+            ));
+        }
+        Ok(e.file_offset_mb * MIB)
+    }
+
+    /// Fills `buf` with the virtual-disk bytes at `offset`; the range must lie inside the disk.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        let bs = u64::from(self.geometry.block_size);
+        let mut pos = offset;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let in_block = pos % bs;
+            let n = rest.len().min((bs - in_block) as usize);
+            let (head, tail) = rest.split_at_mut(n);
+            self.read_in_block(pos, head)?;
+            pos += n as u64;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    /// Reads a range that lies within one payload block.
+    fn read_in_block(&self, pos: u64, out: &mut [u8]) -> Result<()> {
+        let bs = u64::from(self.geometry.block_size);
+        let block = pos / bs;
+        let index = self.geometry.payload_index(block);
+        let e = self.bat_entry(index)?;
+        match e.state {
+            PAYLOAD_FULLY_PRESENT => {
+                let off = self.block_file_offset(index, e)?;
+                self.read_file(off + pos % bs, out)
+            }
+            PAYLOAD_PARTIALLY_PRESENT if self.parent.is_some() => {
+                let off = self.block_file_offset(index, e)?;
+                self.read_partial(block, off, pos, out)
+            }
+            PAYLOAD_NOT_PRESENT => match &self.parent {
+                Some(p) => p.read_at(pos, out),
+                None => {
+                    out.fill(0);
+                    Ok(())
+                }
+            },
+            PAYLOAD_UNDEFINED | PAYLOAD_ZERO | PAYLOAD_UNMAPPED | PAYLOAD_UNMAPPED_V095 => {
+                out.fill(0);
+                Ok(())
+            }
+            s => Err(self.corrupt(
+                "BAT entry",
+                self.bat_offset + index * 8,
+                format!("payload block {block} has state {s}"),
+            )),
+        }
+    }
+
+    /// PARTIALLY_PRESENT block: each logical sector comes from this file or the parent, as the
+    /// chunk's sector bitmap says (bit i, LSB first = sector i of the chunk; MS-VHDX 2.5.1.2).
+    fn read_partial(&self, block: u64, block_off: u64, pos: u64, out: &mut [u8]) -> Result<()> {
+        let g = self.geometry;
+        let ls = u64::from(g.logical_sector_size);
+        let chunk = block / g.chunk_ratio();
+        let sb_index = g.bitmap_index(chunk);
+        let sb = self.bat_entry(sb_index)?;
+        if sb.state != SB_PRESENT {
+            return Err(self.corrupt(
+                "BAT entry",
+                self.bat_offset + sb_index * 8,
+                format!("block {block} is partially present but its sector bitmap is not"),
+            ));
+        }
+        let sb_off = self.block_file_offset(sb_index, sb)?;
+        let chunk_start = chunk * g.chunk_ratio() * u64::from(g.block_size);
+        let first = (pos - chunk_start) / ls;
+        let last = (pos + out.len() as u64 - 1 - chunk_start) / ls;
+        let mut bits = vec![0u8; ((last / 8) - (first / 8) + 1) as usize];
+        self.read_file(sb_off + first / 8, &mut bits)?;
+        let present = |sector: u64| {
+            let i = sector / 8 - first / 8;
+            bits[i as usize] >> (sector % 8) & 1 == 1
+        };
+        let bs = u64::from(g.block_size);
+        let mut done = 0usize;
+        while done < out.len() {
+            let p = pos + done as u64;
+            let sector = (p - chunk_start) / ls;
+            let here = present(sector);
+            let mut end = (sector + 1) * ls + chunk_start;
+            while end < pos + out.len() as u64 && present((end - chunk_start) / ls) == here {
+                end += ls;
+            }
+            let n = (end.min(pos + out.len() as u64) - p) as usize;
+            let dst = &mut out[done..done + n];
+            if here {
+                self.read_file(block_off + p % bs, dst)?;
+            } else if let Some(parent) = &self.parent {
+                parent.read_at(p, dst)?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at virtual offset `offset` of a dynamic or fixed disk. Blocks that are not
+    /// allocated yet are appended to the file; an all-zero write to such a block allocates nothing.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        if !self.writable {
+            return Err(self.unsupported("write to a file opened read-only"));
+        }
+        if self.has_parent() {
+            return Err(self.unsupported("writes to differencing disks"));
+        }
+        self.check_range(offset, data.len())?;
+        let bs = u64::from(self.geometry.block_size);
+        let mut pos = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let in_block = pos % bs;
+            let n = rest.len().min((bs - in_block) as usize);
+            let (head, tail) = rest.split_at(n);
+            self.write_in_block(pos, head)?;
+            pos += n as u64;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    fn write_in_block(&mut self, pos: u64, data: &[u8]) -> Result<()> {
+        let bs = u64::from(self.geometry.block_size);
+        let block = pos / bs;
+        let index = self.geometry.payload_index(block);
+        let e = self.bat_entry(index)?;
+        if e.state == PAYLOAD_FULLY_PRESENT {
+            let off = self.block_file_offset(index, e)?;
+            self.refresh_header()?;
+            return self.write_file(off + pos % bs, data);
+        }
+        if e.state == PAYLOAD_PARTIALLY_PRESENT {
+            return Err(self.corrupt(
+                "BAT entry",
+                self.bat_offset + index * 8,
+                "partially present block in a disk without parent",
+            ));
+        }
+        if data.iter().all(|&b| b == 0) {
+            // The block reads as zeros already (see read_in_block).
+            return Ok(());
+        }
+        self.refresh_header()?;
+        // New blocks go at the first 1 MiB boundary past the end; set_len leaves the unwritten
+        // rest of the block as a hole that reads as zeros.
+        let off = self.file_len.div_ceil(MIB) * MIB;
+        let new_len = off + bs;
+        self.file
+            .set_len(new_len)
+            .map_err(|err| self.io("extend", new_len, err))?;
+        self.file_len = new_len;
+        self.write_file(off + pos % bs, data)?;
+        let entry = BatEntry {
+            state: PAYLOAD_FULLY_PRESENT,
+            file_offset_mb: off / MIB,
+        };
+        self.write_file(self.bat_offset + index * 8, &entry.to_raw().to_le_bytes())?;
+        self.bat[index as usize] = entry.to_raw();
+        Ok(())
+    }
+
+    /// Before the first change after open, write the other header slot with a higher sequence
+    /// number and new FileWriteGuid/DataWriteGuid (MS-VHDX 2.2.2.1 update rule).
+    fn refresh_header(&mut self) -> Result<()> {
+        if self.header_refreshed {
+            return Ok(());
+        }
+        let mut h = self.header.clone();
+        h.sequence_number = h.sequence_number.wrapping_add(1);
+        h.file_write_guid = Uuid::new_v4();
+        h.data_write_guid = Uuid::new_v4();
+        let (slot, off) = if self.header_slot == 1 {
+            (2, HEADER2_OFFSET)
+        } else {
+            (1, HEADER1_OFFSET)
+        };
+        self.write_file(off, &h.encode())?;
+        self.file.sync_data().map_err(|e| self.io("sync", off, e))?;
+        self.header = h;
+        self.header_slot = slot;
+        self.header_refreshed = true;
+        Ok(())
+    }
+
+    /// Flushes written data and metadata to stable storage.
+    pub fn flush(&self) -> Result<()> {
+        self.file.sync_all().map_err(|e| self.io("sync", 0, e))
+    }
+
+    /// A description of the file's structures (what `cimkit vhdx info` prints).
+    pub fn info(&self) -> VhdxInfo {
+        let g = self.geometry;
+        let mut present = 0u64;
+        let mut partial = 0u64;
+        let mut zero = 0u64;
+        for b in 0..g.payload_blocks() {
+            match self.bat_entry(g.payload_index(b)).map(|e| e.state) {
+                Ok(PAYLOAD_FULLY_PRESENT) => present += 1,
+                Ok(PAYLOAD_PARTIALLY_PRESENT) => partial += 1,
+                Ok(PAYLOAD_ZERO) => zero += 1,
+                _ => {}
+            }
+        }
+        VhdxInfo {
+            path: self.path.clone(),
+            file_size: self.file_len,
+            creator: self.creator.clone(),
+            disk_type: self.disk_type(),
+            virtual_size: g.virtual_size,
+            block_size: g.block_size,
+            logical_sector_size: g.logical_sector_size,
+            physical_sector_size: self.physical_sector_size,
+            virtual_disk_id: self.virtual_disk_id,
+            sequence_number: self.header.sequence_number,
+            current_header: self.header_slot,
+            file_write_guid: self.header.file_write_guid,
+            data_write_guid: self.header.data_write_guid,
+            log_offset: self.header.log_offset,
+            log_length: self.header.log_length,
+            regions: self.regions.clone(),
+            bat_entries: self.bat.len() as u64,
+            payload_blocks: g.payload_blocks(),
+            blocks_present: present,
+            blocks_partial: partial,
+            blocks_zero: zero,
+            parent_locator: self
+                .locator
+                .as_ref()
+                .map(|l| l.entries.clone())
+                .unwrap_or_default(),
+            parent: self.parent.as_ref().map(|p| p.path.clone()),
+        }
+    }
+}
+
+/// Everything `info` reports about one VHDX file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhdxInfo {
+    pub path: PathBuf,
+    pub file_size: u64,
+    pub creator: String,
+    pub disk_type: DiskType,
+    pub virtual_size: u64,
+    pub block_size: u32,
+    pub logical_sector_size: u32,
+    pub physical_sector_size: u32,
+    pub virtual_disk_id: Uuid,
+    pub sequence_number: u64,
+    pub current_header: u8,
+    pub file_write_guid: Uuid,
+    pub data_write_guid: Uuid,
+    pub log_offset: u64,
+    pub log_length: u32,
+    pub regions: Vec<RegionEntry>,
+    pub bat_entries: u64,
+    pub payload_blocks: u64,
+    pub blocks_present: u64,
+    pub blocks_partial: u64,
+    pub blocks_zero: u64,
+    /// Parent locator key/value pairs as stored (differencing disks only).
+    pub parent_locator: Vec<(String, String)>,
+    /// The parent file that was opened, if any.
+    pub parent: Option<PathBuf>,
+}
+
+impl std::fmt::Display for VhdxInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "file:                 {}", self.path.display())?;
+        writeln!(f, "file size:            {} bytes", self.file_size)?;
+        writeln!(f, "creator:              {}", self.creator)?;
+        writeln!(f, "disk type:            {}", self.disk_type)?;
+        writeln!(
+            f,
+            "virtual size:         {} bytes ({:.2} GiB)",
+            self.virtual_size,
+            self.virtual_size as f64 / (1u64 << 30) as f64
+        )?;
+        writeln!(f, "block size:           {} bytes", self.block_size)?;
+        writeln!(f, "logical sector size:  {}", self.logical_sector_size)?;
+        writeln!(f, "physical sector size: {}", self.physical_sector_size)?;
+        writeln!(
+            f,
+            "virtual disk id:      {}",
+            braced_upper(&self.virtual_disk_id)
+        )?;
+        writeln!(
+            f,
+            "current header:       {} (sequence {})",
+            self.current_header, self.sequence_number
+        )?;
+        writeln!(
+            f,
+            "file write guid:      {}",
+            braced_upper(&self.file_write_guid)
+        )?;
+        writeln!(
+            f,
+            "data write guid:      {}",
+            braced_upper(&self.data_write_guid)
+        )?;
+        writeln!(
+            f,
+            "log:                  offset {:#x} length {:#x}",
+            self.log_offset, self.log_length
+        )?;
+        for r in &self.regions {
+            let name = if r.guid == BAT_REGION {
+                "BAT"
+            } else if r.guid == METADATA_REGION {
+                "metadata"
+            } else {
+                "unknown"
+            };
+            writeln!(
+                f,
+                "region {:<13} offset {:#x} length {:#x} required {}",
+                format!("{name}:"),
+                r.file_offset,
+                r.length,
+                r.required
+            )?;
+        }
+        writeln!(f, "BAT entries:          {}", self.bat_entries)?;
+        writeln!(
+            f,
+            "payload blocks:       {} ({} present, {} partially present, {} zero)",
+            self.payload_blocks, self.blocks_present, self.blocks_partial, self.blocks_zero
+        )?;
+        for (k, v) in &self.parent_locator {
+            writeln!(f, "parent locator:       {k} = {v}")?;
+        }
+        if let Some(p) = &self.parent {
+            writeln!(f, "parent file:          {}", p.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens `path` and describes it.
+pub fn info(path: &Path) -> Result<VhdxInfo> {
+    Ok(VhdxFile::open(path)?.info())
+}
+
+/// Maps a Windows path from a parent locator to one to try here: drops `\\?\` and a drive
+/// letter, turns `\` into `/`.
+fn windows_to_unix(p: &str) -> String {
+    let p = p.strip_prefix(r"\\?\").unwrap_or(p);
+    let b = p.as_bytes();
+    let p = if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
+        &p[2..]
+    } else {
+        p
+    };
+    p.replace('\\', "/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_paths_map_to_unix() {
+        assert_eq!(windows_to_unix(r".\base.vhdx"), "./base.vhdx");
+        assert_eq!(windows_to_unix(r"\\?\C:\dir\base.vhdx"), "/dir/base.vhdx");
+        assert_eq!(windows_to_unix(r"D:\x"), "/x");
+    }
+}

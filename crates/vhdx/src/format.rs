@@ -1,0 +1,725 @@
+//! Every VHDX on-disk structure and constant ([MS-VHDX] v1.0): file identifier, headers,
+//! region table, BAT entries, metadata table and items, parent locator. Encoders produce exact
+//! bytes; decoders check signatures, checksums and bounds and never trust a count from disk.
+
+use uuid::Uuid;
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * 1024;
+
+/// Offsets of the fixed 64 KiB slots of the 1 MiB header section (MS-VHDX 2.2).
+pub const FILE_IDENTIFIER_OFFSET: u64 = 0;
+pub const HEADER1_OFFSET: u64 = 64 * KIB;
+pub const HEADER2_OFFSET: u64 = 128 * KIB;
+pub const REGION_TABLE1_OFFSET: u64 = 192 * KIB;
+pub const REGION_TABLE2_OFFSET: u64 = 256 * KIB;
+
+pub const HEADER_SIZE: usize = 4096;
+pub const REGION_TABLE_SIZE: usize = 64 * 1024;
+/// The metadata table occupies the first 64 KiB of the metadata region (MS-VHDX 2.6.1).
+pub const METADATA_TABLE_SIZE: usize = 64 * 1024;
+pub const MAX_TABLE_ENTRIES: u32 = 2047;
+/// Largest virtual disk the format allows (MS-VHDX 2.6.2.2).
+pub const MAX_VIRTUAL_SIZE: u64 = 64 * 1024 * 1024 * MIB;
+/// A metadata item may not exceed 1 MiB (MS-VHDX 2.6.1.2).
+pub const MAX_METADATA_ITEM: u32 = 1024 * 1024;
+
+pub const FILE_SIGNATURE: &[u8; 8] = b"vhdxfile";
+pub const HEADER_SIGNATURE: &[u8; 4] = b"head";
+pub const REGION_SIGNATURE: &[u8; 4] = b"regi";
+pub const METADATA_SIGNATURE: &[u8; 8] = b"metadata";
+
+pub const BAT_REGION: Uuid = uuid::uuid!("2DC27766-F623-4200-9D64-115E9BFD4A08");
+pub const METADATA_REGION: Uuid = uuid::uuid!("8B7CA206-4790-4B9A-B8FE-575F050F886E");
+
+pub const FILE_PARAMETERS: Uuid = uuid::uuid!("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
+pub const VIRTUAL_DISK_SIZE: Uuid = uuid::uuid!("2FA54224-CD1B-4876-B211-5DBED83BF4B8");
+pub const VIRTUAL_DISK_ID: Uuid = uuid::uuid!("BECA12AB-B2E6-4523-93EF-C309E000C746");
+pub const LOGICAL_SECTOR_SIZE: Uuid = uuid::uuid!("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
+pub const PHYSICAL_SECTOR_SIZE: Uuid = uuid::uuid!("CDA348C7-445D-4471-9CC9-E9885251C556");
+pub const PARENT_LOCATOR: Uuid = uuid::uuid!("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C");
+/// Locator type of a VHDX parent (MS-VHDX 2.6.2.6.3).
+pub const VHDX_LOCATOR_TYPE: Uuid = uuid::uuid!("B04AEFB7-D19E-4A81-B789-25B8E9445913");
+
+/// Metadata entry flags (MS-VHDX 2.6.1.2).
+pub const META_IS_USER: u32 = 1;
+pub const META_IS_VIRTUAL_DISK: u32 = 2;
+pub const META_IS_REQUIRED: u32 = 4;
+
+/// File Parameters flags (MS-VHDX 2.6.2.1).
+pub const PARAM_LEAVE_BLOCK_ALLOCATED: u32 = 1;
+pub const PARAM_HAS_PARENT: u32 = 2;
+
+/// Payload block states (MS-VHDX 2.5.1.1). 5 is the v0.95 draft's "unmapped", still accepted.
+pub const PAYLOAD_NOT_PRESENT: u8 = 0;
+pub const PAYLOAD_UNDEFINED: u8 = 1;
+pub const PAYLOAD_ZERO: u8 = 2;
+pub const PAYLOAD_UNMAPPED: u8 = 3;
+pub const PAYLOAD_UNMAPPED_V095: u8 = 5;
+pub const PAYLOAD_FULLY_PRESENT: u8 = 6;
+pub const PAYLOAD_PARTIALLY_PRESENT: u8 = 7;
+/// Sector bitmap block states (MS-VHDX 2.5.1.2).
+pub const SB_NOT_PRESENT: u8 = 0;
+pub const SB_PRESENT: u8 = 6;
+
+/// Parent locator keys (MS-VHDX 2.6.2.6.3).
+pub const KEY_PARENT_LINKAGE: &str = "parent_linkage";
+pub const KEY_PARENT_LINKAGE2: &str = "parent_linkage2";
+pub const KEY_RELATIVE_PATH: &str = "relative_path";
+pub const KEY_VOLUME_PATH: &str = "volume_path";
+pub const KEY_ABSOLUTE_WIN32_PATH: &str = "absolute_win32_path";
+
+/// Why a structure failed to decode; the caller adds the file and offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError(pub String);
+
+type FResult<T> = std::result::Result<T, FormatError>;
+
+fn bad<T>(msg: impl Into<String>) -> FResult<T> {
+    Err(FormatError(msg.into()))
+}
+
+pub fn le_u16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+pub fn le_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+pub fn le_u64(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+/// A GUID stored in the Windows layout (u32, u16, u16 little-endian, then 8 bytes).
+pub fn le_guid(b: &[u8], off: usize) -> Uuid {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[off..off + 16]);
+    Uuid::from_bytes_le(a)
+}
+pub fn put_u16(b: &mut [u8], off: usize, v: u16) {
+    b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+}
+pub fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+pub fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+pub fn put_guid(b: &mut [u8], off: usize, g: &Uuid) {
+    b[off..off + 16].copy_from_slice(&g.to_bytes_le());
+}
+
+/// CRC-32C (Castagnoli) as VHDX stores it: over `buf` with the 4 bytes at `field` taken as zero.
+pub fn checksum_with_zeroed_field(buf: &[u8], field: usize) -> u32 {
+    let crc = crc32c::crc32c(&buf[..field]);
+    let crc = crc32c::crc32c_append(crc, &[0u8; 4]);
+    crc32c::crc32c_append(crc, &buf[field + 4..])
+}
+
+/// The file type identifier at offset 0 (MS-VHDX 2.2.1), 64 KiB with the creator string.
+pub fn encode_file_identifier(creator: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 64 * 1024];
+    b[..8].copy_from_slice(FILE_SIGNATURE);
+    for (i, unit) in creator.encode_utf16().take(256).enumerate() {
+        put_u16(&mut b, 8 + 2 * i, unit);
+    }
+    b
+}
+
+/// Reads the creator string of a file identifier (diagnostic only).
+pub fn decode_file_identifier(b: &[u8]) -> FResult<String> {
+    if b.len() < 520 || &b[..8] != FILE_SIGNATURE {
+        return bad("missing the \"vhdxfile\" signature");
+    }
+    let units: Vec<u16> = (0..256)
+        .map(|i| le_u16(b, 8 + 2 * i))
+        .take_while(|&u| u != 0)
+        .collect();
+    Ok(String::from_utf16_lossy(&units))
+}
+
+/// One of the two headers (MS-VHDX 2.2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub sequence_number: u64,
+    pub file_write_guid: Uuid,
+    pub data_write_guid: Uuid,
+    pub log_guid: Uuid,
+    pub log_version: u16,
+    pub version: u16,
+    pub log_length: u32,
+    pub log_offset: u64,
+}
+
+impl Header {
+    /// The 4 KiB header with its checksum filled in.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_SIZE];
+        b[..4].copy_from_slice(HEADER_SIGNATURE);
+        put_u64(&mut b, 8, self.sequence_number);
+        put_guid(&mut b, 16, &self.file_write_guid);
+        put_guid(&mut b, 32, &self.data_write_guid);
+        put_guid(&mut b, 48, &self.log_guid);
+        put_u16(&mut b, 64, self.log_version);
+        put_u16(&mut b, 66, self.version);
+        put_u32(&mut b, 68, self.log_length);
+        put_u64(&mut b, 72, self.log_offset);
+        let crc = checksum_with_zeroed_field(&b, 4);
+        put_u32(&mut b, 4, crc);
+        b
+    }
+
+    /// Decodes a header slot; fails on a wrong signature, checksum or version.
+    pub fn decode(b: &[u8]) -> FResult<Header> {
+        if b.len() < HEADER_SIZE {
+            return bad("header shorter than 4096 bytes");
+        }
+        let b = &b[..HEADER_SIZE];
+        if &b[..4] != HEADER_SIGNATURE {
+            return bad("missing the \"head\" signature");
+        }
+        let stored = le_u32(b, 4);
+        let computed = checksum_with_zeroed_field(b, 4);
+        if stored != computed {
+            return bad(format!(
+                "header checksum {stored:#010x} does not match computed {computed:#010x}"
+            ));
+        }
+        let h = Header {
+            sequence_number: le_u64(b, 8),
+            file_write_guid: le_guid(b, 16),
+            data_write_guid: le_guid(b, 32),
+            log_guid: le_guid(b, 48),
+            log_version: le_u16(b, 64),
+            version: le_u16(b, 66),
+            log_length: le_u32(b, 68),
+            log_offset: le_u64(b, 72),
+        };
+        if h.version != 1 {
+            return bad(format!("header version {} (only 1 is defined)", h.version));
+        }
+        Ok(h)
+    }
+}
+
+/// One region table entry (MS-VHDX 2.2.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionEntry {
+    pub guid: Uuid,
+    pub file_offset: u64,
+    pub length: u32,
+    pub required: bool,
+}
+
+/// Encodes the 64 KiB region table with its checksum.
+pub fn encode_region_table(entries: &[RegionEntry]) -> Vec<u8> {
+    let mut b = vec![0u8; REGION_TABLE_SIZE];
+    b[..4].copy_from_slice(REGION_SIGNATURE);
+    put_u32(&mut b, 8, entries.len() as u32);
+    for (i, e) in entries.iter().enumerate() {
+        let o = 16 + 32 * i;
+        put_guid(&mut b, o, &e.guid);
+        put_u64(&mut b, o + 16, e.file_offset);
+        put_u32(&mut b, o + 24, e.length);
+        put_u32(&mut b, o + 28, u32::from(e.required));
+    }
+    let crc = checksum_with_zeroed_field(&b, 4);
+    put_u32(&mut b, 4, crc);
+    b
+}
+
+/// Decodes a region table; checks signature, checksum, entry count and alignment.
+pub fn decode_region_table(b: &[u8]) -> FResult<Vec<RegionEntry>> {
+    if b.len() < REGION_TABLE_SIZE {
+        return bad("region table shorter than 64 KiB");
+    }
+    let b = &b[..REGION_TABLE_SIZE];
+    if &b[..4] != REGION_SIGNATURE {
+        return bad("missing the \"regi\" signature");
+    }
+    let stored = le_u32(b, 4);
+    let computed = checksum_with_zeroed_field(b, 4);
+    if stored != computed {
+        return bad(format!(
+            "region table checksum {stored:#010x} does not match computed {computed:#010x}"
+        ));
+    }
+    let count = le_u32(b, 8);
+    if count > MAX_TABLE_ENTRIES {
+        return bad(format!("region table claims {count} entries (max 2047)"));
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count as usize {
+        let o = 16 + 32 * i;
+        let e = RegionEntry {
+            guid: le_guid(b, o),
+            file_offset: le_u64(b, o + 16),
+            length: le_u32(b, o + 24),
+            required: le_u32(b, o + 28) & 1 != 0,
+        };
+        if !e.file_offset.is_multiple_of(MIB)
+            || e.file_offset < MIB
+            || !u64::from(e.length).is_multiple_of(MIB)
+        {
+            return bad(format!(
+                "region {} at {:#x} length {:#x} is not 1 MiB aligned or lies in the header section",
+                e.guid, e.file_offset, e.length
+            ));
+        }
+        if out.iter().any(|p: &RegionEntry| p.guid == e.guid) {
+            return bad(format!("region {} listed twice", e.guid));
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// One metadata table entry (MS-VHDX 2.6.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataEntry {
+    pub item_id: Uuid,
+    pub offset: u32,
+    pub length: u32,
+    pub flags: u32,
+}
+
+/// Encodes the 64 KiB metadata table.
+pub fn encode_metadata_table(entries: &[MetadataEntry]) -> Vec<u8> {
+    let mut b = vec![0u8; METADATA_TABLE_SIZE];
+    b[..8].copy_from_slice(METADATA_SIGNATURE);
+    put_u16(&mut b, 10, entries.len() as u16);
+    for (i, e) in entries.iter().enumerate() {
+        let o = 32 + 32 * i;
+        put_guid(&mut b, o, &e.item_id);
+        put_u32(&mut b, o + 16, e.offset);
+        put_u32(&mut b, o + 20, e.length);
+        put_u32(&mut b, o + 24, e.flags);
+    }
+    b
+}
+
+/// Decodes the metadata table and checks every item lies inside a region of `region_len` bytes.
+pub fn decode_metadata_table(b: &[u8], region_len: u64) -> FResult<Vec<MetadataEntry>> {
+    if b.len() < METADATA_TABLE_SIZE {
+        return bad("metadata table shorter than 64 KiB");
+    }
+    if &b[..8] != METADATA_SIGNATURE {
+        return bad("missing the \"metadata\" signature");
+    }
+    let count = u32::from(le_u16(b, 10));
+    if count > MAX_TABLE_ENTRIES {
+        return bad(format!("metadata table claims {count} entries (max 2047)"));
+    }
+    let mut out: Vec<MetadataEntry> = Vec::with_capacity(count as usize);
+    for i in 0..count as usize {
+        let o = 32 + 32 * i;
+        let e = MetadataEntry {
+            item_id: le_guid(b, o),
+            offset: le_u32(b, o + 16),
+            length: le_u32(b, o + 20),
+            flags: le_u32(b, o + 24),
+        };
+        if e.length > MAX_METADATA_ITEM {
+            return bad(format!(
+                "metadata item {} is {} bytes (max 1 MiB)",
+                e.item_id, e.length
+            ));
+        }
+        if e.length > 0
+            && (u64::from(e.offset) < METADATA_TABLE_SIZE as u64
+                || u64::from(e.offset) + u64::from(e.length) > region_len)
+        {
+            return bad(format!(
+                "metadata item {} at {:#x}+{:#x} lies outside the metadata region",
+                e.item_id, e.offset, e.length
+            ));
+        }
+        let user = e.flags & META_IS_USER;
+        if out
+            .iter()
+            .any(|p| p.item_id == e.item_id && p.flags & META_IS_USER == user)
+        {
+            return bad(format!("metadata item {} listed twice", e.item_id));
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The File Parameters item (MS-VHDX 2.6.2.1).
+pub fn encode_file_parameters(block_size: u32, flags: u32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    put_u32(&mut b, 0, block_size);
+    put_u32(&mut b, 4, flags);
+    b
+}
+
+/// A BAT entry (MS-VHDX 2.5.1): state in bits 0-2, file offset in MiB in bits 20-63.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatEntry {
+    pub state: u8,
+    pub file_offset_mb: u64,
+}
+
+impl BatEntry {
+    pub fn from_raw(raw: u64) -> BatEntry {
+        BatEntry {
+            state: (raw & 7) as u8,
+            file_offset_mb: raw >> 20,
+        }
+    }
+    pub fn to_raw(self) -> u64 {
+        u64::from(self.state & 7) | (self.file_offset_mb << 20)
+    }
+}
+
+/// Block geometry derived from the metadata (MS-VHDX 2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub virtual_size: u64,
+    pub block_size: u32,
+    pub logical_sector_size: u32,
+}
+
+impl Geometry {
+    /// Payload blocks per sector-bitmap block: 2^23 sectors / sectors per block.
+    pub fn chunk_ratio(&self) -> u64 {
+        (1u64 << 23) * u64::from(self.logical_sector_size) / u64::from(self.block_size)
+    }
+    pub fn payload_blocks(&self) -> u64 {
+        self.virtual_size.div_ceil(u64::from(self.block_size))
+    }
+    pub fn sector_bitmap_blocks(&self) -> u64 {
+        self.payload_blocks().div_ceil(self.chunk_ratio())
+    }
+    /// Number of BAT entries: differencing disks carry every sector-bitmap entry.
+    pub fn bat_entries(&self, has_parent: bool) -> u64 {
+        if has_parent {
+            self.sector_bitmap_blocks() * (self.chunk_ratio() + 1)
+        } else {
+            let p = self.payload_blocks();
+            p + (p.saturating_sub(1)) / self.chunk_ratio()
+        }
+    }
+    /// BAT index of payload block `block`.
+    pub fn payload_index(&self, block: u64) -> u64 {
+        block + block / self.chunk_ratio()
+    }
+    /// BAT index of the sector bitmap covering chunk `chunk`.
+    pub fn bitmap_index(&self, chunk: u64) -> u64 {
+        (chunk + 1) * self.chunk_ratio() + chunk
+    }
+    /// Checks the ranges MS-VHDX 2.6.2 allows.
+    pub fn validate(&self) -> FResult<()> {
+        let bs = self.block_size;
+        if !bs.is_power_of_two() || !(MIB as u32..=256 * MIB as u32).contains(&bs) {
+            return bad(format!(
+                "block size {bs} is not a power of two in 1..256 MiB"
+            ));
+        }
+        let ls = self.logical_sector_size;
+        if ls != 512 && ls != 4096 {
+            return bad(format!("logical sector size {ls} is neither 512 nor 4096"));
+        }
+        let vs = self.virtual_size;
+        if vs == 0 || !vs.is_multiple_of(u64::from(ls)) || vs > MAX_VIRTUAL_SIZE {
+            return bad(format!(
+                "virtual size {vs} is zero, above 64 TiB or not a multiple of the sector size {ls}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Key/value pairs of a parent locator item in stored order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatorItem {
+    pub locator_type: Uuid,
+    pub entries: Vec<(String, String)>,
+}
+
+impl LocatorItem {
+    /// The value of `key` (keys are case-sensitive per MS-VHDX 2.6.2.6.2).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Encodes the item: header, 12-byte entries, then UTF-16LE keys and values; offsets are
+    /// relative to the item start (DiscUtils, dissect.hypervisor and urbackup agree; vhdx.md §4.3).
+    pub fn encode(&self) -> Vec<u8> {
+        let n = self.entries.len();
+        let mut b = vec![0u8; 20 + 12 * n];
+        put_guid(&mut b, 0, &self.locator_type);
+        put_u16(&mut b, 18, n as u16);
+        for (i, (k, v)) in self.entries.iter().enumerate() {
+            let put = |s: &str, b: &mut Vec<u8>| -> (u32, u16) {
+                let off = b.len() as u32;
+                for u in s.encode_utf16() {
+                    b.extend_from_slice(&u.to_le_bytes());
+                }
+                (off, (b.len() as u32 - off) as u16)
+            };
+            let (ko, kl) = put(k, &mut b);
+            let (vo, vl) = put(v, &mut b);
+            let o = 20 + 12 * i;
+            put_u32(&mut b, o, ko);
+            put_u32(&mut b, o + 4, vo);
+            put_u16(&mut b, o + 8, kl);
+            put_u16(&mut b, o + 10, vl);
+        }
+        b
+    }
+
+    /// Decodes a parent locator item, checking every offset and length against the item.
+    pub fn decode(b: &[u8]) -> FResult<LocatorItem> {
+        if b.len() < 20 {
+            return bad("parent locator shorter than its 20-byte header");
+        }
+        let locator_type = le_guid(b, 0);
+        let n = usize::from(le_u16(b, 18));
+        if 20 + 12 * n > b.len() {
+            return bad(format!("parent locator claims {n} entries, more than fit"));
+        }
+        let text = |off: u32, len: u16, what: &str| -> FResult<String> {
+            let (off, len) = (off as usize, usize::from(len));
+            let end = off.saturating_add(len);
+            if len == 0 || len % 2 != 0 || end > b.len() {
+                return bad(format!(
+                    "parent locator {what} at {off:#x}+{len:#x} is empty, odd or out of bounds"
+                ));
+            }
+            let units: Vec<u16> = (0..len / 2).map(|i| le_u16(b, off + 2 * i)).collect();
+            String::from_utf16(&units)
+                .map_err(|_| FormatError(format!("parent locator {what} is not valid UTF-16")))
+        };
+        let mut entries: Vec<(String, String)> = Vec::with_capacity(n);
+        for i in 0..n {
+            let o = 20 + 12 * i;
+            let key = text(le_u32(b, o), le_u16(b, o + 8), "key")?;
+            let value = text(le_u32(b, o + 4), le_u16(b, o + 10), "value")?;
+            if entries.iter().any(|(k, _)| *k == key) {
+                return bad(format!("parent locator key {key:?} appears twice"));
+            }
+            entries.push((key, value));
+        }
+        Ok(LocatorItem {
+            locator_type,
+            entries,
+        })
+    }
+}
+
+/// `{XXXXXXXX-XXXX-...}`: the upper-case braced form Windows gives GUIDs in text (vhdx.md §4.4).
+pub fn braced_upper(g: &Uuid) -> String {
+    format!("{{{}}}", g.hyphenated().to_string().to_uppercase())
+}
+
+/// `{xxxxxxxx-xxxx-...}`: the form MS-VHDX 2.6.2.6.3 asks for in `parent_linkage` ("lowercase",
+/// braces). libvhdi 20210425 reads only this form; readers that parse any case accept it too.
+pub fn braced_lower(g: &Uuid) -> String {
+    format!("{{{}}}", g.hyphenated())
+}
+
+/// Parses a GUID with or without braces, any case.
+pub fn parse_guid(s: &str) -> Option<Uuid> {
+    let t = s.trim();
+    let t = t
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(t);
+    Uuid::parse_str(t).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn crc32c_check_value() {
+        // vhdx.md §5.9: check value of "123456789".
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn guid_bytes_match_vhdx_md_table() {
+        // vhdx.md §5.8.
+        let table: &[(Uuid, &str)] = &[
+            (BAT_REGION, "6677c22d23f600429d64115e9bfd4a08"),
+            (METADATA_REGION, "06a27c8b90479a4bb8fe575f050f886e"),
+            (FILE_PARAMETERS, "3767a1ca36fa434db3b633f0aa44e76b"),
+            (VIRTUAL_DISK_SIZE, "2442a52f1bcd7648b2115dbed83bf4b8"),
+            (VIRTUAL_DISK_ID, "ab12cabee6b2234593efc309e000c746"),
+            (LOGICAL_SECTOR_SIZE, "1dbf41816fa90947ba47f233a8faab5f"),
+            (PHYSICAL_SECTOR_SIZE, "c748a3cd5d4471449cc9e9885251c556"),
+            (PARENT_LOCATOR, "2d5fd3a80bb34d45abf7d3d84834ab0c"),
+            (VHDX_LOCATOR_TYPE, "b7ef4ab09ed1814ab78925b8e9445913"),
+        ];
+        for (g, want) in table {
+            assert_eq!(hex(&g.to_bytes_le()), *want, "{g}");
+        }
+    }
+
+    #[test]
+    fn header_layout_and_round_trip() {
+        let h = Header {
+            sequence_number: 0x0102030405060708,
+            file_write_guid: uuid::uuid!("00112233-4455-6677-8899-aabbccddeeff"),
+            data_write_guid: uuid::uuid!("10112233-4455-6677-8899-aabbccddeeff"),
+            log_guid: Uuid::nil(),
+            log_version: 0,
+            version: 1,
+            log_length: MIB as u32,
+            log_offset: MIB,
+        };
+        let b = h.encode();
+        assert_eq!(b.len(), 4096);
+        assert_eq!(&b[0..4], b"head");
+        assert_eq!(hex(&b[8..16]), "0807060504030201");
+        assert_eq!(hex(&b[16..32]), "33221100554477668899aabbccddeeff");
+        assert_eq!(
+            hex(&b[64..80]),
+            "0000010000001000".to_string() + "0000100000000000"
+        );
+        assert!(b[80..].iter().all(|&x| x == 0));
+        assert_eq!(le_u32(&b, 4), checksum_with_zeroed_field(&b, 4));
+        assert_eq!(Header::decode(&b), Ok(h));
+        let mut broken = b.clone();
+        broken[100] = 1;
+        assert!(Header::decode(&broken).is_err());
+    }
+
+    #[test]
+    fn region_table_layout_and_round_trip() {
+        let entries = [
+            RegionEntry {
+                guid: BAT_REGION,
+                file_offset: 3 * MIB,
+                length: MIB as u32,
+                required: true,
+            },
+            RegionEntry {
+                guid: METADATA_REGION,
+                file_offset: 2 * MIB,
+                length: MIB as u32,
+                required: true,
+            },
+        ];
+        let b = encode_region_table(&entries);
+        assert_eq!(b.len(), 65536);
+        assert_eq!(&b[0..4], b"regi");
+        assert_eq!(hex(&b[8..16]), "0200000000000000");
+        assert_eq!(
+            hex(&b[16..48]),
+            "6677c22d23f600429d64115e9bfd4a08".to_string()
+                + "0000300000000000"
+                + "00001000"
+                + "01000000"
+        );
+        assert_eq!(decode_region_table(&b), Ok(entries.to_vec()));
+    }
+
+    #[test]
+    fn metadata_table_layout() {
+        let e = [MetadataEntry {
+            item_id: FILE_PARAMETERS,
+            offset: 0x10000,
+            length: 8,
+            flags: META_IS_REQUIRED,
+        }];
+        let b = encode_metadata_table(&e);
+        assert_eq!(&b[0..8], b"metadata");
+        assert_eq!(hex(&b[8..12]), "00000100");
+        assert_eq!(
+            hex(&b[32..64]),
+            "3767a1ca36fa434db3b633f0aa44e76b".to_string()
+                + "00000100"
+                + "08000000"
+                + "04000000"
+                + "00000000"
+        );
+        assert_eq!(decode_metadata_table(&b, MIB), Ok(e.to_vec()));
+        // An item running past the region is refused.
+        let bad = encode_metadata_table(&[MetadataEntry {
+            offset: 0xFFFF0,
+            length: 0x20,
+            ..e[0]
+        }]);
+        assert!(decode_metadata_table(&bad, MIB).is_err());
+    }
+
+    #[test]
+    fn bat_geometry_for_the_utility_vm_disk() {
+        // vhdx.md §1: 10 GiB, 1 MiB blocks, 512-byte sectors.
+        let g = Geometry {
+            virtual_size: 10 << 30,
+            block_size: MIB as u32,
+            logical_sector_size: 512,
+        };
+        g.validate().unwrap();
+        assert_eq!(g.chunk_ratio(), 4096);
+        assert_eq!(g.payload_blocks(), 10240);
+        assert_eq!(g.sector_bitmap_blocks(), 3);
+        assert_eq!(g.bat_entries(false), 10242);
+        assert_eq!(g.bat_entries(true), 12291);
+        assert_eq!(g.payload_index(4095), 4095);
+        assert_eq!(g.payload_index(4096), 4097);
+        assert_eq!(g.bitmap_index(0), 4096);
+        assert_eq!(g.bitmap_index(1), 8193);
+        let e = BatEntry {
+            state: PAYLOAD_FULLY_PRESENT,
+            file_offset_mb: 4,
+        };
+        assert_eq!(e.to_raw(), 0x0040_0006);
+        assert_eq!(BatEntry::from_raw(0x0040_0006), e);
+    }
+
+    #[test]
+    fn parent_locator_layout() {
+        let item = LocatorItem {
+            locator_type: VHDX_LOCATOR_TYPE,
+            entries: vec![
+                ("parent_linkage".into(), "{A}".into()),
+                ("relative_path".into(), ".\\b".into()),
+            ],
+        };
+        let b = item.encode();
+        // Header: type GUID, reserved 0, count 2; entries from 20; strings from 44.
+        assert_eq!(
+            hex(&b[0..20]),
+            "b7ef4ab09ed1814ab78925b8e94459130000".to_string() + "0200"
+        );
+        assert_eq!(
+            hex(&b[20..44]),
+            // key 44 len 28, value 72 len 6 | key 78 len 26, value 104 len 6
+            "2c000000480000001c000600".to_string() + "4e000000680000001a000600"
+        );
+        assert_eq!(&b[44..46], &[b'p', 0]);
+        assert_eq!(&b[72..78], &[b'{', 0, b'A', 0, b'}', 0]);
+        assert_eq!(b.len(), 110);
+        assert_eq!(LocatorItem::decode(&b), Ok(item));
+        // An entry pointing past the end is refused.
+        let mut broken = b.clone();
+        put_u32(&mut broken, 24, 200);
+        assert!(LocatorItem::decode(&broken).is_err());
+    }
+
+    #[test]
+    fn guid_text_forms() {
+        let g = uuid::uuid!("2dc27766-f623-4200-9d64-115e9bfd4a08");
+        assert_eq!(braced_upper(&g), "{2DC27766-F623-4200-9D64-115E9BFD4A08}");
+        assert_eq!(braced_lower(&g), "{2dc27766-f623-4200-9d64-115e9bfd4a08}");
+        assert_eq!(
+            parse_guid("{2dc27766-F623-4200-9D64-115E9BFD4A08}"),
+            Some(g)
+        );
+        assert_eq!(parse_guid("2dc27766-f623-4200-9d64-115e9bfd4a08"), Some(g));
+        assert_eq!(parse_guid("{nope}"), None);
+    }
+}
