@@ -254,7 +254,11 @@ impl<'t> Writer<'t> {
             self.buf[slot..slot + 4].copy_from_slice(&nk.to_le_bytes());
         }
 
-        let sd: &'t [u8] = key.security.as_deref().unwrap_or(job.inherited_sd);
+        // No (or an empty) descriptor inherits the parent's, as ORCreateKey does.
+        let sd: &'t [u8] = match key.security.as_deref() {
+            Some(sd) if !sd.is_empty() => sd,
+            _ => job.inherited_sd,
+        };
         let sk = self.security(sd)?;
 
         let (class_off, class_len) = match key.class.as_deref() {
