@@ -17,9 +17,10 @@ impl Rng {
     }
 }
 
-/// Parses strictly and leniently; whatever parses must also write (or refuse) without panic,
+/// Validates, parses strictly and leniently; whatever parses must also write (or refuse) without panic,
 /// and what we write must parse again.
 fn exercise(bytes: &[u8]) {
+    let _ = regf::validate::validate(bytes);
     for hive in [Hive::parse(bytes), Hive::parse_lenient(bytes)]
         .into_iter()
         .flatten()

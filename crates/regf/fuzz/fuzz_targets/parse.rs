@@ -1,10 +1,11 @@
-//! Fuzz target: the hive parser (strict and lenient) must never panic or allocate without
+//! Fuzz target: the validator and the hive parser (strict and lenient) must never panic or allocate without
 //! bound; whatever parses must write, and what we write must parse to the same key count.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    let _ = regf::validate::validate(data);
     for hive in [regf::Hive::parse(data), regf::Hive::parse_lenient(data)]
         .into_iter()
         .flatten()
