@@ -123,3 +123,24 @@ fn vhdx_create(path: &Path) {
         vhdx::create_dynamic(path, 1 << 30, 1 << 20, 512).expect("create vhdx");
     }
 }
+
+#[test]
+fn bcd_show_lists_a_real_store() {
+    let store = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/bcd/win10-install-media-efi.BCD");
+    if !Path::new(store).exists() {
+        eprintln!("skipping: {store} not found");
+        return;
+    }
+    let text = cimkit_ok(&["bcd", "show", store], 0);
+    assert!(text.contains("Windows Boot Manager"), "{text}");
+    assert!(text.contains("identifier"), "{text}");
+    let lines = cimkit_ok(&["bcd", "show", "--json", store], 0);
+    let objects: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert!(!objects.is_empty());
+    assert!(objects.iter().all(|o| o["identifier"].as_str().is_some_and(|i| i.starts_with('{'))));
+    assert!(objects.iter().any(|o| o["elements"].as_array().is_some_and(|e| !e.is_empty())));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let junk = tmp.path().join("BCD");
+    std::fs::write(&junk, b"junk").expect("write");
+    assert_eq!(cimkit(&["bcd", "show", s(&junk)]).status.code(), Some(2));
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand: each has an `Args` (clap) and a `run` that calls a library and
 //! renders the result.
 
+pub mod bcd;
 pub mod cat;
 pub mod destroy;
 pub mod diff;
