@@ -5,6 +5,7 @@
 pub mod backuptar;
 mod cimlayer;
 mod error;
+pub mod export;
 pub mod layout;
 mod paths;
 mod tarstream;
