@@ -344,6 +344,20 @@ fn extract_writes_tree_links_and_sidecar() {
     let sub = tmp.path().join("sub");
     cimkit_ok(&["extract", "--path", "Files/dir", s(&cim), s(&sub)], 0);
     assert_eq!(std::fs::read(sub.join("empty")).expect("empty"), b"");
+    // A single file lands under its own name, its stream in the sidecar.
+    let one = tmp.path().join("one");
+    cimkit_ok(
+        &["extract", "--path", "Files\\hello.txt", s(&cim), s(&one)],
+        0,
+    );
+    assert_eq!(
+        std::fs::read(one.join("hello.txt")).expect("hello"),
+        b"hello world\n"
+    );
+    let records =
+        json_lines(&std::fs::read_to_string(one.join(".cimkit-metadata.jsonl")).expect("sidecar"));
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["streams"][0]["name"], "zone");
 }
 
 #[test]
