@@ -300,6 +300,7 @@ fn docker_save_old_layout_with_symlinked_layer() {
     for i in 0..2 {
         assert_eq!(image.layers()[i].digest, Digest::of(&l0));
         assert_eq!(image.layers()[i].compression, Compression::None);
+        assert_eq!(image.layers()[i].size, Some(l0.len() as u64));
         assert_eq!(read_layer(&image, i).expect("read"), l0);
     }
     assert_eq!(image.config_digest(), Some(&Digest::of(&config_bytes)));

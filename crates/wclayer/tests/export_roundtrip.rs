@@ -126,17 +126,15 @@ fn import(tar: &[u8], layer: &Path) -> cimfs::Cim {
 }
 
 /// Everything about a tree except file ids: path -> (info without id, data, streams, link group).
-fn snapshot(
-    cim: &cimfs::Cim,
-) -> BTreeMap<
-    String,
-    (
-        cimfs::FileInfo,
-        Vec<u8>,
-        Vec<(String, Vec<u8>)>,
-        Vec<String>,
-    ),
-> {
+/// One entry of a tree snapshot: metadata (file id zeroed), data, streams, hard-link group.
+type Snap = (
+    cimfs::FileInfo,
+    Vec<u8>,
+    Vec<(String, Vec<u8>)>,
+    Vec<String>,
+);
+
+fn snapshot(cim: &cimfs::Cim) -> BTreeMap<String, Snap> {
     let mut out = BTreeMap::new();
     let mut groups: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut stack = vec![(String::new(), cim.root())];

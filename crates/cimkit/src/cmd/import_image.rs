@@ -3,7 +3,6 @@
 //! records its blob digest in `DIR/<n>/.cimkit-digest`; a later run skips the leading layers whose
 //! recorded digest (and CIM) match, and re-imports from the first one that differs.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -115,9 +114,9 @@ pub fn run(args: Args) -> Result<Outcome> {
             import_stream(&mut blob, layer.size, &opts, args.quiet, &label).and_then(|s| {
                 // The tar reader may stop before the end of the blob; read the rest so the digest
                 // check runs over every byte.
-                std::io::copy(&mut (&mut blob).take(u64::MAX), &mut std::io::sink()).with_context(
-                    || format!("{}: reading the rest of the blob", args.source.display()),
-                )?;
+                std::io::copy(&mut blob, &mut std::io::sink()).with_context(|| {
+                    format!("{}: reading the rest of the blob", args.source.display())
+                })?;
                 Ok(s)
             });
         let summary = match result {
