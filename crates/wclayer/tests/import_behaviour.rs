@@ -516,3 +516,36 @@ fn whiteout_of_a_std_file_added_by_the_same_tar() {
         fs::read(child.join("Hives/SAM_BASE")).unwrap()
     );
 }
+
+#[test]
+fn a_delta_without_any_parent_base_is_an_error() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("snapshots/1");
+    import_layer(
+        &small_base(&shared, |_| {})[..],
+        &opts(&base, &[]),
+        &mut |_| {},
+    )
+    .unwrap();
+    // the parent folder lost its SYSTEM_BASE (e.g. copied without it)
+    fs::remove_file(base.join("Hives/SYSTEM_BASE")).unwrap();
+    let mut t = TarBuilder::new();
+    t.file(
+        "Hives/System_Delta",
+        &[],
+        &fs::read(shared.join("testdata/hives/yarp-System_Delta")).unwrap(),
+    );
+    let child = tmp.path().join("snapshots/2");
+    let before = listing(&tmp.path().join("snapshots/cim-layers"));
+    let err = import_layer(&t.finish()[..], &opts(&child, &[&base]), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(r"Hives\SYSTEM_BASE") && err.contains("no parent"),
+        "{err}"
+    );
+    assert_nothing_left(&child, &before);
+}
