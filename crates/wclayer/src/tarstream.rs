@@ -140,8 +140,9 @@ fn header_facts(
     })
 }
 
-/// Streams the (uncompressed) tar `input` into `w`, calling `progress` after each entry with the
-/// byte count from `counted` (the caller's view of the raw input). Does not call `w.close()`.
+/// Streams the uncompressed tar `input` into `w` in tar order (see `decompressed` for compressed
+/// input), calling `progress` after each entry with the bytes read from `input` so far. Does not
+/// call `w.close()`: the caller decides whether the layer is finished.
 pub fn write_layer_from_tar(
     input: impl Read,
     w: &mut dyn LayerWriter,
@@ -155,6 +156,7 @@ pub fn write_layer_from_tar(
     write_layer_counted(reader, w, &mut || count.get(), progress)
 }
 
+/// `write_layer_from_tar` with progress counted by the caller (on the compressed input).
 pub(crate) fn write_layer_counted(
     input: impl Read,
     w: &mut dyn LayerWriter,
