@@ -396,7 +396,15 @@ pub fn compare(cim_path: &Path, model: &Model) -> usize {
                 .unwrap()
                 .read_to_end(&mut got)
                 .unwrap();
-            assert!(got == e.data, "{}: content differs", e.path);
+            assert!(
+                got == e.data,
+                "{}: content differs ({} vs {} bytes, first diff at {:?}) in {}",
+                e.path,
+                got.len(),
+                e.data.len(),
+                got.iter().zip(&e.data).position(|(a, b)| a != b),
+                cim_path.display()
+            );
             let streams = cim.streams_id(info.file_id).unwrap();
             let names: BTreeSet<String> = streams.iter().map(|s| s.name.clone()).collect();
             let want: BTreeSet<String> = e.streams.keys().cloned().collect();
