@@ -443,3 +443,59 @@ fn gen_layer_round_trip() {
         lb.iter().map(key).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn exporting_a_fork_gives_its_merged_view() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, base) = import_sample(tmp.path());
+    let mut t = LayerTar::new();
+    t.dir("Files");
+    t.file("Files/added.txt", b"added in the child");
+    t.file("Files/hello.txt", b"replaced\n");
+    t.whiteout("Files/.wh.big.bin");
+    let child_tar = tmp.path().join("child.tar");
+    std::fs::write(&child_tar, t.finish()).expect("write");
+    let (l1, l2) = (tmp.path().join("snap/1"), tmp.path().join("snap/2"));
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&child_tar),
+            "--layer",
+            s(&l2),
+            "--parent",
+            s(&l1),
+        ],
+        0,
+    );
+    let child = tmp.path().join("snap/cim-layers/2.cim");
+    let diff = cimkit_ok(&["diff", s(&base), s(&child)], 1);
+    assert!(
+        diff.contains("+ Files\\added.txt") && diff.contains("- Files\\big.bin"),
+        "{diff}"
+    );
+    assert!(diff.contains("M Files\\hello.txt"), "{diff}");
+
+    let tar = tmp.path().join("flat.tar");
+    let out = cimkit(&["export", s(&child), "-o", s(&tar)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&tar),
+            "--layer",
+            s(&tmp.path().join("flat/1")),
+        ],
+        0,
+    );
+    let flat = tmp.path().join("flat/cim-layers/1.cim");
+    assert_eq!(cimkit_ok(&["diff", s(&child), s(&flat)], 0), "");
+    let du: Value = serde_json::from_str(&cimkit_ok(&["du", "--json", s(&flat)], 0)).expect("json");
+    assert_eq!(du["parent_region_bytes"], 0);
+}
