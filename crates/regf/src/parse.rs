@@ -53,7 +53,7 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Hive> {
         return Err(bad(format!("major version {major}, expected 1")));
     }
     if !(2..=6).contains(&minor) {
-        return Err(bad(format!("minor version {minor}, expected 3..=6")));
+        return Err(bad(format!("minor version {minor}, expected 2..=6")));
     }
     let file_type = field(BB_TYPE);
     if file_type != 0 {

@@ -40,6 +40,8 @@ pub fn validate(bytes: &[u8]) -> Vec<Problem> {
 struct Validator<'a> {
     bins: &'a [u8],
     minor: u32,
+    /// Base-block flag 0x2 (layered keys allowed).
+    layered: bool,
     /// Allocated cells: offset -> total size.
     cells: HashMap<u32, usize>,
     refs: HashMap<u32, u32>,
@@ -67,6 +69,7 @@ impl<'a> Validator<'a> {
         let base = &bytes[..BASE_BLOCK_SIZE];
         let f = |at| le_u32(base, at).unwrap_or(0);
         self.minor = f(BB_MINOR);
+        self.layered = f(BB_FLAGS) & BB_FLAG_LAYERED != 0;
         for (what, got, want) in [
             ("major version", f(BB_MAJOR), 1),
             ("file type", f(BB_TYPE), 0),
@@ -251,8 +254,12 @@ impl<'a> Validator<'a> {
         if u32_at(NK_VOLATILE_SUBKEY_COUNT) != 0 {
             self.report(Some(off), &path, "volatile subkey count on disk");
         }
-        if self.minor < 6 && nk[NK_LAYER] != 0 {
-            self.report(Some(off), &path, "layer bits in a non-differencing format");
+        if !self.layered && nk[NK_LAYER] != 0 {
+            self.report(
+                Some(off),
+                &path,
+                "layer bits in a hive without the layered-keys flag",
+            );
         }
         // Security.
         let sk = u32_at(NK_SECURITY);
@@ -433,6 +440,13 @@ impl<'a> Validator<'a> {
             self.report(Some(off), path, "vk cell not minimal");
         }
         let flags = le_u16(vk, VK_FLAGS).unwrap_or(0);
+        if flags & VALUE_TOMBSTONE != 0 && !self.layered {
+            self.report(
+                Some(off),
+                path,
+                "tombstone value in a hive without the layered-keys flag",
+            );
+        }
         let name_units = if flags & VALUE_COMP_NAME != 0 {
             name_len
         } else {

@@ -17,7 +17,12 @@ impl Hive {
         let root_off = w.tree(&self.root)?;
         let bins = w.finish();
         let layered = self.differencing || self.has_layer_bits();
-        let minor = self.minor_version.clamp(5, 6);
+        // Layered keys exist only in format 1.6 differencing hives (yarp System_Delta).
+        let minor = if layered {
+            6
+        } else {
+            self.minor_version.clamp(5, 6)
+        };
         let mut out = vec![0u8; BASE_BLOCK_SIZE];
         out[BB_SIGNATURE..4].copy_from_slice(b"regf");
         let mut put = |at: usize, v: u32| out[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -71,12 +76,18 @@ struct SkCell {
     refs: u32,
 }
 
+/// Bins kept open for first-fit allocation.
+const OPEN_BINS: usize = 8;
+/// Smallest cell (a 4-byte payload rounds to 8; nothing real is smaller than 16).
+const MIN_CELL: usize = 16;
+
 #[derive(Default)]
 struct Writer<'t> {
     buf: Vec<u8>,
     bins: Vec<Bin>,
-    /// Index in `bins` of the 4096-byte bin small cells are filling.
-    current: Option<usize>,
+    /// Indices in `bins` of the few most recent bins that still have room; cells go to the
+    /// first that fits (a small window keeps allocation O(1) while leaving little slack).
+    open: Vec<usize>,
     sk_index: HashMap<&'t [u8], usize>,
     sks: Vec<SkCell>,
 }
@@ -123,22 +134,25 @@ impl<'t> Writer<'t> {
             return Err(too_big("cell"));
         }
         let fits = |b: &Bin| b.used + size <= b.end;
-        let bin = match self.current {
-            Some(i) if fits(&self.bins[i]) => i,
-            _ if size <= HBIN_ALIGN - HBIN_HEADER_SIZE => {
-                let i = self.new_bin(HBIN_ALIGN);
-                self.current = Some(i);
-                i
-            }
-            // A cell too big for a 4096-byte bin gets a bin of its own; small cells keep
-            // filling the current bin (offreg layout, regf.md §1.3).
-            _ => {
+        let bin = match self.open.iter().position(|&i| fits(&self.bins[i])) {
+            Some(k) => self.open[k],
+            None => {
+                // A cell too big for a 4096-byte bin gets a bin of its own, rounded up to
+                // 4096 (offreg layout, regf.md §1.3); its tail stays usable for small cells.
                 let bin_size = (size + HBIN_HEADER_SIZE).div_ceil(HBIN_ALIGN) * HBIN_ALIGN;
-                self.new_bin(bin_size)
+                let i = self.new_bin(bin_size);
+                if self.open.len() == OPEN_BINS {
+                    self.open.remove(0);
+                }
+                self.open.push(i);
+                i
             }
         };
         let at = self.bins[bin].used;
         self.bins[bin].used += size;
+        if self.bins[bin].end - self.bins[bin].used < MIN_CELL {
+            self.open.retain(|&i| i != bin);
+        }
         self.buf[at..at + 4].copy_from_slice(&(-(size as i32)).to_le_bytes());
         u32::try_from(at).map_err(|_| too_big("hive"))
     }
@@ -240,7 +254,11 @@ impl<'t> Writer<'t> {
             self.buf[slot..slot + 4].copy_from_slice(&nk.to_le_bytes());
         }
 
-        let sd: &'t [u8] = key.security.as_deref().unwrap_or(job.inherited_sd);
+        // No (or an empty) descriptor inherits the parent's, as ORCreateKey does.
+        let sd: &'t [u8] = match key.security.as_deref() {
+            Some(sd) if !sd.is_empty() => sd,
+            _ => job.inherited_sd,
+        };
         let sk = self.security(sd)?;
 
         let (class_off, class_len) = match key.class.as_deref() {
@@ -282,7 +300,8 @@ impl<'t> Writer<'t> {
             flags |= KEY_COMP_NAME;
         }
         if is_root {
-            flags |= ROOT_FLAGS;
+            // 0x2C = HIVE_ENTRY|NO_DELETE|COMP_NAME for the usual Latin-1 root name.
+            flags |= ROOT_FLAGS & !KEY_COMP_NAME;
         }
         let layer = key.layer.bits()
             | if key.inherit_class {
