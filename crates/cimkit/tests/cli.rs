@@ -476,6 +476,16 @@ fn exporting_a_fork_gives_its_merged_view() {
     );
     assert!(diff.contains("M Files\\hello.txt"), "{diff}");
 
+    // The base cannot be destroyed while the child reads its regions.
+    let out = cimkit(&["destroy", "--layer", s(&l1)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2.cim"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(base.exists());
+
     let tar = tmp.path().join("flat.tar");
     let out = cimkit(&["export", s(&child), "-o", s(&tar)]);
     assert_eq!(
@@ -498,4 +508,8 @@ fn exporting_a_fork_gives_its_merged_view() {
     assert_eq!(cimkit_ok(&["diff", s(&child), s(&flat)], 0), "");
     let du: Value = serde_json::from_str(&cimkit_ok(&["du", "--json", s(&flat)], 0)).expect("json");
     assert_eq!(du["parent_region_bytes"], 0);
+
+    cimkit_ok(&["destroy", "--layer", s(&l2)], 0);
+    cimkit_ok(&["destroy", "--layer", s(&l1)], 0);
+    assert!(!base.exists() && !child.exists());
 }
