@@ -79,7 +79,7 @@ fn remove_stale_layers(snapshots: &Path, from: usize) -> Result<()> {
             numbered.push((n, path));
         }
     }
-    numbered.sort_by(|a, b| b.0.cmp(&a.0));
+    numbered.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     for (_, path) in numbered {
         remove_layer(&path)?;
     }
