@@ -513,3 +513,46 @@ fn exporting_a_fork_gives_its_merged_view() {
     cimkit_ok(&["destroy", "--layer", s(&l1)], 0);
     assert!(!base.exists() && !child.exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_import_leaves_no_layer_behind() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tar = sample_base_layer();
+    let layer = tmp.path().join("snap/1");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cimkit"))
+        .args(["import", "-q", "-", "--layer", s(&layer)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&tar[..tar.len() / 2]).expect("first half");
+    stdin.flush().expect("flush");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // More input wakes the reader, which sees the interrupt.
+    let _ = stdin.write_all(&tar[tar.len() / 2..]);
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    let cim_dir = tmp.path().join("snap/cim-layers");
+    let left: Vec<_> = std::fs::read_dir(&cim_dir)
+        .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
