@@ -1,0 +1,1021 @@
+//! Checks images written by `CimWriter` with an independent reader (tests/oracle/cimread.py,
+//! written from the format notes without the crate's code) and with the crate's own `Cim`
+//! reader, both against an in-test model of what was written.
+//! The Python interpreter is $CIMKIT_PYTHON or `python3`; the tests skip when there is none.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cimfs::{Cim, CimWriter, FileMetadata};
+use sha2::{Digest, Sha256};
+
+const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle/cimread.py");
+
+const READONLY: u32 = 0x1;
+const HIDDEN: u32 = 0x2;
+const SYSTEM: u32 = 0x4;
+const DIRECTORY: u32 = 0x10;
+const ARCHIVE: u32 = 0x20;
+const NORMAL: u32 = 0x80;
+const SPARSE_FILE: u32 = 0x200;
+const REPARSE_POINT: u32 = 0x400;
+const NOT_CONTENT_INDEXED: u32 = 0x2000;
+
+/// The attribute bits a CIM file entry can represent (cim-format.md A6); DIRECTORY and
+/// REPARSE_POINT are derived from the stream type and the reparse buffer instead.
+const STORED_ATTRIBUTES: u32 = READONLY | HIDDEN | SYSTEM | ARCHIVE | SPARSE_FILE;
+
+/// The 20-byte self-relative SD with a NULL DACL stored when none is given (cim-format.md A9).
+const NULL_DACL_SD: [u8; 20] = [
+    1, 0, 4, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+// ---------------------------------------------------------------------------------------------
+// Running the oracle
+
+/// The Python interpreter to use, or None (after saying why) when there is none.
+fn python() -> Option<String> {
+    let py = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    match Command::new(&py).arg("--version").output() {
+        Ok(o) if o.status.success() => Some(py),
+        _ => {
+            eprintln!(
+                "skipping: no Python interpreter ({py}); set CIMKIT_PYTHON to run the CIM oracle"
+            );
+            None
+        }
+    }
+}
+
+/// One record printed by the oracle (`--kv` format), values still as text.
+#[derive(Clone, Debug)]
+struct Record(HashMap<String, String>);
+
+impl Record {
+    fn raw(&self, k: &str) -> &str {
+        self.0
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("oracle record lacks {k}: {:?}", self.0))
+    }
+    fn num(&self, k: &str) -> u64 {
+        self.raw(k)
+            .parse()
+            .unwrap_or_else(|_| panic!("oracle field {k} is not a number: {:?}", self.0))
+    }
+    fn flag(&self, k: &str) -> bool {
+        self.raw(k) == "1"
+    }
+    fn text(&self, k: &str) -> String {
+        unhex_utf8(self.raw(k))
+    }
+    fn path(&self) -> String {
+        self.text("path")
+    }
+    fn opt(&self, k: &str) -> Option<String> {
+        match self.raw(k) {
+            "-" => None,
+            v => Some(v.to_string()),
+        }
+    }
+    /// ADS as (name, size, sparse, sha256) in stored order.
+    fn ads(&self) -> Vec<(String, u64, bool, String)> {
+        let v = self.raw("ads");
+        if v.is_empty() || v == "-" {
+            return Vec::new();
+        }
+        v.split(',')
+            .map(|s| {
+                let p: Vec<&str> = s.split(':').collect();
+                assert_eq!(p.len(), 4, "bad ADS field {s}");
+                (
+                    unhex_utf8(p[0]),
+                    p[1].parse().expect("ADS size"),
+                    p[2] == "1",
+                    p[3].to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd hex {s}");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn unhex_utf8(s: &str) -> String {
+    String::from_utf8(unhex(s)).expect("oracle string is UTF-8")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn sha(b: &[u8]) -> String {
+    hex(&Sha256::digest(b))
+}
+
+/// What one oracle run printed.
+struct OracleRun {
+    ok: bool,
+    records: Vec<Record>,
+    warnings: Vec<String>,
+    stderr: String,
+}
+
+fn run_oracle(py: &str, cim: &Path, extra: &[&str]) -> OracleRun {
+    let out = Command::new(py)
+        .arg(ORACLE)
+        .arg("--kv")
+        .args(extra)
+        .arg(cim)
+        .output()
+        .expect("run the CIM oracle");
+    let stdout = String::from_utf8(out.stdout).expect("oracle output is UTF-8");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let records = stdout
+        .lines()
+        .map(|l| {
+            Record(
+                l.split('\t')
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').expect("key=value");
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let warnings = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: "))
+        .map(str::to_string)
+        .collect();
+    OracleRun {
+        ok: out.status.success(),
+        records,
+        warnings,
+        stderr,
+    }
+}
+
+/// Runs the oracle on a image that must be valid; panics with its message otherwise.
+fn oracle_ok(py: &str, cim: &Path) -> OracleRun {
+    let run = run_oracle(py, cim, &[]);
+    assert!(
+        run.ok,
+        "the independent reader rejects {}:\n{}",
+        cim.display(),
+        run.stderr
+    );
+    run
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model of what was written
+
+#[derive(Clone, Debug)]
+struct Obj {
+    dir: bool,
+    meta: FileMetadata,
+    /// Default-stream content as it must read back (written bytes, zero-filled to the size).
+    data: Vec<u8>,
+    /// ADS name -> content as it must read back.
+    ads: BTreeMap<String, Vec<u8>>,
+}
+
+/// Paths (as written, `\`-separated, "" = root) -> index of the object; hard links share one.
+#[derive(Clone, Debug, Default)]
+struct Model {
+    paths: BTreeMap<String, usize>,
+    objs: Vec<Obj>,
+}
+
+fn is_under(p: &str, dir: &str) -> bool {
+    p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'\\'
+}
+
+/// A writer and the model it keeps in step.
+struct Build<'m> {
+    w: CimWriter,
+    m: &'m mut Model,
+}
+
+fn dir_meta(attributes: u32) -> FileMetadata {
+    FileMetadata {
+        attributes: DIRECTORY | attributes,
+        creation_time: 132_000_000_000_000_000,
+        last_write_time: 132_000_000_000_000_001,
+        change_time: 132_000_000_000_000_002,
+        last_access_time: 132_000_000_000_000_003,
+        ..Default::default()
+    }
+}
+
+fn file_meta(size: u64, seed: u64) -> FileMetadata {
+    FileMetadata {
+        attributes: ARCHIVE,
+        size,
+        creation_time: 133_000_000_000_000_000 + seed,
+        last_write_time: 133_000_000_000_100_000 + seed,
+        change_time: 133_000_000_000_200_000 + seed,
+        last_access_time: 133_000_000_000_300_000 + seed,
+        ..Default::default()
+    }
+}
+
+/// Deterministic, non-repeating-looking bytes.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 7) as u8
+        })
+        .collect()
+}
+
+impl<'m> Build<'m> {
+    fn create(dir: &Path, name: &str, m: &'m mut Model) -> Self {
+        let w = CimWriter::create(dir, name).expect("create image");
+        m.paths.clear();
+        m.objs.clear();
+        m.objs.push(Obj {
+            dir: true,
+            meta: FileMetadata {
+                attributes: DIRECTORY,
+                ..Default::default()
+            },
+            data: Vec::new(),
+            ads: BTreeMap::new(),
+        });
+        m.paths.insert(String::new(), 0);
+        Build { w, m }
+    }
+
+    fn fork(dir: &Path, parent: &str, name: &str, m: &'m mut Model) -> Self {
+        let w = CimWriter::fork(dir, parent, name).expect("fork image");
+        Build { w, m }
+    }
+
+    fn put(&mut self, path: &str, obj: Obj) {
+        self.drop_path(path);
+        self.m.objs.push(obj);
+        self.m.paths.insert(path.to_string(), self.m.objs.len() - 1);
+    }
+
+    fn drop_path(&mut self, path: &str) {
+        self.m
+            .paths
+            .retain(|p, _| p.as_str() != path && !is_under(p, path));
+    }
+
+    fn dir(&mut self, path: &str) {
+        self.dir_with(path, dir_meta(0));
+    }
+
+    fn dir_with(&mut self, path: &str, meta: FileMetadata) {
+        self.w
+            .add(path, &meta)
+            .unwrap_or_else(|e| panic!("add {path}: {e}"));
+        self.put(
+            path,
+            Obj {
+                dir: true,
+                meta,
+                data: Vec::new(),
+                ads: BTreeMap::new(),
+            },
+        );
+    }
+
+    fn file(&mut self, path: &str, data: &[u8]) {
+        let seed = self.m.objs.len() as u64;
+        self.file_with(path, file_meta(data.len() as u64, seed), data);
+    }
+
+    /// Adds a file whose declared size may exceed the bytes written (the rest reads as zero).
+    fn file_with(&mut self, path: &str, meta: FileMetadata, written: &[u8]) {
+        assert!(written.len() as u64 <= meta.size);
+        self.w
+            .add(path, &meta)
+            .unwrap_or_else(|e| panic!("add {path}: {e}"));
+        // Odd-sized chunks so the writer sees the stream in several pieces.
+        for chunk in written.chunks(1_000_003) {
+            self.w
+                .write(chunk)
+                .unwrap_or_else(|e| panic!("write {path}: {e}"));
+        }
+        let mut data = written.to_vec();
+        data.resize(meta.size as usize, 0);
+        self.put(
+            path,
+            Obj {
+                dir: false,
+                meta,
+                data,
+                ads: BTreeMap::new(),
+            },
+        );
+    }
+
+    fn ads(&mut self, path: &str, stream: &str, size: u64, written: &[u8]) {
+        let spec = format!("{path}:{stream}");
+        self.w
+            .add_alternate_stream(&spec, size)
+            .unwrap_or_else(|e| panic!("add_alternate_stream {spec}: {e}"));
+        if !written.is_empty() {
+            self.w
+                .write(written)
+                .unwrap_or_else(|e| panic!("write {spec}: {e}"));
+        }
+        let mut data = written.to_vec();
+        data.resize(size as usize, 0);
+        let i = self.m.paths[path];
+        self.m.objs[i].ads.insert(stream.to_string(), data);
+    }
+
+    fn link(&mut self, new: &str, existing: &str) {
+        self.w
+            .add_link(new, existing)
+            .unwrap_or_else(|e| panic!("add_link {new} -> {existing}: {e}"));
+        let i = self.m.paths[existing];
+        self.drop_path(new);
+        self.m.paths.insert(new.to_string(), i);
+    }
+
+    fn remove(&mut self, path: &str) {
+        self.w
+            .remove(path)
+            .unwrap_or_else(|e| panic!("remove {path}: {e}"));
+        self.drop_path(path);
+    }
+
+    fn commit(self) {
+        self.w.commit().expect("commit");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparing
+
+fn expected_attributes(o: &Obj) -> u32 {
+    let mut a = o.meta.attributes & STORED_ATTRIBUTES;
+    if o.dir {
+        a |= DIRECTORY;
+    }
+    if !o.meta.reparse_data.is_empty() {
+        a |= REPARSE_POINT;
+    }
+    a
+}
+
+fn expected_sd(o: &Obj) -> Vec<u8> {
+    if o.meta.security_descriptor.is_empty() {
+        NULL_DACL_SD.to_vec()
+    } else {
+        o.meta.security_descriptor.clone()
+    }
+}
+
+fn parent_of(p: &str) -> Option<&str> {
+    if p.is_empty() {
+        None
+    } else {
+        Some(p.rsplit_once('\\').map_or("", |(a, _)| a))
+    }
+}
+
+fn read_all<R: Read>(r: cimfs::Result<R>) -> Result<Vec<u8>, String> {
+    let mut f = r.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+/// Collects disagreements as readable lines.
+struct Diffs {
+    image: String,
+    lines: Vec<String>,
+}
+
+impl Diffs {
+    fn field<T: PartialEq + std::fmt::Debug>(
+        &mut self,
+        path: &str,
+        field: &str,
+        a_name: &str,
+        a: T,
+        b_name: &str,
+        b: T,
+    ) {
+        if a != b {
+            self.lines.push(format!(
+                "{}: \\{path}: {field}: {a_name} {a:?} != {b_name} {b:?}",
+                self.image
+            ));
+        }
+    }
+    fn note(&mut self, s: String) {
+        self.lines.push(format!("{}: {s}", self.image));
+    }
+}
+
+/// Checks one image three ways: oracle vs model, Rust reader vs oracle. Returns the oracle's
+/// warnings. Panics listing every disagreement.
+fn check_image(py: &str, cim_path: &Path, model: &Model) -> Vec<String> {
+    let run = oracle_ok(py, cim_path);
+    let mut d = Diffs {
+        image: cim_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        lines: Vec::new(),
+    };
+    let mut by_path: BTreeMap<String, &Record> = BTreeMap::new();
+    for r in &run.records {
+        if by_path.insert(r.path(), r).is_some() {
+            d.note(format!("oracle printed \\{} twice", r.path()));
+        }
+    }
+
+    // 1. Oracle against the model.
+    for p in model.paths.keys() {
+        if !by_path.contains_key(p) {
+            d.note(format!("\\{p}: written but not found by the oracle"));
+        }
+    }
+    let mut ids: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut objs_by_id: BTreeMap<u64, usize> = BTreeMap::new();
+    for (p, r) in &by_path {
+        let Some(&oi) = model.paths.get(p) else {
+            d.note(format!(
+                "\\{p}: found by the oracle but never written (or removed)"
+            ));
+            continue;
+        };
+        let o = &model.objs[oi];
+        let id = r.num("file_id");
+        if let Some(prev) = ids.insert(oi, id) {
+            d.field(p, "file_id (hard link)", "other link", prev, "oracle", id);
+        }
+        if let Some(prev) = objs_by_id.insert(id, oi) {
+            if prev != oi {
+                d.note(format!(
+                    "\\{p}: file id {id} shared by distinct written objects"
+                ));
+            }
+        }
+        d.field(
+            p,
+            "directory",
+            "model",
+            o.dir,
+            "oracle",
+            r.flag("directory"),
+        );
+        d.field(
+            p,
+            "attributes",
+            "model",
+            expected_attributes(o) as u64,
+            "oracle",
+            r.num("attributes"),
+        );
+        if p.is_empty() {
+            // The root's metadata is the writer's own choice; only its kind is given.
+            continue;
+        }
+        let times = [
+            ("creation_time", o.meta.creation_time),
+            ("last_write_time", o.meta.last_write_time),
+            ("change_time", o.meta.change_time),
+            ("last_access_time", o.meta.last_access_time),
+        ];
+        for (k, v) in times {
+            d.field(p, k, "model", v, "oracle", r.num(k));
+        }
+        d.field(
+            p,
+            "sd",
+            "model",
+            hex(&expected_sd(o)),
+            "oracle",
+            r.raw("sd").to_string(),
+        );
+        d.field(
+            p,
+            "ea",
+            "model",
+            hex(&o.meta.extended_attributes),
+            "oracle",
+            r.raw("ea").to_string(),
+        );
+        d.field(
+            p,
+            "reparse",
+            "model",
+            hex(&o.meta.reparse_data),
+            "oracle",
+            r.raw("reparse").to_string(),
+        );
+        let tag = o
+            .meta
+            .reparse_data
+            .get(..4)
+            .map_or(0, |t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+        d.field(
+            p,
+            "reparse_tag",
+            "model",
+            tag as u64,
+            "oracle",
+            r.num("reparse_tag"),
+        );
+        if !o.dir {
+            d.field(
+                p,
+                "size",
+                "model",
+                o.data.len() as u64,
+                "oracle",
+                r.num("size"),
+            );
+            d.field(
+                p,
+                "sha256",
+                "model",
+                Some(sha(&o.data)),
+                "oracle",
+                r.opt("sha256"),
+            );
+        }
+        let want_ads: Vec<(String, u64, String)> = o
+            .ads
+            .iter()
+            .map(|(n, b)| (n.clone(), b.len() as u64, sha(b)))
+            .collect();
+        let mut got_ads: Vec<(String, u64, String)> =
+            r.ads().into_iter().map(|(n, s, _, h)| (n, s, h)).collect();
+        got_ads.sort();
+        d.field(p, "ads", "model", want_ads, "oracle", got_ads);
+    }
+
+    // 2. The crate's reader against the oracle, field by field.
+    let cim = match Cim::open(cim_path) {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "Cim::open {} failed but the oracle accepted it: {e}",
+            cim_path.display()
+        ),
+    };
+    d.field(
+        "",
+        "root file id",
+        "Cim::root",
+        cim.root() as u64,
+        "oracle",
+        by_path.get("").map_or(0, |r| r.num("file_id")),
+    );
+    let mut children: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for r in &run.records {
+        let p = r.path();
+        if let Some(parent) = parent_of(&p) {
+            let name = p.rsplit('\\').next().unwrap_or(&p).to_string();
+            children
+                .entry(parent.to_string())
+                .or_default()
+                .push((name, r.num("file_id")));
+        }
+    }
+    for r in &run.records {
+        let p = r.path();
+        let id = r.num("file_id");
+        match cim.lookup(&p) {
+            Ok(got) => d.field(&p, "file_id", "Cim::lookup", got as u64, "oracle", id),
+            Err(e) => {
+                d.note(format!("\\{p}: Cim::lookup failed: {e}"));
+                continue;
+            }
+        }
+        let info = match cim.file(id as u32) {
+            Ok(i) => i,
+            Err(e) => {
+                d.note(format!("\\{p}: Cim::file({id}) failed: {e}"));
+                continue;
+            }
+        };
+        d.field(
+            &p,
+            "is_directory",
+            "Cim",
+            info.is_directory,
+            "oracle",
+            r.flag("directory"),
+        );
+        d.field(
+            &p,
+            "attributes",
+            "Cim",
+            info.attributes as u64,
+            "oracle",
+            r.num("attributes"),
+        );
+        for (k, v) in [
+            ("creation_time", info.creation_time),
+            ("last_write_time", info.last_write_time),
+            ("change_time", info.change_time),
+            ("last_access_time", info.last_access_time),
+        ] {
+            d.field(&p, k, "Cim", v, "oracle", r.num(k));
+        }
+        d.field(
+            &p,
+            "sd",
+            "Cim",
+            hex(&info.security_descriptor),
+            "oracle",
+            r.raw("sd").to_string(),
+        );
+        d.field(
+            &p,
+            "ea",
+            "Cim",
+            hex(&info.extended_attributes),
+            "oracle",
+            r.raw("ea").to_string(),
+        );
+        d.field(
+            &p,
+            "reparse",
+            "Cim",
+            hex(&info.reparse_data),
+            "oracle",
+            r.raw("reparse").to_string(),
+        );
+        d.field(
+            &p,
+            "reparse_tag",
+            "Cim",
+            info.reparse_tag as u64,
+            "oracle",
+            r.num("reparse_tag"),
+        );
+        d.field(
+            &p,
+            "pe_image",
+            "Cim",
+            info.pe_image,
+            "oracle",
+            r.raw("stream_type") == "pe",
+        );
+        if r.flag("directory") {
+            match cim.read_dir(&p) {
+                Ok(list) => {
+                    let got: Vec<(String, u64)> = list
+                        .into_iter()
+                        .map(|e| (e.name, e.file_id as u64))
+                        .collect();
+                    let want = children.get(&p).cloned().unwrap_or_default();
+                    d.field(
+                        &p,
+                        "children (stored order)",
+                        "Cim::read_dir",
+                        got,
+                        "oracle",
+                        want,
+                    );
+                }
+                Err(e) => d.note(format!("\\{p}: Cim::read_dir failed: {e}")),
+            }
+        } else {
+            d.field(&p, "size", "Cim", info.size, "oracle", r.num("size"));
+            d.field(&p, "sparse", "Cim", info.sparse, "oracle", r.flag("sparse"));
+            match read_all(cim.open_file(&p)) {
+                Ok(buf) => d.field(
+                    &p,
+                    "sha256",
+                    "Cim::open_file",
+                    Some(sha(&buf)),
+                    "oracle",
+                    r.opt("sha256"),
+                ),
+                Err(e) => d.note(format!("\\{p}: reading through Cim::open_file failed: {e}")),
+            }
+        }
+        let want: Vec<(String, u64)> = r.ads().into_iter().map(|(n, s, _, _)| (n, s)).collect();
+        match cim.streams_id(id as u32) {
+            Ok(list) => {
+                let got: Vec<(String, u64)> = list.into_iter().map(|s| (s.name, s.size)).collect();
+                d.field(
+                    &p,
+                    "ads (stored order)",
+                    "Cim::streams_id",
+                    got,
+                    "oracle",
+                    want,
+                );
+            }
+            Err(e) => d.note(format!("\\{p}: Cim::streams_id failed: {e}")),
+        }
+        for (name, _, _, h) in r.ads() {
+            match read_all(cim.open_stream(&p, &name)) {
+                Ok(buf) => d.field(
+                    &p,
+                    &format!("ads {name} sha256"),
+                    "Cim::open_stream",
+                    sha(&buf),
+                    "oracle",
+                    h,
+                ),
+                Err(e) => d.note(format!("\\{p}: Cim::open_stream({name}) failed: {e}")),
+            }
+        }
+    }
+    assert!(
+        d.lines.is_empty(),
+        "{} disagreement(s):\n{}",
+        d.lines.len(),
+        d.lines.join("\n")
+    );
+    run.warnings
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata blobs
+
+const SID_SYSTEM: &[u8] = &[1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0];
+const SID_ADMINS: &[u8] = &[1, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 0x20, 2, 0, 0];
+const SID_USERS: &[u8] = &[1, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 0x21, 2, 0, 0];
+const SID_EVERYONE: &[u8] = &[1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+
+/// A self-relative security descriptor: owner, group and a DACL of access-allowed ACEs.
+fn security_descriptor(owner: &[u8], group: &[u8], aces: &[(u32, &[u8])]) -> Vec<u8> {
+    let mut acl = Vec::new();
+    for (mask, sid) in aces {
+        acl.extend_from_slice(&[0, 0]);
+        acl.extend_from_slice(&((8 + sid.len()) as u16).to_le_bytes());
+        acl.extend_from_slice(&mask.to_le_bytes());
+        acl.extend_from_slice(sid);
+    }
+    let owner_off = 20u32;
+    let group_off = owner_off + owner.len() as u32;
+    let dacl_off = group_off + group.len() as u32;
+    let mut sd = vec![1, 0];
+    sd.extend_from_slice(&0x8004u16.to_le_bytes()); // SE_SELF_RELATIVE | SE_DACL_PRESENT
+    for v in [owner_off, group_off, 0, dacl_off] {
+        sd.extend_from_slice(&v.to_le_bytes());
+    }
+    sd.extend_from_slice(owner);
+    sd.extend_from_slice(group);
+    sd.extend_from_slice(&[2, 0]);
+    sd.extend_from_slice(&((8 + acl.len()) as u16).to_le_bytes());
+    sd.extend_from_slice(&(aces.len() as u16).to_le_bytes());
+    sd.extend_from_slice(&[0, 0]);
+    sd.extend_from_slice(&acl);
+    sd
+}
+
+/// A FILE_FULL_EA_INFORMATION chain.
+fn ea_chain(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, (name, value)) in entries.iter().enumerate() {
+        let mut e = vec![0u8; 4];
+        e.push(0);
+        e.push(name.len() as u8);
+        e.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        e.extend_from_slice(name.as_bytes());
+        e.push(0);
+        e.extend_from_slice(value);
+        if i + 1 < entries.len() {
+            while e.len() % 4 != 0 {
+                e.push(0);
+            }
+            let next = e.len() as u32;
+            e[..4].copy_from_slice(&next.to_le_bytes());
+        }
+        out.extend_from_slice(&e);
+    }
+    out
+}
+
+/// A complete REPARSE_DATA_BUFFER.
+fn reparse_buffer(tag: u32, payload: &[u8]) -> Vec<u8> {
+    let mut b = tag.to_le_bytes().to_vec();
+    b.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(payload);
+    b
+}
+
+/// A symbolic-link (tag 0xA000000C) or mount-point (0xA0000003) reparse buffer for `target`.
+fn link_reparse(tag: u32, target: &str) -> Vec<u8> {
+    let sub: Vec<u8> = format!("\\??\\{target}")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let print: Vec<u8> = target.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let mut p = Vec::new();
+    for v in [0, sub.len(), sub.len() + 2, print.len()] {
+        p.extend_from_slice(&(v as u16).to_le_bytes());
+    }
+    if tag == 0xA000_000C {
+        p.extend_from_slice(&0u32.to_le_bytes());
+    }
+    p.extend_from_slice(&sub);
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(&print);
+    p.extend_from_slice(&[0, 0]);
+    reparse_buffer(tag, &p)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/// Writes the varied tree of a fresh image into `b`.
+fn varied_tree(b: &mut Build<'_>) {
+    b.dir("Files");
+    b.file("Files\\empty.txt", b"");
+    for (i, n) in [1usize, 7, 8, 9, 511, 4095, 4096, 4097, 65_537, 1 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        b.file(&format!("Files\\size-{n}.bin"), &pattern(n, i as u32 + 1));
+    }
+    b.file("Files\\multi-mib.bin", &pattern(5 * (1 << 20) + 123, 99));
+    let same = pattern(10_000, 7);
+    b.file("Files\\dup1.bin", &same);
+    b.file("Files\\dup2.bin", &same);
+    b.file_with("Files\\sparse10", file_meta(10, 1), b"");
+    b.file_with("Files\\partial", file_meta(100, 2), b"0123456789");
+    b.file_with("Files\\big-sparse", file_meta(3 << 20, 3), b"");
+    b.file_with(
+        "Files\\big-partial",
+        file_meta(2 << 20, 4),
+        &pattern(5000, 5),
+    );
+
+    // Unicode, non-BMP, and names whose order differs between UTF-16 units and code points
+    // (U+FF41 upcases to U+FF21, which sorts after the surrogate D83D of U+1F600).
+    b.dir("Ünïcödé");
+    for name in [
+        "日本語.txt",
+        "😀 smile.txt",
+        "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+        "\u{ff41}-fullwidth",
+        "ÿ-lower-y-diaeresis",
+        "\u{E000}-private",
+        "ß-sharp",
+        "ǅ-titlecase",
+        "Ωmega",
+        "ωmega2",
+    ] {
+        b.file(&format!("Ünïcödé\\{name}"), name.as_bytes());
+    }
+    b.dir("Ünïcödé\\😀-dir");
+    b.file("Ünïcödé\\😀-dir\\inner", b"inner");
+
+    // Case-insensitive ordering: '_' (0x5F) sorts after upcased letters, before lowercase.
+    b.dir("Case");
+    for name in [
+        "apple", "Banana", "cherry", "_under", "Zeta", "zz", "a", "B", "ÄPFEL", "äpfel2", "[x",
+        "{y",
+    ] {
+        b.file(&format!("Case\\{name}"), name.as_bytes());
+    }
+    b.dir("Case\\one");
+    b.dir("Case\\two");
+    b.file("Case\\one\\Readme", b"one");
+    b.file("Case\\two\\README", b"two");
+
+    // Attributes, including bits the format cannot store.
+    let mut m = file_meta(3, 10);
+    m.attributes = READONLY | HIDDEN | SYSTEM | ARCHIVE;
+    b.file_with("Files\\rhs", m, b"rhs");
+    let mut m = file_meta(4, 11);
+    m.attributes = NORMAL;
+    b.file_with("Files\\normal", m, b"norm");
+    let mut m = file_meta(4, 12);
+    m.attributes = ARCHIVE | NOT_CONTENT_INDEXED;
+    b.file_with("Files\\not-indexed", m, b"noci");
+    let mut m = file_meta(4096 * 3, 13);
+    m.attributes = ARCHIVE | SPARSE_FILE;
+    b.file_with("Files\\sparse-attr", m, &pattern(100, 13));
+    b.dir_with("Hidden", dir_meta(HIDDEN | SYSTEM));
+
+    // Security descriptors (one shared by two files), EAs, reparse points.
+    let sd1 = security_descriptor(SID_SYSTEM, SID_SYSTEM, &[(0x1F01FF, SID_EVERYONE)]);
+    let sd2 = security_descriptor(
+        SID_ADMINS,
+        SID_ADMINS,
+        &[(0x1200A9, SID_USERS), (0x1F01FF, SID_ADMINS)],
+    );
+    let mut m = file_meta(5, 20);
+    m.security_descriptor = sd1.clone();
+    b.file_with("Files\\sd1-a", m.clone(), b"sd1-a");
+    b.file_with("Files\\sd1-b", m, b"sd1-b");
+    let mut m = dir_meta(0);
+    m.security_descriptor = sd2.clone();
+    b.dir_with("Files\\sd2-dir", m);
+    let mut m = file_meta(2, 21);
+    m.security_descriptor = sd2;
+    m.extended_attributes = ea_chain(&[
+        ("$KERNEL.PURGE.ESBCACHE", &[1, 2, 3, 4, 5]),
+        ("USER.X", b"value"),
+    ]);
+    b.file_with("Files\\sd2-dir\\with-ea", m, b"ea");
+    let mut m = file_meta(0, 22);
+    m.reparse_data = link_reparse(0xA000_000C, "C:\\Windows\\notepad.exe");
+    b.file_with("Files\\symlink", m, b"");
+    let mut m = dir_meta(0);
+    m.reparse_data = link_reparse(0xA000_0003, "C:\\target");
+    b.dir_with("Files\\junction", m);
+    let mut m = file_meta(6, 23);
+    m.reparse_data = reparse_buffer(0x8000_0017, &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]);
+    b.file_with("Files\\wof", m, b"wofdat");
+
+    // Alternate data streams.
+    b.file("Files\\with-ads", b"main stream");
+    b.ads(
+        "Files\\with-ads",
+        "Zone.Identifier",
+        25,
+        b"[ZoneTransfer]\r\nZoneId=3\r",
+    );
+    b.ads("Files\\with-ads", "alpha", 0, b"");
+    b.ads("Files\\with-ads", "ÜBER", 70_000, &pattern(70_000, 31));
+    b.ads("Files\\with-ads", "sparse", 10, b"");
+    b.ads("Files\\with-ads", "_x", 3, b"abc");
+    b.file("Files\\empty-with-ads", b"");
+    b.ads("Files\\empty-with-ads", "s", 4, b"data");
+
+    // Hard links, across directories, to a file with ADS.
+    b.dir("Files\\Windows");
+    b.file("Files\\Windows\\notepad.exe", b"MZ not really a PE");
+    b.link("Files\\link.exe", "Files\\Windows\\notepad.exe");
+    b.link("Case\\link2.exe", "Files\\Windows\\notepad.exe");
+    b.link("Files\\ads-link", "Files\\with-ads");
+
+    // Empty directories, nested.
+    b.dir("Empty");
+    b.dir("Files\\Empty2");
+    b.dir("Deep");
+    b.dir("Deep\\a");
+    b.dir("Deep\\a\\b");
+    b.dir("Deep\\a\\b\\c");
+    b.dir("Deep\\a\\b\\c\\d");
+}
+
+/// More than 1024 files, so the image needs a second file table.
+fn many_files(b: &mut Build<'_>, dir: &str, n: usize) {
+    b.dir(dir);
+    for i in 0..n {
+        b.file(&format!("{dir}\\f{i:05}"), format!("file {i}").as_bytes());
+    }
+}
+
+/// A scratch folder, removed on drop unless CIMORACLE_KEEP is set (then its path is printed).
+struct Scratch {
+    path: PathBuf,
+    _guard: Option<tempfile::TempDir>,
+}
+
+fn scratch() -> Scratch {
+    let t = tempfile::tempdir().expect("temporary folder");
+    if std::env::var_os("CIMORACLE_KEEP").is_some() {
+        let path = t.keep();
+        eprintln!("keeping images in {}", path.display());
+        return Scratch { path, _guard: None };
+    }
+    Scratch {
+        path: t.path().to_path_buf(),
+        _guard: Some(t),
+    }
+}
+
+fn report_warnings(image: &str, warnings: &[String]) {
+    for w in warnings {
+        eprintln!("oracle warning on {image}: {w}");
+    }
+}
+
+#[test]
+fn new_image_agrees_with_model_and_reader() {
+    let Some(py) = python() else { return };
+    let t = scratch();
+    let mut model = Model::default();
+    let mut b = Build::create(&t.path, "new.cim", &mut model);
+    varied_tree(&mut b);
+    many_files(&mut b, "Many", 1100);
+    b.commit();
+    let warnings = check_image(&py, &t.path.join("new.cim"), &model);
+    report_warnings("new.cim", &warnings);
+}
