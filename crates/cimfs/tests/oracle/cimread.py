@@ -8,7 +8,9 @@ bugs. Standard library only.
 Usage: cimread.py [--expect-upcase FILE] [--strict] [--kv] <dir>/<name>.cim
 
 Prints one JSON object per line on stdout for every entry reachable from the root (the root
-itself has path ""), in depth-first order with children in stored order. With --kv the same
+itself has path ""), in depth-first order with children in stored order. "entry" is the
+[region index, byte offset] of the file entry, "data" that of the file data, PE image object or
+directory link table. With --kv the same
 records are printed as tab-separated key=value pairs (strings as hex of their UTF-8, lists
 joined by ",", ADS as name:size:sparse:sha256, None as "-") for consumers without JSON. Warnings (writer
 choices that are allowed but unexpected) go to stderr as "warning: ..." lines; with --strict
@@ -250,8 +252,8 @@ class Reader:
             data = self.obj(off, count * esize, "file table %d" % t) if count else b""
             if count:
                 self.check_meta_alignment(off, "file table %d" % t)
-            self.tables.append((count, esize, data))
-        self.file_count = sum(c for c, _, _ in self.tables)
+            self.tables.append((count, esize, data, off))
+        self.file_count = sum(t[0] for t in self.tables)
 
     # ----- objects -------------------------------------------------------------------------
 
@@ -289,7 +291,8 @@ class Reader:
         t, slot = (fid - 1) // FILES_PER_TABLE, (fid - 1) % FILES_PER_TABLE
         if t >= len(self.tables) or slot >= self.tables[t][0]:
             fail("%s: file id %d is not in the file tables" % (where, fid))
-        _, esize, data = self.tables[t]
+        _, esize, data, table_off = self.tables[t]
+        entry_off = table_off + slot * esize
         raw = data[slot * esize:(slot + 1) * esize]
         raw = raw[:FILE_V2] + bytes(max(0, FILE_V2 - len(raw)))
         (flags, ea_len, tag, ctime, wtime, chtime, atime, ds_off, ds_lt, sd_off, ea_off,
@@ -298,7 +301,7 @@ class Reader:
             "flags": flags, "ea_len": ea_len, "tag": tag, "times": (ctime, wtime, chtime, atime),
             "ds_off": ds_off, "ds_lt": ds_lt, "sd_off": sd_off, "ea_off": ea_off,
             "rp_off": rp_off, "st_off": st_off, "parent": parent, "base": base,
-            "reserved": reserved,
+            "reserved": reserved, "entry": [entry_off >> 48, entry_off & 0xFFFFFFFFFFFF],
         }
 
     # ----- link tables ---------------------------------------------------------------------
@@ -530,6 +533,7 @@ class Reader:
             "reparse_tag": ino["tag"],
             "parent_file_id": ino["parent"],
             "base_region_index": ino["base"],
+            "entry": ino["entry"],
         }
         children = None
         if is_dir:
@@ -542,7 +546,8 @@ class Reader:
                     self.warn("%s: empty directory with a table offset %s" % (what, fmt_off(ino["ds_off"])))
             else:
                 children = self.link_table(ino["ds_off"], size, 4, what + " directory")
-            rec.update(size=size, stream_type="linktable", sparse=False, sha256=None, data=None,
+            loc = [ino["ds_off"] >> 48, ino["ds_off"] & 0xFFFFFFFFFFFF] if size else None
+            rec.update(size=size, stream_type="linktable", sparse=False, sha256=None, data=loc,
                        children=len(children))
         else:
             size, st, sparse, digest, loc = self.stream_digest(ino["ds_off"], ino["ds_lt"], what, True)
