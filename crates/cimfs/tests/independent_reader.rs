@@ -124,6 +124,9 @@ fn sha(b: &[u8]) -> String {
 /// What one oracle run printed.
 struct OracleRun {
     ok: bool,
+    /// The header record (version, region sets, region files in combined index order).
+    header: Option<Record>,
+    /// The entry records, depth-first from the root.
     records: Vec<Record>,
     warnings: Vec<String>,
     stderr: String,
@@ -139,7 +142,7 @@ fn run_oracle(py: &str, cim: &Path, extra: &[&str]) -> OracleRun {
         .expect("run the CIM oracle");
     let stdout = String::from_utf8(out.stdout).expect("oracle output is UTF-8");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let records = stdout
+    let (headers, records): (Vec<Record>, Vec<Record>) = stdout
         .lines()
         .map(|l| {
             Record(
@@ -151,7 +154,7 @@ fn run_oracle(py: &str, cim: &Path, extra: &[&str]) -> OracleRun {
                     .collect(),
             )
         })
-        .collect();
+        .partition(|r| r.0.get("kind").map(|k| unhex_utf8(k)) == Some("header".to_string()));
     let warnings = stderr
         .lines()
         .filter_map(|l| l.strip_prefix("warning: "))
@@ -159,6 +162,7 @@ fn run_oracle(py: &str, cim: &Path, extra: &[&str]) -> OracleRun {
         .collect();
     OracleRun {
         ok: out.status.success(),
+        header: headers.into_iter().next(),
         records,
         warnings,
         stderr,
@@ -429,7 +433,7 @@ impl Diffs {
     }
 }
 
-/// Checks one image three ways: oracle vs model, Rust reader vs oracle. Returns the oracle's
+/// Checks one image: oracle vs model, `image_files` vs oracle, `Cim` vs oracle. Returns the oracle's
 /// warnings. Panics listing every disagreement.
 fn check_image(py: &str, cim_path: &Path, model: &Model) -> Vec<String> {
     let run = oracle_ok(py, cim_path);
@@ -569,7 +573,36 @@ fn check_image(py: &str, cim_path: &Path, model: &Model) -> Vec<String> {
         d.field(p, "ads", "model", want_ads, "oracle", got_ads);
     }
 
-    // 2. The crate's reader against the oracle, field by field.
+    // 2. The image's files as the oracle found them against `cimfs::image_files`.
+    match (&run.header, cimfs::image_files(cim_path)) {
+        (Some(h), Ok(files)) => {
+            let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let ours: Vec<String> = files
+                .parent_regions
+                .iter()
+                .chain(&files.regions)
+                .filter_map(name)
+                .collect();
+            let oracle: Vec<String> = h
+                .raw("regions")
+                .split(',')
+                .filter(|x| !x.is_empty())
+                .map(unhex_utf8)
+                .collect();
+            d.field(
+                "",
+                "region files (combined order)",
+                "image_files",
+                ours,
+                "oracle",
+                oracle,
+            );
+        }
+        (None, _) => d.note("oracle printed no header record".to_string()),
+        (_, Err(e)) => d.note(format!("cimfs::image_files failed: {e}")),
+    }
+
+    // 3. The crate's reader against the oracle, field by field.
     let cim = match Cim::open(cim_path) {
         Ok(c) => c,
         Err(e) => panic!(

@@ -7,7 +7,8 @@ bugs. Standard library only.
 
 Usage: cimread.py [--expect-upcase FILE] [--strict] [--kv] <dir>/<name>.cim
 
-Prints one JSON object per line on stdout for every entry reachable from the root (the root
+Prints a header record (kind "header": version, region sets, region files in combined index
+order) and then one JSON object per line on stdout (kind "entry") for every entry reachable from the root (the root
 itself has path ""), in depth-first order with children in stored order. "entry" is the
 [region index, byte offset] of the file entry, "data" that of the file data, PE image object or
 directory link table. With --kv the same
@@ -112,6 +113,11 @@ class Reader:
         self.dir = os.path.dirname(os.path.abspath(cim_path))
         self.listing = {n.lower(): n for n in os.listdir(self.dir)}
         self.sd_cache = {}
+        # (region index, byte offset) -> {(size, kind): what}; kind is "meta" or "data".
+        self.extents = {}
+        # file id -> its ParentFileId; file id -> ids of the directories that link to it.
+        self.parent_field = {}
+        self.linked_from = {}
 
     def warn(self, msg):
         if self.strict:
@@ -272,9 +278,39 @@ class Reader:
                  % (what, size, fmt_off(ro), r.path, r.size))
         return r, byte
 
-    def obj(self, ro, size, what):
+    def obj(self, ro, size, what, record=True):
         r, byte = self.locate(ro, size, what)
+        if record and size:
+            self.extent(ro, size, "meta", what)
         return r.read(byte, size)
+
+    def extent(self, ro, size, kind, what):
+        """Remembers an object's bytes so overlaps between different objects can be found."""
+        idx = ro >> 48
+        self.extents.setdefault((idx, ro & 0xFFFFFFFFFFFF), {}).setdefault((size, kind), what)
+        if kind == "meta" and self.regions[idx].rtype != 0:
+            self.warn("%s: metadata in region %d of type %d" % (what, idx, self.regions[idx].rtype))
+
+    def check_overlaps(self):
+        """Distinct objects must not share bytes; the same object may be referenced many times
+        (de-duplicated data, shared security descriptors)."""
+        per_region = {}
+        for (idx, start), objs in self.extents.items():
+            for (size, kind), what in objs.items():
+                per_region.setdefault(idx, []).append((start, start + size, kind, what))
+        for idx, ext in sorted(per_region.items()):
+            ext.sort()
+            cur = None
+            for e in ext:
+                if cur is not None and e[0] < cur[1]:
+                    a, b = cur, e
+                    msg = "region %d: %s [0x%x, 0x%x) overlaps %s [0x%x, 0x%x)" % (
+                        idx, a[3], a[0], a[1], b[3], b[0], b[1])
+                    if a[2] == "meta" or b[2] == "meta":
+                        fail(msg)
+                    self.warn(msg + " (partly shared file data)")
+                if cur is None or e[1] > cur[1]:
+                    cur = e
 
     def check_meta_alignment(self, ro, what):
         if ro & 7:
@@ -282,8 +318,9 @@ class Reader:
 
     def counted16(self, ro, what):
         self.check_meta_alignment(ro, what)
-        n = u16(self.obj(ro, 2, what + " count"), 0)
-        return self.obj(ro + 2, n, what) if n else b""
+        n = u16(self.obj(ro, 2, what + " count", record=False), 0)
+        self.extent(ro, 2 + n, "meta", what)
+        return self.obj(ro + 2, n, what, record=False) if n else b""
 
     def file_entry(self, fid, where):
         if fid == 0:
@@ -403,6 +440,7 @@ class Reader:
                 self.warn("%s: empty stream with a data offset %s" % (what, fmt_off(ro)))
         elif stype == ST_DATA:
             r, byte = self.locate(ro, size, what)
+            self.extent(ro, size, "data", what)
             self.data_alignment(r, byte, size, what)
             self.hash_range(h, ro, 0, size, what)
             loc = [ro >> 48, byte]
@@ -414,10 +452,11 @@ class Reader:
 
     def pe_digest(self, h, ro, size, what):
         self.check_meta_alignment(ro, what + " PE image object")
-        pe = self.obj(ro, PE_IMAGE, what + " PE image object")
+        pe = self.obj(ro, PE_IMAGE, what + " PE image object", record=False)
         data_off, data_len, image_len, mcount, pflags = struct.unpack("<QQIHH", pe)
         data_len &= 0x7FFFFFFFFFFFFFFF
-        raw = self.obj(ro + PE_IMAGE, mcount * PE_MAPPING, what + " PE mappings")
+        raw = self.obj(ro + PE_IMAGE, mcount * PE_MAPPING, what + " PE mappings", record=False)
+        self.extent(ro, PE_IMAGE + mcount * PE_MAPPING, "meta", what + " PE image object")
         maps = [struct.unpack_from("<II", raw, k * PE_MAPPING) for k in range(mcount)]
         for (a, _), (b, _) in zip(maps, maps[1:]):
             if b <= a:
@@ -430,6 +469,7 @@ class Reader:
         if byte % PAGE:
             self.warn("%s: expanded PE data at 0x%x not page aligned" % (what, byte))
         off = 0
+        expanded_end = 0
         while off < size:
             delta, end = 0, data_len
             for fo, d in maps:
@@ -441,14 +481,17 @@ class Reader:
             if n <= 0:
                 fail("%s: PE mapping table gives no data for file offset %d" % (what, off))
             self.hash_range(h, data_off, off + delta, n, what + " PE data")
+            expanded_end = max(expanded_end, off + delta + n)
             off += n
+        if expanded_end:
+            self.extent(data_off, expanded_end, "data", what + " PE data")
         return [data_off >> 48, data_off & 0xFFFFFFFFFFFF]
 
     def streams(self, ino, what):
         if ino["st_off"] == 0:
             return []
         ro = ino["st_off"]
-        length = u32(self.obj(ro, 4, what + " stream table"), 0)
+        length = u32(self.obj(ro, 4, what + " stream table", record=False), 0)
         table = self.link_table(ro, length, STREAM, what + " stream table")
         if not table:
             self.warn("%s: empty stream table stored" % what)
@@ -534,7 +577,12 @@ class Reader:
             "parent_file_id": ino["parent"],
             "base_region_index": ino["base"],
             "entry": ino["entry"],
+            "kind": "entry",
         }
+        self.parent_field[fid] = ino["parent"]
+        if ino["base"] != self.own_base:
+            self.warn("%s: BaseRegionIndex %d, the image's own regions start at %d"
+                      % (what, ino["base"], self.own_base))
         children = None
         if is_dir:
             size = ino["ds_lt"] & 0xFFFFFFFFFFFF
@@ -577,11 +625,10 @@ class Reader:
         if not root["directory"]:
             fail("root file id %d is not a directory" % self.root_id)
         emit(root)
-        reached = {self.root_id}
         dirs_seen = {self.root_id}
-        stack = [("", iter(children))]
+        stack = [("", self.root_id, iter(children))]
         while stack:
-            prefix, it = stack[-1]
+            prefix, dir_id, it = stack[-1]
             nxt = next(it, None)
             if nxt is None:
                 stack.pop()
@@ -594,16 +641,67 @@ class Reader:
                 if fid in dirs_seen:
                     fail("\\%s: directory file id %d is linked more than once" % (path, fid))
                 dirs_seen.add(fid)
-            elif fid in dirs_seen:
-                fail("\\%s: file id %d is also a directory" % (path, fid))
-            reached.add(fid)
+            self.linked_from.setdefault(fid, set()).add(dir_id)
             emit(rec)
             if rec["directory"]:
-                stack.append((path, iter(kids)))
-        unreached = self.file_count - len(reached)
-        if unreached:
+                stack.append((path, fid, iter(kids)))
+        self.check_after_walk()
+
+    def check_after_walk(self):
+        reached = len(self.linked_from) + (self.root_id not in self.linked_from)
+        if reached != self.file_count:
             self.warn("%d of %d file table entries are not reachable from the root"
-                      % (unreached, self.file_count))
+                      % (self.file_count - reached, self.file_count))
+        # ParentFileId / BaseRegionIndex meanings are guesses (cim-format.md A6): the containing
+        # directory (the root names itself) and the first region index of the writing image.
+        for fid, parent in sorted(self.parent_field.items()):
+            ok = parent in self.linked_from.get(fid, ()) or (fid == self.root_id and parent in (0, fid))
+            if not ok:
+                self.warn("file %d: ParentFileId %d is not a directory that links to it (%s)"
+                          % (fid, parent, sorted(self.linked_from.get(fid, ()))))
+        self.check_overlaps()
+
+    def header_record(self):
+        return {
+            "kind": "header",
+            "version": "%d.%d" % self.version,
+            "own_region_set": self.own_guid,
+            "parents": ["%s/%d" % p for p in self.parents],
+            "regions": [os.path.basename(r.path) for r in self.regions],
+            "region_types": [r.rtype for r in self.regions],
+            "own_base": self.own_base,
+            "file_count": self.file_count,
+            "root_file_id": self.root_id,
+        }
+
+    def check_ancestors(self):
+        """Every ancestor .cim found next to this one must list the same older ancestors before
+        itself, with the same region counts: then the ancestor's combined region list is a
+        prefix of this one's and offsets copied from it stay valid (cim-format.md A4)."""
+        own_sets = {g: k for k, (g, _) in enumerate(self.parents)}
+        me = os.path.basename(self.cim_path).lower()
+        for low, real in sorted(self.listing.items()):
+            if not low.endswith(".cim") or low == me:
+                continue
+            path = os.path.join(self.dir, real)
+            with open(path, "rb") as f:
+                head = f.read(FS_HEADER + REGION_SET * 0x10000)
+            if len(head) < FS_HEADER or head[:8] != MAGIC:
+                continue
+            guid, count = guid_str(head[0x20:0x30]), u16(head, 0x30)
+            k = own_sets.get(guid)
+            if k is None:
+                continue
+            if count != self.parents[k][1]:
+                fail("%s: parent %s has %d regions but this image counts %d"
+                     % (self.cim_path, real, count, self.parents[k][1]))
+            theirs = []
+            for j in range(u16(head, 0x46)):
+                o = FS_HEADER + j * REGION_SET
+                theirs.append((guid_str(head[o:o + 16]), u16(head, o + 16)))
+            if theirs != self.parents[:k]:
+                self.warn("%s lists parents %s, but this image lists %s before it"
+                          % (real, theirs, self.parents[:k]))
 
 
 def kv_value(v):
@@ -617,6 +715,8 @@ def kv_value(v):
         return v.encode("utf-8").hex()
     if isinstance(v, list) and all(isinstance(x, int) for x in v):
         return ",".join(str(x) for x in v)
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return ",".join(x.encode("utf-8").hex() for x in v)
     if isinstance(v, list):
         return ",".join("%s:%d:%d:%s" % (s["name"].encode("utf-8").hex(), s["size"], s["sparse"], s["sha256"])
                         for s in v)
@@ -661,10 +761,11 @@ def main(argv):
             if diff:
                 fail("upcase table differs from %s at %d units, first U+%04X: U+%04X != U+%04X"
                      % (expect_upcase, len(diff), diff[0], rd.upcase[diff[0]], want[diff[0]]))
-        if kv:
-            rd.walk(lambda rec: out.write(kv_line(rec)))
-        else:
-            rd.walk(lambda rec: out.write(json.dumps(rec, ensure_ascii=True, sort_keys=True) + "\n"))
+        rd.check_ancestors()
+        emit = (lambda rec: out.write(kv_line(rec))) if kv else (
+            lambda rec: out.write(json.dumps(rec, ensure_ascii=True, sort_keys=True) + "\n"))
+        emit(rd.header_record())
+        rd.walk(emit)
     except CimError as e:
         out.flush()
         print("error: %s" % e, file=sys.stderr)
