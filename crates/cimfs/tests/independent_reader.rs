@@ -1596,3 +1596,191 @@ fn names_equal_ignoring_case_never_coexist() {
         under[0].path()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Edge cases: the writer may refuse them, but whatever it accepts must be an image the
+// oracle accepts and that reads back as written.
+
+/// Builds an image with `f`, then checks it against the model (if the commit succeeds).
+fn probe(py: &str, name: &str, f: impl FnOnce(&mut Build<'_>)) {
+    let t = scratch();
+    let mut model = Model::default();
+    let mut b = Build::create(&t.path, "p.cim", &mut model);
+    f(&mut b);
+    match b.w.commit() {
+        Ok(_) => {
+            let w = check_image(py, &t.path.join("p.cim"), &model);
+            report_warnings(name, &w);
+        }
+        Err(e) => eprintln!("{name}: commit refused: {e}"),
+    }
+}
+
+#[test]
+fn edge_names() {
+    let Some(py) = python() else { return };
+    probe(&py, "names", |b| {
+        b.dir("N");
+        let long255: String = "é".repeat(255);
+        b.file(&format!("N\\{long255}"), b"255 units");
+        // 127 surrogate pairs + 1 unit = 255 UTF-16 units.
+        let long_astral = format!("{}x", "😀".repeat(127));
+        b.file(&format!("N\\{long_astral}"), b"astral");
+        b.w.add("\\Leading", &file_meta(1, 0))
+            .expect("leading backslash");
+        b.w.write(b"L").expect("write");
+        b.put("Leading", {
+            let mut o = b.m.objs[0].clone();
+            o.dir = false;
+            o.meta = file_meta(1, 0);
+            o.data = b"L".to_vec();
+            o
+        });
+        for bad in [
+            format!("N\\{}", "a".repeat(256)),
+            format!("N\\{}", "😀".repeat(128)),
+            "N\\colon:name:$DATA:x".to_string(),
+            "N\\nul\0byte".to_string(),
+            "N\\.".to_string(),
+            "N\\..".to_string(),
+            "Missing\\parent".to_string(),
+        ] {
+            if b.w.add(&bad, &file_meta(1, 0)).is_ok() {
+                let _ = b.w.write(b"?");
+                // The writer chose to accept it; the image must still read back, so the
+                // model learns the path as the writer would store it if it is a plain name.
+                eprintln!("names: writer accepted {bad:?}");
+            }
+        }
+        // Many long names: a directory table well over 64 KiB.
+        b.dir("Long");
+        for i in 0..300 {
+            b.file(&format!("Long\\{i:04}-{}", "ü".repeat(240)), &[i as u8]);
+        }
+    });
+}
+
+#[test]
+fn edge_metadata_and_operations() {
+    let Some(py) = python() else { return };
+    probe(&py, "empty image", |_| {});
+    probe(&py, "metadata", |b| {
+        let mut m = file_meta(1, 0);
+        m.attributes = !DIRECTORY;
+        m.creation_time = u64::MAX;
+        m.last_write_time = i64::MAX as u64;
+        m.change_time = 0;
+        m.last_access_time = 1;
+        b.file_with("all-attributes", m, b"a");
+        let mut m = dir_meta(!DIRECTORY);
+        m.creation_time = u64::MAX;
+        b.dir_with("all-attributes-dir", m);
+        // Largest EA a u16 EaLength can describe, and a 64 KiB - 1 SD.
+        let mut m = file_meta(1, 1);
+        m.extended_attributes = ea_chain(&[("BIG", &vec![7u8; 0xFFFF - 8 - 4])]);
+        assert_eq!(m.extended_attributes.len(), 0xFFFF);
+        b.file_with("max-ea", m, b"e");
+        for (what, meta) in [
+            ("EA over 64 KiB", {
+                let mut m = file_meta(1, 2);
+                m.extended_attributes = ea_chain(&[("BIG", &vec![7u8; 0x10000])]);
+                m
+            }),
+            ("SD over 64 KiB", {
+                let mut m = file_meta(1, 3);
+                let aces: Vec<(u32, &[u8])> = (0..3300).map(|_| (0x1F01FFu32, SID_USERS)).collect();
+                m.security_descriptor = security_descriptor(SID_SYSTEM, SID_SYSTEM, &aces);
+                assert!(m.security_descriptor.len() > 0xFFFF);
+                m
+            }),
+            ("reparse buffer over 64 KiB", {
+                let mut m = file_meta(0, 4);
+                m.reparse_data = reparse_buffer(0x8000_0017, &vec![1u8; 0xFFFF]);
+                m
+            }),
+            ("reparse buffer shorter than its header", {
+                let mut m = file_meta(0, 5);
+                m.reparse_data = vec![0x17, 0, 0, 0x80];
+                m
+            }),
+        ] {
+            let path = format!("refused-{}", what.replace(' ', "-"));
+            match b.w.add(&path, &meta) {
+                Ok(()) => {
+                    let _ = b.w.write(&vec![b'x'; meta.size as usize]);
+                    eprintln!("metadata: writer accepted {what}");
+                    let mut data = vec![b'x'; meta.size as usize];
+                    data.truncate(meta.size as usize);
+                    b.put(
+                        &path,
+                        Obj {
+                            dir: false,
+                            meta,
+                            data,
+                            ads: BTreeMap::new(),
+                        },
+                    );
+                }
+                Err(e) => eprintln!("metadata: writer refused {what}: {e}"),
+            }
+        }
+    });
+    probe(&py, "operations", |b| {
+        b.file("f", b"12345");
+        assert!(
+            b.w.write(b"6").is_err(),
+            "writing past the declared size was accepted"
+        );
+        b.dir("d");
+        b.file("d\\child", b"child");
+        assert!(
+            b.w.add_link("link-to-dir", "d").is_err(),
+            "hard link to a directory"
+        );
+        assert!(
+            b.w.add_link("x", "missing").is_err(),
+            "hard link to a missing file"
+        );
+        assert!(
+            b.w.add_alternate_stream("f:", 1).is_err(),
+            "ADS with an empty name"
+        );
+        assert!(
+            b.w.add_alternate_stream("missing:s", 1).is_err(),
+            "ADS on a missing file"
+        );
+        assert!(b.w.remove("missing").is_err(), "remove of a missing path");
+        // A stream on a directory (NTFS allows it).
+        match b.w.add_alternate_stream("d:dirstream", 3) {
+            Ok(()) => {
+                b.w.write(b"dir").expect("write");
+                let i = b.m.paths["d"];
+                b.m.objs[i].ads.insert("dirstream".into(), b"dir".to_vec());
+            }
+            Err(e) => eprintln!("operations: ADS on a directory refused: {e}"),
+        }
+        // Replacing one name of a hard-linked pair gives that name a new file; the other
+        // name keeps the old one.
+        b.file("linked", b"old");
+        b.link("linked2", "linked");
+        b.file("linked", b"new content");
+        // Replacing a non-empty directory by a file drops its children.
+        b.dir("full");
+        b.file("full\\a", b"a");
+        b.dir("full\\sub");
+        b.file("full\\sub\\b", b"b");
+        b.file("full", b"now a file");
+        // An ADS written in two pieces, a stream replaced by a later one of the same name
+        // (different case).
+        b.file("s", b"s");
+        b.w.add_alternate_stream("s:Piece", 6).expect("ads");
+        b.w.write(b"abc").expect("write");
+        b.w.write(b"def").expect("write");
+        let i = b.m.paths["s"];
+        b.m.objs[i].ads.insert("Piece".into(), b"abcdef".to_vec());
+        b.w.add_alternate_stream("s:piece", 2).expect("ads again");
+        b.w.write(b"xy").expect("write");
+        b.m.objs[i].ads.remove("Piece");
+        b.m.objs[i].ads.insert("piece".into(), b"xy".to_vec());
+    });
+}
