@@ -1078,6 +1078,17 @@ fn fork_base(b: &mut Build<'_>) {
     b.file_with("Files\\meta", m, b"meta");
     b.dir("Ünïcödé");
     b.file("Ünïcödé\\😀", b"smile");
+    // Untouched by every fork: streams, links, metadata and empty directories inherited as is.
+    b.file("Files\\keep\\ads-keep", b"keeps its streams");
+    b.ads("Files\\keep\\ads-keep", "Zone.Identifier", 5, b"zone!");
+    b.ads("Files\\keep\\ads-keep", "big", 9000, &pattern(9000, 8));
+    b.file("Files\\keep\\pair-a", b"pair");
+    b.link("Files\\keep\\pair-b", "Files\\keep\\pair-a");
+    b.dir("Files\\keep\\empty");
+    let mut m = file_meta(3, 9);
+    m.reparse_data = link_reparse(0xA000_000C, "C:\\kept");
+    m.extended_attributes = ea_chain(&[("KEPT", b"1")]);
+    b.file_with("Files\\keep\\reparse-ea", m, b"");
     many_files(b, "Many", 1030);
 }
 
@@ -1116,7 +1127,11 @@ fn fork_chain_agrees_with_model_and_reader() {
     b.link("Files\\same-link", "Files\\keep\\same.txt");
     b.ads("Files\\ads-host", "two", 4, b"2222");
     b.file("Files\\new-in-fork1", &pattern(70_000, 4));
-    b.remove("Many\\f00000");
+    // Content equal to a parent's file and to a file added in this fork.
+    b.file("Files\\copy-of-big.bin", &pattern(3 << 20, 1));
+    b.file("Files\\copy-of-same.txt", b"unchanged through the chain");
+    b.file("Files\\copy-of-new.bin", &pattern(70_000, 4));
+        b.remove("Many\\f00000");
     b.remove("Many\\f01029");
     b.commit();
     models.push(("fork1.cim".into(), m.clone()));
