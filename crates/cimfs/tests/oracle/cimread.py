@@ -536,8 +536,7 @@ class Reader:
             if sd is None:
                 sd = self.counted16(ino["sd_off"], what + " security descriptor")
                 self.sd_cache[ino["sd_off"]] = sd
-            if len(sd) < 20 or sd[0] != 1:
-                fail("%s: security descriptor is not a self-relative SD: %s" % (what, sd.hex()))
+            self.check_sd(sd, what)
         if ino["ea_len"]:
             ea = self.obj(ino["ea_off"], ino["ea_len"], what + " EA buffer")
             self.check_meta_alignment(ino["ea_off"], what + " EA buffer")
@@ -603,6 +602,19 @@ class Reader:
                        sha256=digest, data=loc)
         rec["ads"] = self.streams(ino, what)
         return rec, children
+
+    def check_sd(self, sd, what):
+        """Self-relative SECURITY_DESCRIPTOR: revision 1, SE_SELF_RELATIVE, and owner, group,
+        SACL and DACL (when present) inside the blob."""
+        if len(sd) < 20 or sd[0] != 1 or not u16(sd, 2) & 0x8000:
+            fail("%s: security descriptor is not a self-relative SD: %s" % (what, sd[:64].hex()))
+        owner, group, sacl, dacl = struct.unpack_from("<IIII", sd, 4)
+        for name, off in (("owner", owner), ("group", group)):
+            if off and (off + 8 > len(sd) or off + 8 + 4 * sd[off + 1] > len(sd)):
+                fail("%s: security descriptor %s SID at %d is outside its %d bytes" % (what, name, off, len(sd)))
+        for name, off in (("SACL", sacl), ("DACL", dacl)):
+            if off and (off + 8 > len(sd) or off + u16(sd, off + 2) > len(sd)):
+                fail("%s: security descriptor %s at %d is outside its %d bytes" % (what, name, off, len(sd)))
 
     def check_ea(self, ea, what):
         pos = 0
