@@ -1,21 +1,26 @@
 #!/usr/bin/env python3
 """Independent CimFS (classic, file-based) image reader used as a test oracle.
 
-Written from the format facts in shared/docs/cim-format.md (sections A1-A11) without looking at
-the cimfs crate's code, so that the Rust writer is checked by a reader that does not share its
-bugs. Standard library only.
+Written from the format facts in shared/docs/cim-format.md (part A) and the facts of hcsshim's
+2021 Go reader, without looking at the cimfs crate's code, so that the Rust writer is checked by
+a reader that does not share its bugs. Standard library only.
 
-Usage: cimread.py [--expect-upcase FILE] [--strict] [--kv] <dir>/<name>.cim
+Usage: cimread.py [--strict] [--kv] [--expect-upcase FILE] <dir>/<name>.cim
 
-Prints a header record (kind "header": version, region sets, region files in combined index
-order) and then one JSON object per line on stdout (kind "entry") for every entry reachable from the root (the root
-itself has path ""), in depth-first order with children in stored order. "entry" is the
-[region index, byte offset] of the file entry, "data" that of the file data, PE image object or
-directory link table. With --kv the same
-records are printed as tab-separated key=value pairs (strings as hex of their UTF-8, lists
-joined by ",", ADS as name:size:sparse:sha256, None as "-") for consumers without JSON. Warnings (writer
-choices that are allowed but unexpected) go to stderr as "warning: ..." lines; with --strict
-they are errors. Any inconsistency ends the run with exit status 1 and an "error: ..." line.
+stdout: first a header record (kind "header": version, region sets, region file names in
+combined index order), then one record per entry reachable from the root (kind "entry"; the root
+has path "", other paths are backslash-separated from the root), depth-first with children in
+stored order. Entry records hold the file id, attributes derived from the flags, size, the four
+times, sha256 of the default stream (plain, sparse or PeImage), SD/EA/reparse as hex, the ADS
+list, and the [region index, byte offset] of the file entry ("entry") and of its data, PE image
+object or link table ("data"). Records are JSON objects, or with --kv tab-separated key=value
+pairs (strings as hex of their UTF-8, lists joined by ",", ADS as name:size:sparse:sha256, None
+as "-").
+
+stderr: "warning: ..." for writer choices that are valid but unexpected (alignment of data,
+region types, unreachable file entries, guessed meanings of ParentFileId/BaseRegionIndex);
+--strict makes them errors. Any inconsistency stops the run with "error: ..." and exit status 1
+(2 for bad usage). --expect-upcase also requires the stored upcase table to equal FILE.
 """
 
 import hashlib
@@ -42,7 +47,6 @@ STREAM = 16
 PE_IMAGE = 24
 PE_MAPPING = 8
 MAX_NAME_UNITS = 255
-MAX_EA_LENGTH = 0xFFFF
 
 ST_DATA, ST_LINKTABLE, ST_PEIMAGE = 0, 1, 2
 SPARSE_BIT = 1 << 56
@@ -52,9 +56,6 @@ FLAG_ATTRS = ((0x01, 0x01), (0x02, 0x02), (0x04, 0x04), (0x08, 0x20), (0x10, 0x2
 KNOWN_FLAGS = 0x1F
 ATTR_DIRECTORY = 0x10
 ATTR_REPARSE = 0x400
-
-# 20-byte self-relative SD with a NULL DACL (cim-format.md A9).
-NULL_DACL_SD = bytes([1, 0, 4, 0x80]) + bytes(16)
 
 
 class CimError(Exception):
@@ -88,12 +89,12 @@ def fmt_off(ro):
 
 
 class Region:
-    def __init__(self, path, set_index, index_in_set):
+    """One region file, opened for reading."""
+
+    def __init__(self, path):
         self.path = path
         self.f = open(path, "rb")
         self.size = os.fstat(self.f.fileno()).st_size
-        self.set_index = set_index
-        self.index_in_set = index_in_set
         self.rtype = None
 
     def read(self, off, n):
@@ -149,12 +150,12 @@ class Reader:
             self.warn("%s found as %s (different case)" % (name, real))
         return os.path.join(self.dir, real)
 
-    def load_region_set(self, guid, count, set_index, what):
+    def load_region_set(self, guid, count, what):
         if count == 0:
             fail("%s region set %s has count 0" % (what, guid))
         for i in range(count):
             path = self.find_file("region_%s_%d" % (guid, i))
-            r = Region(path, set_index, i)
+            r = Region(path)
             if r.size < REGION_HEADER:
                 fail("%s: shorter than the 40-byte region header" % path)
             h = r.read(0, REGION_HEADER)
@@ -221,11 +222,11 @@ class Reader:
             if g in seen:
                 fail("%s: region set %s listed twice" % (self.cim_path, g))
             seen.add(g)
-            self.load_region_set(g, c, k, "parent %d" % k)
+            self.load_region_set(g, c, "parent %d" % k)
         if own_guid in seen:
             fail("%s: own region set %s is also a parent" % (self.cim_path, own_guid))
         self.own_base = len(self.regions)
-        self.load_region_set(own_guid, own_count, parent_count, "own")
+        self.load_region_set(own_guid, own_count, "own")
         self.parents = parents
         self.own_guid = own_guid
 
@@ -553,7 +554,8 @@ class Reader:
                 fail("%s: reparse tag in entry 0x%08x != tag in buffer 0x%08x"
                      % (what, ino["tag"], u32(reparse, 0)))
             if u16(reparse, 4) + 8 != len(reparse):
-                self.warn("%s: reparse data length %d + 8 != buffer size %d" % (what, u16(reparse, 4), len(reparse)))
+                self.warn("%s: reparse data length %d + 8 != buffer size %d"
+                          % (what, u16(reparse, 4), len(reparse)))
         else:
             if ino["tag"]:
                 fail("%s: reparse tag 0x%08x without a reparse buffer" % (what, ino["tag"]))
@@ -611,7 +613,8 @@ class Reader:
         owner, group, sacl, dacl = struct.unpack_from("<IIII", sd, 4)
         for name, off in (("owner", owner), ("group", group)):
             if off and (off + 8 > len(sd) or off + 8 + 4 * sd[off + 1] > len(sd)):
-                fail("%s: security descriptor %s SID at %d is outside its %d bytes" % (what, name, off, len(sd)))
+                fail("%s: security descriptor %s SID at %d is outside its %d bytes"
+                     % (what, name, off, len(sd)))
         for name, off in (("SACL", sacl), ("DACL", dacl)):
             if off and (off + 8 > len(sd) or off + u16(sd, off + 2) > len(sd)):
                 fail("%s: security descriptor %s at %d is outside its %d bytes" % (what, name, off, len(sd)))
