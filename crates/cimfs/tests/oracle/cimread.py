@@ -348,6 +348,20 @@ class Reader:
         up = self.upcase
         return tuple(up[u] for u in units)
 
+    def go_key(self, units):
+        """Sort key of hcsshim e86001a65's Go reader (cmpcaseUtf8Utf16LE): BMP units upcased,
+        surrogate pairs compared as whole code points without upcasing."""
+        out, i = [], 0
+        while i < len(units):
+            u = units[i]
+            if 0xD800 <= u < 0xDC00 and i + 1 < len(units) and 0xDC00 <= units[i + 1] < 0xE000:
+                out.append(0x10000 + ((u - 0xD800) << 10) + (units[i + 1] - 0xDC00))
+                i += 2
+            else:
+                out.append(self.upcase[u])
+                i += 1
+        return tuple(out)
+
     def link_table(self, ro, span, esize, what):
         """Parses a link table; returns [(name, units, entry_bytes)] in stored order."""
         if ro & 7:
@@ -396,6 +410,12 @@ class Reader:
                 fail("%s: names %r and %r are equal ignoring case" % (what, n0, n1))
             if k0 > k1:
                 fail("%s: link table not sorted: %r stored before %r" % (what, n0, n1))
+        go = [self.go_key(u) for _, u, _ in out]
+        for (n0, _, _), (n1, _, _), g0, g1 in zip(out, out[1:], go, go[1:]):
+            if g0 > g1:
+                self.warn("%s: %r sorts before %r by UTF-16 units but after it by code points, "
+                          "as hcsshim's Go reader compares (it may not find them)" % (what, n0, n1))
+                break
         return out
 
     # ----- streams -------------------------------------------------------------------------
