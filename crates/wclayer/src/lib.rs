@@ -1,1 +1,24 @@
-//! Windows container layer import: the backuptar dialect and the CIM layer writer.
+//! Windows container layer import: the backuptar dialect, the tar reader that drives a
+//! LayerWriter, and the CIM layer writer with base/child/utility-VM processing, laid out the way
+//! containerd's cimfs snapshotter expects.
+
+pub mod backuptar;
+mod cimlayer;
+mod error;
+pub mod export;
+pub mod layout;
+mod paths;
+mod tarstream;
+pub mod uvm;
+mod writer;
+
+pub use cimlayer::{
+    destroy_layer, import_layer, layer_disk_usage, CimLayerWriter, ImportOptions, ImportSummary,
+};
+pub use error::{Error, Result};
+pub use layout::{cim_path_for_layer, is_cim_layer};
+pub use paths::{parse_entry_name, EntryName};
+pub use tarstream::{
+    decompressed, detect_compression, write_layer_from_tar, Compression, Progress, TarStats,
+};
+pub use writer::{LayerWriter, RecordedOp, RecordingLayerWriter};

@@ -1,0 +1,264 @@
+//! `cimkit extract`: copy a CIM's tree into a folder: directories, file data, hard links and
+//! symlinks on disk; Windows metadata (attributes, times, SDs, EAs, reparse data, alternate data
+//! streams) in a JSON-lines sidecar. Nothing is written outside the target folder.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+
+use super::{open_cim, Outcome};
+use crate::output;
+use crate::walk;
+
+/// Default sidecar name, inside DIR.
+const SIDECAR: &str = ".cimkit-metadata.jsonl";
+/// FILETIME ticks between 1601-01-01 and 1970-01-01.
+const UNIX_EPOCH_FILETIME: u64 = 116_444_736_000_000_000;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "On disk: directories, regular files (data), hard links (repeated file ids) \
+and symlinks (symlink and mount-point reparse data; the target with / separators). File and \
+directory modification and access times are set from the image. Everything else goes to the \
+sidecar DIR/.cimkit-metadata.jsonl (or --metadata FILE): one JSON object per entry, as `ls --json` \
+prints it (path, type, attributes, the four FILETIMEs, file_id, sd/ea/reparse base64, sha256, \
+streams) where each stream also carries its bytes in `data` (base64). No xattrs are written. \
+DIR must be empty or absent; names that cannot be a single Linux path component (containing / \
+or NUL, `.`, `..`) stop the extraction."
+)]
+pub struct Args {
+    /// The .cim file.
+    pub cim: PathBuf,
+    /// Target folder (created; must be empty when it exists).
+    pub dir: PathBuf,
+    /// Only this directory (or file) of the image.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// Where to write the metadata sidecar (default DIR/.cimkit-metadata.jsonl).
+    #[arg(long)]
+    pub metadata: Option<PathBuf>,
+    /// Print a summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn filetime_to_system(ft: u64) -> Option<SystemTime> {
+    if ft == 0 {
+        return None;
+    }
+    let ticks = i128::from(ft) - i128::from(UNIX_EPOCH_FILETIME);
+    let nanos = ticks.checked_mul(100)?;
+    if nanos >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(Duration::from_nanos(u64::try_from(nanos).ok()?))
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(Duration::from_nanos(u64::try_from(-nanos).ok()?))
+    }
+}
+
+fn set_times(path: &Path, info: &cimfs::FileInfo) -> Result<()> {
+    let mut times = fs::FileTimes::new();
+    if let Some(t) = filetime_to_system(info.last_write_time) {
+        times = times.set_modified(t);
+    }
+    if let Some(t) = filetime_to_system(info.last_access_time) {
+        times = times.set_accessed(t);
+    }
+    let f = File::open(path).with_context(|| format!("{}", path.display()))?;
+    f.set_times(times)
+        .with_context(|| format!("{}: setting times", path.display()))
+}
+
+/// Turns an image path into a path under `root`, refusing components that are not plain names.
+fn host_path(root: &Path, image_path: &str, cim: &Path) -> Result<PathBuf> {
+    let mut p = root.to_path_buf();
+    for part in image_path.split('\\') {
+        if part.is_empty() || part == "." || part == ".." || part.contains(['/', '\0']) {
+            bail!(
+                "{}: {image_path}: name {part:?} cannot be extracted safely",
+                cim.display()
+            );
+        }
+        p.push(part);
+    }
+    Ok(p)
+}
+
+#[cfg(unix)]
+fn make_symlink(target: &str, host: &Path) -> Result<()> {
+    std::os::unix::fs::symlink(target, host)
+        .with_context(|| format!("cannot create symlink {} -> {target}", host.display()))
+}
+
+#[cfg(not(unix))]
+fn make_symlink(target: &str, host: &Path) -> Result<()> {
+    bail!(
+        "cannot create symlink {} -> {target} on this OS (it is in the sidecar)",
+        host.display()
+    )
+}
+
+/// Copies a stream to `w`, returning its sha256.
+fn copy_hashing(mut r: impl Read, w: &mut dyn Write) -> std::io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        hasher.update(chunk);
+        w.write_all(chunk)?;
+        total += n as u64;
+    }
+    Ok((total, output::hex(&hasher.finalize())))
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    let cim = open_cim(&args.cim)?;
+    let start = walk::normalize(&args.path);
+    let start_id = cim
+        .lookup(&start)
+        .with_context(|| format!("{}: {}", args.cim.display(), walk::display(&start)))?;
+    if args.dir.exists() {
+        let mut entries = fs::read_dir(&args.dir)
+            .with_context(|| format!("{} is not a folder", args.dir.display()))?;
+        if entries.next().is_some() {
+            bail!("{} is not empty", args.dir.display());
+        }
+    } else {
+        fs::create_dir_all(&args.dir)
+            .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    }
+    let sidecar_path = args
+        .metadata
+        .clone()
+        .unwrap_or_else(|| args.dir.join(SIDECAR));
+    if args.metadata.is_none() && cim.lookup(&walk::join(&start, SIDECAR)).is_ok() {
+        bail!(
+            "{}: the image has its own {SIDECAR}; pass --metadata FILE",
+            args.cim.display()
+        );
+    }
+    let mut sidecar = std::io::BufWriter::new(
+        File::create(&sidecar_path)
+            .with_context(|| format!("cannot create {}", sidecar_path.display()))?,
+    );
+
+    let base_len = if start.is_empty() { 0 } else { start.len() + 1 };
+    let mut first_path: HashMap<cimfs::FileId, PathBuf> = HashMap::new();
+    let mut dirs: Vec<(PathBuf, cimfs::FileInfo)> = Vec::new();
+    let mut symlinks: Vec<(PathBuf, String)> = Vec::new();
+    let (mut n_files, mut n_dirs, mut n_links, mut n_symlinks, mut bytes) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+
+    let mut extract_one = |path: &str, info: &cimfs::FileInfo| -> Result<()> {
+        let rel = path.get(base_len..).unwrap_or(path);
+        let host = host_path(&args.dir, rel, &args.cim)?;
+        let ctx = || format!("{}: {path} -> {}", args.cim.display(), host.display());
+        let mut record = output::entry_json(&cim, path, info, false)?;
+        let is_link_reparse = output::link_target(info).is_some();
+        if is_link_reparse {
+            let target = output::link_target(info)
+                .unwrap_or_default()
+                .replace('\\', "/");
+            symlinks.push((host, target));
+            n_symlinks += 1;
+        } else if info.is_directory {
+            fs::create_dir(&host).with_context(ctx)?;
+            dirs.push((host, info.clone()));
+            n_dirs += 1;
+        } else if let Some(existing) = first_path.get(&info.file_id) {
+            fs::hard_link(existing, &host).with_context(ctx)?;
+            n_links += 1;
+        } else {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&host)
+                .with_context(ctx)?;
+            let r = cim.open_id(info.file_id, None).with_context(ctx)?;
+            let (n, sha) = copy_hashing(r, &mut f).with_context(ctx)?;
+            drop(f);
+            set_times(&host, info)?;
+            record["sha256"] = Value::String(sha);
+            first_path.insert(info.file_id, host);
+            n_files += 1;
+            bytes += n;
+        }
+        if !info.is_directory {
+            let mut streams = Vec::new();
+            for s in cim
+                .streams_id(info.file_id)
+                .with_context(|| format!("{}: {path}", args.cim.display()))?
+            {
+                let r = cim
+                    .open_id(info.file_id, Some(&s.name))
+                    .with_context(|| format!("{}: {path}:{}", args.cim.display(), s.name))?;
+                let mut data = Vec::new();
+                let (_, sha) = copy_hashing(r, &mut data)
+                    .with_context(|| format!("{}: {path}:{}", args.cim.display(), s.name))?;
+                streams.push(json!({"name": s.name, "size": s.size, "sha256": sha, "data": output::base64(&data)}));
+            }
+            record["streams"] = Value::Array(streams);
+        }
+        output::json_line(&mut sidecar, &record)?;
+        Ok(())
+    };
+
+    let start_info = cim
+        .file(start_id)
+        .with_context(|| format!("{}: {}", args.cim.display(), walk::display(&start)))?;
+    if start_info.is_directory {
+        walk::walk(&cim, &start, start_id, true, &mut |e| {
+            extract_one(&e.path, &e.info)
+        })?;
+    } else {
+        // A single file lands in DIR under its own name.
+        let name = start.rsplit('\\').next().unwrap_or(&start);
+        let host = host_path(&args.dir, name, &args.cim)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&host)
+            .with_context(|| format!("{}", host.display()))?;
+        let r = cim.open_id(start_id, None)?;
+        let (n, _) = copy_hashing(r, &mut f)?;
+        drop(f);
+        set_times(&host, &start_info)?;
+        let record = output::entry_json(&cim, &start, &start_info, true)?;
+        output::json_line(&mut sidecar, &record)?;
+        n_files += 1;
+        bytes += n;
+    }
+    // Symlinks last, so no file is ever written through one; directory times after their contents.
+    for (host, target) in &symlinks {
+        make_symlink(target, host)?;
+    }
+    for (host, info) in dirs.iter().rev() {
+        set_times(host, info)?;
+    }
+    sidecar.flush()?;
+    let summary = json!({"dir": args.dir.display().to_string(), "metadata": sidecar_path.display().to_string(),
+        "files": n_files, "directories": n_dirs, "hard_links": n_links, "symlinks": n_symlinks, "data_bytes": bytes});
+    if args.json {
+        let mut out = output::stdout();
+        output::json_line(&mut out, &summary)?;
+        out.flush()?;
+    } else {
+        println!(
+            "{}: {n_files} files ({}), {n_dirs} directories, {n_links} hard links, {n_symlinks} symlinks; metadata in {}",
+            args.dir.display(),
+            output::human_size(bytes),
+            sidecar_path.display()
+        );
+    }
+    Ok(Outcome::Ok)
+}

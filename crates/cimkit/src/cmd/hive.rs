@@ -1,0 +1,342 @@
+//! `cimkit hive`: registry hives (regf): dump, get, set, merge differencing hives, check.
+//! A hive can be read from a file or from inside a CIM (`--cim IMAGE`, path inside the image).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value as Json};
+
+use super::{open_cim, Outcome};
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: HiveCommand,
+}
+
+/// Where the hive comes from.
+#[derive(clap::Args)]
+pub struct Source {
+    /// Hive file; with --cim, a path inside the image (e.g. Hives\SYSTEM_BASE).
+    pub hive: String,
+    /// Read the hive from inside this CIM.
+    #[arg(long)]
+    pub cim: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum HiveCommand {
+    /// Print every key and value (or a .reg export with --reg).
+    Dump {
+        #[command(flatten)]
+        source: Source,
+        /// Only this key and below (`A\B`).
+        #[arg(long, default_value = "")]
+        key: String,
+        /// regedit .reg format, under this root (e.g. HKEY_LOCAL_MACHINE\SYSTEM).
+        #[arg(long, value_name = "ROOT")]
+        reg: Option<String>,
+        /// One JSON object per key and line: {path, last_written, class, values: [{name, type, data (base64), text}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one value, or a key's values and subkeys.
+    Get {
+        #[command(flatten)]
+        source: Source,
+        /// Key path (`ControlSet001\Control`); "" is the root.
+        key: String,
+        /// Value name ("" for the default value); omit to list the key.
+        value: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set (or delete) a value and write the hive back (or to --output).
+    Set {
+        /// Hive file to edit.
+        hive: PathBuf,
+        /// Key path; missing keys are created.
+        key: String,
+        /// Value name ("" for the default value).
+        name: String,
+        /// The data: text for sz/expand_sz, `;`-separated for multi_sz, a number for
+        /// dword/qword, hex for binary. Omit with --delete.
+        data: Option<String>,
+        /// Value type.
+        #[arg(long = "type", value_enum, default_value = "sz")]
+        kind: ValueType,
+        /// Delete the value instead.
+        #[arg(long, conflicts_with = "data")]
+        delete: bool,
+        /// Write the result here instead of over the input.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Start from a new empty hive when the file does not exist.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Merge differencing hives onto a base (like ORMergeHives) and save the result.
+    Merge {
+        /// The base hive.
+        base: PathBuf,
+        /// Differencing hives, lowest first.
+        #[arg(required = true)]
+        deltas: Vec<PathBuf>,
+        /// The merged hive to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Check a hive file's invariants; exit 1 with the list of problems.
+    Check {
+        #[command(flatten)]
+        source: Source,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ValueType {
+    Sz,
+    ExpandSz,
+    MultiSz,
+    Dword,
+    Qword,
+    Binary,
+}
+
+fn read_bytes(source: &Source) -> Result<(Vec<u8>, String)> {
+    match &source.cim {
+        Some(cim_path) => {
+            let cim = open_cim(cim_path)?;
+            let name = format!("{}:{}", cim_path.display(), source.hive);
+            let mut r = cim.open_file(&source.hive).with_context(|| name.clone())?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut r, &mut bytes).with_context(|| name.clone())?;
+            Ok((bytes, name))
+        }
+        None => {
+            let bytes = std::fs::read(&source.hive).with_context(|| format!("cannot read {}", source.hive))?;
+            Ok((bytes, source.hive.clone()))
+        }
+    }
+}
+
+fn load(source: &Source) -> Result<(regf::Hive, String)> {
+    let (bytes, name) = read_bytes(source)?;
+    let hive = regf::Hive::parse(&bytes).with_context(|| format!("{name}: not a readable hive"))?;
+    Ok((hive, name))
+}
+
+fn key_path(s: &str) -> String {
+    s.split(['\\', '/']).filter(|p| !p.is_empty()).collect::<Vec<_>>().join("\\")
+}
+
+fn find_key<'h>(hive: &'h regf::Hive, path: &str, name: &str) -> Result<&'h regf::Key> {
+    if path.is_empty() {
+        return Ok(&hive.root);
+    }
+    hive.key(path).with_context(|| format!("{name}: key {path:?} not found"))
+}
+
+fn type_name(kind: u32) -> String {
+    regf::format::type_name(kind)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{kind:#x}"))
+}
+
+/// Data as text when the type has a text form.
+fn value_text(v: &regf::Value) -> Option<String> {
+    match v.kind {
+        regf::REG_SZ | regf::REG_EXPAND_SZ | regf::REG_LINK => v.as_string(),
+        regf::REG_MULTI_SZ => v.as_multi_string().map(|l| l.join(";")),
+        regf::REG_DWORD | regf::REG_DWORD_BIG_ENDIAN => v.as_u32().map(|n| format!("{n} ({n:#x})")),
+        regf::REG_QWORD => v.as_u64().map(|n| format!("{n} ({n:#x})")),
+        _ => None,
+    }
+}
+
+fn value_json(v: &regf::Value) -> Json {
+    json!({
+        "name": v.name,
+        "type": type_name(v.kind),
+        "kind": v.kind,
+        "data": output::base64(&v.data),
+        "text": value_text(v),
+        "tombstone": v.tombstone,
+    })
+}
+
+fn key_json(k: &regf::Key, path: &str) -> Json {
+    json!({
+        "path": path,
+        "last_written": k.last_written,
+        "class": k.class_name(),
+        "values": k.values.iter().map(value_json).collect::<Vec<_>>(),
+        "subkeys": k.subkeys.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+    })
+}
+
+fn dump_json(out: &mut dyn Write, k: &regf::Key, path: &str) -> Result<()> {
+    output::json_line(out, &key_json(k, path))?;
+    for sub in &k.subkeys {
+        let p = if path.is_empty() { sub.name.clone() } else { format!("{path}\\{}", sub.name) };
+        dump_json(out, sub, &p)?;
+    }
+    Ok(())
+}
+
+fn parse_data(kind: ValueType, data: &str) -> Result<(u32, Vec<u8>)> {
+    Ok(match kind {
+        ValueType::Sz => (regf::REG_SZ, regf::encode_sz(data)),
+        ValueType::ExpandSz => (regf::REG_EXPAND_SZ, regf::encode_sz(data)),
+        ValueType::MultiSz => {
+            let items: Vec<&str> = if data.is_empty() { Vec::new() } else { data.split(';').collect() };
+            (regf::REG_MULTI_SZ, regf::encode_multi_sz(&items))
+        }
+        ValueType::Dword => (regf::REG_DWORD, parse_number(data)?.to_le_bytes().to_vec()),
+        ValueType::Qword => (regf::REG_QWORD, parse_number64(data)?.to_le_bytes().to_vec()),
+        ValueType::Binary => {
+            let hex: String = data.chars().filter(|c| !c.is_whitespace() && *c != ',').collect();
+            if hex.len() % 2 != 0 {
+                bail!("binary data {data:?}: odd number of hex digits");
+            }
+            let mut bytes = Vec::with_capacity(hex.len() / 2);
+            for i in (0..hex.len()).step_by(2) {
+                let pair = hex.get(i..i + 2).unwrap_or_default();
+                bytes.push(u8::from_str_radix(pair, 16).with_context(|| format!("bad hex {pair:?}"))?);
+            }
+            (regf::REG_BINARY, bytes)
+        }
+    })
+}
+
+fn parse_number64(s: &str) -> Result<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .with_context(|| format!("{s:?} is not a number"))
+}
+
+fn parse_number(s: &str) -> Result<u32> {
+    u32::try_from(parse_number64(s)?).with_context(|| format!("{s:?} does not fit in a dword"))
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    let mut out = output::stdout();
+    let outcome = match args.command {
+        HiveCommand::Dump { source, key, reg, json } => {
+            let (hive, name) = load(&source)?;
+            let path = key_path(&key);
+            let k = find_key(&hive, &path, &name)?;
+            if json {
+                dump_json(&mut out, k, &path)?;
+            } else if let Some(root) = reg {
+                let mut sub = regf::Hive::new();
+                sub.root = k.clone();
+                let prefix = if path.is_empty() { root } else { format!("{root}\\{path}") };
+                regf::export_reg(&sub, &prefix, &mut out)?;
+            } else if path.is_empty() {
+                regf::dump(&hive, &mut out)?;
+            } else {
+                let mut sub = regf::Hive::new();
+                sub.root = k.clone();
+                sub.minor_version = hive.minor_version;
+                writeln!(out, "key \\{path}:")?;
+                regf::dump(&sub, &mut out)?;
+            }
+            Outcome::Ok
+        }
+        HiveCommand::Get { source, key, value, json } => {
+            let (hive, name) = load(&source)?;
+            let path = key_path(&key);
+            let k = find_key(&hive, &path, &name)?;
+            match value {
+                Some(v) => {
+                    let val = k
+                        .value(&v)
+                        .with_context(|| format!("{name}: key {path:?} has no value {v:?}"))?;
+                    if json {
+                        output::json_line(&mut out, &value_json(val))?;
+                    } else {
+                        match value_text(val) {
+                            Some(t) => writeln!(out, "{t}")?,
+                            None => writeln!(out, "{}", output::hex(&val.data))?,
+                        }
+                    }
+                }
+                None if json => output::json_line(&mut out, &key_json(k, &path))?,
+                None => {
+                    for v in &k.values {
+                        let shown = value_text(v).unwrap_or_else(|| output::hex(&v.data));
+                        let vname = if v.name.is_empty() { "(default)" } else { v.name.as_str() };
+                        writeln!(out, "{vname}\t{}\t{shown}", type_name(v.kind))?;
+                    }
+                    for s in &k.subkeys {
+                        writeln!(out, "{}\\", s.name)?;
+                    }
+                }
+            }
+            Outcome::Ok
+        }
+        HiveCommand::Set { hive: file, key, name, data, kind, delete, output: dest, create } => {
+            let mut hive = if create && !file.exists() {
+                regf::Hive::new()
+            } else {
+                regf::Hive::open(&file).with_context(|| format!("cannot read hive {}", file.display()))?
+            };
+            let path = key_path(&key);
+            if delete {
+                let k = if path.is_empty() { Some(&mut hive.root) } else { hive.key_mut(&path) };
+                let removed = k.map(|k| k.delete_value(&name)).unwrap_or(false);
+                if !removed {
+                    bail!("{}: key {path:?} has no value {name:?}", file.display());
+                }
+            } else {
+                let data = data.context("give the data to set (or --delete)")?;
+                let (kind, bytes) = parse_data(kind, &data)?;
+                let k = if path.is_empty() { &mut hive.root } else { hive.create_key(&path) };
+                k.set_value(&name, kind, bytes);
+            }
+            let dest = dest.unwrap_or(file);
+            hive.save(&dest).with_context(|| format!("cannot write hive {}", dest.display()))?;
+            Outcome::Ok
+        }
+        HiveCommand::Merge { base, deltas, output: dest } => {
+            let base_hive = regf::Hive::open(&base).with_context(|| format!("cannot read hive {}", base.display()))?;
+            let mut loaded = Vec::with_capacity(deltas.len());
+            for d in &deltas {
+                loaded.push(regf::Hive::open(d).with_context(|| format!("cannot read hive {}", d.display()))?);
+            }
+            let refs: Vec<&regf::Hive> = loaded.iter().collect();
+            let merged = regf::merge_all(&base_hive, &refs).context("cannot merge the hives")?;
+            merged.save(&dest).with_context(|| format!("cannot write hive {}", dest.display()))?;
+            writeln!(out, "{}: merged {} delta(s) onto {}", dest.display(), deltas.len(), base.display())?;
+            Outcome::Ok
+        }
+        HiveCommand::Check { source, json } => {
+            let (bytes, name) = read_bytes(&source)?;
+            let problems = regf::validate::validate(&bytes);
+            if json {
+                let list: Vec<Json> = problems
+                    .iter()
+                    .map(|p| json!({"offset": p.offset, "key": p.key, "message": p.message, "text": p.to_string()}))
+                    .collect();
+                output::json_line(&mut out, &json!({"hive": name, "ok": list.is_empty(), "problems": list}))?;
+            } else if problems.is_empty() {
+                writeln!(out, "{name}: OK")?;
+            } else {
+                for p in &problems {
+                    writeln!(out, "{name}: {p}")?;
+                }
+                writeln!(out, "{name}: {} problem(s) found", problems.len())?;
+            }
+            if problems.is_empty() { Outcome::Ok } else { Outcome::Failed }
+        }
+    };
+    out.flush()?;
+    Ok(outcome)
+}

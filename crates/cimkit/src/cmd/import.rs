@@ -1,0 +1,106 @@
+//! `cimkit import`: turn one layer tar into a CIM layer (wclayer::import_layer) with a progress bar.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
+
+use super::Outcome;
+use crate::output;
+use crate::progress::{CountingReader, Progress};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Layer tar: uncompressed, gzip or zstd (detected from the bytes); `-` reads stdin.
+    pub tar: PathBuf,
+    /// The new layer's folder, SNAPSHOTS/<id>; the CIM goes to SNAPSHOTS/cim-layers/<id>.cim.
+    #[arg(long)]
+    pub layer: PathBuf,
+    /// Parent layer folders, nearest first (repeat the option).
+    #[arg(long = "parent")]
+    pub parents: Vec<PathBuf>,
+    /// Windows path of the layer folder as the host will see it (for files that record it).
+    #[arg(long)]
+    pub host_layer_path: Option<String>,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Imports `input` (of `total` bytes when known) as a layer, with a progress bar.
+pub fn import_stream(
+    input: impl Read,
+    total: Option<u64>,
+    opts: &wclayer::ImportOptions,
+    quiet: bool,
+    label: &str,
+) -> Result<wclayer::ImportSummary> {
+    let progress = Progress::new(total, quiet, label);
+    let (mut counting, count) = CountingReader::new(BufReader::with_capacity(1 << 20, input));
+    let result = wclayer::import_layer(&mut counting, opts, &mut |p: wclayer::Progress| {
+        progress.update(count.get(), p.entries)
+    });
+    progress.finish();
+    Ok(result?)
+}
+
+pub fn print_summary(summary: &wclayer::ImportSummary, layer: &Path, json: bool) -> Result<()> {
+    if json {
+        let mut out = output::stdout();
+        output::json_line(
+            &mut out,
+            &json!({
+                "layer": layer.display().to_string(),
+                "cim": summary.cim_path.display().to_string(),
+                "size": summary.size,
+                "entries": summary.entries,
+                "notes": summary.notes,
+            }),
+        )?;
+        std::io::Write::flush(&mut out)?;
+    } else {
+        println!(
+            "{}: {} entries, total size {} bytes ({}) -> {}",
+            layer.display(),
+            summary.entries,
+            summary.size,
+            output::human_size(summary.size),
+            summary.cim_path.display()
+        );
+        for note in &summary.notes {
+            println!("note: {note}");
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    let opts = wclayer::ImportOptions {
+        layer: args.layer.clone(),
+        parents: args.parents.clone(),
+        host_layer_path: args.host_layer_path.clone(),
+    };
+    let ctx = || {
+        format!(
+            "cannot import {} as layer {}",
+            args.tar.display(),
+            args.layer.display()
+        )
+    };
+    let summary = if args.tar.as_os_str() == "-" {
+        import_stream(std::io::stdin().lock(), None, &opts, args.quiet, "import")
+            .with_context(ctx)?
+    } else {
+        let file =
+            File::open(&args.tar).with_context(|| format!("cannot open {}", args.tar.display()))?;
+        let total = file.metadata().ok().map(|m| m.len());
+        import_stream(file, total, &opts, args.quiet, "import").with_context(ctx)?
+    };
+    print_summary(&summary, &args.layer, args.json)?;
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,192 @@
+//! `cimkit import-image`: import every layer of an OCI layout / docker-save image, bottom-up, as a
+//! chain of CIM layers `DIR/1`, `DIR/2`, … (CIMs in `DIR/cim-layers/`). Each imported layer folder
+//! records its blob digest in `DIR/<n>/.cimkit-digest`; a later run skips the leading layers whose
+//! recorded digest (and CIM) match, and re-imports from the first one that differs.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::json;
+
+use super::image_layers::parse_platform;
+use super::import::import_stream;
+use super::Outcome;
+use crate::output;
+
+/// File in each layer folder holding the digest of the blob it was imported from.
+pub const DIGEST_FILE: &str = ".cimkit-digest";
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Layer n (1 = base) is imported into DIR/n with parents DIR/n-1 … DIR/1; \
+its CIM is DIR/cim-layers/n.cim. DIR/n/.cimkit-digest records the layer blob's digest so that a \
+second run skips layers already imported; from the first layer that differs on, existing layer \
+folders written by cimkit are destroyed and imported again. Every blob is checked against its \
+digest; a mismatch removes the layer just imported and fails."
+)]
+pub struct Args {
+    /// OCI image layout (folder or tar) or `docker save` archive (tar or extracted folder).
+    pub source: PathBuf,
+    /// Snapshot folder receiving the layers (created when missing).
+    #[arg(long)]
+    pub snapshots: PathBuf,
+    /// Which manifest of a multi-platform index to import.
+    #[arg(long, default_value = "windows/amd64")]
+    pub platform: String,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// One JSON object per layer and line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn recorded_digest(layer_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(layer_dir.join(DIGEST_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Removes a layer folder this command wrote earlier (its CIM files too).
+fn remove_layer(layer_dir: &Path) -> Result<()> {
+    if wclayer::is_cim_layer(layer_dir) {
+        wclayer::destroy_layer(layer_dir)
+            .with_context(|| format!("cannot destroy stale layer {}", layer_dir.display()))?;
+    }
+    if layer_dir.exists() {
+        std::fs::remove_dir_all(layer_dir)
+            .with_context(|| format!("cannot remove stale layer folder {}", layer_dir.display()))?;
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    let platform = parse_platform(&args.platform)?;
+    let image = ociimage::Image::open(&args.source, &platform)
+        .with_context(|| format!("cannot read image {}", args.source.display()))?;
+    std::fs::create_dir_all(&args.snapshots)
+        .with_context(|| format!("cannot create {}", args.snapshots.display()))?;
+    let count = image.layers().len();
+    let mut chain_intact = true;
+    let (mut imported, mut skipped) = (0usize, 0usize);
+    let mut out = output::stdout();
+    for layer in image.layers() {
+        let n = layer.index + 1;
+        let dir = args.snapshots.join(n.to_string());
+        let digest = layer.digest.to_string();
+        let recorded = recorded_digest(&dir);
+        if chain_intact
+            && recorded.as_deref() == Some(digest.as_str())
+            && wclayer::is_cim_layer(&dir)
+        {
+            skipped += 1;
+            report(&mut out, args.json, n, count, &dir, &digest, None)?;
+            continue;
+        }
+        chain_intact = false;
+        if dir.exists() {
+            let empty = std::fs::read_dir(&dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if recorded.is_none() && !empty {
+                bail!(
+                    "{} exists and was not written by cimkit import-image (no {DIGEST_FILE}); \
+                     remove it or use another --snapshots folder",
+                    dir.display()
+                );
+            }
+            remove_layer(&dir)?;
+        }
+        let parents: Vec<PathBuf> = (1..n)
+            .rev()
+            .map(|k| args.snapshots.join(k.to_string()))
+            .collect();
+        let opts = wclayer::ImportOptions {
+            layer: dir.clone(),
+            parents,
+            host_layer_path: None,
+        };
+        let mut blob = image
+            .open_layer(layer.index)
+            .with_context(|| format!("layer {n}/{count}"))?;
+        let label = format!("layer {n}/{count}");
+        let result =
+            import_stream(&mut blob, layer.size, &opts, args.quiet, &label).and_then(|s| {
+                // The tar reader may stop before the end of the blob; read the rest so the digest
+                // check runs over every byte.
+                std::io::copy(&mut (&mut blob).take(u64::MAX), &mut std::io::sink()).with_context(
+                    || format!("{}: reading the rest of the blob", args.source.display()),
+                )?;
+                Ok(s)
+            });
+        let summary = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = remove_layer(&dir);
+                return Err(e.context(format!(
+                    "cannot import layer {n}/{count} ({digest}) of {} into {}",
+                    args.source.display(),
+                    dir.display()
+                )));
+            }
+        };
+        std::fs::write(dir.join(DIGEST_FILE), format!("{digest}\n"))
+            .with_context(|| format!("cannot record the digest in {}", dir.display()))?;
+        imported += 1;
+        report(&mut out, args.json, n, count, &dir, &digest, Some(&summary))?;
+    }
+    if !args.json {
+        use std::io::Write as _;
+        writeln!(
+            out,
+            "{}: {count} layers, {imported} imported, {skipped} already there; top layer {}",
+            args.source.display(),
+            args.snapshots.join(count.to_string()).display()
+        )?;
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(Outcome::Ok)
+}
+
+fn report(
+    out: &mut dyn std::io::Write,
+    json: bool,
+    n: usize,
+    count: usize,
+    dir: &Path,
+    digest: &str,
+    summary: Option<&wclayer::ImportSummary>,
+) -> Result<()> {
+    if json {
+        output::json_line(
+            out,
+            &json!({
+                "layer": n,
+                "folder": dir.display().to_string(),
+                "digest": digest,
+                "imported": summary.is_some(),
+                "cim": summary.map(|s| s.cim_path.display().to_string())
+                    .unwrap_or_else(|| wclayer::cim_path_for_layer(dir).display().to_string()),
+                "size": summary.map(|s| s.size),
+                "entries": summary.map(|s| s.entries),
+            }),
+        )?;
+    } else {
+        match summary {
+            Some(s) => writeln!(
+                out,
+                "layer {n}/{count} {digest}: imported {} entries, {} -> {}",
+                s.entries,
+                output::human_size(s.size),
+                s.cim_path.display()
+            )?,
+            None => writeln!(
+                out,
+                "layer {n}/{count} {digest}: already imported in {}",
+                dir.display()
+            )?,
+        }
+    }
+    Ok(())
+}

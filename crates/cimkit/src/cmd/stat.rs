@@ -1,0 +1,124 @@
+//! `cimkit stat`: everything a CIM stores about one file or directory.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+
+use super::{open_cim, Outcome};
+use crate::output;
+use crate::walk;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The .cim file.
+    pub cim: PathBuf,
+    /// File or directory inside the image (`\` or `/`; "" or `\` is the root).
+    pub path: String,
+    /// Print the same JSON object as `ls --json`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    let cim = open_cim(&args.cim)?;
+    let path = walk::normalize(&args.path);
+    let ctx = || format!("{}: {}", args.cim.display(), walk::display(&path));
+    let info = cim.stat(&path).with_context(ctx)?;
+    let mut out = output::stdout();
+    if args.json {
+        let v = output::entry_json(&cim, &path, &info, true)?;
+        output::json_line(&mut out, &v)?;
+        out.flush()?;
+        return Ok(Outcome::Ok);
+    }
+    writeln!(out, "Path:        {}", walk::display(&path))?;
+    writeln!(out, "Type:        {}", output::entry_type(&info))?;
+    writeln!(out, "File id:     {}", info.file_id)?;
+    writeln!(
+        out,
+        "Attributes:  {:#010x} {}",
+        info.attributes,
+        output::attribute_names(info.attributes)
+    )?;
+    if !info.is_directory {
+        writeln!(
+            out,
+            "Size:        {} ({})",
+            info.size,
+            output::human_size(info.size)
+        )?;
+        let mut flags = Vec::new();
+        if info.sparse {
+            flags.push("sparse");
+        }
+        if info.pe_image {
+            flags.push("pe-image");
+        }
+        if !flags.is_empty() {
+            writeln!(out, "Storage:     {}", flags.join(", "))?;
+        }
+    }
+    for (label, t) in [
+        ("Created:    ", info.creation_time),
+        ("Written:    ", info.last_write_time),
+        ("Changed:    ", info.change_time),
+        ("Accessed:   ", info.last_access_time),
+    ] {
+        writeln!(out, "{label} {} ({t})", output::filetime(t, true))?;
+    }
+    if info.security_descriptor.is_empty() {
+        writeln!(out, "SD:          none")?;
+    } else {
+        writeln!(
+            out,
+            "SD:          {} bytes: {}",
+            info.security_descriptor.len(),
+            output::hex(&info.security_descriptor)
+        )?;
+    }
+    if !info.extended_attributes.is_empty() {
+        match wclayer::backuptar::decode_extended_attributes(&info.extended_attributes) {
+            Ok(eas) => {
+                for ea in eas {
+                    writeln!(
+                        out,
+                        "EA:          {} = {}",
+                        ea.name,
+                        output::base64(&ea.value)
+                    )?;
+                }
+            }
+            Err(e) => writeln!(
+                out,
+                "EA:          {} bytes (undecodable: {e}): {}",
+                info.extended_attributes.len(),
+                output::hex(&info.extended_attributes)
+            )?,
+        }
+    }
+    if info.reparse_tag != 0 || !info.reparse_data.is_empty() {
+        let target = output::link_target(&info)
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "Reparse:     tag {:#010x}, {} bytes{target}",
+            info.reparse_tag,
+            info.reparse_data.len()
+        )?;
+    }
+    if !info.is_directory {
+        for s in cim.streams_id(info.file_id).with_context(ctx)? {
+            writeln!(
+                out,
+                "Stream:      {}:{} ({} bytes)",
+                walk::display(&path),
+                s.name,
+                s.size
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,64 @@
+//! `cimkit verify`: run cimfs's checks over an image and its regions; exit 1 when any fail.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use super::Outcome;
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The .cim file.
+    pub cim: PathBuf,
+    /// Print {"cim", "ok", "problems": [{file, object, offset, message, text}]} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    if !args.cim.is_file() {
+        bail!("{}: no such file", args.cim.display());
+    }
+    let problems = cimfs::verify::verify(&args.cim);
+    let mut out = output::stdout();
+    if args.json {
+        let list: Vec<serde_json::Value> = problems
+            .iter()
+            .map(|p| {
+                json!({
+                    "file": p.file.display().to_string(),
+                    "object": p.object,
+                    "offset": p.offset,
+                    "message": p.message,
+                    "text": p.to_string(),
+                })
+            })
+            .collect();
+        output::json_line(
+            &mut out,
+            &json!({"cim": args.cim.display().to_string(), "ok": list.is_empty(), "problems": list}),
+        )?;
+    } else if problems.is_empty() {
+        writeln!(out, "{}: OK", args.cim.display())?;
+    } else {
+        for p in &problems {
+            writeln!(out, "{p}")?;
+        }
+        writeln!(
+            out,
+            "{}: {} problem{} found",
+            args.cim.display(),
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        )?;
+    }
+    out.flush()?;
+    Ok(if problems.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
+}

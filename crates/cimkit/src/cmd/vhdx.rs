@@ -1,0 +1,63 @@
+//! `cimkit vhdx`: what a VHDX file is (type, sizes, GUIDs, regions, blocks, parent).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
+
+use super::Outcome;
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: VhdxCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum VhdxCommand {
+    /// Describe a VHDX file (and its parent, for a differencing disk).
+    Info {
+        /// The .vhdx file.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    let VhdxCommand::Info { file, json } = args.command;
+    let info = vhdx::info(&file).with_context(|| format!("cannot read VHDX {}", file.display()))?;
+    let mut out = output::stdout();
+    if json {
+        let v = json!({
+            "path": info.path.display().to_string(),
+            "file_size": info.file_size,
+            "creator": info.creator,
+            "disk_type": info.disk_type.to_string(),
+            "virtual_size": info.virtual_size,
+            "block_size": info.block_size,
+            "logical_sector_size": info.logical_sector_size,
+            "physical_sector_size": info.physical_sector_size,
+            "virtual_disk_id": info.virtual_disk_id.to_string(),
+            "sequence_number": info.sequence_number,
+            "file_write_guid": info.file_write_guid.to_string(),
+            "data_write_guid": info.data_write_guid.to_string(),
+            "log_offset": info.log_offset,
+            "log_length": info.log_length,
+            "bat_entries": info.bat_entries,
+            "payload_blocks": info.payload_blocks,
+            "blocks_present": info.blocks_present,
+            "blocks_partial": info.blocks_partial,
+            "blocks_zero": info.blocks_zero,
+            "parent_locator": info.parent_locator.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+            "parent": info.parent.as_ref().map(|p| p.display().to_string()),
+        });
+        output::json_line(&mut out, &v)?;
+    } else {
+        write!(out, "{info}")?;
+    }
+    out.flush()?;
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,277 @@
+//! Rendering shared by the read commands: FILETIMEs, attribute letters, sizes, entry types and
+//! the JSON object that describes one entry (`ls --json`, `stat --json`, extract's sidecar).
+
+use std::io::{self, Read, Write};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+
+/// FILETIME ticks (100 ns) between 1601-01-01 and 1970-01-01.
+const UNIX_EPOCH_FILETIME: u64 = 116_444_736_000_000_000;
+
+pub const IO_REPARSE_TAG_SYMLINK: u32 = 0xA000_000C;
+
+/// True when the error is a write to a closed pipe (`cimkit ls | head`): not worth reporting.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Buffered stdout for line-by-line output.
+pub fn stdout() -> io::BufWriter<io::StdoutLock<'static>> {
+    io::BufWriter::new(io::stdout().lock())
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A FILETIME as UTC `YYYY-MM-DD HH:MM:SS` (with 7 fractional digits when `precise`); `-` for 0.
+pub fn filetime(ft: u64, precise: bool) -> String {
+    if ft == 0 {
+        return "-".into();
+    }
+    let ticks = i128::from(ft) - i128::from(UNIX_EPOCH_FILETIME);
+    let secs = ticks.div_euclid(10_000_000) as i64;
+    let frac = ticks.rem_euclid(10_000_000);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    let base = format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    );
+    if precise {
+        format!("{base}.{frac:07}Z")
+    } else {
+        base
+    }
+}
+
+/// Named FILE_ATTRIBUTE_* bits, in bit order (Win32 fileapi.h).
+const ATTRIBUTE_NAMES: &[(u32, &str)] = &[
+    (0x1, "READONLY"),
+    (0x2, "HIDDEN"),
+    (0x4, "SYSTEM"),
+    (0x10, "DIRECTORY"),
+    (0x20, "ARCHIVE"),
+    (0x40, "DEVICE"),
+    (0x80, "NORMAL"),
+    (0x100, "TEMPORARY"),
+    (0x200, "SPARSE_FILE"),
+    (0x400, "REPARSE_POINT"),
+    (0x800, "COMPRESSED"),
+    (0x1000, "OFFLINE"),
+    (0x2000, "NOT_CONTENT_INDEXED"),
+    (0x4000, "ENCRYPTED"),
+    (0x8000, "INTEGRITY_STREAM"),
+    (0x20000, "NO_SCRUB_DATA"),
+];
+
+/// Attribute bits as `READONLY|ARCHIVE`, unknown bits in hex.
+pub fn attribute_names(attributes: u32) -> String {
+    let mut names = Vec::new();
+    let mut rest = attributes;
+    for &(bit, name) in ATTRIBUTE_NAMES {
+        if attributes & bit != 0 {
+            names.push(name.to_string());
+            rest &= !bit;
+        }
+    }
+    if rest != 0 {
+        names.push(format!("{rest:#x}"));
+    }
+    if names.is_empty() {
+        "-".into()
+    } else {
+        names.join("|")
+    }
+}
+
+/// PowerShell-style mode letters: d(irectory) a(rchive) r(eadonly) h(idden) s(ystem) l(ink).
+pub fn mode_letters(attributes: u32) -> String {
+    [
+        (0x10, 'd'),
+        (0x20, 'a'),
+        (0x1, 'r'),
+        (0x2, 'h'),
+        (0x4, 's'),
+        (0x400, 'l'),
+    ]
+    .iter()
+    .map(|&(bit, c)| if attributes & bit != 0 { c } else { '-' })
+    .collect()
+}
+
+/// What an entry is, as the JSON `type` field says it.
+pub fn entry_type(info: &cimfs::FileInfo) -> &'static str {
+    if !info.reparse_data.is_empty() || info.reparse_tag != 0 {
+        if info.reparse_tag == IO_REPARSE_TAG_SYMLINK {
+            "symlink"
+        } else {
+            "reparse"
+        }
+    } else if info.is_directory {
+        "dir"
+    } else {
+        "file"
+    }
+}
+
+/// The link target of a symlink or mount point, when the reparse data decodes.
+pub fn link_target(info: &cimfs::FileInfo) -> Option<String> {
+    if info.reparse_data.is_empty() {
+        return None;
+    }
+    wclayer::backuptar::decode_reparse_point(&info.reparse_data)
+        .ok()
+        .map(|rp| rp.target)
+}
+
+pub fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn base64_or_null(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        Value::Null
+    } else {
+        Value::String(base64(bytes))
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// sha256 of everything `r` yields, as hex.
+pub fn sha256_of(mut r: impl Read) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The JSON description of one entry. Hashes the data and streams when `hash` is set.
+pub fn entry_json(
+    cim: &cimfs::Cim,
+    path: &str,
+    info: &cimfs::FileInfo,
+    hash: bool,
+) -> anyhow::Result<Value> {
+    use anyhow::Context as _;
+    let kind = entry_type(info);
+    let sha256 = if hash && !info.is_directory {
+        let r = cim
+            .open_id(info.file_id, None)
+            .with_context(|| format!("{}: {path}", cim.path().display()))?;
+        Value::String(sha256_of(r).with_context(|| format!("{}: {path}", cim.path().display()))?)
+    } else {
+        Value::Null
+    };
+    let mut streams = Vec::new();
+    if !info.is_directory {
+        for s in cim
+            .streams_id(info.file_id)
+            .with_context(|| format!("{}: {path}: streams", cim.path().display()))?
+        {
+            let digest = if hash {
+                let r = cim
+                    .open_id(info.file_id, Some(&s.name))
+                    .with_context(|| format!("{}: {path}:{}", cim.path().display(), s.name))?;
+                Value::String(
+                    sha256_of(r)
+                        .with_context(|| format!("{}: {path}:{}", cim.path().display(), s.name))?,
+                )
+            } else {
+                Value::Null
+            };
+            streams.push(json!({"name": s.name, "size": s.size, "sha256": digest}));
+        }
+    }
+    Ok(json!({
+        "path": path,
+        "type": kind,
+        "attributes": info.attributes,
+        "size": info.size,
+        "creation_time": info.creation_time,
+        "last_write_time": info.last_write_time,
+        "change_time": info.change_time,
+        "last_access_time": info.last_access_time,
+        "file_id": info.file_id,
+        "sd": base64_or_null(&info.security_descriptor),
+        "ea": base64_or_null(&info.extended_attributes),
+        "reparse": base64_or_null(&info.reparse_data),
+        "link_target": link_target(info),
+        "sha256": sha256,
+        "streams": streams,
+    }))
+}
+
+/// Writes one JSON value as a line.
+pub fn json_line(out: &mut dyn Write, v: &Value) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, v)?;
+    out.write_all(b"\n")
+}
+
+/// Bytes in binary units (`1.5 MiB`).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS.get(unit).copied().unwrap_or("PiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filetimes_render_in_utc() {
+        assert_eq!(filetime(0, false), "-");
+        assert_eq!(filetime(UNIX_EPOCH_FILETIME, false), "1970-01-01 00:00:00");
+        // 2021-03-19 12:34:56.5 UTC = unix 1616157296.5
+        let ft = UNIX_EPOCH_FILETIME + 16_161_572_965_000_000;
+        assert_eq!(filetime(ft, true), "2021-03-19 12:34:56.5000000Z");
+        assert_eq!(filetime(1, false), "1601-01-01 00:00:00");
+    }
+
+    #[test]
+    fn attributes_render() {
+        assert_eq!(attribute_names(0x21), "READONLY|ARCHIVE");
+        assert_eq!(attribute_names(0x10_0000 | 0x10), "DIRECTORY|0x100000");
+        assert_eq!(mode_letters(0x10 | 0x400), "d----l");
+        assert_eq!(human_size(1536), "1.5 KiB");
+    }
+}

@@ -1,0 +1,77 @@
+//! The import progress bar (bytes, files, MB/s, ETA) on stderr when it is a terminal, and a
+//! reader that counts the bytes it hands on so the bar can follow the raw (compressed) input.
+
+use std::cell::Cell;
+use std::io::{IsTerminal as _, Read};
+use std::rc::Rc;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A progress display that is invisible when stderr is not a terminal or `--quiet` was given.
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    /// A bar over `total` input bytes (a spinner when the total is unknown).
+    pub fn new(total: Option<u64>, quiet: bool, prefix: &str) -> Progress {
+        let visible = !quiet && std::io::stderr().is_terminal();
+        let bar = match total {
+            Some(t) => ProgressBar::new(t),
+            None => ProgressBar::new_spinner(),
+        };
+        bar.set_draw_target(if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let template = if total.is_some() {
+            "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} ETA {eta}"
+        } else {
+            "{prefix} {spinner} [{elapsed_precise}] {bytes} {msg} {binary_bytes_per_sec}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        bar.set_prefix(prefix.to_string());
+        Progress { bar }
+    }
+
+    /// Records how far the input has been read and how many tar entries were handled.
+    pub fn update(&self, bytes: u64, files: u64) {
+        self.bar.set_position(bytes);
+        self.bar.set_message(format!("{files} files"));
+    }
+
+    /// Removes the bar (the caller prints the summary).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Counts the bytes read through it into a shared cell.
+pub struct CountingReader<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R> CountingReader<R> {
+    pub fn new(inner: R) -> (CountingReader<R>, Rc<Cell<u64>>) {
+        let count = Rc::new(Cell::new(0));
+        (
+            CountingReader {
+                inner,
+                count: Rc::clone(&count),
+            },
+            count,
+        )
+    }
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}

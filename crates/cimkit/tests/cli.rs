@@ -1,0 +1,297 @@
+//! End-to-end tests of every read command and import/export/diff/extract/du/destroy, running the
+//! built binary on CIMs imported from layer tars built in the test.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    assert_eq!(cimkit(&[]).status.code(), Some(2));
+    assert_eq!(cimkit(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(cimkit(&["ls"]).status.code(), Some(2));
+    let help = cimkit(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for cmd in ["import", "import-image", "ls", "stat", "cat", "verify", "extract", "export", "diff", "du", "destroy", "mount"] {
+        assert!(text.contains(cmd), "help lists {cmd}: {text}");
+    }
+    let out = cimkit(&["ls", "/nonexistent/x.cim"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.cim"));
+}
+
+#[test]
+fn import_prints_total_size_and_ls_lists() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tar = tmp.path().join("base.tar");
+    std::fs::write(&tar, sample_base_layer()).expect("write");
+    let layer = tmp.path().join("snap/1");
+    let out = cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&layer)], 0);
+    // Regular file sizes: 12 + 7 + 4 + 0 + 300000 + five hives.
+    let hives: usize = ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"].iter().map(|h| 5 + h.len()).sum();
+    let total = 12 + 7 + 4 + 300_000 + hives;
+    assert!(out.contains(&format!("total size {total} bytes")), "{out}");
+    let cim = tmp.path().join("snap/cim-layers/1.cim");
+    assert!(cim.is_file());
+
+    let root = cimkit_ok(&["ls", s(&cim)], 0);
+    assert_eq!(root.lines().collect::<Vec<_>>(), ["Files", "Hives", "layout"]);
+    let files = cimkit_ok(&["ls", "-l", s(&cim), "Files"], 0);
+    assert!(files.contains("link -> hello.txt"), "{files}");
+    assert!(files.contains("junction -> C:\\ProgramData"), "{files}");
+    assert!(files.contains(" 300000 "), "{files}");
+    let rec = cimkit_ok(&["ls", "-R", s(&cim), "/Files/dir"], 0);
+    assert!(rec.lines().any(|l| l == "\u{fc}nic\u{f6}de.txt"), "{rec}");
+    assert!(rec.lines().any(|l| l == LONG_NAME), "{rec}");
+}
+
+#[test]
+fn ls_recursive_json_has_every_field() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let lines = json_lines(&cimkit_ok(&["ls", "-R", "--json", s(&cim)], 0));
+    let find = |p: &str| {
+        lines
+            .iter()
+            .find(|v| v["path"] == p)
+            .unwrap_or_else(|| panic!("{p} listed"))
+            .clone()
+    };
+    for v in &lines {
+        for key in [
+            "path", "type", "attributes", "size", "creation_time", "last_write_time", "change_time",
+            "last_access_time", "file_id", "sd", "ea", "reparse", "sha256", "streams",
+        ] {
+            assert!(v.get(key).is_some(), "{key} in {v}");
+        }
+    }
+    let hello = find("Files\\hello.txt");
+    assert_eq!(hello["type"], "file");
+    assert_eq!(hello["size"], 12);
+    assert_eq!(hello["attributes"], 0x20);
+    // sha256("hello world\n")
+    assert_eq!(hello["sha256"], "a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447");
+    assert_eq!(hello["streams"][0]["name"], "zone");
+    assert_eq!(hello["streams"][0]["size"], 26);
+    // 1650000000.1234567 s after 1970 in FILETIME ticks.
+    assert_eq!(hello["last_write_time"], 116_444_736_000_000_000u64 + 16_500_000_001_234_567);
+    assert_eq!(hello["sd"], SD_B64);
+    let link = find("Files\\hello-link.txt");
+    assert_eq!(link["file_id"], hello["file_id"]);
+    assert_eq!(find("Files\\link")["type"], "symlink");
+    assert_eq!(find("Files\\junction")["type"], "reparse");
+    assert!(find("Files\\junction")["reparse"].is_string());
+    assert_eq!(find("Files\\dir")["type"], "dir");
+    assert!(find("Files\\dir\\\u{fc}nic\u{f6}de.txt")["ea"].is_string());
+    assert!(lines.iter().any(|v| v["path"] == format!("Files\\dir\\{LONG_NAME}")));
+}
+
+#[test]
+fn stat_shows_metadata_and_names_missing_paths() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let text = cimkit_ok(&["stat", s(&cim), "Files\\hello.txt"], 0);
+    assert!(text.contains("Type:        file"), "{text}");
+    assert!(text.contains("Size:        12"), "{text}");
+    assert!(text.contains("ARCHIVE"), "{text}");
+    assert!(text.contains("2022-04-15 05:20:00.1234567Z"), "{text}");
+    assert!(text.contains("Files\\hello.txt:zone (26 bytes)"), "{text}");
+    let ea = cimkit_ok(&["stat", s(&cim), "files/DIR/\u{dc}NIC\u{d6}DE.TXT"], 0);
+    assert!(ea.contains("EA:          user.test = AQID"), "{ea}");
+    let j = json_lines(&cimkit_ok(&["stat", "--json", s(&cim), "Files/link"], 0));
+    assert_eq!(j[0]["link_target"], "hello.txt");
+
+    let out = cimkit(&["stat", s(&cim), "Files/nope.txt"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1.cim") && err.contains("nope.txt"), "{err}");
+}
+
+#[test]
+fn cat_prints_data_and_streams() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    assert_eq!(cimkit_ok(&["cat", s(&cim), "Files/hello.txt"], 0), "hello world\n");
+    assert_eq!(
+        cimkit_ok(&["cat", s(&cim), "Files/hello.txt:zone"], 0),
+        "[ZoneTransfer]\r\nZoneId=3\r\n"
+    );
+    assert_eq!(
+        cimkit_ok(&["cat", s(&cim), "Files/hello.txt:zone:$DATA"], 0),
+        "[ZoneTransfer]\r\nZoneId=3\r\n"
+    );
+    let big = cimkit(&["cat", s(&cim), "Files/big.bin"]);
+    assert_eq!(big.stdout, pattern(300_000, 7));
+    assert_eq!(cimkit(&["cat", s(&cim), "Files/dir"]).status.code(), Some(2));
+    assert_eq!(cimkit(&["cat", s(&cim), "Files/hello.txt:nostream"]).status.code(), Some(2));
+}
+
+#[test]
+fn verify_du_destroy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let out = cimkit_ok(&["verify", s(&cim)], 0);
+    assert!(out.contains("OK"), "{out}");
+    let j = json_lines(&cimkit_ok(&["verify", "--json", s(&cim)], 0));
+    assert_eq!(j[0]["ok"], true);
+
+    let du = json_lines(&cimkit_ok(&["du", "--json", s(&cim)], 0));
+    assert!(du[0]["own_region_bytes"].as_u64().expect("u64") > 300_000);
+    assert_eq!(du[0]["parent_region_bytes"], 0);
+    assert_eq!(du[0]["hard_links"].as_u64(), Some(1 + 5)); // hello-link + the Hives\*_BASE links
+    let text = cimkit_ok(&["du", s(&cim)], 0);
+    assert!(text.contains("own total"), "{text}");
+
+    let layer = tmp.path().join("snap/1");
+    cimkit_ok(&["destroy", "--layer", s(&layer)], 0);
+    assert!(!cim.exists());
+    assert_eq!(cimkit(&["ls", s(&cim)]).status.code(), Some(2));
+    // Destroying again is a no-op that says so.
+    let again = cimkit(&["destroy", "--layer", s(&layer)]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not a CIM layer"));
+}
+
+#[test]
+fn export_import_round_trip_has_no_differences() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let tar = tmp.path().join("export.tar");
+    let out = cimkit(&["export", s(&cim), "-o", s(&tar)]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("1 hard links") && summary.contains("1 streams"), "{summary}");
+    let layer2 = tmp.path().join("snap2/7");
+    cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&layer2)], 0);
+    let cim2 = tmp.path().join("snap2/cim-layers/7.cim");
+    let diff = cimkit_ok(&["diff", s(&cim), s(&cim2)], 0);
+    assert_eq!(diff, "");
+    cimkit_ok(&["verify", s(&cim2)], 0);
+
+    // The export to stdout is the same tar.
+    let stdout = cimkit(&["export", s(&cim), "-o", "-"]);
+    assert_eq!(stdout.status.code(), Some(0));
+    assert_eq!(stdout.stdout, std::fs::read(&tar).expect("read tar"));
+}
+
+#[test]
+fn diff_reports_added_removed_changed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let mut t = LayerTar::new();
+    t.dir("Files").base_hives();
+    t.file("Files/hello.txt", b"hello WORLD\n"); // same size, other data, no stream
+    t.dir("Files/dir");
+    t.file_with("Files/dir/\u{fc}nic\u{f6}de.txt", b"unicode", 0x20, &[]); // attrs + EA differ
+    t.file(&format!("Files/dir/{LONG_NAME}"), b"long");
+    t.file("Files/dir/empty", b"");
+    t.file("Files/big.bin", &pattern(300_000, 7));
+    t.file("Files/new.txt", b"new");
+    t.file("Files/hello-link.txt", b"hello world\n"); // no longer a hard link
+    t.symlink("Files/link", "big.bin", false);
+    let tar = tmp.path().join("b.tar");
+    std::fs::write(&tar, t.finish()).expect("write");
+    cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&tmp.path().join("snapb/1"))], 0);
+    let cim_b = tmp.path().join("snapb/cim-layers/1.cim");
+    let out = cimkit_ok(&["diff", s(&cim), s(&cim_b)], 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"M Files\\hello.txt (data, streams, links)"), "{out}");
+    assert!(lines.contains(&"M Files\\dir\\\u{fc}nic\u{f6}de.txt (attributes, ea)"), "{out}");
+    assert!(lines.contains(&"M Files\\hello-link.txt (streams, links)"), "{out}");
+    assert!(lines.contains(&"M Files\\link (reparse)"), "{out}");
+    assert!(lines.contains(&"- Files\\junction"), "{out}");
+    assert!(lines.contains(&"+ Files\\new.txt"), "{out}");
+    assert_eq!(lines.len(), 6, "{out}");
+    let j = json_lines(&cimkit_ok(&["diff", "--json", s(&cim), s(&cim_b)], 1));
+    assert!(j.iter().any(|v| v["path"] == "Files\\new.txt" && v["change"] == "added"));
+    cimkit_ok(&["diff", s(&cim), s(&cim)], 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn extract_writes_tree_links_and_sidecar() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let dir = tmp.path().join("out");
+    let out = cimkit_ok(&["extract", s(&cim), s(&dir)], 0);
+    assert!(out.contains("symlinks"), "{out}");
+    let hello = dir.join("Files/hello.txt");
+    assert_eq!(std::fs::read(&hello).expect("hello"), b"hello world\n");
+    assert_eq!(std::fs::read(dir.join("Files/big.bin")).expect("big"), pattern(300_000, 7));
+    let link = dir.join("Files/hello-link.txt");
+    assert_eq!(
+        std::fs::metadata(&hello).expect("m").ino(),
+        std::fs::metadata(&link).expect("m").ino()
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("Files/link")).expect("symlink"),
+        std::path::PathBuf::from("hello.txt")
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("Files/junction")).expect("junction"),
+        std::path::PathBuf::from("C:/ProgramData")
+    );
+    assert!(dir.join(format!("Files/dir/{LONG_NAME}")).is_file());
+    let mtime = std::fs::metadata(&hello).expect("m").mtime();
+    assert_eq!(mtime, 1_650_000_000);
+    let sidecar = std::fs::read_to_string(dir.join(".cimkit-metadata.jsonl")).expect("sidecar");
+    let records = json_lines(&sidecar);
+    let h = records.iter().find(|v| v["path"] == "Files\\hello.txt").expect("hello record");
+    assert_eq!(h["streams"][0]["data"], "W1pvbmVUcmFuc2Zlcl0NClpvbmVJZD0zDQo=");
+    assert_eq!(h["sd"], SD_B64);
+    // Extracting into a non-empty folder is refused.
+    assert_eq!(cimkit(&["extract", s(&cim), s(&dir)]).status.code(), Some(2));
+    // A subtree only.
+    let sub = tmp.path().join("sub");
+    cimkit_ok(&["extract", "--path", "Files/dir", s(&cim), s(&sub)], 0);
+    assert_eq!(std::fs::read(sub.join("empty")).expect("empty"), b"");
+}
+
+#[test]
+fn gen_layer_round_trip() {
+    let gen = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/tools/gen_layer.py");
+    if !std::path::Path::new(gen).exists() {
+        eprintln!("skipping: {gen} not found");
+        return;
+    }
+    let python = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tar = tmp.path().join("gen.tar");
+    let status = std::process::Command::new(&python)
+        .args([gen, "--files", "300", "--size", "3M", "--seed", "5", "--hardlinks", "10", "--ads", "5", "-o", s(&tar)])
+        .stdout(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(st) if st.success() => {}
+        other => {
+            eprintln!("skipping: {python} could not run gen_layer.py ({other:?})");
+            return;
+        }
+    }
+    cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&tmp.path().join("a/1"))], 0);
+    let a = tmp.path().join("a/cim-layers/1.cim");
+    let exported = tmp.path().join("exported.tar.gz");
+    // Export, compress with gzip, import again: compression is detected from the bytes.
+    let raw = cimkit(&["export", s(&a), "-o", "-"]);
+    assert_eq!(raw.status.code(), Some(0));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &raw.stdout).expect("gzip");
+    std::fs::write(&exported, gz.finish().expect("gzip")).expect("write");
+    cimkit_ok(&["import", "-q", s(&exported), "--layer", s(&tmp.path().join("b/1"))], 0);
+    let b = tmp.path().join("b/cim-layers/1.cim");
+    assert_eq!(cimkit_ok(&["diff", s(&a), s(&b)], 0), "");
+    // ls -R --json of both is identical except file ids may differ: compare paths and hashes.
+    let la = json_lines(&cimkit_ok(&["ls", "-R", "--json", s(&a)], 0));
+    let lb = json_lines(&cimkit_ok(&["ls", "-R", "--json", s(&b)], 0));
+    let key = |v: &Value| (v["path"].to_string(), v["sha256"].to_string(), v["streams"].to_string());
+    assert_eq!(la.iter().map(key).collect::<Vec<_>>(), lb.iter().map(key).collect::<Vec<_>>());
+}

@@ -1,0 +1,181 @@
+//! `cimkit import-image` and `image-layers` on an OCI layout and a docker-save archive built in
+//! the test: layers become a fork chain, digests are recorded, and a second run skips them.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+
+use common::*;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+fn sha(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+fn blob(root: &Path, bytes: &[u8]) -> String {
+    let hex = sha(bytes);
+    std::fs::create_dir_all(root.join("blobs/sha256")).expect("mkdir");
+    std::fs::write(root.join("blobs/sha256").join(&hex), bytes).expect("blob");
+    format!("sha256:{hex}")
+}
+
+fn child_layer(text: &[u8]) -> Vec<u8> {
+    let mut t = LayerTar::new();
+    t.dir("Files");
+    t.file("Files/child.txt", text);
+    t.whiteout("Files/.wh.big.bin");
+    t.finish()
+}
+
+/// An OCI layout: index.json -> index (linux + windows) -> windows manifest with a
+/// nondistributable gzip base layer and a zstd child layer.
+fn oci_layout(root: &Path, child_text: &[u8]) -> Vec<String> {
+    std::fs::create_dir_all(root).expect("mkdir");
+    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("w");
+    let base = gzip(&sample_base_layer());
+    let child = zstd::encode_all(&child_layer(child_text)[..], 3).expect("zstd");
+    let d_base = blob(root, &base);
+    let d_child = blob(root, &child);
+    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64"})).expect("json");
+    let d_config = blob(root, &config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d_config, "size": config.len()},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "digest": d_base, "size": base.len(),
+             "urls": ["https://example.invalid/base"]},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": d_child, "size": child.len()}
+        ]})).expect("json");
+    let d_manifest = blob(root, &manifest);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d_manifest,
+                       "size": manifest.len(), "platform": {"os": "windows", "architecture": "amd64"}}]})).expect("json");
+    let d_index = blob(root, &index);
+    std::fs::write(
+        root.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d_index, "size": index.len()}]}))
+        .expect("json"),
+    )
+    .expect("index");
+    vec![d_base, d_child]
+}
+
+#[test]
+fn oci_layout_imports_as_chain_and_skips_on_rerun() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    let digests = oci_layout(&layout, b"child one");
+    let snaps = tmp.path().join("snaps");
+
+    let listing = cimkit_ok(&["image-layers", s(&layout)], 0);
+    assert!(listing.contains("2 layers") && listing.contains("zstd") && listing.contains("gzip"), "{listing}");
+
+    let out = cimkit_ok(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)], 0);
+    assert!(out.contains("2 imported, 0 already there"), "{out}");
+    for (i, d) in digests.iter().enumerate() {
+        let recorded = std::fs::read_to_string(snaps.join(format!("{}/.cimkit-digest", i + 1))).expect("digest");
+        assert_eq!(recorded.trim(), d);
+    }
+    let top = snaps.join("cim-layers/2.cim");
+    assert_eq!(cimkit_ok(&["cat", s(&top), "Files/child.txt"], 0), "child one");
+    assert_eq!(cimkit_ok(&["cat", s(&top), "Files/hello.txt"], 0), "hello world\n");
+    // The whiteout removed big.bin in the child only.
+    assert_eq!(cimkit(&["stat", s(&top), "Files/big.bin"]).status.code(), Some(2));
+    cimkit_ok(&["stat", s(&snaps.join("cim-layers/1.cim")), "Files/big.bin"], 0);
+    cimkit_ok(&["verify", s(&top)], 0);
+    let du = cimkit_ok(&["du", "--json", s(&top)], 0);
+    let du: serde_json::Value = serde_json::from_str(&du).expect("json");
+    assert!(du["parent_region_bytes"].as_u64().expect("u64") > 300_000, "{du}");
+
+    let again = cimkit_ok(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)], 0);
+    assert!(again.contains("0 imported, 2 already there"), "{again}");
+
+    // A new top layer: the base is kept, layer 2 is imported again.
+    let layout2 = tmp.path().join("layout2");
+    oci_layout(&layout2, b"child two");
+    let third = cimkit_ok(&["import-image", "-q", "--json", s(&layout2), "--snapshots", s(&snaps)], 0);
+    let lines: Vec<serde_json::Value> = third.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(lines[0]["imported"], false);
+    assert_eq!(lines[1]["imported"], true);
+    assert_eq!(cimkit_ok(&["cat", s(&top), "Files/child.txt"], 0), "child two");
+}
+
+#[test]
+fn damaged_layer_blob_fails_and_leaves_no_layer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    let digests = oci_layout(&layout, b"child");
+    // Flip the last byte of the gzip trailer of the base layer: the tar reads fine, the digest does not.
+    let path = layout.join("blobs/sha256").join(digests[0].trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, bytes).expect("write");
+    let snaps = tmp.path().join("snaps");
+    let out = cimkit(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("digest mismatch") || err.contains("size mismatch") || err.contains("crc"), "{err}");
+    assert!(!snaps.join("cim-layers/1.cim").exists());
+    assert!(!snaps.join("1").exists());
+}
+
+#[test]
+fn docker_save_archive_imports() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = sample_base_layer();
+    let child = child_layer(b"from docker");
+    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(&base)), format!("sha256:{}", sha(&child))]}}))
+    .expect("json");
+    let config_name = format!("{}.json", sha(&config));
+    let manifest = serde_json::to_vec(&json!([{"Config": config_name, "RepoTags": ["demo:1"],
+        "Layers": ["aaa/layer.tar", "bbb/layer.tar"]}]))
+    .expect("json");
+    let archive = tmp.path().join("demo.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&archive).expect("create"));
+    for (name, data) in [
+        ("aaa/layer.tar", &base),
+        ("bbb/layer.tar", &child),
+        (config_name.as_str(), &config),
+        ("manifest.json", &manifest),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, &data[..]).expect("append");
+    }
+    b.finish().expect("finish");
+    drop(b);
+    let snaps = tmp.path().join("snaps");
+    let out = cimkit_ok(&["import-image", "-q", s(&archive), "--snapshots", s(&snaps)], 0);
+    assert!(out.contains("2 imported"), "{out}");
+    assert_eq!(cimkit_ok(&["cat", s(&snaps.join("cim-layers/2.cim")), "Files/child.txt"], 0), "from docker");
+}
+
+#[test]
+fn foreign_layer_missing_is_reported() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    let digests = oci_layout(&layout, b"child");
+    std::fs::remove_file(layout.join("blobs/sha256").join(digests[0].trim_start_matches("sha256:"))).expect("rm");
+    let listing = cimkit_ok(&["image-layers", s(&layout)], 0);
+    assert!(listing.contains("(not included)"), "{listing}");
+    let out = cimkit(&["import-image", "-q", s(&layout), "--snapshots", s(&tmp.path().join("s"))]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("foreign layer") && err.contains("https://example.invalid/base"), "{err}");
+}

@@ -1,0 +1,214 @@
+//! Content digests (`sha256:<hex>`) and a reader that checks a blob against its digest as it streams.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::Error;
+
+/// A sha256 content digest, as written `sha256:<64 lowercase hex digits>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    hex: String,
+}
+
+impl Digest {
+    /// Parses `sha256:<hex>`; other algorithms and malformed hex are refused with a reason.
+    pub fn parse(s: &str) -> Result<Digest, String> {
+        let Some((algorithm, hex)) = s.split_once(':') else {
+            return Err("missing \"algorithm:\" prefix".into());
+        };
+        if algorithm != "sha256" {
+            return Err(format!("unsupported algorithm {algorithm:?} (only sha256)"));
+        }
+        Digest::from_hex(hex)
+    }
+
+    /// Builds a digest from 64 hex digits (as in `blobs/sha256/<hex>`).
+    pub fn from_hex(hex: &str) -> Result<Digest, String> {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("expected 64 hex digits".into());
+        }
+        Ok(Digest {
+            hex: hex.to_ascii_lowercase(),
+        })
+    }
+
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest::from_hasher(Sha256::new_with_prefix(bytes))
+    }
+
+    fn from_hasher(hasher: Sha256) -> Digest {
+        let sum = hasher.finalize();
+        let mut hex = String::with_capacity(64);
+        for b in sum {
+            hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        Digest { hex }
+    }
+
+    /// The 64 hex digits without the algorithm.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+/// Streams a blob and fails the read that reaches its end when the bytes do not match the
+/// expected digest (or size): the caller never sees a clean EOF on corrupt data.
+pub struct VerifyingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+    expected: Digest,
+    expected_size: Option<u64>,
+    source_path: PathBuf,
+    member: String,
+    checked: bool,
+}
+
+impl<R> std::fmt::Debug for VerifyingReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingReader")
+            .field("member", &self.member)
+            .field("expected", &self.expected)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub(crate) fn new(
+        inner: R,
+        expected: Digest,
+        expected_size: Option<u64>,
+        source_path: PathBuf,
+        member: String,
+    ) -> Self {
+        VerifyingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+            expected,
+            expected_size,
+            source_path,
+            member,
+            checked: false,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        if self.checked {
+            return Ok(());
+        }
+        self.checked = true;
+        if let Some(expected) = self.expected_size {
+            if expected != self.bytes {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    Error::SizeMismatch {
+                        source_path: self.source_path.clone(),
+                        member: self.member.clone(),
+                        expected,
+                        actual: self.bytes,
+                    },
+                ));
+            }
+        }
+        let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        if actual != self.expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                Error::DigestMismatch {
+                    source_path: self.source_path.clone(),
+                    member: self.member.clone(),
+                    expected: self.expected.to_string(),
+                    actual: actual.to_string(),
+                    bytes: self.bytes,
+                },
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            self.check()?;
+            return Ok(0);
+        }
+        let chunk = buf.get(..n).unwrap_or(buf);
+        self.hasher.update(chunk);
+        self.bytes += n as u64;
+        if let Some(expected) = self.expected_size {
+            if self.bytes > expected {
+                self.checked = true;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    Error::SizeMismatch {
+                        source_path: self.source_path.clone(),
+                        member: self.member.clone(),
+                        expected,
+                        actual: self.bytes,
+                    },
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        let d = Digest::of(b"abc");
+        assert_eq!(
+            d.to_string(),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(Digest::parse(&d.to_string()), Ok(d));
+        assert!(Digest::parse("sha512:00").is_err());
+        assert!(Digest::parse("sha256:xyz").is_err());
+        assert!(Digest::parse("nocolon").is_err());
+    }
+
+    #[test]
+    fn verifying_reader_detects_mismatch() {
+        let good = Digest::of(b"hello");
+        let mut r =
+            VerifyingReader::new(&b"hello"[..], good.clone(), Some(5), "x".into(), "m".into());
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).expect("good blob reads");
+        assert_eq!(out, b"hello");
+
+        let mut r = VerifyingReader::new(&b"hellO"[..], good.clone(), None, "x".into(), "m".into());
+        let err = r.read_to_end(&mut Vec::new()).expect_err("bad blob fails");
+        assert!(err.to_string().contains("digest mismatch"), "{err}");
+
+        let mut r = VerifyingReader::new(&b"hello!"[..], good, Some(5), "x".into(), "m".into());
+        let err = r.read_to_end(&mut Vec::new()).expect_err("long blob fails");
+        assert!(err.to_string().contains("size mismatch"), "{err}");
+    }
+}

@@ -1,0 +1,350 @@
+//! Image sources built in the test: OCI layouts (folder and tar, nested index, every layer
+//! compression, foreign layers) and docker-save archives (old and new naming), plus damage.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use ociimage::{Compression, Digest, Error, Format, Image, Platform};
+use serde_json::json;
+
+fn layer_tar(name: &str, body: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, body).expect("append");
+    b.into_inner().expect("finish tar")
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip finish")
+}
+
+struct Layout<'a> {
+    dir: &'a Path,
+}
+
+impl Layout<'_> {
+    fn blob(&self, bytes: &[u8]) -> Digest {
+        let d = Digest::of(bytes);
+        let dir = self.dir.join("blobs/sha256");
+        std::fs::create_dir_all(&dir).expect("mkdir blobs");
+        std::fs::write(dir.join(d.hex()), bytes).expect("write blob");
+        d
+    }
+    fn json_blob(&self, v: &serde_json::Value) -> (Digest, usize) {
+        let bytes = serde_json::to_vec(v).expect("json");
+        (self.blob(&bytes), bytes.len())
+    }
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+    layers: Vec<Vec<u8>>,
+    uncompressed: Vec<Vec<u8>>,
+}
+
+/// index.json -> nested index -> {linux/amd64, windows/amd64}; the Windows manifest has a
+/// nondistributable gzip base layer (with urls), a zstd layer and an uncompressed layer.
+fn oci_fixture() -> Fixture {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("layout");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let l = Layout { dir: &root };
+    std::fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("oci-layout");
+
+    let u: Vec<Vec<u8>> = (0..3)
+        .map(|i| layer_tar(&format!("Files/f{i}.txt"), format!("layer {i}").as_bytes()))
+        .collect();
+    let blobs = vec![
+        gzip(&u[0]),
+        zstd::encode_all(&u[1][..], 1).expect("zstd"),
+        u[2].clone(),
+    ];
+    let types = [
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.oci.image.layer.v1.tar",
+    ];
+    let mut layer_descs = Vec::new();
+    for (i, b) in blobs.iter().enumerate() {
+        let d = l.blob(b);
+        let mut desc = json!({"mediaType": types[i], "digest": d.to_string(), "size": b.len()});
+        if i == 0 {
+            desc["urls"] = json!(["https://example.invalid/base"]);
+        }
+        layer_descs.push(desc);
+    }
+    let diff_ids: Vec<String> = u.iter().map(|t| Digest::of(t).to_string()).collect();
+    let (cfg, cfg_len) = l.json_blob(&json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}}));
+    let (win, win_len) = l.json_blob(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": cfg_len},
+        "layers": layer_descs}));
+    let linux_layer = l.blob(&gzip(&layer_tar("etc/hostname", b"x")));
+    let (lcfg, lcfg_len) = l.json_blob(&json!({"os": "linux", "architecture": "amd64"}));
+    let (lin, lin_len) = l.json_blob(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": lcfg.to_string(), "size": lcfg_len},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": linux_layer.to_string(), "size": 1}]}));
+    let (nested, nested_len) = l.json_blob(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": lin.to_string(), "size": lin_len,
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": win.to_string(), "size": win_len,
+             "platform": {"os": "windows", "architecture": "amd64", "os.version": "10.0.20348.1"}}]}));
+    let index = json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": nested.to_string(), "size": nested_len}]});
+    std::fs::write(
+        root.join("index.json"),
+        serde_json::to_vec(&index).expect("json"),
+    )
+    .expect("index");
+    Fixture {
+        _tmp: tmp,
+        root,
+        layers: blobs,
+        uncompressed: u,
+    }
+}
+
+fn read_layer(image: &Image, i: usize) -> std::io::Result<Vec<u8>> {
+    let mut r = image.open_layer(i).map_err(std::io::Error::other)?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn check_oci(image: &Image, f: &Fixture) {
+    assert_eq!(image.format(), Format::OciLayout);
+    assert_eq!(image.platform(), Some(&Platform::windows_amd64()));
+    let layers = image.layers();
+    assert_eq!(layers.len(), 3);
+    assert_eq!(
+        layers.iter().map(|l| l.compression).collect::<Vec<_>>(),
+        [Compression::Gzip, Compression::Zstd, Compression::None]
+    );
+    assert!(layers[0].foreign);
+    assert_eq!(layers[0].urls, ["https://example.invalid/base"]);
+    assert!(!layers[1].foreign);
+    for (i, layer) in layers.iter().enumerate() {
+        assert_eq!(layer.index, i);
+        assert!(layer.present);
+        assert_eq!(layer.digest, Digest::of(&f.layers[i]));
+        assert_eq!(
+            layer.diff_id.as_ref(),
+            Some(&Digest::of(&f.uncompressed[i]))
+        );
+        assert_eq!(read_layer(image, i).expect("layer reads"), f.layers[i]);
+    }
+}
+
+#[test]
+fn oci_layout_folder_follows_nested_index_to_windows() {
+    let f = oci_fixture();
+    let image = Image::open(&f.root, &Platform::windows_amd64()).expect("open layout");
+    check_oci(&image, &f);
+    let linux =
+        Image::open(&f.root, &Platform::parse("linux/amd64").expect("platform")).expect("linux");
+    assert_eq!(linux.layers().len(), 1);
+}
+
+#[test]
+fn oci_layout_tar_is_read_in_place() {
+    let f = oci_fixture();
+    let tar_path = f.root.with_extension("tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).expect("create tar"));
+    b.append_dir_all(".", &f.root).expect("tar layout");
+    b.finish().expect("finish");
+    drop(b);
+    let image = Image::open(&tar_path, &Platform::windows_amd64()).expect("open tar layout");
+    check_oci(&image, &f);
+}
+
+#[test]
+fn no_manifest_for_platform_lists_what_exists() {
+    let f = oci_fixture();
+    let err =
+        Image::open(&f.root, &Platform::parse("windows/arm64").expect("p")).expect_err("no arm64");
+    match &err {
+        Error::NoMatchingManifest { available, .. } => {
+            assert!(
+                available.contains("linux/amd64") && available.contains("windows/amd64"),
+                "{err}"
+            )
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn damaged_layer_blob_fails_at_end_of_stream() {
+    let f = oci_fixture();
+    let blob = f
+        .root
+        .join("blobs/sha256")
+        .join(Digest::of(&f.layers[2]).hex());
+    let mut bytes = std::fs::read(&blob).expect("read");
+    bytes[600] ^= 1;
+    std::fs::write(&blob, &bytes).expect("write");
+    let image = Image::open(&f.root, &Platform::windows_amd64()).expect("open");
+    assert!(read_layer(&image, 1).is_ok());
+    let err = read_layer(&image, 2).expect_err("damaged layer");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+    assert!(
+        err.to_string().contains(Digest::of(&f.layers[2]).hex()),
+        "{err}"
+    );
+}
+
+#[test]
+fn damaged_manifest_is_refused_on_open() {
+    let f = oci_fixture();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.root.join("index.json")).expect("read"))
+            .expect("json");
+    let nested =
+        Digest::parse(index["manifests"][0]["digest"].as_str().expect("digest")).expect("parse");
+    let path = f.root.join("blobs/sha256").join(nested.hex());
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 2;
+    bytes[last] = b' ';
+    std::fs::write(&path, &bytes).expect("write");
+    let err = Image::open(&f.root, &Platform::windows_amd64()).expect_err("damaged index");
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+}
+
+#[test]
+fn missing_foreign_layer_names_its_urls() {
+    let f = oci_fixture();
+    std::fs::remove_file(
+        f.root
+            .join("blobs/sha256")
+            .join(Digest::of(&f.layers[0]).hex()),
+    )
+    .expect("rm");
+    let image = Image::open(&f.root, &Platform::windows_amd64()).expect("open");
+    assert!(!image.layers()[0].present);
+    let err = image.open_layer(0).expect_err("absent");
+    assert!(matches!(err, Error::ForeignLayerMissing { .. }), "{err}");
+    assert!(
+        err.to_string().contains("https://example.invalid/base"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_layer_media_type_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let l = Layout { dir: tmp.path() };
+    std::fs::write(tmp.path().join("oci-layout"), "{}").expect("w");
+    let layer = l.blob(b"whatever");
+    let (cfg, cfg_len) = l.json_blob(&json!({"os": "windows", "architecture": "amd64"}));
+    let (m, m_len) = l.json_blob(&json!({"schemaVersion": 2,
+        "config": {"mediaType": "x", "digest": cfg.to_string(), "size": cfg_len},
+        "layers": [{"mediaType": "application/x-squashfs", "digest": layer.to_string(), "size": 8}]}));
+    let index = json!({"manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": m.to_string(), "size": m_len}]});
+    std::fs::write(tmp.path().join("index.json"), index.to_string()).expect("w");
+    let err = Image::open(tmp.path(), &Platform::windows_amd64()).expect_err("bad type");
+    assert!(matches!(err, Error::UnsupportedMediaType { .. }), "{err}");
+}
+
+fn append_file(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, data).expect("append");
+}
+
+#[test]
+fn docker_save_old_layout_with_symlinked_layer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("image.tar");
+    let l0 = layer_tar("Files/a", b"base");
+    let diff = Digest::of(&l0).to_string();
+    let config = json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": [diff, diff]}});
+    let config_bytes = serde_json::to_vec(&config).expect("json");
+    let config_name = format!("{}.json", Digest::of(&config_bytes).hex());
+    let manifest = json!([{"Config": config_name, "RepoTags": ["x:latest"],
+        "Layers": ["aaaa/layer.tar", "bbbb/layer.tar"]}]);
+    let mut b = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+    append_file(&mut b, "aaaa/layer.tar", &l0);
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "bbbb/layer.tar", "../aaaa/layer.tar")
+        .expect("link");
+    append_file(&mut b, &config_name, &config_bytes);
+    append_file(&mut b, "manifest.json", manifest.to_string().as_bytes());
+    b.finish().expect("finish");
+    drop(b);
+
+    let image = Image::open(&path, &Platform::windows_amd64()).expect("open docker save");
+    assert_eq!(image.format(), Format::DockerSave);
+    assert_eq!(image.layers().len(), 2);
+    for i in 0..2 {
+        assert_eq!(image.layers()[i].digest, Digest::of(&l0));
+        assert_eq!(image.layers()[i].compression, Compression::None);
+        assert_eq!(read_layer(&image, i).expect("read"), l0);
+    }
+    assert_eq!(image.config_digest(), Some(&Digest::of(&config_bytes)));
+}
+
+#[test]
+fn docker_save_blobs_layout_and_traversal_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("image.tar");
+    let l0 = gzip(&layer_tar("Files/a", b"base"));
+    let d0 = Digest::of(&l0);
+    let config = json!({"os": "windows", "architecture": "amd64", "rootfs": {"diff_ids": []}});
+    let config_bytes = serde_json::to_vec(&config).expect("json");
+    let cd = Digest::of(&config_bytes);
+    let manifest = json!([{"Config": format!("blobs/sha256/{}", cd.hex()),
+        "Layers": [format!("blobs/sha256/{}", d0.hex())]}]);
+    let mut b = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+    append_file(&mut b, "manifest.json", manifest.to_string().as_bytes());
+    append_file(&mut b, &format!("blobs/sha256/{}", cd.hex()), &config_bytes);
+    append_file(&mut b, &format!("blobs/sha256/{}", d0.hex()), &l0);
+    b.finish().expect("finish");
+    drop(b);
+    let image = Image::open(&path, &Platform::windows_amd64()).expect("open");
+    assert_eq!(image.layers()[0].compression, Compression::Gzip);
+    assert_eq!(read_layer(&image, 0).expect("read"), l0);
+
+    // A manifest naming a file outside the archive root finds nothing.
+    let dir = tmp.path().join("extracted");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("manifest.json"),
+        json!([{"Config": "../../etc/passwd", "Layers": []}]).to_string(),
+    )
+    .expect("w");
+    let err = Image::open(&dir, &Platform::windows_amd64()).expect_err("escape");
+    assert!(matches!(err, Error::MissingMember { .. }), "{err}");
+}
+
+#[test]
+fn unknown_source_and_compressed_archive() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let err = Image::open(tmp.path(), &Platform::windows_amd64()).expect_err("empty dir");
+    assert!(matches!(err, Error::UnknownFormat(_)), "{err}");
+    let gz = tmp.path().join("x.tar.gz");
+    std::fs::write(&gz, gzip(b"anything")).expect("w");
+    let err = Image::open(&gz, &Platform::windows_amd64()).expect_err("gz");
+    assert!(err.to_string().contains("decompress"), "{err}");
+}

@@ -1,0 +1,722 @@
+//! The CIM layer writer (hcsshim `CimLayerWriter`): entries go straight into a new or forked CIM,
+//! except "std files" (hives, UVM boot files) which go to the layer folder first and enter the
+//! CIM after layer processing; plus `import_layer`, which ties tar reading, writing and commit.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use cimfs::{CimWriter, FileMetadata};
+
+use crate::backuptar::{FileInfo, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL};
+use crate::error::{Error, Result};
+use crate::layout::{
+    cim_path_for_layer, host_path, layer_id, std_file_canonical, HIVES, HIVES_DIR, LAYOUT_CONTENTS,
+    LAYOUT_FILE, REG_FILES_DIR, UTILITY_VM_DIR,
+};
+use crate::tarstream::{decompressed, write_layer_counted, Progress};
+use crate::uvm;
+use crate::writer::LayerWriter;
+
+/// What to import and where.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// The layer folder `SNAPSHOTS/<id>`; must be absent or empty.
+    pub layer: PathBuf,
+    /// Parent layer folders, nearest first; empty for a base layer.
+    pub parents: Vec<PathBuf>,
+    /// The layer folder as the Windows host will see it (e.g. `C:\ProgramData\containerd\...\12`);
+    /// only its last component is used, to name the CIM in a utility VM's boot configuration
+    /// when it differs from the local folder name.
+    pub host_layer_path: Option<String>,
+}
+
+/// The result of an import.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Sum of regular-file sizes (hcsshim's return value).
+    pub size: u64,
+    /// Tar entries processed.
+    pub entries: u64,
+    /// The committed CIM.
+    pub cim_path: PathBuf,
+    /// Things worth telling the user (skipped headers, whiteouts of missing files...).
+    pub notes: Vec<String>,
+}
+
+/// A layer operation replayed into the CIM after processing, in tar order.
+#[derive(Debug)]
+enum PendingOp {
+    /// Add the host copy of a std file with its tar metadata.
+    AddHostFile {
+        cim_path: String,
+        host: PathBuf,
+        info: FileInfo,
+    },
+    AddDir {
+        cim_path: String,
+    },
+    Link {
+        name: String,
+        target: String,
+    },
+}
+
+/// The stream `write` goes to.
+enum Active {
+    None,
+    Cim {
+        name: String,
+        left: u64,
+    },
+    Host {
+        name: String,
+        tmp: PathBuf,
+        dest: PathBuf,
+        out: BufWriter<File>,
+        left: u64,
+    },
+}
+
+/// Writes one layer: a CIM (forked from the nearest parent's) plus the std files in the layer
+/// folder. Dropping it without `close` commits nothing.
+pub struct CimLayerWriter {
+    layer: PathBuf,
+    parents: Vec<PathBuf>,
+    cim_path: PathBuf,
+    relative_cim_path: String,
+    cim: Option<CimWriter>,
+    active: Active,
+    pending: Vec<PendingOp>,
+    has_utility_vm: bool,
+    missing_whiteouts: u64,
+    notes: Vec<String>,
+}
+
+fn metadata(info: &FileInfo) -> FileMetadata {
+    FileMetadata {
+        attributes: info.attributes,
+        size: info.size,
+        creation_time: info.creation_time,
+        last_write_time: info.last_write_time,
+        change_time: info.change_time,
+        last_access_time: info.last_access_time,
+        security_descriptor: info.security_descriptor.clone(),
+        extended_attributes: info.extended_attributes.clone(),
+        reparse_data: info.reparse_data.clone(),
+    }
+}
+
+fn is_std_file(path: &str) -> bool {
+    std_file_canonical(path).is_some()
+}
+
+impl CimLayerWriter {
+    /// Creates the layer folder and starts the CIM (a fork of `parents[0]`'s CIM if any).
+    pub fn new(opts: &ImportOptions) -> Result<Self> {
+        let layer = opts.layer.clone();
+        let id = layer_id(&layer)?;
+        let cim_path = cim_path_for_layer(&layer);
+        let cim_dir = cim_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if cim_path.exists() {
+            return Err(Error::Layer {
+                layer,
+                reason: format!("{} already exists", cim_path.display()),
+            });
+        }
+        match fs::read_dir(&layer) {
+            Ok(mut it) => {
+                if it.next().is_some() {
+                    return Err(Error::Layer {
+                        layer,
+                        reason: "the layer folder is not empty".into(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(&layer).map_err(|e| Error::io(&layer, e))?;
+            }
+            Err(e) => return Err(Error::io(&layer, e)),
+        }
+        fs::create_dir_all(&cim_dir).map_err(|e| Error::io(&cim_dir, e))?;
+        let name = format!("{id}.cim");
+        let cim = match opts.parents.first() {
+            None => CimWriter::create(&cim_dir, &name),
+            Some(parent) => {
+                let parent_cim = cim_path_for_layer(parent);
+                if parent_cim.parent() != Some(cim_dir.as_path()) {
+                    return Err(Error::Layer {
+                        layer,
+                        reason: format!(
+                            "parent CIM {} is not in {} (a fork must share its parent's folder)",
+                            parent_cim.display(),
+                            cim_dir.display()
+                        ),
+                    });
+                }
+                let parent_name = format!("{}.cim", layer_id(parent)?);
+                CimWriter::fork(&cim_dir, &parent_name, &name)
+            }
+        }
+        .map_err(|source| Error::Cim {
+            image: cim_path.clone(),
+            op: "create",
+            path: String::new(),
+            source: Box::new(source),
+        })?;
+        let host_id = opts
+            .host_layer_path
+            .as_deref()
+            .and_then(|p| p.rsplit(['\\', '/']).find(|c| !c.is_empty()))
+            .map_or(id, str::to_string);
+        Ok(CimLayerWriter {
+            layer,
+            parents: opts.parents.clone(),
+            cim_path,
+            relative_cim_path: format!(r"{}\{host_id}.cim", crate::layout::CIM_LAYERS_DIR),
+            cim: Some(cim),
+            active: Active::None,
+            pending: Vec::new(),
+            has_utility_vm: false,
+            missing_whiteouts: 0,
+            notes: Vec::new(),
+        })
+    }
+
+    /// The CIM this writer commits to.
+    pub fn cim_path(&self) -> &Path {
+        &self.cim_path
+    }
+
+    /// Notes gathered so far.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    fn cim(&mut self) -> Result<&mut CimWriter> {
+        self.cim
+            .as_mut()
+            .ok_or_else(|| Error::Sequence("the layer is already closed".into()))
+    }
+
+    fn cim_err(&self, op: &'static str, path: &str, source: cimfs::Error) -> Error {
+        Error::Cim {
+            image: self.cim_path.clone(),
+            op,
+            path: path.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Ends the current stream, checking it got all its bytes; a std file is renamed into place
+    /// only when complete, so a failed import never leaves a truncated hive under its real name.
+    fn finish_active(&mut self) -> Result<()> {
+        match std::mem::replace(&mut self.active, Active::None) {
+            Active::None => Ok(()),
+            Active::Cim { name, left } => {
+                if left != 0 {
+                    return Err(Error::entry(&name, format!("{left} bytes missing")));
+                }
+                Ok(())
+            }
+            Active::Host {
+                name,
+                tmp,
+                dest,
+                out,
+                left,
+            } => {
+                if left != 0 {
+                    return Err(Error::entry(&name, format!("{left} bytes missing")));
+                }
+                let f = out
+                    .into_inner()
+                    .map_err(|e| Error::io(&tmp, e.into_error()))?;
+                f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+                drop(f);
+                fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))
+            }
+        }
+    }
+
+    fn add_cim_file(&mut self, cim_path: &str, info: &FileInfo, data: &mut dyn Read) -> Result<()> {
+        let meta = metadata(info);
+        self.cim()?
+            .add(cim_path, &meta)
+            .map_err(|e| self.cim_err("add", cim_path, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = info.size;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = data
+                .read(&mut buf[..want])
+                .map_err(|e| Error::io(cim_path, e))?;
+            if n == 0 {
+                return Err(Error::entry(
+                    cim_path,
+                    format!("host copy is {left} bytes short"),
+                ));
+            }
+            self.cim()?
+                .write(&buf[..n])
+                .map_err(|e| self.cim_err("write", cim_path, e))?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Base layer (hcsshim `processBaseLayerHives` + `processLayoutFile`): `Hives\<X>_BASE` hard
+    /// links to the config hives, on the host and in the CIM, and the `layout` marker.
+    fn process_base_layer(&mut self) -> Result<Vec<PendingOp>> {
+        let mut ops = Vec::new();
+        let hives_dir = host_path(&self.layer, HIVES_DIR);
+        fs::create_dir(&hives_dir).map_err(|e| Error::Layer {
+            layer: self.layer.clone(),
+            reason: format!(
+                "creating {}: {e} (a base layer must not carry Hives)",
+                hives_dir.display()
+            ),
+        })?;
+        ops.push(PendingOp::AddDir {
+            cim_path: HIVES_DIR.to_string(),
+        });
+        for h in &HIVES {
+            let config = format!(r"{REG_FILES_DIR}\{}", h.name);
+            let base = format!(r"{HIVES_DIR}\{}", h.base);
+            let src = host_path(&self.layer, &config);
+            if !src.is_file() {
+                return Err(Error::Layer {
+                    layer: self.layer.clone(),
+                    reason: format!("a base layer needs {config}, the tar has none"),
+                });
+            }
+            let dst = host_path(&self.layer, &base);
+            fs::hard_link(&src, &dst).map_err(|e| Error::io(&dst, e))?;
+            ops.push(PendingOp::Link {
+                name: base,
+                target: config,
+            });
+        }
+        let layout = host_path(&self.layer, LAYOUT_FILE);
+        write_atomically(&layout, LAYOUT_CONTENTS)?;
+        ops.push(PendingOp::AddHostFile {
+            cim_path: LAYOUT_FILE.to_string(),
+            host: layout,
+            info: FileInfo {
+                attributes: FILE_ATTRIBUTE_NORMAL,
+                ..FileInfo::default()
+            },
+        });
+        Ok(ops)
+    }
+
+    /// Child layer (hcsshim `processNonBaseLayer`): every `Hives\<X>_DELTA` merged onto the
+    /// parent's `Hives\<X>_BASE` becomes this layer's `Hives\<X>_BASE`. The parent hive is read
+    /// from the nearest parent folder that has one: a parent without a delta for a hive has no
+    /// `_BASE` of its own, and its content is then its parent's (hcsshim reads only
+    /// `parentLayerPaths[0]` and fails there).
+    fn process_child_layer(&mut self) -> Result<Vec<PendingOp>> {
+        let mut ops = Vec::new();
+        for h in &HIVES {
+            let delta_rel = format!(r"{HIVES_DIR}\{}", h.delta);
+            let delta = host_path(&self.layer, &delta_rel);
+            if !delta.is_file() {
+                continue;
+            }
+            let base_rel = format!(r"{HIVES_DIR}\{}", h.base);
+            let parent_base = self
+                .parents
+                .iter()
+                .map(|p| host_path(p, &base_rel))
+                .find(|p| p.is_file())
+                .ok_or_else(|| Error::Layer {
+                    layer: self.layer.clone(),
+                    reason: format!(
+                        "{delta_rel} present but no parent layer folder has {base_rel}"
+                    ),
+                })?;
+            let base = regf::Hive::open(&parent_base).map_err(|source| Error::Hive {
+                path: parent_base.clone(),
+                source: Box::new(source),
+            })?;
+            let delta_hive = regf::Hive::open(&delta).map_err(|source| Error::Hive {
+                path: delta.clone(),
+                source: Box::new(source),
+            })?;
+            let merged = regf::merge(&base, &delta_hive).map_err(|source| Error::Hive {
+                path: delta.clone(),
+                source: Box::new(source),
+            })?;
+            let bytes = merged.to_bytes().map_err(|source| Error::Hive {
+                path: delta.clone(),
+                source: Box::new(source),
+            })?;
+            let out = host_path(&self.layer, &base_rel);
+            write_atomically(&out, &bytes)?;
+            ops.push(PendingOp::AddHostFile {
+                cim_path: base_rel,
+                host: out,
+                info: FileInfo {
+                    attributes: FILE_ATTRIBUTE_NORMAL,
+                    ..FileInfo::default()
+                },
+            });
+        }
+        Ok(ops)
+    }
+
+    fn apply(&mut self, op: PendingOp) -> Result<()> {
+        match op {
+            PendingOp::AddHostFile {
+                cim_path,
+                host,
+                mut info,
+            } => {
+                let mut f = File::open(&host).map_err(|e| Error::io(&host, e))?;
+                info.size = f.metadata().map_err(|e| Error::io(&host, e))?.len();
+                self.add_cim_file(&cim_path, &info, &mut f)
+            }
+            PendingOp::AddDir { cim_path } => {
+                let meta = FileMetadata {
+                    attributes: FILE_ATTRIBUTE_DIRECTORY,
+                    ..FileMetadata::default()
+                };
+                self.cim()?
+                    .add(&cim_path, &meta)
+                    .map_err(|e| self.cim_err("add", &cim_path, e))
+            }
+            PendingOp::Link { name, target } => self
+                .cim()?
+                .add_link(&name, &target)
+                .map_err(|e| self.cim_err("link", &name, e)),
+        }
+    }
+
+    /// Layer processing, then the pending operations, then the CIM commit.
+    fn finish(&mut self) -> Result<()> {
+        self.finish_active()?;
+        if self.has_utility_vm {
+            let report = uvm::process_utility_vm(&self.layer, &self.relative_cim_path)?;
+            self.notes.extend(report);
+        }
+        let ops = if self.parents.is_empty() {
+            self.process_base_layer()?
+        } else {
+            self.process_child_layer()?
+        };
+        let pending = std::mem::take(&mut self.pending);
+        for op in pending.into_iter().chain(ops) {
+            self.apply(op)?;
+        }
+        if self.missing_whiteouts > 0 {
+            self.notes.push(format!(
+                "{} whiteouts named files that no parent layer has",
+                self.missing_whiteouts
+            ));
+        }
+        let cim = self
+            .cim
+            .take()
+            .ok_or_else(|| Error::Sequence("the layer is already closed".into()))?;
+        cim.commit().map_err(|source| Error::Cim {
+            image: self.cim_path.clone(),
+            op: "commit",
+            path: String::new(),
+            source: Box::new(source),
+        })?;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary name, so the real name only ever holds complete
+/// contents.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_name(path);
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".importing");
+    path.with_file_name(name)
+}
+
+impl LayerWriter for CimLayerWriter {
+    fn add(&mut self, name: &str, info: &FileInfo) -> Result<()> {
+        self.finish_active()?;
+        if name == UTILITY_VM_DIR {
+            self.has_utility_vm = true;
+        }
+        if let Some(canonical) = std_file_canonical(name) {
+            if info.is_directory() {
+                return Err(Error::entry(
+                    name,
+                    "expected a file, the tar has a directory",
+                ));
+            }
+            let dest = host_path(&self.layer, &canonical);
+            if let Some(dir) = dest.parent() {
+                fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            let tmp = temp_name(&dest);
+            let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            self.pending.push(PendingOp::AddHostFile {
+                cim_path: name.to_string(),
+                host: dest.clone(),
+                info: info.clone(),
+            });
+            self.active = Active::Host {
+                name: name.to_string(),
+                tmp,
+                dest,
+                out: BufWriter::new(f),
+                left: info.size,
+            };
+            return Ok(());
+        }
+        let meta = metadata(info);
+        self.cim()?
+            .add(name, &meta)
+            .map_err(|e| self.cim_err("add", name, e))?;
+        let left = if info.is_directory() { 0 } else { info.size };
+        self.active = Active::Cim {
+            name: name.to_string(),
+            left,
+        };
+        Ok(())
+    }
+
+    fn add_link(&mut self, name: &str, target: &str) -> Result<()> {
+        self.finish_active()?;
+        if is_std_file(name) {
+            return Err(Error::entry(
+                name,
+                "a hive or boot file cannot be a hard link",
+            ));
+        }
+        if is_std_file(target) {
+            self.pending.push(PendingOp::Link {
+                name: name.to_string(),
+                target: target.to_string(),
+            });
+            return Ok(());
+        }
+        self.cim()?
+            .add_link(name, target)
+            .map_err(|e| self.cim_err("link", name, e))
+    }
+
+    fn add_alternate_stream(&mut self, name: &str, size: u64) -> Result<()> {
+        if matches!(self.active, Active::Host { .. }) {
+            return Err(Error::entry(
+                name,
+                "a hive or boot file cannot have alternate data streams",
+            ));
+        }
+        self.finish_active()?;
+        self.cim()?
+            .add_alternate_stream(name, size)
+            .map_err(|e| self.cim_err("add stream", name, e))?;
+        self.active = Active::Cim {
+            name: name.to_string(),
+            left: size,
+        };
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> Result<()> {
+        self.finish_active()?;
+        // hcsshim HEAD ignores "not found" here: a whiteout may name a file no parent has.
+        match self.cim()?.remove(name) {
+            Ok(()) => Ok(()),
+            Err(cimfs::Error::NotFound { .. }) => {
+                self.missing_whiteouts += 1;
+                Ok(())
+            }
+            Err(e) => Err(self.cim_err("remove", name, e)),
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        let len = data.len() as u64;
+        match &mut self.active {
+            Active::None => Err(Error::Sequence("write without an open stream".into())),
+            Active::Cim { name, left } => {
+                if len > *left {
+                    return Err(Error::entry(name, "more data than the header announced"));
+                }
+                *left -= len;
+                let name = name.clone();
+                self.cim()?
+                    .write(data)
+                    .map_err(|e| self.cim_err("write", &name, e))
+            }
+            Active::Host {
+                name,
+                tmp,
+                out,
+                left,
+                ..
+            } => {
+                if len > *left {
+                    return Err(Error::entry(name, "more data than the header announced"));
+                }
+                *left -= len;
+                out.write_all(data).map_err(|e| Error::io(tmp.as_path(), e))
+            }
+        }
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.finish()
+    }
+}
+
+/// Imports a layer tar (plain, gzip or zstd, told from its bytes) as a CIM layer: the layer
+/// folder `opts.layer` with its std files, and `cim-layers/<id>.cim` next to it. On error nothing
+/// is committed and the layer folder is removed again.
+pub fn import_layer(
+    tar: impl Read,
+    opts: &ImportOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ImportSummary> {
+    let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let counted = Counting {
+        inner: tar,
+        count: count.clone(),
+    };
+    let existed = opts.layer.exists();
+    let input = decompressed(counted)?;
+    // Only after `new` succeeded does the layer folder hold anything of ours to clean up.
+    let mut w = CimLayerWriter::new(opts)?;
+    let result = (|| {
+        let stats = write_layer_counted(input, &mut w, &mut || count.get(), progress)?;
+        w.close()?;
+        let mut notes = std::mem::take(&mut w.notes);
+        if stats.global_headers > 0 {
+            notes.push(format!(
+                "{} global PAX headers skipped",
+                stats.global_headers
+            ));
+        }
+        Ok(ImportSummary {
+            size: stats.size,
+            entries: stats.entries,
+            cim_path: w.cim_path.clone(),
+            notes,
+        })
+    })();
+    if result.is_err() {
+        // Drop the CIM writer first: it removes its partial region/objectid files.
+        drop(w);
+        cleanup_failed_layer(&opts.layer, existed);
+    }
+    result
+}
+
+/// Removes what a failed import wrote to the layer folder (the CIM writer has already discarded
+/// its own files when dropped).
+fn cleanup_failed_layer(layer: &Path, existed: bool) {
+    if !layer.exists() {
+        return;
+    }
+    // A folder that was there before the import was checked to be empty: empty it again.
+    let _ = fs::remove_dir_all(layer);
+    if existed {
+        let _ = fs::create_dir(layer);
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    count: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Removes a layer's CIM and its own region/objectid files (not its parents'); a layer that has
+/// no CIM is left alone (hcsshim `DestroyCimLayer`). The layer folder itself is the caller's.
+pub fn destroy_layer(layer: &Path) -> Result<()> {
+    let cim = cim_path_for_layer(layer);
+    if !cim.is_file() {
+        return Ok(());
+    }
+    let files = cimfs::image_files(&cim).map_err(|source| Error::Cim {
+        image: cim.clone(),
+        op: "list files of",
+        path: String::new(),
+        source: Box::new(source),
+    })?;
+    for f in files.regions.iter().chain(&files.objectids) {
+        match fs::remove_file(f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(f, e)),
+        }
+    }
+    fs::remove_file(&cim).map_err(|e| Error::io(&cim, e))
+}
+
+#[cfg(unix)]
+fn first_link(md: &fs::Metadata, seen: &mut std::collections::HashSet<(u64, u64)>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    md.nlink() < 2 || seen.insert((md.dev(), md.ino()))
+}
+
+#[cfg(not(unix))]
+fn first_link(_: &fs::Metadata, _: &mut std::collections::HashSet<(u64, u64)>) -> bool {
+    true
+}
+
+/// Bytes on disk that belong to this layer: its CIM, its own region/objectid files and the
+/// files in its layer folder (a hard-linked file counted once on Unix).
+pub fn layer_disk_usage(layer: &Path) -> Result<u64> {
+    let mut total = 0;
+    let cim = cim_path_for_layer(layer);
+    if cim.is_file() {
+        let files = cimfs::image_files(&cim).map_err(|source| Error::Cim {
+            image: cim.clone(),
+            op: "list files of",
+            path: String::new(),
+            source: Box::new(source),
+        })?;
+        for f in std::iter::once(&files.cim)
+            .chain(&files.regions)
+            .chain(&files.objectids)
+        {
+            total += fs::metadata(f).map_err(|e| Error::io(f, e))?.len();
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![layer.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io(&dir, e))?;
+            let md = ent.metadata().map_err(|e| Error::io(ent.path(), e))?;
+            if md.is_dir() {
+                stack.push(ent.path());
+            } else if first_link(&md, &mut seen) {
+                total += md.len();
+            }
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,338 @@
+//! Import behaviour around the edges: the README sample, compression, failures that must leave
+//! nothing usable behind, determinism, utility VM layers, layer-folder rules.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::TarBuilder;
+use wclayer::{cim_path_for_layer, import_layer, ImportOptions};
+
+fn opts(layer: &Path, parents: &[&Path]) -> ImportOptions {
+    ImportOptions {
+        layer: layer.to_path_buf(),
+        parents: parents.iter().map(|p| p.to_path_buf()).collect(),
+        host_layer_path: None,
+    }
+}
+
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+        Err(_) => vec![],
+    };
+    v.sort();
+    v
+}
+
+/// A minimal base layer built here: the five hives (tiny real ones) and a few files.
+fn small_base(shared: &Path, extra: impl FnOnce(&mut TarBuilder)) -> Vec<u8> {
+    let hive = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
+    let mut t = TarBuilder::new();
+    t.dir("Files", &[]);
+    t.dir("Files/Windows", &[]);
+    t.dir("Files/Windows/System32", &[]);
+    t.dir("Files/Windows/System32/config", &[]);
+    for h in ["DEFAULT", "SAM", "SECURITY", "SOFTWARE", "SYSTEM"] {
+        t.file(
+            &format!("Files/Windows/System32/config/{h}"),
+            &[("MSWINDOWS.fileattr", "32".into())],
+            &hive,
+        );
+    }
+    t.file(
+        "Files/Windows/notepad.exe",
+        &[("MSWINDOWS.fileattr", "32".into())],
+        b"MZ notepad",
+    );
+    extra(&mut t);
+    t.finish()
+}
+
+#[test]
+fn readme_sample_imports_plain_and_gzip() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tmp.path().join("x.tar");
+    let Some(_) = common::gen_layer(
+        &shared,
+        &["--files", "300", "--size", "1M", "--seed", "1"],
+        &tar,
+    ) else {
+        return;
+    };
+    let bytes = fs::read(&tar).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&bytes).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut sizes = vec![];
+    for (i, input) in [bytes.clone(), gz].into_iter().enumerate() {
+        let layer = tmp.path().join(format!("snap{i}/snapshots/1"));
+        let s = import_layer(&input[..], &opts(&layer, &[]), &mut |_| {}).unwrap();
+        let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+        cim.stat(r"Hives\SYSTEM_BASE").unwrap();
+        assert_eq!(cim.read_dir("").unwrap().len(), 3, "Files, Hives, layout");
+        assert!(cimfs::verify::verify(&s.cim_path).is_empty());
+        sizes.push(s.size);
+    }
+    assert_eq!(sizes[0], sizes[1]);
+    let mut m = common::Model::default();
+    m.apply_tar(&bytes[..]);
+    assert_eq!(sizes[0], m.regular_bytes);
+}
+
+/// Region-set GUID of an image, as written in its region file names.
+fn region_guid(cim_dir: &Path) -> String {
+    let name = listing(cim_dir)
+        .into_iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("region_"))
+        .unwrap();
+    name["region_".len()..name.rfind('_').unwrap()].to_string()
+}
+
+/// The 16 bytes a GUID string stands for (first three fields little-endian).
+fn guid_bytes(s: &str) -> Vec<u8> {
+    let h: String = s.chars().filter(|c| *c != '-').collect();
+    let b: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut out = vec![b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6]];
+    out.extend_from_slice(&b[8..]);
+    out
+}
+
+fn replace_all(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(data[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn importing_twice_gives_identical_images_but_for_the_guid() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tmp.path().join("x.tar");
+    let Some(_) = common::gen_layer(
+        &shared,
+        &["--files", "400", "--size", "2M", "--seed", "3"],
+        &tar,
+    ) else {
+        return;
+    };
+    let mut images = vec![];
+    for run in 0..2 {
+        let layer = tmp.path().join(format!("run{run}/snapshots/7"));
+        let s = import_layer(
+            fs::File::open(&tar).unwrap(),
+            &opts(&layer, &[]),
+            &mut |_| {},
+        )
+        .unwrap();
+        let dir = s.cim_path.parent().unwrap().to_path_buf();
+        let guid = region_guid(&dir);
+        let files: Vec<(String, Vec<u8>)> = listing(&dir)
+            .into_iter()
+            .map(|p| {
+                let name = p
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace(&guid, "GUID");
+                let data = replace_all(&fs::read(&p).unwrap(), &guid_bytes(&guid), &[0; 16]);
+                (name, data)
+            })
+            .collect();
+        images.push(files);
+    }
+    assert_eq!(images[0].len(), images[1].len());
+    for (a, b) in images[0].iter().zip(&images[1]) {
+        assert_eq!(a.0, b.0);
+        assert!(
+            a.1 == b.1,
+            "{} differs between two imports of the same tar",
+            a.0
+        );
+    }
+}
+
+/// No CIM for `layer`, no file in cim-layers beyond `before`, an empty or absent layer folder.
+fn assert_nothing_left(layer: &Path, before: &[PathBuf]) {
+    let cim = cim_path_for_layer(layer);
+    assert!(!cim.exists(), "{} left behind", cim.display());
+    assert_eq!(listing(cim.parent().unwrap()), before);
+    assert!(
+        !layer.exists() || listing(layer).is_empty(),
+        "{:?}",
+        listing(layer)
+    );
+}
+
+#[test]
+fn errors_mid_import_leave_no_image_and_no_half_written_hive() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = small_base(&shared, |t| {
+        t.file(
+            "Files/bad",
+            &[("MSWINDOWS.sd", "O:BAD:(A;;FA;;;NOPE)".into())],
+            b"",
+        );
+    });
+    let layer = tmp.path().join("snapshots/1");
+    let err = import_layer(&tar[..], &opts(&layer, &[]), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Files/bad") && err.contains("NOPE"), "{err}");
+    assert_nothing_left(&layer, &[]);
+
+    // cut the stream inside the SYSTEM hive's data: the std file must not appear complete
+    let good = small_base(&shared, |_| {});
+    let hive = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
+    let system_at = good
+        .windows(29)
+        .position(|w| w == b"Files/Windows/System32/config".as_slice())
+        .unwrap();
+    let cut = good[system_at..]
+        .windows(hive.len().min(64))
+        .position(|w| w == &hive[..64])
+        .unwrap();
+    let layer = tmp.path().join("snapshots/2");
+    assert!(import_layer(
+        &good[..system_at + cut + 1000],
+        &opts(&layer, &[]),
+        &mut |_| {}
+    )
+    .is_err());
+    assert_nothing_left(&layer, &[]);
+
+    // an error in layer processing (a base layer without its hives) comes after every entry
+    let mut t = TarBuilder::new();
+    t.dir("Files", &[]);
+    t.file("Files/a", &[], b"x");
+    let layer = tmp.path().join("snapshots/3");
+    let err = import_layer(&t.finish()[..], &opts(&layer, &[]), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(r"Files\Windows\System32\config\SYSTEM"),
+        "{err}"
+    );
+    assert_nothing_left(&layer, &[]);
+}
+
+#[test]
+fn layer_folder_rules() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = small_base(&shared, |_| {});
+    let layer = tmp.path().join("snapshots/1");
+    fs::create_dir_all(&layer).unwrap();
+    fs::write(layer.join("keep.txt"), b"mine").unwrap();
+    assert!(import_layer(&tar[..], &opts(&layer, &[]), &mut |_| {}).is_err());
+    assert_eq!(
+        fs::read(layer.join("keep.txt")).unwrap(),
+        b"mine",
+        "a non-empty folder is not touched"
+    );
+    fs::remove_file(layer.join("keep.txt")).unwrap();
+    let s = import_layer(&tar[..], &opts(&layer, &[]), &mut |_| {}).unwrap();
+    // importing again onto an existing CIM is refused and leaves it intact
+    let other = tmp.path().join("elsewhere/1");
+    let err = import_layer(&tar[..], &opts(&other, &[]), &mut |_| {});
+    assert!(err.is_ok());
+    let again = import_layer(&tar[..], &opts(&layer, &[]), &mut |_| {});
+    assert!(again.is_err());
+    cimfs::Cim::open(&s.cim_path).unwrap();
+    // a parent in another snapshot folder cannot be forked
+    let child = tmp.path().join("third/2");
+    let err = import_layer(&tar[..], &opts(&child, &[&layer]), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("parent CIM"), "{err}");
+}
+
+fn uvm_layer(shared: &Path, build: &str) -> Vec<u8> {
+    small_base(shared, |t| {
+        let sw = common::software_hive(build);
+        let sys = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
+        t.dir("UtilityVM", &[]);
+        t.dir("UtilityVM/Files", &[]);
+        t.dir("UtilityVM/Files/Windows", &[]);
+        t.dir("UtilityVM/Files/Windows/System32", &[]);
+        t.dir("UtilityVM/Files/Windows/System32/config", &[]);
+        t.file("UtilityVM/Files/Windows/System32/config/SOFTWARE", &[], &sw);
+        t.file("UtilityVM/Files/Windows/System32/config/SYSTEM", &[], &sys);
+        t.dir("UtilityVM/Files/EFI", &[]);
+        t.dir("UtilityVM/Files/EFI/Microsoft", &[]);
+        t.dir("UtilityVM/Files/EFI/Microsoft/Boot", &[]);
+        t.file(
+            "UtilityVM/Files/EFI/Microsoft/Boot/bootmgfw.efi",
+            &[],
+            b"MZ bootmgr",
+        );
+    })
+}
+
+#[test]
+fn utility_vm_build_number_and_unsupported_cim_boot() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("snapshots/1");
+    let s = import_layer(
+        &uvm_layer(&shared, "17763")[..],
+        &opts(&layer, &[]),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(fs::read(layer.join("uvmbuildversion")).unwrap(), b"17763");
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(
+        &mut cim
+            .open_file(r"UtilityVM\Files\EFI\Microsoft\Boot\bootmgfw.efi")
+            .unwrap(),
+        &mut got,
+    )
+    .unwrap();
+    assert_eq!(got, b"MZ bootmgr");
+    assert!(cim
+        .stat(r"UtilityVM\Files\Windows\System32\config\SOFTWARE")
+        .is_ok());
+
+    let layer = tmp.path().join("snapshots/2");
+    let before = listing(&tmp.path().join("snapshots/cim-layers"));
+    let err = import_layer(
+        &uvm_layer(&shared, "26100")[..],
+        &opts(&layer, &[]),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("not supported yet") && err.contains("26100"),
+        "{err}"
+    );
+    assert_nothing_left(&layer, &before);
+}

@@ -1,0 +1,296 @@
+//! The tar reader against a recording LayerWriter: every backuptar feature, in tar order.
+
+use std::io::{Cursor, Write};
+
+use wclayer::backuptar::{self, FileInfo, ReparsePoint, FILE_ATTRIBUTE_DIRECTORY};
+use wclayer::{write_layer_from_tar, RecordedOp, RecordingLayerWriter};
+
+struct TarBuilder {
+    b: tar::Builder<Vec<u8>>,
+}
+
+impl TarBuilder {
+    fn new() -> Self {
+        TarBuilder {
+            b: tar::Builder::new(Vec::new()),
+        }
+    }
+
+    fn entry(
+        &mut self,
+        name: &str,
+        kind: tar::EntryType,
+        pax: &[(&str, &str)],
+        link: &str,
+        data: &[u8],
+    ) {
+        if !pax.is_empty() {
+            self.b
+                .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_bytes())))
+                .unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_600_000_000);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o40000
+        } else {
+            0o100000
+        });
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        // set_path refuses `..`; write raw bytes so hostile names can be tested too
+        let nb = name.as_bytes();
+        h.as_old_mut().name[..nb.len()].copy_from_slice(nb);
+        h.set_cksum();
+        self.b.append(&h, data).unwrap();
+    }
+
+    fn file(&mut self, name: &str, pax: &[(&str, &str)], data: &[u8]) {
+        self.entry(name, tar::EntryType::Regular, pax, "", data);
+    }
+
+    fn dir(&mut self, name: &str) {
+        self.entry(
+            name,
+            tar::EntryType::Directory,
+            &[("MSWINDOWS.fileattr", "16")],
+            "",
+            b"",
+        );
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.b.into_inner().unwrap()
+    }
+}
+
+fn record(tar: &[u8]) -> wclayer::Result<Vec<RecordedOp>> {
+    let mut w = RecordingLayerWriter::new();
+    let mut calls = 0;
+    write_layer_from_tar(Cursor::new(tar), &mut w, &mut |_| calls += 1)?;
+    Ok(w.ops)
+}
+
+fn sample_tar() -> Vec<u8> {
+    let mut t = TarBuilder::new();
+    t.dir("Files");
+    t.file(
+        "Files/a.txt",
+        &[
+            ("MSWINDOWS.fileattr", "32"),
+            ("MSWINDOWS.rawsd", "AQAEgBQAAAAAAAAAAAAAAAAAAAA="),
+            ("MSWINDOWS.xattr.user.b", "Ag=="),
+            ("MSWINDOWS.xattr.user.a", "AQ=="),
+            ("LIBARCHIVE.creationtime", "1500000000.25"),
+            ("mtime", "1600000000.5"),
+            ("atime", "1600000001"),
+            ("ctime", "1600000002"),
+        ],
+        b"hello",
+    );
+    t.file("Files/a.txt:Zone.Identifier", &[], b"[ZoneTransfer]");
+    t.file("Files/a.txt:second:$DATA", &[], b"2");
+    t.entry(
+        "Files/link.txt",
+        tar::EntryType::Link,
+        &[],
+        "Files/a.txt",
+        b"",
+    );
+    t.entry("Files/sym", tar::EntryType::Symlink, &[], "../x/y", b"");
+    t.entry(
+        "Files/junction",
+        tar::EntryType::Symlink,
+        &[("MSWINDOWS.mountpoint", "1")],
+        "C:/ProgramData",
+        b"",
+    );
+    t.entry("Files/fifo", tar::EntryType::Fifo, &[], "", b"");
+    t.file("Files/.wh.gone.dll", &[], b"");
+    t.file(".wh.TopLevel", &[], b"");
+    t.file(
+        "Files/sddl",
+        &[("MSWINDOWS.sd", "O:BAG:SYD:(A;;FA;;;SY)")],
+        b"",
+    );
+    t.finish()
+}
+
+#[test]
+fn every_entry_kind_in_order() {
+    let ops = record(&sample_tar()).unwrap();
+    let names: Vec<String> = ops
+        .iter()
+        .map(|op| match op {
+            RecordedOp::Add { name, .. } => format!("add {name}"),
+            RecordedOp::AddLink { name, target } => format!("link {name} -> {target}"),
+            RecordedOp::AddStream { name, size, .. } => format!("stream {name} {size}"),
+            RecordedOp::Remove { name } => format!("remove {name}"),
+            RecordedOp::Close => "close".into(),
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            r"add Files",
+            r"add Files\a.txt",
+            r"stream Files\a.txt:Zone.Identifier 14",
+            r"stream Files\a.txt:second 1",
+            r"link Files\link.txt -> Files\a.txt",
+            r"add Files\sym",
+            r"add Files\junction",
+            r"add Files\fifo",
+            r"remove Files\gone.dll",
+            r"remove TopLevel",
+            r"add Files\sddl",
+        ]
+    );
+    let RecordedOp::Add { info, data, .. } = &ops[1] else {
+        panic!("{:?}", ops[1])
+    };
+    assert_eq!(data, b"hello");
+    let ft = |s: &str| backuptar::pax_time_to_filetime(s).unwrap();
+    assert_eq!(
+        info,
+        &FileInfo {
+            attributes: 32,
+            size: 5,
+            creation_time: ft("1500000000.25"),
+            last_write_time: ft("1600000000.5"),
+            change_time: ft("1600000002"),
+            last_access_time: ft("1600000001"),
+            security_descriptor: backuptar::sddl_to_security_descriptor("D:NO_ACCESS_CONTROL")
+                .map(|mut sd| {
+                    sd[4] = 0x14; // the rawsd above has an owner offset of 0x14
+                    sd
+                })
+                .unwrap(),
+            extended_attributes: backuptar::encode_extended_attributes(&[
+                backuptar::ExtendedAttribute {
+                    name: "user.a".into(),
+                    value: vec![1],
+                    flags: 0
+                },
+                backuptar::ExtendedAttribute {
+                    name: "user.b".into(),
+                    value: vec![2],
+                    flags: 0
+                },
+            ])
+            .unwrap(),
+            reparse_data: vec![],
+        }
+    );
+    let RecordedOp::Add { info, .. } = &ops[0] else {
+        panic!()
+    };
+    assert_eq!(info.attributes, FILE_ATTRIBUTE_DIRECTORY);
+    let RecordedOp::Add { info, .. } = &ops[5] else {
+        panic!()
+    };
+    assert_eq!(
+        backuptar::decode_reparse_point(&info.reparse_data).unwrap(),
+        ReparsePoint {
+            target: r"..\x\y".into(),
+            is_mount_point: false
+        }
+    );
+    assert_eq!(
+        info.attributes & backuptar::FILE_ATTRIBUTE_REPARSE_POINT,
+        backuptar::FILE_ATTRIBUTE_REPARSE_POINT
+    );
+    let RecordedOp::Add { info, .. } = &ops[6] else {
+        panic!()
+    };
+    assert!(
+        backuptar::decode_reparse_point(&info.reparse_data)
+            .unwrap()
+            .is_mount_point
+    );
+    let RecordedOp::Add { info, .. } = &ops[10] else {
+        panic!()
+    };
+    assert_eq!(
+        info.security_descriptor,
+        backuptar::sddl_to_security_descriptor("O:BAG:SYD:(A;;FA;;;SY)").unwrap()
+    );
+}
+
+#[test]
+fn compression_is_detected_from_bytes() {
+    let plain = sample_tar();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(Cursor::new(&plain), 3).unwrap();
+    let want = record(&plain).unwrap();
+    for input in [gz, zst] {
+        let mut w = RecordingLayerWriter::new();
+        let r = wclayer::decompressed(Cursor::new(input)).unwrap();
+        write_layer_from_tar(r, &mut w, &mut |_| {}).unwrap();
+        assert_eq!(w.ops, want);
+    }
+    assert!(wclayer::decompressed(Cursor::new(b"\xfd7zXZ\0rest".to_vec())).is_err());
+}
+
+#[test]
+fn hostile_names_are_refused() {
+    for (name, kind, link) in [
+        ("../evil", tar::EntryType::Regular, ""),
+        ("Files/../../evil", tar::EntryType::Regular, ""),
+        ("/etc/passwd", tar::EntryType::Regular, ""),
+        ("C:/Windows/x", tar::EntryType::Regular, ""),
+        ("Files/l", tar::EntryType::Link, "../../etc/passwd"),
+        ("Files/l", tar::EntryType::Link, "/etc/passwd"),
+        ("Files/.wh..wh..opq", tar::EntryType::Regular, ""),
+        ("Files/x:s:$EA", tar::EntryType::Regular, ""),
+    ] {
+        let mut t = TarBuilder::new();
+        t.dir("Files");
+        t.entry(name, kind, &[], link, b"");
+        let err = record(&t.finish()).unwrap_err().to_string();
+        assert!(err.contains(name), "{name}: {err}");
+    }
+}
+
+#[test]
+fn stream_must_follow_its_file() {
+    let mut t = TarBuilder::new();
+    t.file("aa", &[], b"1");
+    t.file("b", &[], b"2");
+    t.file("aa:s", &[], b"3");
+    let err = record(&t.finish()).unwrap_err().to_string();
+    assert!(err.contains("does not follow"), "{err}");
+}
+
+#[test]
+fn bad_sddl_names_the_entry_and_token() {
+    let mut t = TarBuilder::new();
+    t.file("Files/x", &[("MSWINDOWS.sd", "O:BAD:(A;;ZZ;;;SY)")], b"");
+    let err = record(&t.finish()).unwrap_err().to_string();
+    assert!(err.contains("Files/x") && err.contains("ZZ"), "{err}");
+}
+
+#[test]
+fn truncated_tar_is_an_error() {
+    let tar = sample_tar();
+    // cut inside the data of Files/a.txt
+    let pos = tar.windows(5).position(|w| w == b"hello").unwrap();
+    assert!(record(&tar[..pos + 2]).is_err());
+}
+
+#[test]
+fn progress_counts_entries_and_bytes() {
+    let tar = sample_tar();
+    let mut seen = Vec::new();
+    let mut w = RecordingLayerWriter::new();
+    let stats = write_layer_from_tar(Cursor::new(&tar), &mut w, &mut |p| seen.push(p)).unwrap();
+    assert_eq!(stats.entries, 11);
+    assert_eq!(stats.size, 5);
+    assert_eq!(seen.len(), 11);
+    assert!(seen.windows(2).all(|w| w[0].bytes_read <= w[1].bytes_read));
+    assert!(seen.last().unwrap().bytes_read <= tar.len() as u64);
+}
