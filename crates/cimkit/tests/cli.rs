@@ -143,6 +143,7 @@ fn stat_shows_metadata_and_names_missing_paths() {
     assert!(text.contains("ARCHIVE"), "{text}");
     assert!(text.contains("2022-04-15 05:20:00.1234567Z"), "{text}");
     assert!(text.contains("Files\\hello.txt:zone (26 bytes)"), "{text}");
+    assert!(text.contains("Owner:       S-1-5-80-"), "{text}");
     let ea = cimkit_ok(&["stat", s(&cim), "files/DIR/\u{dc}NIC\u{d6}DE.TXT"], 0);
     assert!(ea.contains("EA:          user.test = AQID"), "{ea}");
     let j = json_lines(&cimkit_ok(&["stat", "--json", s(&cim), "Files/link"], 0));
