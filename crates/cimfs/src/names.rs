@@ -62,6 +62,18 @@ pub(crate) fn compare_units(a: &[u16], b: &[u16], table: &[u16]) -> Ordering {
     a.len().cmp(&b.len())
 }
 
+/// [`compare_units`] of a stored UTF-16LE name (raw bytes, even length) against `b`.
+pub(crate) fn compare_le_bytes(a: &[u8], b: &[u16], table: &[u16]) -> Ordering {
+    let up = |u: u16| table.get(usize::from(u)).copied().unwrap_or(u);
+    for (x, y) in a.chunks_exact(2).zip(b.iter()) {
+        match up(u16::from_le_bytes([x[0], x[1]])).cmp(&up(*y)) {
+            Ordering::Equal => continue,
+            o => return o,
+        }
+    }
+    (a.len() / 2).cmp(&b.len())
+}
+
 /// Splits "file:stream" or "file:stream:$DATA" into the file path and the stream name.
 /// Returns None when there is no stream part.
 pub(crate) fn split_stream(path: &str) -> Option<(&str, &str)> {

@@ -437,7 +437,7 @@ impl Cim {
     }
 
     /// Region file path and byte offset of a region offset (for error messages).
-    fn locate(&self, off: RegionOffset) -> (PathBuf, u64) {
+    pub(crate) fn locate(&self, off: RegionOffset) -> (PathBuf, u64) {
         match self.regions.get(usize::from(off.region_index())) {
             Some(r) => (r.path.clone(), off.byte_offset()),
             None => (self.path.clone(), off.0),
@@ -639,16 +639,15 @@ impl Cim {
         })
     }
 
-    /// Parses a link table of `len` bytes at `off` with entries of `entry_size` bytes.
-    pub(crate) fn read_link_table<T: Copy>(
+    /// Reads a link table of `len` bytes at `off` with entries of `entry_size` bytes and checks its header.
+    fn raw_link_table(
         &self,
         off: RegionOffset,
         len: u64,
         entry_size: usize,
         object: &dyn Fn() -> String,
-        parse: impl Fn(&[u8]) -> T,
-    ) -> Result<LinkTable<T>> {
-        let bytes = self.read_vec(off, len, object)?;
+    ) -> Result<RawLinkTable> {
+        let mut bytes = self.read_vec(off, len, object)?;
         let (file, base) = self.locate(off);
         let bad = |at: usize, reason: String| {
             corrupt(&self.path, &file, object(), base + at as u64, reason)
@@ -667,7 +666,7 @@ impl Cim {
                 format!("link table length {length} outside 8..={}", bytes.len()),
             ));
         }
-        let table = &bytes[..length];
+        bytes.truncate(length);
         let per = entry_size + format::LINK_NAME_OFFSET_SIZE;
         if count > (length - 8) / per {
             return Err(bad(
@@ -675,36 +674,67 @@ impl Cim {
                 format!("link count {count} does not fit in {length} bytes"),
             ));
         }
-        let entries_at = 8;
-        let offsets_at = entries_at + count * entry_size;
-        let mut names = Vec::with_capacity(count);
-        let mut entries = Vec::with_capacity(count);
-        for i in 0..count {
-            let e = &table[entries_at + i * entry_size..entries_at + (i + 1) * entry_size];
-            entries.push(parse(e));
-            let o = offsets_at + i * 4;
-            let no =
-                u32::from_le_bytes([table[o], table[o + 1], table[o + 2], table[o + 3]]) as usize;
-            if no < offsets_at + count * 4 || no.checked_add(2).is_none_or(|e| e > length) {
-                return Err(bad(
-                    o,
-                    format!("name offset {no} of link {i} is outside the name area"),
-                ));
-            }
-            let nl = usize::from(u16::from_le_bytes([table[no], table[no + 1]]));
-            let end = no + 2 + nl * 2;
-            if end > length {
-                return Err(bad(
-                    no,
-                    format!("name of link {i} ({nl} units) runs past the table"),
-                ));
-            }
-            if nl == 0 {
-                return Err(bad(no, format!("link {i} has an empty name")));
-            }
+        Ok(RawLinkTable {
+            bytes,
+            count,
+            entry_size,
+            file,
+            base,
+        })
+    }
+
+    /// Bytes (UTF-16LE) of name `i` of a raw link table, bounds-checked.
+    fn link_name<'t>(
+        &self,
+        t: &'t RawLinkTable,
+        i: usize,
+        object: &dyn Fn() -> String,
+    ) -> Result<&'t [u8]> {
+        let table = &t.bytes;
+        let length = table.len();
+        let offsets_at = 8 + t.count * t.entry_size;
+        let bad = |at: usize, reason: String| {
+            corrupt(&self.path, &t.file, object(), t.base + at as u64, reason)
+        };
+        let o = offsets_at + i * 4;
+        let no = u32::from_le_bytes([table[o], table[o + 1], table[o + 2], table[o + 3]]) as usize;
+        if no < offsets_at + t.count * 4 || no.checked_add(2).is_none_or(|e| e > length) {
+            return Err(bad(
+                o,
+                format!("name offset {no} of link {i} is outside the name area"),
+            ));
+        }
+        let nl = usize::from(u16::from_le_bytes([table[no], table[no + 1]]));
+        let end = no + 2 + nl * 2;
+        if end > length {
+            return Err(bad(
+                no,
+                format!("name of link {i} ({nl} units) runs past the table"),
+            ));
+        }
+        if nl == 0 {
+            return Err(bad(no, format!("link {i} has an empty name")));
+        }
+        Ok(&table[no + 2..end])
+    }
+
+    /// Parses a link table of `len` bytes at `off` with entries of `entry_size` bytes.
+    pub(crate) fn read_link_table<T: Copy>(
+        &self,
+        off: RegionOffset,
+        len: u64,
+        entry_size: usize,
+        object: &dyn Fn() -> String,
+        parse: impl Fn(&[u8]) -> T,
+    ) -> Result<LinkTable<T>> {
+        let t = self.raw_link_table(off, len, entry_size, object)?;
+        let mut names = Vec::with_capacity(t.count);
+        let mut entries = Vec::with_capacity(t.count);
+        for i in 0..t.count {
+            entries.push(parse(t.entry(i)));
+            let n = self.link_name(&t, i, object)?;
             names.push(
-                table[no + 2..end]
-                    .chunks_exact(2)
+                n.chunks_exact(2)
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             );
@@ -764,34 +794,48 @@ impl Cim {
 
     /// Entries of directory `id`, in stored (sorted) order.
     pub fn read_dir_id(&self, id: FileId) -> Result<Vec<DirEntry>> {
-        let t = self.dir_table(id, &|| format!("file {id}"))?;
-        Ok(t.names
-            .iter()
-            .zip(t.entries.iter())
-            .map(|(n, &file_id)| DirEntry {
-                name: String::from_utf16_lossy(n),
-                file_id,
-            })
-            .collect())
+        Ok(dir_entries(self.dir_table(id, &|| format!("file {id}"))?))
     }
 
     /// Entries of the directory at `path`.
     pub fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
         let id = self.lookup(path)?;
-        self.dir_table(id, &|| path.to_string())?;
-        self.read_dir_id(id)
+        let t = self.dir_table(id, &|| path.to_string())?;
+        Ok(dir_entries(t))
     }
 
     /// Finds `name` in directory `dir` case-insensitively (binary search, like the driver).
     pub fn child(&self, dir: FileId, name: &str, path: &str) -> Result<Option<FileId>> {
-        let t = self.dir_table(dir, &|| path.to_string())?;
+        let e = self.entry(dir)?;
+        let s = e.default_stream;
+        if s.stream_type() != format::STREAM_TYPE_LINK_TABLE {
+            return Err(Error::NotADirectory {
+                image: self.path.clone(),
+                path: path.to_string(),
+            });
+        }
+        if s.length() == 0 {
+            return Ok(None);
+        }
+        let object = || format!("directory table of file {dir}");
+        let t =
+            self.raw_link_table(s.offset(), s.length(), format::LINK_DIR_ENTRY_SIZE, &object)?;
         let key: Vec<u16> = name.encode_utf16().collect();
-        let found = t
-            .names
-            .binary_search_by(|n| names::compare_units(n, &key, &self.upcase))
-            .ok()
-            .and_then(|i| t.entries.get(i).copied());
-        Ok(found)
+        // Binary search on the stored bytes: only O(log n) names are decoded.
+        let (mut lo, mut hi) = (0usize, t.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let n = self.link_name(&t, mid, &object)?;
+            match names::compare_le_bytes(n, &key, &self.upcase) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => {
+                    let b = t.entry(mid);
+                    return Ok(Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Resolves a path case-insensitively; `\` or `/` separate, "" and "\\" are the root.
@@ -1004,6 +1048,33 @@ impl Cim {
             stream: s,
             pos: 0,
         })
+    }
+}
+
+fn dir_entries(t: LinkTable<FileId>) -> Vec<DirEntry> {
+    t.names
+        .iter()
+        .zip(t.entries.iter())
+        .map(|(n, &file_id)| DirEntry {
+            name: String::from_utf16_lossy(n),
+            file_id,
+        })
+        .collect()
+}
+
+/// A link table's bytes with a checked header; names are checked when read.
+struct RawLinkTable {
+    bytes: Vec<u8>,
+    count: usize,
+    entry_size: usize,
+    file: PathBuf,
+    base: u64,
+}
+
+impl RawLinkTable {
+    /// Entry `i` (the header check guarantees entries and name offsets fit in the table).
+    fn entry(&self, i: usize) -> &[u8] {
+        &self.bytes[8 + i * self.entry_size..8 + (i + 1) * self.entry_size]
     }
 }
 

@@ -2,7 +2,7 @@
 //! objectid ranges, the file tables, every reachable directory and stream table (bounds, sort
 //! order, alignment), every stream's data range, and unreachable file ids.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -266,10 +266,11 @@ impl Checker<'_> {
         at: RegionOffset,
     ) {
         let up = cim.upcase_table();
+        let (file, _) = cim.locate(at);
         for (k, pair) in table_names.windows(2).enumerate() {
             if names::compare_units(&pair[0], &pair[1], up) != std::cmp::Ordering::Less {
                 self.push(
-                    cim.path(),
+                    &file,
                     object,
                     Some(at.byte_offset()),
                     format!(
@@ -283,7 +284,7 @@ impl Checker<'_> {
         }
         if at.byte_offset() & (format::METADATA_ALIGN - 1) != 0 {
             self.push(
-                cim.path(),
+                &file,
                 object,
                 Some(at.byte_offset()),
                 "link table is not 8-byte aligned",
@@ -366,13 +367,12 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
         }
     };
     let count = cim.file_count();
-    // One bit per file id, bounded by the file tables actually present.
-    let mut seen = vec![false; count as usize + 1];
+    // Reached ids are kept in a set: it grows with the files actually walked, not with a count
+    // read from disk.
+    let mut seen: HashSet<FileId> = HashSet::new();
     let mut queue = VecDeque::new();
     queue.push_back((cim.root(), String::from("\\")));
-    if let Some(s) = seen.get_mut(cim.root() as usize) {
-        *s = true;
-    }
+    seen.insert(cim.root());
     while let Some((id, path)) = queue.pop_front() {
         if c.check_file(&cim, id, &path) != Some(true) {
             continue;
@@ -402,47 +402,43 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
             } else {
                 format!("{path}\\{}", String::from_utf16_lossy(name))
             };
-            match seen.get_mut(child as usize) {
-                Some(s) if child != 0 => {
-                    if *s {
-                        // A second link is fine for files (hard links); a directory reached twice is a cycle or a linked directory.
-                        if let Ok(ce) = cim.entry(child) {
-                            if ce.default_stream.stream_type() == format::STREAM_TYPE_LINK_TABLE {
-                                c.push(
-                                    cim.path(),
-                                    format!("directory {path}"),
-                                    None,
-                                    format!(
-                                        "{child_path} links to directory {child} a second time"
-                                    ),
-                                );
-                            }
-                        }
-                        continue;
-                    }
-                    *s = true;
-                    queue.push_back((child, child_path));
-                }
-                _ => c.push(
+            if child == 0 || u64::from(child) > count {
+                c.push(
                     cim.path(),
                     format!("directory {path}"),
                     None,
                     format!("{child_path} names file id {child}, outside 1..={count}"),
-                ),
+                );
+                continue;
             }
+            if !seen.insert(child) {
+                // A second link is fine for files (hard links); a directory reached twice is a cycle or a linked directory.
+                if let Ok(ce) = cim.entry(child) {
+                    if ce.default_stream.stream_type() == format::STREAM_TYPE_LINK_TABLE {
+                        c.push(
+                            cim.path(),
+                            format!("directory {path}"),
+                            None,
+                            format!("{child_path} links to directory {child} a second time"),
+                        );
+                    }
+                }
+                continue;
+            }
+            queue.push_back((child, child_path));
         }
     }
-    let unreachable: Vec<u64> = (1..=count)
-        .filter(|&i| !seen[i as usize])
-        .take(10)
-        .collect();
-    if !unreachable.is_empty() {
-        let total = (1..=count).filter(|&i| !seen[i as usize]).count();
+    let unreached = count.saturating_sub(seen.len() as u64);
+    if unreached > 0 {
+        let first: Vec<u64> = (1..=count)
+            .filter(|&i| !seen.contains(&(i as FileId)))
+            .take(10)
+            .collect();
         c.push(
             cim.path(),
             "file tables",
             None,
-            format!("{total} file ids are not reachable from the root (first: {unreachable:?})"),
+            format!("{unreached} file ids are not reachable from the root (first: {first:?})"),
         );
     }
     c.problems

@@ -161,3 +161,138 @@ fn fork_shows_merged_tree_and_keeps_parent() {
     assert_eq!(files.parent_regions.len(), 3);
     assert!(cimfs::verify::verify(&t.path().join("child.cim")).is_empty());
 }
+
+#[test]
+fn region_files_found_case_insensitively() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "a.cim").unwrap();
+    add_file(&mut w, "x.txt", b"x");
+    w.commit().unwrap();
+    for e in std::fs::read_dir(t.path()).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if name.starts_with("region_") {
+            std::fs::rename(&p, t.path().join(name.to_uppercase())).unwrap();
+        }
+    }
+    let cim = Cim::open(&t.path().join("a.cim")).unwrap();
+    assert_eq!(cim.stat("X.TXT").unwrap().size, 1);
+    assert!(cimfs::verify::verify(&t.path().join("a.cim")).is_empty());
+}
+
+#[test]
+fn deep_paths_and_io_write() {
+    use std::io::Write;
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "a.cim").unwrap();
+    let mut p = String::new();
+    for i in 0..200 {
+        p.push_str(&format!("\\level{i}"));
+        w.add(&p, &dir_meta()).unwrap();
+    }
+    assert_eq!(w.kind(&p), Some(cimfs::FileKind::Directory));
+    let f = format!("{p}\\leaf.txt");
+    w.add(&f, &file_meta(5)).unwrap();
+    std::io::copy(&mut &b"hello"[..], &mut w).unwrap();
+    assert!(
+        w.write_all(b"!").is_err(),
+        "a write past the declared size must fail"
+    );
+    assert_eq!(w.kind(&f.to_uppercase()), Some(cimfs::FileKind::File));
+    assert_eq!(w.kind("nope"), None);
+    w.commit().unwrap();
+    let cim = Cim::open(&t.path().join("a.cim")).unwrap();
+    let mut s = String::new();
+    cim.open_file(&f).unwrap().read_to_string(&mut s).unwrap();
+    assert_eq!(s, "hello");
+}
+
+#[test]
+fn failed_commit_leaves_nothing_behind() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "a.cim").unwrap();
+    add_file(&mut w, "x.bin", &[5u8; 20000]);
+    // Someone else publishes a.cim first: our commit must fail and remove its own files.
+    std::fs::write(t.path().join("a.cim"), b"other").unwrap();
+    assert!(matches!(w.commit(), Err(Error::AlreadyExists { .. })));
+    let left: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["a.cim"]);
+    assert_eq!(std::fs::read(t.path().join("a.cim")).unwrap(), b"other");
+}
+
+#[test]
+fn replace_semantics() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "a.cim").unwrap();
+    w.add("D", &dir_meta()).unwrap();
+    add_file(&mut w, "D\\f", b"1");
+    // Re-adding a directory keeps its entries and takes the new name's case.
+    w.add(
+        "d",
+        &FileMetadata {
+            attributes: format::FILE_ATTRIBUTE_DIRECTORY | format::FILE_ATTRIBUTE_HIDDEN,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // A file replacing a directory drops the directory's subtree.
+    w.add("E", &dir_meta()).unwrap();
+    add_file(&mut w, "E\\g", b"2");
+    add_file(&mut w, "e", b"3");
+    // Links to directories are refused, removing a missing path is NotFound.
+    assert!(w.add_link("L", "D").is_err());
+    assert!(matches!(w.remove("nope"), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        w.remove("D\\f:nostream"),
+        Err(Error::NotFound { .. })
+    ));
+    w.commit().unwrap();
+    let cim = Cim::open(&t.path().join("a.cim")).unwrap();
+    let root: Vec<String> = cim
+        .read_dir("")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(root, ["d", "e"]);
+    assert_eq!(cim.read_dir("d").unwrap().len(), 1);
+    assert_eq!(
+        cim.stat("d").unwrap().attributes,
+        format::FILE_ATTRIBUTE_DIRECTORY | format::FILE_ATTRIBUTE_HIDDEN
+    );
+    assert!(!cim.stat("e").unwrap().is_directory);
+}
+
+#[test]
+fn verify_reports_unsorted_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "a.cim").unwrap();
+    add_file(&mut w, "aa", b"1");
+    add_file(&mut w, "bb", b"2");
+    w.commit().unwrap();
+    let files = cimfs::image_files(&t.path().join("a.cim")).unwrap();
+    let mut m = std::fs::read(&files.regions[0]).unwrap();
+    // Swap the two names in the root link table (both 2 units long): "bb" now sorts before "aa".
+    let a: Vec<u8> = "aa".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    let b: Vec<u8> = "bb".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    let pa = m.windows(4).position(|x| x == &a[..]).unwrap();
+    let pb = m.windows(4).position(|x| x == &b[..]).unwrap();
+    m[pa..pa + 4].copy_from_slice(&b);
+    m[pb..pb + 4].copy_from_slice(&a);
+    std::fs::write(&files.regions[0], &m).unwrap();
+    let problems = cimfs::verify::verify(&t.path().join("a.cim"));
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.message.contains("not in case-insensitive order")),
+        "{problems:?}"
+    );
+    assert!(
+        problems[0].to_string().contains("region_"),
+        "{}",
+        problems[0]
+    );
+}

@@ -143,6 +143,7 @@ fn stat_shows_metadata_and_names_missing_paths() {
     assert!(text.contains("ARCHIVE"), "{text}");
     assert!(text.contains("2022-04-15 05:20:00.1234567Z"), "{text}");
     assert!(text.contains("Files\\hello.txt:zone (26 bytes)"), "{text}");
+    assert!(text.contains("Owner:       S-1-5-80-"), "{text}");
     let ea = cimkit_ok(&["stat", s(&cim), "files/DIR/\u{dc}NIC\u{d6}DE.TXT"], 0);
     assert!(ea.contains("EA:          user.test = AQID"), "{ea}");
     let j = json_lines(&cimkit_ok(&["stat", "--json", s(&cim), "Files/link"], 0));
@@ -442,4 +443,117 @@ fn gen_layer_round_trip() {
         la.iter().map(key).collect::<Vec<_>>(),
         lb.iter().map(key).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn exporting_a_fork_gives_its_merged_view() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, base) = import_sample(tmp.path());
+    let mut t = LayerTar::new();
+    t.dir("Files");
+    t.file("Files/added.txt", b"added in the child");
+    t.file("Files/hello.txt", b"replaced\n");
+    t.whiteout("Files/.wh.big.bin");
+    let child_tar = tmp.path().join("child.tar");
+    std::fs::write(&child_tar, t.finish()).expect("write");
+    let (l1, l2) = (tmp.path().join("snap/1"), tmp.path().join("snap/2"));
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&child_tar),
+            "--layer",
+            s(&l2),
+            "--parent",
+            s(&l1),
+        ],
+        0,
+    );
+    let child = tmp.path().join("snap/cim-layers/2.cim");
+    let diff = cimkit_ok(&["diff", s(&base), s(&child)], 1);
+    assert!(
+        diff.contains("+ Files\\added.txt") && diff.contains("- Files\\big.bin"),
+        "{diff}"
+    );
+    assert!(diff.contains("M Files\\hello.txt"), "{diff}");
+
+    // The base cannot be destroyed while the child reads its regions.
+    let out = cimkit(&["destroy", "--layer", s(&l1)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2.cim"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(base.exists());
+
+    let tar = tmp.path().join("flat.tar");
+    let out = cimkit(&["export", s(&child), "-o", s(&tar)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&tar),
+            "--layer",
+            s(&tmp.path().join("flat/1")),
+        ],
+        0,
+    );
+    let flat = tmp.path().join("flat/cim-layers/1.cim");
+    assert_eq!(cimkit_ok(&["diff", s(&child), s(&flat)], 0), "");
+    let du: Value = serde_json::from_str(&cimkit_ok(&["du", "--json", s(&flat)], 0)).expect("json");
+    assert_eq!(du["parent_region_bytes"], 0);
+
+    cimkit_ok(&["destroy", "--layer", s(&l2)], 0);
+    cimkit_ok(&["destroy", "--layer", s(&l1)], 0);
+    assert!(!base.exists() && !child.exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_import_leaves_no_layer_behind() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tar = sample_base_layer();
+    let layer = tmp.path().join("snap/1");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cimkit"))
+        .args(["import", "-q", "-", "--layer", s(&layer)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&tar[..tar.len() / 2]).expect("first half");
+    stdin.flush().expect("flush");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // More input wakes the reader, which sees the interrupt.
+    let _ = stdin.write_all(&tar[tar.len() / 2..]);
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    let cim_dir = tmp.path().join("snap/cim-layers");
+    let left: Vec<_> = std::fs::read_dir(&cim_dir)
+        .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -189,7 +189,7 @@ pub(crate) fn encode_cim_header(
     out
 }
 
-/// Writes `<name>.tmp`, fsyncs it, renames it to the `.cim` and fsyncs the folder.
+/// Writes `<name>.tmp`, fsyncs it and renames it to the `.cim`.
 pub(super) fn publish(w: &CimWriter) -> Result<()> {
     let bytes = encode_cim_header(&w.set, &w.parents, w.filesystem_offset);
     let tmp = tmp_path(&w.cim_path);
@@ -209,11 +209,11 @@ pub(super) fn publish(w: &CimWriter) -> Result<()> {
             file: w.cim_path.clone(),
         });
     }
-    fs::rename(&tmp, &w.cim_path).map_err(|e| Error::io(&w.cim_path, e))?;
-    sync_dir(&w.dir)
+    fs::rename(&tmp, &w.cim_path).map_err(|e| Error::io(&w.cim_path, e))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+/// Fsyncs the folder so the rename is durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         fs::File::open(dir)

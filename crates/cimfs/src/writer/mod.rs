@@ -416,6 +416,16 @@ impl CimWriter {
         }
     }
 
+    /// What `path` currently names in the image being written (parents' entries included), if anything.
+    pub fn kind(&self, path: &str) -> Option<crate::FileKind> {
+        let n = self.resolve(path).ok()?;
+        Some(if self.tree.nodes[n].is_dir() {
+            crate::FileKind::Directory
+        } else {
+            crate::FileKind::File
+        })
+    }
+
     /// Resolves an existing path to its node.
     fn resolve(&self, path: &str) -> Result<NodeIx> {
         let mut n = ROOT;
@@ -788,8 +798,21 @@ impl CimWriter {
         self.stats.data_region_bytes = self.regions[REGION_DATA].pos();
         self.stats.small_region_bytes = self.regions[REGION_SMALL].pos();
         commit::publish(&self)?;
+        // From here the .cim exists: its regions must survive even if the folder fsync fails.
         self.done = true;
+        commit::sync_dir(&self.dir)?;
         Ok(std::mem::take(&mut self.stats))
+    }
+}
+
+/// Writes go to the stream opened by the last `add` / `add_alternate_stream` (for `io::copy`).
+impl std::io::Write for CimWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CimWriter::write(self, buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -123,13 +123,11 @@ impl Tree {
         while let Some(n) = stack.pop() {
             let nd = &mut self.nodes[n];
             nd.links = nd.links.saturating_sub(1);
+            // A file's metadata is kept: `add_link` may give it a link again within the same operation.
             if nd.links == 0 {
                 if let Kind::Dir(children) = &mut nd.kind {
                     stack.extend(std::mem::take(children).into_values().map(|e| e.node));
                 }
-                nd.streams.clear();
-                nd.ea = Vec::new();
-                nd.reparse = Vec::new();
             }
         }
     }

@@ -349,6 +349,16 @@ const KEPT_ATTRIBUTES: u32 = 0x1 | 0x2 | 0x4 | 0x20 | 0x200;
 /// Compares a CIM with the model, entry by entry, and checks the CIM has nothing extra.
 /// Returns the number of entries compared.
 pub fn compare(cim_path: &Path, model: &Model) -> usize {
+    let problems = cimfs::verify::verify(cim_path);
+    assert!(
+        problems.is_empty(),
+        "cimfs verify: {}",
+        problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     let cim = cimfs::Cim::open(cim_path).unwrap();
     for e in model.entries.values() {
         let info = cim

@@ -1,0 +1,201 @@
+//! Damaged images: truncations and bit flips of every file of a forked image must give errors
+//! (naming the image) or valid-looking data, never a panic or a runaway allocation.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use cimfs::{format, Cim, CimWriter, Error, FileMetadata};
+
+fn build(dir: &Path) -> PathBuf {
+    let d = FileMetadata {
+        attributes: format::FILE_ATTRIBUTE_DIRECTORY,
+        ..Default::default()
+    };
+    let mut w = CimWriter::create(dir, "base.cim").unwrap();
+    w.add("Files", &d).unwrap();
+    let f = |size: u64| FileMetadata {
+        size,
+        security_descriptor: vec![
+            1, 0, 4, 0x80, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+        extended_attributes: vec![0, 0, 0, 0, 0, 2, 1, 0, b'A', b'B', 0, 7],
+        ..Default::default()
+    };
+    w.add("Files\\small.txt", &f(5)).unwrap();
+    w.write(b"small").unwrap();
+    w.add("Files\\large.bin", &f(9000)).unwrap();
+    w.write(&[3u8; 9000]).unwrap();
+    w.add_alternate_stream("Files\\small.txt:ads", 4).unwrap();
+    w.write(b"ads!").unwrap();
+    let rp = FileMetadata {
+        reparse_data: vec![0x0c, 0, 0, 0xa0, 4, 0, 0, 0, 1, 2, 3, 4],
+        ..Default::default()
+    };
+    w.add("Files\\link", &rp).unwrap();
+    w.commit().unwrap();
+    let mut c = CimWriter::fork(dir, "base.cim", "child.cim").unwrap();
+    c.add("Files\\sub", &d).unwrap();
+    c.add(
+        "Files\\sub\\new.txt",
+        &FileMetadata {
+            size: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    c.write(b"new").unwrap();
+    c.remove("Files\\large.bin").unwrap();
+    c.commit().unwrap();
+    dir.join("child.cim")
+}
+
+/// Reads everything reachable; returns the first error. Must never panic or loop forever.
+fn walk(cim_path: &Path) -> Result<u64, Error> {
+    let cim = Cim::open(cim_path)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![cim.root()];
+    let mut bytes = 0u64;
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let info = cim.file(id)?;
+        if info.is_directory {
+            for e in cim.read_dir_id(id)? {
+                stack.push(e.file_id);
+            }
+        } else {
+            let mut r = cim.open_id(id, None)?;
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).map_err(|e| Error::Io {
+                file: cim_path.into(),
+                source: e,
+            })?;
+            bytes += v.len() as u64;
+        }
+        for s in cim.streams_id(id)? {
+            let mut buf = vec![0u8; 16];
+            let _ = cim.read_at(id, Some(&s.name), 0, &mut buf)?;
+        }
+    }
+    let _ = cim.lookup("Files\\sub\\new.txt");
+    Ok(bytes)
+}
+
+fn image_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Offsets worth damaging in a file of `len` bytes: every header byte, then a stride, then the
+/// metadata tail (where everything but the upcase table lives).
+fn positions(len: usize) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..len.min(0x60)).collect();
+    p.extend((0x60..len).step_by((len / 48).max(1)));
+    p.extend((len.saturating_sub(0x300).max(0x60)..len).step_by(3));
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
+#[test]
+fn intact_image_walks() {
+    let t = tempfile::tempdir().unwrap();
+    let cim = build(t.path());
+    assert_eq!(walk(&cim).unwrap(), 8);
+    assert!(cimfs::verify::verify(&cim).is_empty());
+}
+
+#[test]
+fn truncations_give_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let cim = build(t.path());
+    for file in image_files(t.path()) {
+        let orig = fs::read(&file).unwrap();
+        for cut in positions(orig.len()) {
+            fs::write(&file, &orig[..cut]).unwrap();
+            if let Err(e) = walk(&cim) {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(".cim") || msg.contains("region_") || msg.contains("objectid_"),
+                    "{msg}"
+                );
+            }
+            let _ = cimfs::verify::verify(&cim);
+            let _ = cimfs::image_files(&cim);
+        }
+        fs::write(&file, &orig).unwrap();
+    }
+}
+
+#[test]
+fn bit_flips_never_panic() {
+    let t = tempfile::tempdir().unwrap();
+    let cim = build(t.path());
+    let mut errors = 0;
+    let mut tried = 0;
+    for file in image_files(t.path()) {
+        let orig = fs::read(&file).unwrap();
+        for pos in positions(orig.len()) {
+            for bit in [(pos % 8) as u8, 7] {
+                let mut m = orig.clone();
+                m[pos] ^= 1 << bit;
+                fs::write(&file, &m).unwrap();
+                tried += 1;
+                if walk(&cim).is_err() {
+                    errors += 1;
+                }
+                let _ = cimfs::verify::verify(&cim);
+            }
+        }
+        fs::write(&file, &orig).unwrap();
+    }
+    // Many flips land in data or padding and are harmless; header and table flips must be caught.
+    assert!(errors > 0 && errors < tried, "{errors} of {tried}");
+}
+
+#[test]
+fn corrupt_error_names_image_object_and_offset() {
+    let t = tempfile::tempdir().unwrap();
+    let cim = build(t.path());
+    let files = cimfs::image_files(&cim).unwrap();
+    let meta = &files.regions[0];
+    let mut m = fs::read(meta).unwrap();
+    // The filesystem object is the last 24 bytes: point the file table directory far past the end.
+    let n = m.len();
+    m[n - 0x10..n - 0x8].copy_from_slice(&(0x7fff_ffffu64 | (3u64 << 48)).to_le_bytes());
+    fs::write(meta, &m).unwrap();
+    let e = Cim::open(&cim).err().unwrap();
+    match &e {
+        Error::Corrupt {
+            image,
+            file,
+            object,
+            offset,
+            ..
+        } => {
+            assert_eq!(image, &cim);
+            assert_eq!(file, meta);
+            assert_eq!(object, "file table directory");
+            assert_eq!(*offset, 0x7fff_ffff);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(!cimfs::verify::verify(&cim).is_empty());
+}
+
+#[test]
+fn huge_counts_are_bounded_by_file_size() {
+    let t = tempfile::tempdir().unwrap();
+    let cim = build(t.path());
+    // A .cim claiming 65535 parents but holding none.
+    let mut h = fs::read(&cim).unwrap();
+    h[0x46..0x48].copy_from_slice(&0xffffu16.to_le_bytes());
+    fs::write(&cim, &h).unwrap();
+    assert!(matches!(Cim::open(&cim), Err(Error::Corrupt { .. })));
+}
