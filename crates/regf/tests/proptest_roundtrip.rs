@@ -1,5 +1,6 @@
-//! Property: any tree the model can hold (unique names per parent) writes to a hive that the
-//! validator accepts and that parses back to the same tree.
+//! Property: any tree the model can hold (unique names per parent) writes, in any format
+//! version 1.3-1.6, to a hive that the validator accepts and that parses back to the same
+//! tree in the same version.
 
 mod common;
 
@@ -75,9 +76,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn write_then_parse_gives_the_same_tree(root in tree(), layered in any::<bool>()) {
+    fn write_then_parse_gives_the_same_tree(
+        root in tree(),
+        layered in any::<bool>(),
+        minor in 3u32..=6,
+    ) {
         let mut hive = Hive::new();
         hive.root = root;
+        hive.minor_version = minor;
         if layered {
             hive.differencing = true;
             if let Some(k) = hive.root.subkeys.first_mut() {
@@ -92,6 +98,9 @@ proptest! {
         let problems = regf::validate::validate(&bytes);
         prop_assert!(problems.is_empty(), "{:?}", problems);
         let back = Hive::parse(&bytes).expect("parse");
+        // A differencing hive is always 1.6; anything else keeps its version.
+        let layered = hive.differencing || hive.has_layer_bits();
+        prop_assert_eq!(back.minor_version, if layered { 6 } else { minor });
         let mut expected = hive.root.clone();
         resolve_security(&mut expected, &regf::DEFAULT_ROOT_SECURITY);
         prop_assert_eq!(tree_diff(&expected, &back.root, ""), None);
