@@ -51,6 +51,8 @@ enum Command {
     Hive(cmd::hive::Args),
     /// VHDX disks: info.
     Vhdx(cmd::vhdx::Args),
+    /// BCD stores: show.
+    Bcd(cmd::bcd::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         Command::Mount(a) => cmd::mount::run(a),
         Command::Hive(a) => cmd::hive::run(a),
         Command::Vhdx(a) => cmd::vhdx::run(a),
+        Command::Bcd(a) => cmd::bcd::run(a),
     };
     match result {
         Ok(cmd::Outcome::Ok) => ExitCode::SUCCESS,

@@ -142,6 +142,18 @@ pub fn link_target(info: &cimfs::FileInfo) -> Option<String> {
         .map(|rp| rp.target)
 }
 
+/// Owner and group SIDs (`S-1-5-18`) of a self-relative security descriptor, when present.
+pub fn sd_owner_group(sd: &[u8]) -> (Option<String>, Option<String>) {
+    let sid_at = |field: usize| -> Option<String> {
+        let off = u32::from_le_bytes(sd.get(field..field + 4)?.try_into().ok()?) as usize;
+        if off == 0 {
+            return None;
+        }
+        wclayer::backuptar::sid_to_string(sd.get(off..)?)
+    };
+    (sid_at(4), sid_at(8))
+}
+
 pub fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -273,5 +285,20 @@ mod tests {
         assert_eq!(attribute_names(0x10_0000 | 0x10), "DIRECTORY|0x100000");
         assert_eq!(mode_letters(0x10 | 0x400), "d----l");
         assert_eq!(human_size(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn sd_owner_and_group() {
+        let mut sd = vec![
+            1, 0, 4, 0x80, 20, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        sd.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0]);
+        sd.extend_from_slice(&[1, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 32, 2, 0, 0]);
+        assert_eq!(
+            sd_owner_group(&sd),
+            (Some("S-1-5-18".into()), Some("S-1-5-32-544".into()))
+        );
+        assert_eq!(sd_owner_group(&sd[..10]), (None, None));
+        assert_eq!(sd_owner_group(&[]), (None, None));
     }
 }

@@ -1,9 +1,21 @@
 //! The import progress bar (bytes, files, MB/s, ETA) on stderr when it is a terminal, and a
-//! reader that counts the bytes it hands on so the bar can follow the raw (compressed) input.
+//! reader that counts the bytes it hands on so the bar can follow the raw (compressed) input;
+//! it also turns Ctrl-C into a read error, so the importer stops and cleans up after itself.
 
 use std::cell::Cell;
 use std::io::{IsTerminal as _, Read};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by the Ctrl-C handler that `catch_interrupt` installs.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Makes Ctrl-C (SIGINT/SIGTERM) fail the next read of every `CountingReader` instead of killing
+/// the process, so a half-written layer is removed by the importer's own error path.
+pub fn catch_interrupt() {
+    // A second handler cannot be installed; the first one already does the job.
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+}
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -70,6 +82,10 @@ impl<R> CountingReader<R> {
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            // Not ErrorKind::Interrupted: readers retry that one.
+            return Err(std::io::Error::other("interrupted by Ctrl-C"));
+        }
         let n = self.inner.read(buf)?;
         self.count.set(self.count.get() + n as u64);
         Ok(n)

@@ -20,7 +20,20 @@ fn usage_errors_exit_2_and_help_exits_0() {
     let help = cimkit(&["--help"]);
     assert_eq!(help.status.code(), Some(0));
     let text = String::from_utf8_lossy(&help.stdout);
-    for cmd in ["import", "import-image", "ls", "stat", "cat", "verify", "extract", "export", "diff", "du", "destroy", "mount"] {
+    for cmd in [
+        "import",
+        "import-image",
+        "ls",
+        "stat",
+        "cat",
+        "verify",
+        "extract",
+        "export",
+        "diff",
+        "du",
+        "destroy",
+        "mount",
+    ] {
         assert!(text.contains(cmd), "help lists {cmd}: {text}");
     }
     let out = cimkit(&["ls", "/nonexistent/x.cim"]);
@@ -36,14 +49,20 @@ fn import_prints_total_size_and_ls_lists() {
     let layer = tmp.path().join("snap/1");
     let out = cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&layer)], 0);
     // Regular file sizes: 12 + 7 + 4 + 0 + 300000 + five hives.
-    let hives: usize = ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"].iter().map(|h| 5 + h.len()).sum();
+    let hives: usize = ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"]
+        .iter()
+        .map(|h| 5 + h.len())
+        .sum();
     let total = 12 + 7 + 4 + 300_000 + hives;
     assert!(out.contains(&format!("total size {total} bytes")), "{out}");
     let cim = tmp.path().join("snap/cim-layers/1.cim");
     assert!(cim.is_file());
 
     let root = cimkit_ok(&["ls", s(&cim)], 0);
-    assert_eq!(root.lines().collect::<Vec<_>>(), ["Files", "Hives", "layout"]);
+    assert_eq!(
+        root.lines().collect::<Vec<_>>(),
+        ["Files", "Hives", "layout"]
+    );
     let files = cimkit_ok(&["ls", "-l", s(&cim), "Files"], 0);
     assert!(files.contains("link -> hello.txt"), "{files}");
     assert!(files.contains("junction -> C:\\ProgramData"), "{files}");
@@ -67,8 +86,20 @@ fn ls_recursive_json_has_every_field() {
     };
     for v in &lines {
         for key in [
-            "path", "type", "attributes", "size", "creation_time", "last_write_time", "change_time",
-            "last_access_time", "file_id", "sd", "ea", "reparse", "sha256", "streams",
+            "path",
+            "type",
+            "attributes",
+            "size",
+            "creation_time",
+            "last_write_time",
+            "change_time",
+            "last_access_time",
+            "file_id",
+            "sd",
+            "ea",
+            "reparse",
+            "sha256",
+            "streams",
         ] {
             assert!(v.get(key).is_some(), "{key} in {v}");
         }
@@ -78,11 +109,17 @@ fn ls_recursive_json_has_every_field() {
     assert_eq!(hello["size"], 12);
     assert_eq!(hello["attributes"], 0x20);
     // sha256("hello world\n")
-    assert_eq!(hello["sha256"], "a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447");
+    assert_eq!(
+        hello["sha256"],
+        "a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447"
+    );
     assert_eq!(hello["streams"][0]["name"], "zone");
     assert_eq!(hello["streams"][0]["size"], 26);
     // 1650000000.1234567 s after 1970 in FILETIME ticks.
-    assert_eq!(hello["last_write_time"], 116_444_736_000_000_000u64 + 16_500_000_001_234_567);
+    assert_eq!(
+        hello["last_write_time"],
+        116_444_736_000_000_000u64 + 16_500_000_001_234_567
+    );
     assert_eq!(hello["sd"], SD_B64);
     let link = find("Files\\hello-link.txt");
     assert_eq!(link["file_id"], hello["file_id"]);
@@ -91,7 +128,9 @@ fn ls_recursive_json_has_every_field() {
     assert!(find("Files\\junction")["reparse"].is_string());
     assert_eq!(find("Files\\dir")["type"], "dir");
     assert!(find("Files\\dir\\\u{fc}nic\u{f6}de.txt")["ea"].is_string());
-    assert!(lines.iter().any(|v| v["path"] == format!("Files\\dir\\{LONG_NAME}")));
+    assert!(lines
+        .iter()
+        .any(|v| v["path"] == format!("Files\\dir\\{LONG_NAME}")));
 }
 
 #[test]
@@ -104,6 +143,7 @@ fn stat_shows_metadata_and_names_missing_paths() {
     assert!(text.contains("ARCHIVE"), "{text}");
     assert!(text.contains("2022-04-15 05:20:00.1234567Z"), "{text}");
     assert!(text.contains("Files\\hello.txt:zone (26 bytes)"), "{text}");
+    assert!(text.contains("Owner:       S-1-5-80-"), "{text}");
     let ea = cimkit_ok(&["stat", s(&cim), "files/DIR/\u{dc}NIC\u{d6}DE.TXT"], 0);
     assert!(ea.contains("EA:          user.test = AQID"), "{ea}");
     let j = json_lines(&cimkit_ok(&["stat", "--json", s(&cim), "Files/link"], 0));
@@ -119,7 +159,10 @@ fn stat_shows_metadata_and_names_missing_paths() {
 fn cat_prints_data_and_streams() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (_, cim) = import_sample(tmp.path());
-    assert_eq!(cimkit_ok(&["cat", s(&cim), "Files/hello.txt"], 0), "hello world\n");
+    assert_eq!(
+        cimkit_ok(&["cat", s(&cim), "Files/hello.txt"], 0),
+        "hello world\n"
+    );
     assert_eq!(
         cimkit_ok(&["cat", s(&cim), "Files/hello.txt:zone"], 0),
         "[ZoneTransfer]\r\nZoneId=3\r\n"
@@ -130,8 +173,16 @@ fn cat_prints_data_and_streams() {
     );
     let big = cimkit(&["cat", s(&cim), "Files/big.bin"]);
     assert_eq!(big.stdout, pattern(300_000, 7));
-    assert_eq!(cimkit(&["cat", s(&cim), "Files/dir"]).status.code(), Some(2));
-    assert_eq!(cimkit(&["cat", s(&cim), "Files/hello.txt:nostream"]).status.code(), Some(2));
+    assert_eq!(
+        cimkit(&["cat", s(&cim), "Files/dir"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        cimkit(&["cat", s(&cim), "Files/hello.txt:nostream"])
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -166,9 +217,17 @@ fn export_import_round_trip_has_no_differences() {
     let (_, cim) = import_sample(tmp.path());
     let tar = tmp.path().join("export.tar");
     let out = cimkit(&["export", s(&cim), "-o", s(&tar)]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary = String::from_utf8_lossy(&out.stderr);
-    assert!(summary.contains("1 hard links") && summary.contains("1 streams"), "{summary}");
+    assert!(
+        summary.contains("1 hard links") && summary.contains("1 streams"),
+        "{summary}"
+    );
     let layer2 = tmp.path().join("snap2/7");
     cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&layer2)], 0);
     let cim2 = tmp.path().join("snap2/cim-layers/7.cim");
@@ -199,19 +258,39 @@ fn diff_reports_added_removed_changed() {
     t.symlink("Files/link", "big.bin", false);
     let tar = tmp.path().join("b.tar");
     std::fs::write(&tar, t.finish()).expect("write");
-    cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&tmp.path().join("snapb/1"))], 0);
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&tar),
+            "--layer",
+            s(&tmp.path().join("snapb/1")),
+        ],
+        0,
+    );
     let cim_b = tmp.path().join("snapb/cim-layers/1.cim");
     let out = cimkit_ok(&["diff", s(&cim), s(&cim_b)], 1);
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.contains(&"M Files\\hello.txt (data, streams, links)"), "{out}");
-    assert!(lines.contains(&"M Files\\dir\\\u{fc}nic\u{f6}de.txt (attributes, ea)"), "{out}");
-    assert!(lines.contains(&"M Files\\hello-link.txt (streams, links)"), "{out}");
+    assert!(
+        lines.contains(&"M Files\\hello.txt (data, streams, links)"),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&"M Files\\dir\\\u{fc}nic\u{f6}de.txt (attributes, ea)"),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&"M Files\\hello-link.txt (streams, links)"),
+        "{out}"
+    );
     assert!(lines.contains(&"M Files\\link (reparse)"), "{out}");
     assert!(lines.contains(&"- Files\\junction"), "{out}");
     assert!(lines.contains(&"+ Files\\new.txt"), "{out}");
     assert_eq!(lines.len(), 6, "{out}");
     let j = json_lines(&cimkit_ok(&["diff", "--json", s(&cim), s(&cim_b)], 1));
-    assert!(j.iter().any(|v| v["path"] == "Files\\new.txt" && v["change"] == "added"));
+    assert!(j
+        .iter()
+        .any(|v| v["path"] == "Files\\new.txt" && v["change"] == "added"));
     cimkit_ok(&["diff", s(&cim), s(&cim)], 0);
 }
 
@@ -226,7 +305,10 @@ fn extract_writes_tree_links_and_sidecar() {
     assert!(out.contains("symlinks"), "{out}");
     let hello = dir.join("Files/hello.txt");
     assert_eq!(std::fs::read(&hello).expect("hello"), b"hello world\n");
-    assert_eq!(std::fs::read(dir.join("Files/big.bin")).expect("big"), pattern(300_000, 7));
+    assert_eq!(
+        std::fs::read(dir.join("Files/big.bin")).expect("big"),
+        pattern(300_000, 7)
+    );
     let link = dir.join("Files/hello-link.txt");
     assert_eq!(
         std::fs::metadata(&hello).expect("m").ino(),
@@ -245,20 +327,46 @@ fn extract_writes_tree_links_and_sidecar() {
     assert_eq!(mtime, 1_650_000_000);
     let sidecar = std::fs::read_to_string(dir.join(".cimkit-metadata.jsonl")).expect("sidecar");
     let records = json_lines(&sidecar);
-    let h = records.iter().find(|v| v["path"] == "Files\\hello.txt").expect("hello record");
-    assert_eq!(h["streams"][0]["data"], "W1pvbmVUcmFuc2Zlcl0NClpvbmVJZD0zDQo=");
+    let h = records
+        .iter()
+        .find(|v| v["path"] == "Files\\hello.txt")
+        .expect("hello record");
+    assert_eq!(
+        h["streams"][0]["data"],
+        "W1pvbmVUcmFuc2Zlcl0NClpvbmVJZD0zDQo="
+    );
     assert_eq!(h["sd"], SD_B64);
     // Extracting into a non-empty folder is refused.
-    assert_eq!(cimkit(&["extract", s(&cim), s(&dir)]).status.code(), Some(2));
+    assert_eq!(
+        cimkit(&["extract", s(&cim), s(&dir)]).status.code(),
+        Some(2)
+    );
     // A subtree only.
     let sub = tmp.path().join("sub");
     cimkit_ok(&["extract", "--path", "Files/dir", s(&cim), s(&sub)], 0);
     assert_eq!(std::fs::read(sub.join("empty")).expect("empty"), b"");
+    // A single file lands under its own name, its stream in the sidecar.
+    let one = tmp.path().join("one");
+    cimkit_ok(
+        &["extract", "--path", "Files\\hello.txt", s(&cim), s(&one)],
+        0,
+    );
+    assert_eq!(
+        std::fs::read(one.join("hello.txt")).expect("hello"),
+        b"hello world\n"
+    );
+    let records =
+        json_lines(&std::fs::read_to_string(one.join(".cimkit-metadata.jsonl")).expect("sidecar"));
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["streams"][0]["name"], "zone");
 }
 
 #[test]
 fn gen_layer_round_trip() {
-    let gen = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/tools/gen_layer.py");
+    let gen = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/tools/gen_layer.py"
+    );
     if !std::path::Path::new(gen).exists() {
         eprintln!("skipping: {gen} not found");
         return;
@@ -267,7 +375,21 @@ fn gen_layer_round_trip() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let tar = tmp.path().join("gen.tar");
     let status = std::process::Command::new(&python)
-        .args([gen, "--files", "300", "--size", "3M", "--seed", "5", "--hardlinks", "10", "--ads", "5", "-o", s(&tar)])
+        .args([
+            gen,
+            "--files",
+            "300",
+            "--size",
+            "3M",
+            "--seed",
+            "5",
+            "--hardlinks",
+            "10",
+            "--ads",
+            "5",
+            "-o",
+            s(&tar),
+        ])
         .stdout(std::process::Stdio::null())
         .status();
     match status {
@@ -277,7 +399,16 @@ fn gen_layer_round_trip() {
             return;
         }
     }
-    cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&tmp.path().join("a/1"))], 0);
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&tar),
+            "--layer",
+            s(&tmp.path().join("a/1")),
+        ],
+        0,
+    );
     let a = tmp.path().join("a/cim-layers/1.cim");
     let exported = tmp.path().join("exported.tar.gz");
     // Export, compress with gzip, import again: compression is detected from the bytes.
@@ -286,12 +417,143 @@ fn gen_layer_round_trip() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &raw.stdout).expect("gzip");
     std::fs::write(&exported, gz.finish().expect("gzip")).expect("write");
-    cimkit_ok(&["import", "-q", s(&exported), "--layer", s(&tmp.path().join("b/1"))], 0);
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&exported),
+            "--layer",
+            s(&tmp.path().join("b/1")),
+        ],
+        0,
+    );
     let b = tmp.path().join("b/cim-layers/1.cim");
     assert_eq!(cimkit_ok(&["diff", s(&a), s(&b)], 0), "");
     // ls -R --json of both is identical except file ids may differ: compare paths and hashes.
     let la = json_lines(&cimkit_ok(&["ls", "-R", "--json", s(&a)], 0));
     let lb = json_lines(&cimkit_ok(&["ls", "-R", "--json", s(&b)], 0));
-    let key = |v: &Value| (v["path"].to_string(), v["sha256"].to_string(), v["streams"].to_string());
-    assert_eq!(la.iter().map(key).collect::<Vec<_>>(), lb.iter().map(key).collect::<Vec<_>>());
+    let key = |v: &Value| {
+        (
+            v["path"].to_string(),
+            v["sha256"].to_string(),
+            v["streams"].to_string(),
+        )
+    };
+    assert_eq!(
+        la.iter().map(key).collect::<Vec<_>>(),
+        lb.iter().map(key).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn exporting_a_fork_gives_its_merged_view() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, base) = import_sample(tmp.path());
+    let mut t = LayerTar::new();
+    t.dir("Files");
+    t.file("Files/added.txt", b"added in the child");
+    t.file("Files/hello.txt", b"replaced\n");
+    t.whiteout("Files/.wh.big.bin");
+    let child_tar = tmp.path().join("child.tar");
+    std::fs::write(&child_tar, t.finish()).expect("write");
+    let (l1, l2) = (tmp.path().join("snap/1"), tmp.path().join("snap/2"));
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&child_tar),
+            "--layer",
+            s(&l2),
+            "--parent",
+            s(&l1),
+        ],
+        0,
+    );
+    let child = tmp.path().join("snap/cim-layers/2.cim");
+    let diff = cimkit_ok(&["diff", s(&base), s(&child)], 1);
+    assert!(
+        diff.contains("+ Files\\added.txt") && diff.contains("- Files\\big.bin"),
+        "{diff}"
+    );
+    assert!(diff.contains("M Files\\hello.txt"), "{diff}");
+
+    // The base cannot be destroyed while the child reads its regions.
+    let out = cimkit(&["destroy", "--layer", s(&l1)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2.cim"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(base.exists());
+
+    let tar = tmp.path().join("flat.tar");
+    let out = cimkit(&["export", s(&child), "-o", s(&tar)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&tar),
+            "--layer",
+            s(&tmp.path().join("flat/1")),
+        ],
+        0,
+    );
+    let flat = tmp.path().join("flat/cim-layers/1.cim");
+    assert_eq!(cimkit_ok(&["diff", s(&child), s(&flat)], 0), "");
+    let du: Value = serde_json::from_str(&cimkit_ok(&["du", "--json", s(&flat)], 0)).expect("json");
+    assert_eq!(du["parent_region_bytes"], 0);
+
+    cimkit_ok(&["destroy", "--layer", s(&l2)], 0);
+    cimkit_ok(&["destroy", "--layer", s(&l1)], 0);
+    assert!(!base.exists() && !child.exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_import_leaves_no_layer_behind() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tar = sample_base_layer();
+    let layer = tmp.path().join("snap/1");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cimkit"))
+        .args(["import", "-q", "-", "--layer", s(&layer)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&tar[..tar.len() / 2]).expect("first half");
+    stdin.flush().expect("flush");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // More input wakes the reader, which sees the interrupt.
+    let _ = stdin.write_all(&tar[tar.len() / 2..]);
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    let cim_dir = tmp.path().join("snap/cim-layers");
+    let left: Vec<_> = std::fs::read_dir(&cim_dir)
+        .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

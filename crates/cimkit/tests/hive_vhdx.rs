@@ -8,45 +8,137 @@ use std::path::Path;
 use common::*;
 
 fn hivexget(hive: &Path, key: &str, value: &str) -> Option<String> {
-    let out = std::process::Command::new("hivexget").args([s(hive), key, value]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = std::process::Command::new("hivexget")
+        .args([s(hive), key, value])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 #[test]
 fn hive_set_get_dump_check() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let hive = tmp.path().join("SOFTWARE");
-    cimkit_ok(&["hive", "set", "--create", s(&hive), "Microsoft\\Windows NT\\CurrentVersion", "CurrentBuild", "20348"], 0);
-    cimkit_ok(&["hive", "set", s(&hive), "Microsoft/Windows NT/CurrentVersion", "UBR", "--type", "dword", "0x9a6"], 0);
-    cimkit_ok(&["hive", "set", s(&hive), "Test", "List", "--type", "multi-sz", "a;b;c"], 0);
-    cimkit_ok(&["hive", "set", s(&hive), "Test", "Blob", "--type", "binary", "de ad be ef"], 0);
+    cimkit_ok(
+        &[
+            "hive",
+            "set",
+            "--create",
+            s(&hive),
+            "Microsoft\\Windows NT\\CurrentVersion",
+            "CurrentBuild",
+            "20348",
+        ],
+        0,
+    );
+    cimkit_ok(
+        &[
+            "hive",
+            "set",
+            s(&hive),
+            "Microsoft/Windows NT/CurrentVersion",
+            "UBR",
+            "--type",
+            "dword",
+            "0x9a6",
+        ],
+        0,
+    );
+    cimkit_ok(
+        &[
+            "hive",
+            "set",
+            s(&hive),
+            "Test",
+            "List",
+            "--type",
+            "multi-sz",
+            "a;b;c",
+        ],
+        0,
+    );
+    cimkit_ok(
+        &[
+            "hive",
+            "set",
+            s(&hive),
+            "Test",
+            "Blob",
+            "--type",
+            "binary",
+            "de ad be ef",
+        ],
+        0,
+    );
     cimkit_ok(&["hive", "set", s(&hive), "Test", "Gone", "x"], 0);
     cimkit_ok(&["hive", "set", "--delete", s(&hive), "Test", "Gone"], 0);
-    assert_eq!(cimkit(&["hive", "set", "--delete", s(&hive), "Test", "Gone"]).status.code(), Some(2));
+    assert_eq!(
+        cimkit(&["hive", "set", "--delete", s(&hive), "Test", "Gone"])
+            .status
+            .code(),
+        Some(2)
+    );
 
     let key = "Microsoft\\Windows NT\\CurrentVersion";
-    assert_eq!(cimkit_ok(&["hive", "get", s(&hive), key, "CurrentBuild"], 0), "20348\n");
-    assert_eq!(cimkit_ok(&["hive", "get", s(&hive), key, "UBR"], 0), "2470 (0x9a6)\n");
-    assert_eq!(cimkit_ok(&["hive", "get", s(&hive), "Test", "Blob"], 0), "deadbeef\n");
+    assert_eq!(
+        cimkit_ok(&["hive", "get", s(&hive), key, "CurrentBuild"], 0),
+        "20348\n"
+    );
+    assert_eq!(
+        cimkit_ok(&["hive", "get", s(&hive), key, "UBR"], 0),
+        "2470 (0x9a6)\n"
+    );
+    assert_eq!(
+        cimkit_ok(&["hive", "get", s(&hive), "Test", "Blob"], 0),
+        "deadbeef\n"
+    );
     let listing = cimkit_ok(&["hive", "get", s(&hive), "Test"], 0);
     assert!(listing.contains("List\tREG_MULTI_SZ\ta;b;c"), "{listing}");
     assert!(!listing.contains("Gone"), "{listing}");
-    let j: serde_json::Value =
-        serde_json::from_str(&cimkit_ok(&["hive", "get", "--json", s(&hive), key, "UBR"], 0)).expect("json");
+    let j: serde_json::Value = serde_json::from_str(&cimkit_ok(
+        &["hive", "get", "--json", s(&hive), key, "UBR"],
+        0,
+    ))
+    .expect("json");
     assert_eq!(j["type"], "REG_DWORD");
     assert_eq!(j["data"], "pgkAAA==");
-    assert_eq!(cimkit(&["hive", "get", s(&hive), "Nope"]).status.code(), Some(2));
+    assert_eq!(
+        cimkit(&["hive", "get", s(&hive), "Nope"]).status.code(),
+        Some(2)
+    );
 
     let dump = cimkit_ok(&["hive", "dump", s(&hive)], 0);
-    assert!(dump.contains("CurrentBuild") && dump.contains("20348"), "{dump}");
-    let reg = cimkit_ok(&["hive", "dump", "--reg", "HKEY_LOCAL_MACHINE\\SOFTWARE", s(&hive)], 0);
-    assert!(reg.contains("[HKEY_LOCAL_MACHINE\\SOFTWARE\\Test]"), "{reg}");
+    assert!(
+        dump.contains("CurrentBuild") && dump.contains("20348"),
+        "{dump}"
+    );
+    let reg = cimkit_ok(
+        &[
+            "hive",
+            "dump",
+            "--reg",
+            "HKEY_LOCAL_MACHINE\\SOFTWARE",
+            s(&hive),
+        ],
+        0,
+    );
+    assert!(
+        reg.contains("[HKEY_LOCAL_MACHINE\\SOFTWARE\\Test]"),
+        "{reg}"
+    );
     let lines = cimkit_ok(&["hive", "dump", "--json", "--key", "Test", s(&hive)], 0);
-    let first: serde_json::Value = serde_json::from_str(lines.lines().next().expect("line")).expect("json");
+    let first: serde_json::Value =
+        serde_json::from_str(lines.lines().next().expect("line")).expect("json");
     assert_eq!(first["path"], "Test");
     cimkit_ok(&["hive", "check", s(&hive)], 0);
 
-    match hivexget(&hive, "\\Microsoft\\Windows NT\\CurrentVersion", "CurrentBuild") {
+    match hivexget(
+        &hive,
+        "\\Microsoft\\Windows NT\\CurrentVersion",
+        "CurrentBuild",
+    ) {
         Some(v) => assert_eq!(v, "20348"),
         None => eprintln!("skipping hivexget cross-check: hivexget not installed"),
     }
@@ -60,32 +152,88 @@ fn hive_set_get_dump_check() {
     let bad = tmp.path().join("BAD");
     std::fs::write(&bad, bytes).expect("write");
     let out = cimkit(&["hive", "check", s(&bad)]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn hive_from_inside_a_cim_and_merge() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let hive = tmp.path().join("SYSTEM");
-    cimkit_ok(&["hive", "set", "--create", s(&hive), "Select", "Current", "--type", "dword", "1"], 0);
+    cimkit_ok(
+        &[
+            "hive",
+            "set",
+            "--create",
+            s(&hive),
+            "Select",
+            "Current",
+            "--type",
+            "dword",
+            "1",
+        ],
+        0,
+    );
     let hive_bytes = std::fs::read(&hive).expect("read");
     let mut t = LayerTar::new();
-    t.dir("Files").dir("Files/Windows").dir("Files/Windows/System32").dir("Files/Windows/System32/config");
+    t.dir("Files")
+        .dir("Files/Windows")
+        .dir("Files/Windows/System32")
+        .dir("Files/Windows/System32/config");
     for h in ["SOFTWARE", "SAM", "SECURITY", "DEFAULT"] {
         t.file(&format!("Files/Windows/System32/config/{h}"), b"not a hive");
     }
     t.file("Files/Windows/System32/config/SYSTEM", &hive_bytes);
     let tar = tmp.path().join("l.tar");
     std::fs::write(&tar, t.finish()).expect("write");
-    cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&tmp.path().join("s/1"))], 0);
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&tar),
+            "--layer",
+            s(&tmp.path().join("s/1")),
+        ],
+        0,
+    );
     let cim = tmp.path().join("s/cim-layers/1.cim");
-    assert_eq!(cimkit_ok(&["hive", "get", "--cim", s(&cim), "Hives\\SYSTEM_BASE", "Select", "Current"], 0), "1 (0x1)\n");
-    cimkit_ok(&["hive", "check", "--cim", s(&cim), "Files/Windows/System32/config/SYSTEM"], 0);
+    assert_eq!(
+        cimkit_ok(
+            &[
+                "hive",
+                "get",
+                "--cim",
+                s(&cim),
+                "Hives\\SYSTEM_BASE",
+                "Select",
+                "Current"
+            ],
+            0
+        ),
+        "1 (0x1)\n"
+    );
+    cimkit_ok(
+        &[
+            "hive",
+            "check",
+            "--cim",
+            s(&cim),
+            "Files/Windows/System32/config/SYSTEM",
+        ],
+        0,
+    );
     let out = cimkit(&["hive", "dump", "--cim", s(&cim), "Hives\\SAM_BASE"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SAM_BASE"));
 
-    let delta = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/hives/yarp-System_Delta");
+    let delta = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/hives/yarp-System_Delta"
+    );
     if !Path::new(delta).exists() {
         eprintln!("skipping merge part: {delta} not found");
         return;
@@ -104,8 +252,12 @@ fn vhdx_info_describes_a_disk() {
     let path = tmp.path().join("d.vhdx");
     vhdx_create(&path);
     let text = cimkit_ok(&["vhdx", "info", s(&path)], 0);
-    assert!(text.contains("virtual size:") && text.contains("1073741824"), "{text}");
-    let j: serde_json::Value = serde_json::from_str(&cimkit_ok(&["vhdx", "info", "--json", s(&path)], 0)).expect("json");
+    assert!(
+        text.contains("virtual size:") && text.contains("1073741824"),
+        "{text}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&cimkit_ok(&["vhdx", "info", "--json", s(&path)], 0)).expect("json");
     assert_eq!(j["virtual_size"], 1u64 << 30);
     assert_eq!(j["block_size"], 1u64 << 20);
     let junk = tmp.path().join("junk.vhdx");
@@ -122,4 +274,35 @@ fn vhdx_create(path: &Path) {
         eprintln!("qemu-img unavailable: creating the test disk with the vhdx crate");
         vhdx::create_dynamic(path, 1 << 30, 1 << 20, 512).expect("create vhdx");
     }
+}
+
+#[test]
+fn bcd_show_lists_a_real_store() {
+    let store = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/bcd/win10-install-media-efi.BCD"
+    );
+    if !Path::new(store).exists() {
+        eprintln!("skipping: {store} not found");
+        return;
+    }
+    let text = cimkit_ok(&["bcd", "show", store], 0);
+    assert!(text.contains("Windows Boot Manager"), "{text}");
+    assert!(text.contains("identifier"), "{text}");
+    let lines = cimkit_ok(&["bcd", "show", "--json", store], 0);
+    let objects: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert!(!objects.is_empty());
+    assert!(objects
+        .iter()
+        .all(|o| o["identifier"].as_str().is_some_and(|i| i.starts_with('{'))));
+    assert!(objects
+        .iter()
+        .any(|o| o["elements"].as_array().is_some_and(|e| !e.is_empty())));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let junk = tmp.path().join("BCD");
+    std::fs::write(&junk, b"junk").expect("write");
+    assert_eq!(cimkit(&["bcd", "show", s(&junk)]).status.code(), Some(2));
 }

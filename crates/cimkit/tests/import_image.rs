@@ -11,7 +11,10 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -44,7 +47,8 @@ fn oci_layout(root: &Path, child_text: &[u8]) -> Vec<String> {
     let child = zstd::encode_all(&child_layer(child_text)[..], 3).expect("zstd");
     let d_base = blob(root, &base);
     let d_child = blob(root, &child);
-    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64"})).expect("json");
+    let config =
+        serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64"})).expect("json");
     let d_config = blob(root, &config);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -80,36 +84,77 @@ fn oci_layout_imports_as_chain_and_skips_on_rerun() {
     let snaps = tmp.path().join("snaps");
 
     let listing = cimkit_ok(&["image-layers", s(&layout)], 0);
-    assert!(listing.contains("2 layers") && listing.contains("zstd") && listing.contains("gzip"), "{listing}");
+    assert!(
+        listing.contains("2 layers") && listing.contains("zstd") && listing.contains("gzip"),
+        "{listing}"
+    );
 
-    let out = cimkit_ok(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)], 0);
+    let out = cimkit_ok(
+        &["import-image", "-q", s(&layout), "--snapshots", s(&snaps)],
+        0,
+    );
     assert!(out.contains("2 imported, 0 already there"), "{out}");
     for (i, d) in digests.iter().enumerate() {
-        let recorded = std::fs::read_to_string(snaps.join(format!("{}/.cimkit-digest", i + 1))).expect("digest");
+        let recorded = std::fs::read_to_string(snaps.join(format!("{}/.cimkit-digest", i + 1)))
+            .expect("digest");
         assert_eq!(recorded.trim(), d);
     }
     let top = snaps.join("cim-layers/2.cim");
-    assert_eq!(cimkit_ok(&["cat", s(&top), "Files/child.txt"], 0), "child one");
-    assert_eq!(cimkit_ok(&["cat", s(&top), "Files/hello.txt"], 0), "hello world\n");
+    assert_eq!(
+        cimkit_ok(&["cat", s(&top), "Files/child.txt"], 0),
+        "child one"
+    );
+    assert_eq!(
+        cimkit_ok(&["cat", s(&top), "Files/hello.txt"], 0),
+        "hello world\n"
+    );
     // The whiteout removed big.bin in the child only.
-    assert_eq!(cimkit(&["stat", s(&top), "Files/big.bin"]).status.code(), Some(2));
-    cimkit_ok(&["stat", s(&snaps.join("cim-layers/1.cim")), "Files/big.bin"], 0);
+    assert_eq!(
+        cimkit(&["stat", s(&top), "Files/big.bin"]).status.code(),
+        Some(2)
+    );
+    cimkit_ok(
+        &["stat", s(&snaps.join("cim-layers/1.cim")), "Files/big.bin"],
+        0,
+    );
     cimkit_ok(&["verify", s(&top)], 0);
     let du = cimkit_ok(&["du", "--json", s(&top)], 0);
     let du: serde_json::Value = serde_json::from_str(&du).expect("json");
-    assert!(du["parent_region_bytes"].as_u64().expect("u64") > 300_000, "{du}");
+    assert!(
+        du["parent_region_bytes"].as_u64().expect("u64") > 300_000,
+        "{du}"
+    );
 
-    let again = cimkit_ok(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)], 0);
+    let again = cimkit_ok(
+        &["import-image", "-q", s(&layout), "--snapshots", s(&snaps)],
+        0,
+    );
     assert!(again.contains("0 imported, 2 already there"), "{again}");
 
     // A new top layer: the base is kept, layer 2 is imported again.
     let layout2 = tmp.path().join("layout2");
     oci_layout(&layout2, b"child two");
-    let third = cimkit_ok(&["import-image", "-q", "--json", s(&layout2), "--snapshots", s(&snaps)], 0);
-    let lines: Vec<serde_json::Value> = third.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let third = cimkit_ok(
+        &[
+            "import-image",
+            "-q",
+            "--json",
+            s(&layout2),
+            "--snapshots",
+            s(&snaps),
+        ],
+        0,
+    );
+    let lines: Vec<serde_json::Value> = third
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     assert_eq!(lines[0]["imported"], false);
     assert_eq!(lines[1]["imported"], true);
-    assert_eq!(cimkit_ok(&["cat", s(&top), "Files/child.txt"], 0), "child two");
+    assert_eq!(
+        cimkit_ok(&["cat", s(&top), "Files/child.txt"], 0),
+        "child two"
+    );
 }
 
 #[test]
@@ -118,7 +163,9 @@ fn damaged_layer_blob_fails_and_leaves_no_layer() {
     let layout = tmp.path().join("layout");
     let digests = oci_layout(&layout, b"child");
     // Flip the last byte of the gzip trailer of the base layer: the tar reads fine, the digest does not.
-    let path = layout.join("blobs/sha256").join(digests[0].trim_start_matches("sha256:"));
+    let path = layout
+        .join("blobs/sha256")
+        .join(digests[0].trim_start_matches("sha256:"));
     let mut bytes = std::fs::read(&path).expect("read");
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -127,7 +174,10 @@ fn damaged_layer_blob_fails_and_leaves_no_layer() {
     let out = cimkit(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("digest mismatch") || err.contains("size mismatch") || err.contains("crc"), "{err}");
+    assert!(
+        err.contains("digest mismatch") || err.contains("size mismatch") || err.contains("crc"),
+        "{err}"
+    );
     assert!(!snaps.join("cim-layers/1.cim").exists());
     assert!(!snaps.join("1").exists());
 }
@@ -161,9 +211,18 @@ fn docker_save_archive_imports() {
     b.finish().expect("finish");
     drop(b);
     let snaps = tmp.path().join("snaps");
-    let out = cimkit_ok(&["import-image", "-q", s(&archive), "--snapshots", s(&snaps)], 0);
+    let out = cimkit_ok(
+        &["import-image", "-q", s(&archive), "--snapshots", s(&snaps)],
+        0,
+    );
     assert!(out.contains("2 imported"), "{out}");
-    assert_eq!(cimkit_ok(&["cat", s(&snaps.join("cim-layers/2.cim")), "Files/child.txt"], 0), "from docker");
+    assert_eq!(
+        cimkit_ok(
+            &["cat", s(&snaps.join("cim-layers/2.cim")), "Files/child.txt"],
+            0
+        ),
+        "from docker"
+    );
 }
 
 #[test]
@@ -171,11 +230,25 @@ fn foreign_layer_missing_is_reported() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let layout = tmp.path().join("layout");
     let digests = oci_layout(&layout, b"child");
-    std::fs::remove_file(layout.join("blobs/sha256").join(digests[0].trim_start_matches("sha256:"))).expect("rm");
+    std::fs::remove_file(
+        layout
+            .join("blobs/sha256")
+            .join(digests[0].trim_start_matches("sha256:")),
+    )
+    .expect("rm");
     let listing = cimkit_ok(&["image-layers", s(&layout)], 0);
     assert!(listing.contains("(not included)"), "{listing}");
-    let out = cimkit(&["import-image", "-q", s(&layout), "--snapshots", s(&tmp.path().join("s"))]);
+    let out = cimkit(&[
+        "import-image",
+        "-q",
+        s(&layout),
+        "--snapshots",
+        s(&tmp.path().join("s")),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("foreign layer") && err.contains("https://example.invalid/base"), "{err}");
+    assert!(
+        err.contains("foreign layer") && err.contains("https://example.invalid/base"),
+        "{err}"
+    );
 }

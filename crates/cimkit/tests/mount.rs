@@ -13,7 +13,12 @@ fn fuse_usable() -> Result<(), String> {
     if !Path::new("/dev/fuse").exists() {
         return Err("/dev/fuse does not exist".into());
     }
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_err()
+    {
         return Err("/dev/fuse cannot be opened".into());
     }
     let found = std::env::var_os("PATH")
@@ -34,7 +39,10 @@ struct MountGuard {
 impl Drop for MountGuard {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("fusermount3").arg("-u").arg(&self.mountpoint).status();
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mountpoint)
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -89,27 +97,61 @@ fn mount_serves_the_image_and_unmounts_on_ctrl_c() {
         }
         panic!("cimkit mount exited with {status}: {text}");
     }
-    assert!(mounted, "mount did not appear: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        mounted,
+        "mount did not appear: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 
     let mut names: Vec<String> = std::fs::read_dir(mnt.join("Files"))
         .expect("readdir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    for n in ["hello.txt", "hello-link.txt", "big.bin", "dir", "link", "junction", "Windows"] {
+    for n in [
+        "hello.txt",
+        "hello-link.txt",
+        "big.bin",
+        "dir",
+        "link",
+        "junction",
+        "Windows",
+    ] {
         assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
     }
-    assert_eq!(std::fs::read(mnt.join("Files/hello.txt")).expect("read"), b"hello world\n");
+    assert_eq!(
+        std::fs::read(mnt.join("Files/hello.txt")).expect("read"),
+        b"hello world\n"
+    );
     // Case-insensitive lookup, like Windows.
-    assert_eq!(std::fs::read(mnt.join("FILES/HELLO.TXT")).expect("read"), b"hello world\n");
-    assert_eq!(std::fs::read(mnt.join("Files/big.bin")).expect("read"), pattern(300_000, 7));
+    assert_eq!(
+        std::fs::read(mnt.join("FILES/HELLO.TXT")).expect("read"),
+        b"hello world\n"
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("Files/big.bin")).expect("read"),
+        pattern(300_000, 7)
+    );
     let meta = std::fs::metadata(mnt.join("Files/big.bin")).expect("stat");
     assert_eq!(meta.len(), 300_000);
-    let mtime = meta.modified().expect("mtime").duration_since(std::time::UNIX_EPOCH).expect("after epoch");
+    let mtime = meta
+        .modified()
+        .expect("mtime")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after epoch");
     assert_eq!(mtime.as_secs(), 1_650_000_000);
-    assert_eq!(std::fs::read_link(mnt.join("Files/link")).expect("readlink"), PathBuf::from("hello.txt"));
-    assert_eq!(std::fs::read(mnt.join("Files/link")).expect("through link"), b"hello world\n");
-    assert!(std::fs::write(mnt.join("Files/new.txt"), b"x").is_err(), "read-only");
+    assert_eq!(
+        std::fs::read_link(mnt.join("Files/link")).expect("readlink"),
+        PathBuf::from("hello.txt")
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("Files/link")).expect("through link"),
+        b"hello world\n"
+    );
+    assert!(
+        std::fs::write(mnt.join("Files/new.txt"), b"x").is_err(),
+        "read-only"
+    );
 
     let python = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
@@ -119,7 +161,10 @@ fn mount_serves_the_image_and_unmounts_on_ctrl_c() {
     match Command::new(&python).args(["-c", &script]).output() {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.contains("'user.cimfs.sd'") && text.contains("'user.cimfs.stream.zone'"), "{text}");
+            assert!(
+                text.contains("'user.cimfs.sd'") && text.contains("'user.cimfs.stream.zone'"),
+                "{text}"
+            );
             assert!(text.contains("ZoneId=3"), "{text}");
             let lines: Vec<&str> = text.lines().collect();
             let n = lines.len();
@@ -131,15 +176,28 @@ fn mount_serves_the_image_and_unmounts_on_ctrl_c() {
     }
 
     let pid = guard.child.as_ref().map(|c| c.id()).expect("child");
-    let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let mut code = None;
     assert!(wait_for("the mount process to exit", || {
-        code = guard.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        code = guard
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
         code.is_some()
     }));
     guard.child = None;
-    assert_eq!(code.and_then(|c| c.code()), Some(0), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(
+        code.and_then(|c| c.code()),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert!(!mnt.join("Files").exists(), "unmounted after Ctrl-C");
-    assert!(std::fs::read_to_string(&log).unwrap_or_default().contains("unmounted"));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("unmounted"));
 }

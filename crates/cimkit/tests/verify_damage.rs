@@ -41,7 +41,10 @@ fn check(name: &str, damage: impl FnOnce(&Path, &Path)) {
     assert_eq!(json.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(v["ok"], false, "{name}");
-    assert!(!v["problems"].as_array().expect("array").is_empty(), "{name}");
+    assert!(
+        !v["problems"].as_array().expect("array").is_empty(),
+        "{name}"
+    );
     eprintln!("{name}: {}", stdout.lines().next().unwrap_or_default());
 }
 
@@ -74,7 +77,10 @@ fn truncated_region_file() {
         for r in files_with_prefix(dir, "region_") {
             let len = std::fs::metadata(&r).expect("m").len();
             if len > 4096 {
-                let f = std::fs::OpenOptions::new().write(true).open(&r).expect("open");
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&r)
+                    .expect("open");
                 f.set_len(len / 2).expect("truncate");
             }
         }
@@ -107,7 +113,10 @@ fn directory_out_of_order() {
         let mut hit = false;
         for r in files_with_prefix(dir, "region_") {
             let mut data = std::fs::read(&r).expect("read");
-            if let Some(pos) = data.windows(needle.len()).position(|w| w == needle.as_slice()) {
+            if let Some(pos) = data
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+            {
                 data[pos] = b'z';
                 std::fs::write(&r, data).expect("write");
                 hit = true;
@@ -134,5 +143,8 @@ fn garbage_over_the_metadata() {
 
 #[test]
 fn verify_of_missing_file_is_an_input_error() {
-    assert_eq!(cimkit(&["verify", "/nonexistent.cim"]).status.code(), Some(2));
+    assert_eq!(
+        cimkit(&["verify", "/nonexistent.cim"]).status.code(),
+        Some(2)
+    );
 }

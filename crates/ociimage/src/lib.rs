@@ -119,7 +119,7 @@ pub struct Layer {
     /// Media type from the manifest (docker save: `application/vnd.docker.image.rootfs.diff.tar`).
     pub media_type: String,
     pub compression: Compression,
-    /// Size of the blob as stored, when known.
+    /// Size of the blob as stored, when known (docker save: the size of the saved file).
     pub size: Option<u64>,
     /// A foreign / non-distributable layer (Windows base layers are published this way).
     pub foreign: bool,
@@ -594,8 +594,10 @@ fn open_docker(store: Store, platform: &Platform) -> Result<Image> {
         let present = store.exists(&member);
         let mut head = [0u8; 4];
         let mut got = 0;
+        let mut stored_size = None;
         if present {
-            let (mut r, _) = store.open_member(&member)?;
+            let (mut r, size) = store.open_member(&member)?;
+            stored_size = Some(size);
             got = r.read(&mut head).map_err(|error| Error::Io {
                 source_path: store.path().to_path_buf(),
                 member: member.clone(),
@@ -609,13 +611,13 @@ fn open_docker(store: Store, platform: &Platform) -> Result<Image> {
                 layer_media_type(&desc.media_type).is_some_and(|(_, f)| f),
                 desc.urls.clone(),
                 // A LayerSources descriptor describes the registry blob, not the saved file.
-                None,
+                stored_size,
             ),
             None => (
                 "application/vnd.docker.image.rootfs.diff.tar".to_string(),
                 false,
                 Vec::new(),
-                None,
+                stored_size,
             ),
         };
         layers.push(Layer {

@@ -300,6 +300,7 @@ fn docker_save_old_layout_with_symlinked_layer() {
     for i in 0..2 {
         assert_eq!(image.layers()[i].digest, Digest::of(&l0));
         assert_eq!(image.layers()[i].compression, Compression::None);
+        assert_eq!(image.layers()[i].size, Some(l0.len() as u64));
         assert_eq!(read_layer(&image, i).expect("read"), l0);
     }
     assert_eq!(image.config_digest(), Some(&Digest::of(&config_bytes)));
@@ -347,4 +348,49 @@ fn unknown_source_and_compressed_archive() {
     std::fs::write(&gz, gzip(b"anything")).expect("w");
     let err = Image::open(&gz, &Platform::windows_amd64()).expect_err("gz");
     assert!(err.to_string().contains("decompress"), "{err}");
+}
+
+#[test]
+fn truncated_or_mangled_documents_are_errors_not_panics() {
+    let f = oci_fixture();
+    let index = std::fs::read(f.root.join("index.json")).expect("read");
+    for cut in 0..index.len() {
+        std::fs::write(f.root.join("index.json"), &index[..cut]).expect("write");
+        assert!(
+            Image::open(&f.root, &Platform::windows_amd64()).is_err(),
+            "cut at {cut}"
+        );
+    }
+    for bad in [
+        &br#"{"manifests": 5}"#[..],
+        br#"{"manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:zz"}]}"#,
+        br#"{"manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "md5:00"}]}"#,
+        br#"[1, 2, 3]"#,
+    ] {
+        std::fs::write(f.root.join("index.json"), bad).expect("write");
+        assert!(Image::open(&f.root, &Platform::windows_amd64()).is_err());
+    }
+
+    // A docker-save archive cut short anywhere: an error (or a shorter image), never a panic.
+    std::fs::write(f.root.join("index.json"), &index).expect("restore");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tar_path = tmp.path().join("full.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).expect("create"));
+    b.append_dir_all(".", &f.root).expect("tar");
+    b.finish().expect("finish");
+    drop(b);
+    check_oci(
+        &Image::open(&tar_path, &Platform::windows_amd64()).expect("whole archive"),
+        &f,
+    );
+    let bytes = std::fs::read(&tar_path).expect("read");
+    let cut_path = tmp.path().join("cut.tar");
+    for cut in (0..bytes.len()).step_by(509) {
+        std::fs::write(&cut_path, &bytes[..cut]).expect("write");
+        if let Ok(image) = Image::open(&cut_path, &Platform::windows_amd64()) {
+            for i in 0..image.layers().len() {
+                let _ = read_layer(&image, i);
+            }
+        }
+    }
 }

@@ -67,11 +67,18 @@ fn dump_key(key: &Key, path: &str, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-fn hex(data: &[u8]) -> String {
-    data.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// Lower-case hex of `data` with `sep` between bytes.
+fn hex(data: &[u8], sep: char) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(data.len() * 3);
+    for (i, b) in data.iter().enumerate() {
+        if i > 0 {
+            s.push(sep);
+        }
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
 }
 
 fn render_data(v: &Value) -> String {
@@ -91,7 +98,7 @@ fn render_data(v: &Value) -> String {
             format!("{n:#018x} ({n})")
         }
         _ if v.data.is_empty() => "(empty)".to_string(),
-        _ => format!("[{}] {}", v.data.len(), hex(&v.data)),
+        _ => format!("[{}] {}", v.data.len(), hex(&v.data, ' ')),
     }
 }
 
@@ -174,12 +181,7 @@ fn reg_data(v: &Value) -> String {
     if v.kind == REG_DWORD && v.data.len() == 4 {
         return format!("dword:{:08x}", v.as_u32().unwrap_or(0));
     }
-    let bytes = v
-        .data
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let bytes = hex(&v.data, ',');
     if v.kind == REG_BINARY {
         format!("hex:{bytes}")
     } else {

@@ -84,8 +84,15 @@ pub const DATA_INLINE: u32 = 0x8000_0000;
 pub const MAX_SINGLE_CELL_DATA: usize = 16344;
 /// Data bytes per db segment (each segment is a 16352-byte cell).
 pub const DB_SEGMENT_DATA: usize = 16344;
-/// Entries per lh leaf in ORSaveHive output (507 * 8 + 8 = 4064 bytes, one 4096-byte bin).
+/// Entries per lh (or lf: same 8-byte entries) leaf in ORSaveHive output
+/// (507 * 8 + 8 = 4064 bytes, one 4096-byte bin).
 pub const LEAF_CAPACITY: usize = 507;
+/// Lowest minor version whose subkey leaves are lh (hash) leaves; below it they are lf
+/// (name-hint) leaves (ReactOS cmindex.c CmpAddSubKey; regf.md §1.6).
+pub const MINOR_HASH_LEAVES: u32 = 5;
+/// Lowest minor version that stores data above [`MAX_SINGLE_CELL_DATA`] as db big data;
+/// below it such data is one cell (msuhanov/regf spec; regf.md §1.9).
+pub const MINOR_BIG_DATA: u32 = 4;
 
 /// Windows limits (ReactOS cmcheck.c / MSDN): key name chars, value name chars, depth.
 pub const MAX_KEY_NAME_CHARS: usize = 255;
@@ -132,6 +139,22 @@ pub fn lh_hash(name: &[u16]) -> u32 {
         h.wrapping_mul(37)
             .wrapping_add(u32::from(upcase::upcase(c)))
     })
+}
+
+/// lf name hint of a name given as UTF-16 units: its first four units as Latin-1 bytes, zero
+/// padded. The kernel fills the hint from the fourth unit backwards and stops at the first
+/// unit above 0xFF, so such a name always has hint byte 0 = 0, which makes lookups compare
+/// the full name (ReactOS cmindex.c CmpAddToLeaf; regf.md §1.6: Cyrillic names have zero
+/// hints in yarp UnicodeHive).
+pub fn lf_hint(name: &[u16]) -> [u8; 4] {
+    let mut hint = [0u8; 4];
+    for i in (0..name.len().min(4)).rev() {
+        match u8::try_from(name[i]) {
+            Ok(b) => hint[i] = b,
+            Err(_) => break,
+        }
+    }
+    hint
 }
 
 /// True when every UTF-16 unit fits in Latin-1, i.e. the name is stored compressed

@@ -23,6 +23,8 @@ pub fn merge_all(base: &Hive, deltas: &[&Hive]) -> Result<Hive> {
             reason: "the delta's root key is a tombstone; a hive root cannot be deleted".into(),
         })?;
     }
+    // Output format: the base's, which the writer keeps (a 1.3 base gives 1.3). What
+    // ORSaveHive(10, 0) picks is UNKNOWN (e) in regf.md §3.3; container bases are 1.5.
     Ok(Hive {
         root,
         minor_version: base.minor_version,

@@ -119,7 +119,8 @@ pub struct Key {
 pub struct Hive {
     /// The root key.
     pub root: Key,
-    /// Minor format version (3..=6) read from the file, or 5 for a new hive.
+    /// Minor format version (3..=6) read from the file, or 5 for a new hive; the writer
+    /// keeps it (1.3/1.4: lf leaves; 1.3: no db big data).
     pub minor_version: u32,
     /// Base-block flag 0x2: a differencing hive whose keys carry layered-key semantics.
     pub differencing: bool,

@@ -53,7 +53,7 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Hive> {
         return Err(bad(format!("major version {major}, expected 1")));
     }
     if !(2..=6).contains(&minor) {
-        return Err(bad(format!("minor version {minor}, expected 3..=6")));
+        return Err(bad(format!("minor version {minor}, expected 2..=6")));
     }
     let file_type = field(BB_TYPE);
     if file_type != 0 {
@@ -458,7 +458,10 @@ impl<'a> Reader<'a> {
     fn data(&mut self, offset: u32, len: usize, vpath: &str) -> Result<Vec<u8>> {
         let cell = self.cell(offset, "value data", vpath)?;
         // db big data exists from format 1.4 on, for data above one cell's worth (regf.md §1.8).
-        if len > MAX_SINGLE_CELL_DATA && self.minor >= 4 && cell.get(..2) == Some(b"db") {
+        if len > MAX_SINGLE_CELL_DATA
+            && self.minor >= MINOR_BIG_DATA
+            && cell.get(..2) == Some(b"db")
+        {
             let count = usize::from(le_u16(cell, 2).unwrap_or(0));
             let list_off = le_u32(cell, 4).unwrap_or(NIL);
             let list = self.cell(list_off, "big data segment list", vpath)?;

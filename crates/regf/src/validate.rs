@@ -1,5 +1,6 @@
 //! Consistency checker for hive files: the invariants Windows relies on (checksum, bin
-//! layout, parent pointers, counts, lh hashes, subkey order, sk list and refcounts) plus the
+//! layout, parent pointers, counts, lh hashes, lf hints, leaf kind and big-data form for the
+//! format version, subkey order, sk list and refcounts) plus the
 //! compactness rules of ORSaveHive output (every cell referenced once, minimal cell sizes,
 //! free space only at bin tails, exact "largest" fields). Live hives legitimately break the
 //! compactness rules; anything this crate writes must pass all of them.
@@ -29,6 +30,17 @@ impl fmt::Display for Problem {
     }
 }
 
+/// What a leaf entry says about its key's name besides the nk offset.
+#[derive(Clone, Copy)]
+enum NameCheck {
+    /// li entry: nothing.
+    None,
+    /// lh entry: hash of the name.
+    Hash(u32),
+    /// lf entry: first four name units as Latin-1.
+    Hint([u8; 4]),
+}
+
 /// Checks a hive file and returns every problem found (empty = valid and compact).
 pub fn validate(bytes: &[u8]) -> Vec<Problem> {
     let mut v = Validator::default();
@@ -40,6 +52,8 @@ pub fn validate(bytes: &[u8]) -> Vec<Problem> {
 struct Validator<'a> {
     bins: &'a [u8],
     minor: u32,
+    /// Base-block flag 0x2 (layered keys allowed).
+    layered: bool,
     /// Allocated cells: offset -> total size.
     cells: HashMap<u32, usize>,
     refs: HashMap<u32, u32>,
@@ -67,6 +81,7 @@ impl<'a> Validator<'a> {
         let base = &bytes[..BASE_BLOCK_SIZE];
         let f = |at| le_u32(base, at).unwrap_or(0);
         self.minor = f(BB_MINOR);
+        self.layered = f(BB_FLAGS) & BB_FLAG_LAYERED != 0;
         for (what, got, want) in [
             ("major version", f(BB_MAJOR), 1),
             ("file type", f(BB_TYPE), 0),
@@ -251,8 +266,12 @@ impl<'a> Validator<'a> {
         if u32_at(NK_VOLATILE_SUBKEY_COUNT) != 0 {
             self.report(Some(off), &path, "volatile subkey count on disk");
         }
-        if self.minor < 6 && nk[NK_LAYER] != 0 {
-            self.report(Some(off), &path, "layer bits in a non-differencing format");
+        if !self.layered && nk[NK_LAYER] != 0 {
+            self.report(
+                Some(off),
+                &path,
+                "layer bits in a hive without the layered-keys flag",
+            );
         }
         // Security.
         let sk = u32_at(NK_SECURITY);
@@ -313,7 +332,7 @@ impl<'a> Validator<'a> {
         }
         let (mut max_name, mut max_class) = (0u32, 0u32);
         let mut prev: Option<Vec<u16>> = None;
-        for (child, hash) in children {
+        for (child, check) in children {
             let Some(c) = self.bins.get(child as usize + 4..) else {
                 continue;
             };
@@ -328,10 +347,21 @@ impl<'a> Validator<'a> {
                     .collect()
             };
             let cname = String::from_utf16_lossy(&cu);
-            if let Some(h) = hash {
-                if h != lh_hash(&cu) {
+            match check {
+                NameCheck::Hash(h) if h != lh_hash(&cu) => {
                     self.report(Some(child), &path, format!("lh hash of \"{cname}\" wrong"));
                 }
+                NameCheck::Hint(h) if h != lf_hint(&cu) => {
+                    self.report(
+                        Some(child),
+                        &path,
+                        format!(
+                            "lf hint of \"{cname}\" is {h:02x?}, expected {:02x?}",
+                            lf_hint(&cu)
+                        ),
+                    );
+                }
+                _ => {}
             }
             if let Some(p) = &prev {
                 if !upcase::compare(p, &cu).is_lt() {
@@ -370,8 +400,8 @@ impl<'a> Validator<'a> {
         sk
     }
 
-    /// (child offset, lh hash if any) of every entry of a subkey index.
-    fn subkeys(&mut self, off: u32, path: &str) -> Vec<(u32, Option<u32>)> {
+    /// (child offset, hash or hint) of every entry of a subkey index.
+    fn subkeys(&mut self, off: u32, path: &str) -> Vec<(u32, NameCheck)> {
         let mut out = Vec::new();
         let Some(c) = self.cell(off, path, None) else {
             return out;
@@ -392,7 +422,7 @@ impl<'a> Validator<'a> {
         out
     }
 
-    fn leaf(&mut self, off: u32, path: &str, out: &mut Vec<(u32, Option<u32>)>) {
+    fn leaf(&mut self, off: u32, path: &str, out: &mut Vec<(u32, NameCheck)>) {
         let Some(c) = self.cell(off, path, None) else {
             return;
         };
@@ -406,16 +436,30 @@ impl<'a> Validator<'a> {
                 return;
             }
         };
-        if self.minor >= 5 && sig != b"lh" {
+        // Windows uses lh from 1.5 on and lf before (regf.md §1.6); an lh leaf in an older
+        // hive is unknown to the Windows versions that format is meant for.
+        if self.minor >= MINOR_HASH_LEAVES && sig != b"lh" {
             self.report(Some(off), path, "format 1.5+ hive with a non-lh leaf");
+        }
+        if self.minor < MINOR_HASH_LEAVES && sig == b"lh" {
+            self.report(
+                Some(off),
+                path,
+                format!("format 1.{} hive with an lh leaf", self.minor),
+            );
         }
         if cell_size(4 + stride * count) != c.len() + 4 {
             self.report(Some(off), path, "leaf cell not minimal");
         }
         for i in 0..count.min(c.len().saturating_sub(4) / stride) {
             let child = le_u32(c, 4 + stride * i).unwrap_or(NIL);
-            let hash = (sig == b"lh").then(|| le_u32(c, 8 + stride * i).unwrap_or(0));
-            out.push((child, hash));
+            let extra = c.get(8 + stride * i..12 + stride * i);
+            let check = match (sig, extra) {
+                (b"lh", Some(e)) => NameCheck::Hash(u32::from_le_bytes([e[0], e[1], e[2], e[3]])),
+                (b"lf", Some(e)) => NameCheck::Hint([e[0], e[1], e[2], e[3]]),
+                _ => NameCheck::None,
+            };
+            out.push((child, check));
         }
     }
 
@@ -433,6 +477,13 @@ impl<'a> Validator<'a> {
             self.report(Some(off), path, "vk cell not minimal");
         }
         let flags = le_u16(vk, VK_FLAGS).unwrap_or(0);
+        if flags & VALUE_TOMBSTONE != 0 && !self.layered {
+            self.report(
+                Some(off),
+                path,
+                "tombstone value in a hive without the layered-keys flag",
+            );
+        }
         let name_units = if flags & VALUE_COMP_NAME != 0 {
             name_len
         } else {
@@ -447,7 +498,7 @@ impl<'a> Validator<'a> {
             }
         } else if len > 0 && len <= 4 {
             self.report(Some(off), path, "data of 1-4 bytes not stored inline");
-        } else if len > MAX_SINGLE_CELL_DATA && self.minor >= 4 {
+        } else if len > MAX_SINGLE_CELL_DATA && self.minor >= MINOR_BIG_DATA {
             let segs = len.div_ceil(DB_SEGMENT_DATA);
             if let Some(db) = self.cell(data, path, Some(8)) {
                 let count = usize::from(le_u16(db, 2).unwrap_or(0));

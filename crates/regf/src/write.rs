@@ -1,6 +1,8 @@
 //! Writer: lays out a fresh compact hive from the in-memory tree the way ORSaveHive does
 //! (regf.md §2): keys breadth-first, minimal cells, 4096-byte bins with big cells in bins of
-//! their own, lh leaves of at most 507 sorted entries (ri above), shared sk cells, db big data.
+//! their own, leaves of at most 507 sorted entries (ri above), shared sk cells. The source
+//! format is kept: 1.5/1.6 get lh leaves and db big data, 1.3 gets lf leaves and big values
+//! in one cell (1.4: lf leaves, db big data).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -9,15 +11,28 @@ use crate::format::*;
 use crate::model::{Hive, Key, Value, DEFAULT_ROOT_SECURITY};
 
 impl Hive {
-    /// Serializes the tree as a compact hive file (base block + bins, valid checksum).
+    /// Serializes the tree as a compact hive file (base block + bins, valid checksum) in the
+    /// hive's format version: `minor_version` 3..=6 is kept (older values are written as 1.3),
+    /// except that a tree with layered-key bits is always a 1.6 differencing hive.
     /// Fails when the tree cannot be stored: empty/oversized/duplicate names, names with
     /// a backslash, or data too large for the format.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut w = Writer::default();
+        let layered = self.differencing || self.has_layer_bits();
+        // Layered keys exist only in format 1.6 differencing hives (yarp System_Delta).
+        // Otherwise the source format is kept, so a 1.3 BCD store stays readable by whatever
+        // read the original (boot managers; regf.md §1.2 "minor version meaning").
+        let minor = if layered {
+            6
+        } else {
+            self.minor_version.clamp(3, 6)
+        };
+        let mut w = Writer {
+            hash_leaves: minor >= MINOR_HASH_LEAVES,
+            big_data: minor >= MINOR_BIG_DATA,
+            ..Writer::default()
+        };
         let root_off = w.tree(&self.root)?;
         let bins = w.finish();
-        let layered = self.differencing || self.has_layer_bits();
-        let minor = self.minor_version.clamp(5, 6);
         let mut out = vec![0u8; BASE_BLOCK_SIZE];
         out[BB_SIGNATURE..4].copy_from_slice(b"regf");
         let mut put = |at: usize, v: u32| out[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -71,14 +86,24 @@ struct SkCell {
     refs: u32,
 }
 
+/// Bins kept open for first-fit allocation.
+const OPEN_BINS: usize = 8;
+/// Smallest cell (a 4-byte payload rounds to 8; nothing real is smaller than 16).
+const MIN_CELL: usize = 16;
+
 #[derive(Default)]
 struct Writer<'t> {
     buf: Vec<u8>,
     bins: Vec<Bin>,
-    /// Index in `bins` of the 4096-byte bin small cells are filling.
-    current: Option<usize>,
+    /// Indices in `bins` of the few most recent bins that still have room; cells go to the
+    /// first that fits (a small window keeps allocation O(1) while leaving little slack).
+    open: Vec<usize>,
     sk_index: HashMap<&'t [u8], usize>,
     sks: Vec<SkCell>,
+    /// lh leaves (format >= 1.5) instead of lf leaves.
+    hash_leaves: bool,
+    /// db records for data above one cell's worth (format >= 1.4) instead of one big cell.
+    big_data: bool,
 }
 
 struct Job<'t> {
@@ -123,22 +148,25 @@ impl<'t> Writer<'t> {
             return Err(too_big("cell"));
         }
         let fits = |b: &Bin| b.used + size <= b.end;
-        let bin = match self.current {
-            Some(i) if fits(&self.bins[i]) => i,
-            _ if size <= HBIN_ALIGN - HBIN_HEADER_SIZE => {
-                let i = self.new_bin(HBIN_ALIGN);
-                self.current = Some(i);
-                i
-            }
-            // A cell too big for a 4096-byte bin gets a bin of its own; small cells keep
-            // filling the current bin (offreg layout, regf.md §1.3).
-            _ => {
+        let bin = match self.open.iter().position(|&i| fits(&self.bins[i])) {
+            Some(k) => self.open[k],
+            None => {
+                // A cell too big for a 4096-byte bin gets a bin of its own, rounded up to
+                // 4096 (offreg layout, regf.md §1.3); its tail stays usable for small cells.
                 let bin_size = (size + HBIN_HEADER_SIZE).div_ceil(HBIN_ALIGN) * HBIN_ALIGN;
-                self.new_bin(bin_size)
+                let i = self.new_bin(bin_size);
+                if self.open.len() == OPEN_BINS {
+                    self.open.remove(0);
+                }
+                self.open.push(i);
+                i
             }
         };
         let at = self.bins[bin].used;
         self.bins[bin].used += size;
+        if self.bins[bin].end - self.bins[bin].used < MIN_CELL {
+            self.open.retain(|&i| i != bin);
+        }
         self.buf[at..at + 4].copy_from_slice(&(-(size as i32)).to_le_bytes());
         u32::try_from(at).map_err(|_| too_big("hive"))
     }
@@ -240,7 +268,11 @@ impl<'t> Writer<'t> {
             self.buf[slot..slot + 4].copy_from_slice(&nk.to_le_bytes());
         }
 
-        let sd: &'t [u8] = key.security.as_deref().unwrap_or(job.inherited_sd);
+        // No (or an empty) descriptor inherits the parent's, as ORCreateKey does.
+        let sd: &'t [u8] = match key.security.as_deref() {
+            Some(sd) if !sd.is_empty() => sd,
+            _ => job.inherited_sd,
+        };
         let sk = self.security(sd)?;
 
         let (class_off, class_len) = match key.class.as_deref() {
@@ -282,7 +314,8 @@ impl<'t> Writer<'t> {
             flags |= KEY_COMP_NAME;
         }
         if is_root {
-            flags |= ROOT_FLAGS;
+            // 0x2C = HIVE_ENTRY|NO_DELETE|COMP_NAME for the usual Latin-1 root name.
+            flags |= ROOT_FLAGS & !KEY_COMP_NAME;
         }
         let layer = key.layer.bits()
             | if key.inherit_class {
@@ -377,7 +410,9 @@ impl<'t> Writer<'t> {
             let mut inline = [0u8; 4];
             inline[..v.data.len()].copy_from_slice(&v.data);
             (DATA_INLINE | len, u32::from_le_bytes(inline))
-        } else if v.data.len() <= MAX_SINGLE_CELL_DATA {
+        } else if v.data.len() <= MAX_SINGLE_CELL_DATA || !self.big_data {
+            // Format 1.3 has no db: any size is one cell, in a bin of its own when it does
+            // not fit a 4096-byte bin (regf.md §1.9).
             (len, self.cell_with(&v.data)?)
         } else {
             (len, self.big_data(&v.data, path)?)
@@ -420,8 +455,8 @@ impl<'t> Writer<'t> {
         Ok(db)
     }
 
-    /// Writes the lh leaf (or ri + leaves) for sorted children; returns its offset and the
-    /// buffer positions where each child's nk offset goes.
+    /// Writes the lh or lf leaf (or ri + leaves) for sorted children; returns its offset and
+    /// the buffer positions where each child's nk offset goes.
     fn subkey_index(&mut self, kids: &[(Vec<u16>, &Key)]) -> Result<(u32, Vec<usize>)> {
         if kids.is_empty() {
             return Ok((NIL, Vec::new()));
@@ -438,14 +473,21 @@ impl<'t> Writer<'t> {
             None
         };
         for leaf in &leaves {
-            let lh = self.alloc(4 + 8 * leaf.len())?;
-            self.put(lh, 0, b"lh");
-            self.put(lh, 2, &(leaf.len() as u16).to_le_bytes());
+            // lf and lh entries are both (nk offset, 4 bytes): a name hint or a hash.
+            let cell = self.alloc(4 + 8 * leaf.len())?;
+            let sig = if self.hash_leaves { b"lh" } else { b"lf" };
+            self.put(cell, 0, sig);
+            self.put(cell, 2, &(leaf.len() as u16).to_le_bytes());
             for (i, (units, _)) in leaf.iter().enumerate() {
-                self.put32(lh, 4 + 8 * i + 4, lh_hash(units));
-                slots.push(lh as usize + 4 + 4 + 8 * i);
+                let check = if self.hash_leaves {
+                    lh_hash(units).to_le_bytes()
+                } else {
+                    lf_hint(units)
+                };
+                self.put(cell, 4 + 8 * i + 4, &check);
+                slots.push(cell as usize + 4 + 4 + 8 * i);
             }
-            leaf_offs.push(lh);
+            leaf_offs.push(cell);
         }
         match ri {
             Some(ri) => {

@@ -26,6 +26,12 @@ fn real_hives_parse_and_round_trip() {
             original_problems.len(),
             original_problems.first().map(ToString::to_string)
         );
+        // The source format is kept (1.3 stays 1.3: lf leaves, no db).
+        assert_eq!(
+            minor_of(&written),
+            minor_of(&bytes),
+            "{name}: format version"
+        );
         let again = Hive::parse(&written).unwrap_or_else(|e| panic!("{name}: reparse: {e}"));
         assert!(again.notes.is_empty(), "{name}: {:?}", again.notes);
         if let Some(d) = tree_diff(&hive.root, &again.root, "") {

@@ -14,7 +14,7 @@ use crate::layout::{
     cim_path_for_layer, host_path, layer_id, std_file_canonical, HIVES, HIVES_DIR, LAYOUT_CONTENTS,
     LAYOUT_FILE, REG_FILES_DIR, UTILITY_VM_DIR,
 };
-use crate::tarstream::{decompressed, write_layer_counted, Progress};
+use crate::tarstream::{decompressed, write_layer_counted, CountingReader, Progress};
 use crate::uvm;
 use crate::writer::LayerWriter;
 
@@ -25,9 +25,10 @@ pub struct ImportOptions {
     pub layer: PathBuf,
     /// Parent layer folders, nearest first; empty for a base layer.
     pub parents: Vec<PathBuf>,
-    /// The layer folder as the Windows host will see it (e.g. `C:\ProgramData\containerd\...\12`);
-    /// only its last component is used, to name the CIM in a utility VM's boot configuration
-    /// when it differs from the local folder name.
+    /// The layer folder as the Windows host will see it (e.g. `C:\ProgramData\containerd\...\12`).
+    /// Used for utility VM layers: its last component names the CIM in the UVM's BCD (when it
+    /// differs from the local folder name), and it gives SystemTemplate.vhdx the absolute
+    /// Windows path of its parent disk.
     pub host_layer_path: Option<String>,
 }
 
@@ -85,6 +86,7 @@ pub struct CimLayerWriter {
     parents: Vec<PathBuf>,
     cim_path: PathBuf,
     relative_cim_path: String,
+    host_layer_path: Option<String>,
     cim: Option<CimWriter>,
     active: Active,
     pending: Vec<PendingOp>,
@@ -124,7 +126,7 @@ impl CimLayerWriter {
                 reason: format!("{} already exists", cim_path.display()),
             });
         }
-        match fs::read_dir(&layer) {
+        let create_folder = match fs::read_dir(&layer) {
             Ok(mut it) => {
                 if it.next().is_some() {
                     return Err(Error::Layer {
@@ -132,12 +134,11 @@ impl CimLayerWriter {
                         reason: "the layer folder is not empty".into(),
                     });
                 }
+                false
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(&layer).map_err(|e| Error::io(&layer, e))?;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => return Err(Error::io(&layer, e)),
-        }
+        };
         fs::create_dir_all(&cim_dir).map_err(|e| Error::io(&cim_dir, e))?;
         let name = format!("{id}.cim");
         let cim = match opts.parents.first() {
@@ -164,6 +165,11 @@ impl CimLayerWriter {
             path: String::new(),
             source: Box::new(source),
         })?;
+        // Created only now, so an argument error above leaves no folder behind (the CIM writer
+        // removes its own files when dropped on the error path).
+        if create_folder {
+            fs::create_dir_all(&layer).map_err(|e| Error::io(&layer, e))?;
+        }
         let host_id = opts
             .host_layer_path
             .as_deref()
@@ -173,6 +179,7 @@ impl CimLayerWriter {
             layer,
             parents: opts.parents.clone(),
             cim_path,
+            host_layer_path: opts.host_layer_path.clone(),
             relative_cim_path: format!(r"{}\{host_id}.cim", crate::layout::CIM_LAYERS_DIR),
             cim: Some(cim),
             active: Active::None,
@@ -396,7 +403,11 @@ impl CimLayerWriter {
     fn finish(&mut self) -> Result<()> {
         self.finish_active()?;
         if self.has_utility_vm {
-            let report = uvm::process_utility_vm(&self.layer, &self.relative_cim_path)?;
+            let report = uvm::process_utility_vm(
+                &self.layer,
+                &self.relative_cim_path,
+                self.host_layer_path.as_deref(),
+            )?;
             self.notes.extend(report);
         }
         let ops = if self.parents.is_empty() {
@@ -455,10 +466,10 @@ impl LayerWriter for CimLayerWriter {
             self.has_utility_vm = true;
         }
         if let Some(canonical) = std_file_canonical(name) {
-            if info.is_directory() {
+            if info.is_directory() || !info.reparse_data.is_empty() {
                 return Err(Error::entry(
                     name,
-                    "expected a file, the tar has a directory",
+                    "a hive or boot file must be a regular file",
                 ));
             }
             let dest = host_path(&self.layer, &canonical);
@@ -533,11 +544,39 @@ impl LayerWriter for CimLayerWriter {
 
     fn remove(&mut self, name: &str) -> Result<()> {
         self.finish_active()?;
+        // A std file (or a link to one) added earlier in this tar is still pending: drop it, and
+        // its host copy, so the removal is not undone when the pending operations are replayed.
+        let lower = name.to_lowercase();
+        let under = |p: &str| {
+            let p = p.to_lowercase();
+            p == lower || p.starts_with(&format!("{lower}\\"))
+        };
+        let before = self.pending.len();
+        let mut dropped_hosts = Vec::new();
+        self.pending.retain(|op| match op {
+            PendingOp::AddHostFile { cim_path, host, .. } if under(cim_path) => {
+                dropped_hosts.push(host.clone());
+                false
+            }
+            PendingOp::Link { name: n, .. } => !under(n),
+            _ => true,
+        });
+        for host in dropped_hosts {
+            match fs::remove_file(&host) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&host, e))
+                }
+                _ => {}
+            }
+        }
+        let dropped_pending = self.pending.len() != before;
         // hcsshim HEAD ignores "not found" here: a whiteout may name a file no parent has.
         match self.cim()?.remove(name) {
             Ok(()) => Ok(()),
             Err(cimfs::Error::NotFound { .. }) => {
-                self.missing_whiteouts += 1;
+                if !dropped_pending {
+                    self.missing_whiteouts += 1;
+                }
                 Ok(())
             }
             Err(e) => Err(self.cim_err("remove", name, e)),
@@ -588,7 +627,7 @@ pub fn import_layer(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ImportSummary> {
     let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    let counted = Counting {
+    let counted = CountingReader {
         inner: tar,
         count: count.clone(),
     };
@@ -631,19 +670,6 @@ fn cleanup_failed_layer(layer: &Path, existed: bool) {
     let _ = fs::remove_dir_all(layer);
     if existed {
         let _ = fs::create_dir(layer);
-    }
-}
-
-struct Counting<R> {
-    inner: R,
-    count: std::rc::Rc<std::cell::Cell<u64>>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
-        Ok(n)
     }
 }
 

@@ -394,9 +394,13 @@ mod tests {
     #[test]
     fn pax_record_length_counts_itself() {
         assert_eq!(pax_record("path", b"a"), b"9 path=a\n");
-        let r = pax_record("k", &[b'x'; 95]);
+        // 94 value bytes: the record is 101 bytes, its length needs 3 digits.
+        let r = pax_record("k", &[b'x'; 94]);
         assert_eq!(r.len(), 101);
         assert!(r.starts_with(b"101 k="));
+        let r = pax_record("k", &[b'x'; 95]);
+        assert_eq!(r.len(), 102);
+        assert!(r.starts_with(b"102 k="));
     }
 
     #[test]

@@ -20,9 +20,6 @@ pub const UTILITY_VM_DIR: &str = "UtilityVM";
 pub const UVM_REG_FILES_DIR: &str = r"UtilityVM\Files\Windows\System32\config";
 pub const UVM_BCD: &str = r"UtilityVM\Files\EFI\Microsoft\Boot\BCD";
 pub const UVM_BOOTMGR: &str = r"UtilityVM\Files\EFI\Microsoft\Boot\bootmgfw.efi";
-/// Utility VM base and differencing disks (hcsshim `wclayer.UtilityVMBaseVhd`/`ScratchVhd`).
-pub const UVM_BASE_VHDX: &str = r"UtilityVM\SystemTemplateBase.vhdx";
-pub const UVM_DIFF_VHDX: &str = r"UtilityVM\SystemTemplate.vhdx";
 
 /// A registry hive of a container layer: its name under `config` and under `Hives`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,9 +35,9 @@ pub struct TarStats {
 const COPY_CHUNK: usize = 1 << 20;
 
 /// Counts bytes read through it, for progress reports.
-struct CountingReader<R> {
-    inner: R,
-    count: std::rc::Rc<std::cell::Cell<u64>>,
+pub(crate) struct CountingReader<R> {
+    pub(crate) inner: R,
+    pub(crate) count: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl<R: Read> Read for CountingReader<R> {
@@ -82,7 +82,8 @@ pub fn decompressed<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>
     let kind = detect_compression(&head)?;
     let whole = Cursor::new(head).chain(input);
     Ok(match kind {
-        Compression::None => Box::new(whole),
+        // Buffered: tar headers are read 512 bytes at a time; large data reads bypass the buffer.
+        Compression::None => Box::new(io::BufReader::with_capacity(1 << 16, whole)),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::new(whole)
@@ -100,35 +101,48 @@ fn utf8<'b>(bytes: &'b [u8], what: &str) -> Result<&'b str> {
     })
 }
 
-fn header_facts(h: &tar::Header, kind: EntryType, size: u64, link_name: String) -> HeaderFacts {
-    let gnu_time = |field: &[u8; 12]| -> Option<i64> {
+fn header_facts(
+    h: &tar::Header,
+    entry: &str,
+    kind: EntryType,
+    size: u64,
+    link_name: String,
+) -> Result<HeaderFacts> {
+    // Go reads GNU atime/ctime only when the field is non-empty (archive/tar reader.go).
+    let gnu_time = |field: &[u8; 12], what: &str| -> Result<Option<i64>> {
         if field[0] == 0 {
-            return None;
+            return Ok(None);
         }
         let s = std::str::from_utf8(field)
-            .ok()?
-            .trim_matches(|c: char| c == '\0' || c == ' ');
-        i64::from_str_radix(s, 8).ok()
+            .ok()
+            .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
+            .and_then(|s| i64::from_str_radix(s, 8).ok())
+            .ok_or_else(|| Error::entry(entry, format!("bad GNU {what} field")))?;
+        Ok(Some(s))
     };
     let (gnu_atime_secs, gnu_ctime_secs) = match h.as_gnu() {
-        Some(g) => (gnu_time(&g.atime), gnu_time(&g.ctime)),
+        Some(g) => (gnu_time(&g.atime, "atime")?, gnu_time(&g.ctime, "ctime")?),
         None => (None, None),
     };
-    HeaderFacts {
-        mtime_secs: h
-            .mtime()
-            .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+    let mtime_secs = h
+        .mtime()
+        .ok()
+        .and_then(|t| i64::try_from(t).ok())
+        .ok_or_else(|| Error::entry(entry, "bad mtime field"))?;
+    Ok(HeaderFacts {
+        mtime_secs,
         gnu_atime_secs,
         gnu_ctime_secs,
         is_dir: kind == EntryType::Directory,
         is_symlink: kind == EntryType::Symlink,
         link_name,
         size,
-    }
+    })
 }
 
-/// Streams the (uncompressed) tar `input` into `w`, calling `progress` after each entry with the
-/// byte count from `counted` (the caller's view of the raw input). Does not call `w.close()`.
+/// Streams the uncompressed tar `input` into `w` in tar order (see `decompressed` for compressed
+/// input), calling `progress` after each entry with the bytes read from `input` so far. Does not
+/// call `w.close()`: the caller decides whether the layer is finished.
 pub fn write_layer_from_tar(
     input: impl Read,
     w: &mut dyn LayerWriter,
@@ -142,6 +156,7 @@ pub fn write_layer_from_tar(
     write_layer_counted(reader, w, &mut || count.get(), progress)
 }
 
+/// `write_layer_from_tar` with progress counted by the caller (on the compressed input).
 pub(crate) fn write_layer_counted(
     input: impl Read,
     w: &mut dyn LayerWriter,
@@ -265,10 +280,11 @@ pub(crate) fn write_layer_counted(
                     };
                     let facts = header_facts(
                         entry.header(),
+                        &raw_name,
                         kind,
                         if is_data { size } else { 0 },
                         link_name,
-                    );
+                    )?;
                     let info =
                         backuptar::file_info_from_header(&facts, &pax).map_err(|source| {
                             Error::Dialect {

@@ -1,12 +1,15 @@
 //! Utility VM processing of a layer that carries `UtilityVM\` (hcsshim c767380d6
 //! `processUtilityVMLayer`, `enableCimBoot`, `getOsBuildNumberFromRegistry`): the build number
-//! file, and for builds after 20348 the boot-from-CIM edits of the UVM's SYSTEM hive and BCD.
+//! file, and for builds after 20348 the UVM disks (vhdx crate) and the boot-from-CIM edits of the
+//! UVM's BCD (bcd crate) and SYSTEM hive (here).
 
 use std::path::Path;
 
 use crate::cimlayer::write_atomically;
 use crate::error::{Error, Result};
-use crate::layout::{host_path, UVM_BUILD_VERSION_FILE, UVM_REG_FILES_DIR};
+use crate::layout::{
+    host_path, UTILITY_VM_DIR, UVM_BCD, UVM_BUILD_VERSION_FILE, UVM_REG_FILES_DIR,
+};
 
 /// Last build whose utility VM boots from VHDs without CIM edits (hcsshim compares `> 20348`).
 pub const LAST_BUILD_WITHOUT_CIM_BOOT: u32 = 20348;
@@ -52,10 +55,17 @@ pub fn enable_cim_boot(system: &mut regf::Hive) {
         .set_value("BootPathOverride", regf::REG_SZ, utf16z(r"\Windows\"));
 }
 
-/// Writes `uvmbuildversion` from the UVM SOFTWARE hive; returns notes. Builds after 20348 need
-/// the boot-from-CIM disks and BCD edits, which this build cannot do yet: that is an error, never
-/// a silent skip.
-pub(crate) fn process_utility_vm(layer: &Path, relative_cim_path: &str) -> Result<Vec<String>> {
+/// Utility VM processing (hcsshim c767380d6 `processUtilityVMLayer`): writes `uvmbuildversion`
+/// from the UVM SOFTWARE hive; for builds after 20348 also, in hcsshim's order, (1-3) creates and
+/// formats `UtilityVM\SystemTemplateBase.vhdx` and reads its GUIDs back, (4) edits the UVM BCD to
+/// boot from this layer's CIM, (5) applies `enable_cim_boot` to the UVM SYSTEM hive, (6) creates
+/// the differencing `SystemTemplate.vhdx`. The edited BCD and SYSTEM reach the CIM afterwards as
+/// std files. On error both disks are removed and the error names the step. Returns notes.
+pub(crate) fn process_utility_vm(
+    layer: &Path,
+    relative_cim_path: &str,
+    host_layer_path: Option<&str>,
+) -> Result<Vec<String>> {
     let uvm_err = |step, reason: String| Error::UtilityVm {
         layer: layer.to_path_buf(),
         step,
@@ -65,7 +75,7 @@ pub(crate) fn process_utility_vm(layer: &Path, relative_cim_path: &str) -> Resul
     if !software_path.is_file() {
         return Err(uvm_err(
             "read build number",
-            format!("the layer has UtilityVM but no {UVM_REG_FILES_DIR}\\SOFTWARE"),
+            format!(r"the layer has UtilityVM but no {UVM_REG_FILES_DIR}\SOFTWARE"),
         ));
     }
     let software = regf::Hive::open(&software_path).map_err(|source| Error::Hive {
@@ -83,16 +93,65 @@ pub(crate) fn process_utility_vm(layer: &Path, relative_cim_path: &str) -> Resul
         &host_path(layer, UVM_BUILD_VERSION_FILE),
         build.to_string().as_bytes(),
     )?;
-    if build > LAST_BUILD_WITHOUT_CIM_BOOT {
-        return Err(uvm_err(
-            "boot from CIM",
-            format!(
-                "utility VM processing is not supported yet (build {build} > {LAST_BUILD_WITHOUT_CIM_BOOT} needs \
-                 the UVM disks and BCD edits for {relative_cim_path})"
-            ),
-        ));
+    let mut notes = vec![format!("utility VM build {build}")];
+    if build <= LAST_BUILD_WITHOUT_CIM_BOOT {
+        notes.push(format!("utility VM build {build} <= {LAST_BUILD_WITHOUT_CIM_BOOT}: no boot-from-CIM processing"));
+        return Ok(notes);
     }
-    Ok(vec![format!(
-        "utility VM build {build}: no boot-from-CIM processing needed"
-    )])
+    let uvm_dir = host_path(layer, UTILITY_VM_DIR);
+    let bcd_path = host_path(layer, UVM_BCD);
+    let system_path = host_path(layer, &format!(r"{UVM_REG_FILES_DIR}\SYSTEM"));
+    for (step, p, what) in [
+        ("edit BCD", &bcd_path, UVM_BCD),
+        (
+            "edit SYSTEM hive",
+            &system_path,
+            r"UtilityVM\...\config\SYSTEM",
+        ),
+    ] {
+        if !p.is_file() {
+            return Err(uvm_err(step, format!("the layer has no {what}")));
+        }
+    }
+    let disk_err = |e: vhdx::Error| uvm_err("utility VM disks", e.to_string());
+    let partition = vhdx::create_utility_vm_base(&uvm_dir).map_err(disk_err)?;
+    let edits = (|| {
+        let params = bcd::CimBootParams {
+            disk_guid: partition.disk_guid,
+            partition_guid: partition.partition_guid,
+            cim_root: format!(r"\{relative_cim_path}"),
+        };
+        bcd::edit_store_file(&bcd_path, &params).map_err(|e| uvm_err("edit BCD", e.to_string()))?;
+        let mut system = regf::Hive::open(&system_path).map_err(|e| {
+            uvm_err(
+                "edit SYSTEM hive",
+                format!("{}: {e}", system_path.display()),
+            )
+        })?;
+        enable_cim_boot(&mut system);
+        let bytes = system
+            .to_bytes()
+            .map_err(|e| uvm_err("edit SYSTEM hive", e.to_string()))?;
+        write_atomically(&system_path, &bytes)
+    })();
+    if let Err(e) = edits {
+        vhdx::remove_utility_vm_disks(&uvm_dir);
+        return Err(e);
+    }
+    let opts = vhdx::UtilityVmDiskOptions {
+        base_windows_path: host_layer_path.map(|p| {
+            format!(
+                r"{}\{UTILITY_VM_DIR}\{}",
+                p.trim_end_matches(['\\', '/']),
+                vhdx::UTILITY_VM_BASE_VHD
+            )
+        }),
+    };
+    notes.extend(vhdx::create_utility_vm_differencing(&uvm_dir, &opts).map_err(disk_err)?);
+    notes.push(format!(
+        "utility VM build {build}: SystemTemplateBase.vhdx (disk {}, partition {}), SystemTemplate.vhdx, \
+         BCD and SYSTEM edited to boot from \\{relative_cim_path}",
+        partition.disk_guid, partition.partition_guid
+    ));
+    Ok(notes)
 }

@@ -8,7 +8,8 @@ use std::path::Path;
 use wclayer::export::{export_layer, ExportError, ExportOptions};
 
 const SD: &[u8] = &[
-    1, 0, 4, 0x80, 20, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // header, owner@20, group@32, no DACL
+    1, 0, 4, 0x80, 20, 0, 0, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, // header, owner@20, group@32, no DACL
     1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0, // S-1-5-18
     1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0,
 ];
@@ -82,7 +83,11 @@ fn build(entries: &[E<'_>]) -> Vec<u8> {
                 b.append_link(&mut h, name, target).expect("link");
             }
             E::Symlink(name, target, mp) => {
-                let extra = if *mp { vec![("MSWINDOWS.mountpoint", "1".to_string())] } else { vec![] };
+                let extra = if *mp {
+                    vec![("MSWINDOWS.mountpoint", "1".to_string())]
+                } else {
+                    vec![]
+                };
                 pax(&mut b, &meta(0x420, 1_620_000_000, &extra));
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
@@ -94,9 +99,18 @@ fn build(entries: &[E<'_>]) -> Vec<u8> {
 }
 
 fn base_hives() -> Vec<E<'static>> {
-    let mut v = vec![E::Dir("Files"), E::Dir("Files/Windows"), E::Dir("Files/Windows/System32"), E::Dir("Files/Windows/System32/config")];
+    let mut v = vec![
+        E::Dir("Files"),
+        E::Dir("Files/Windows"),
+        E::Dir("Files/Windows/System32"),
+        E::Dir("Files/Windows/System32/config"),
+    ];
     for h in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"] {
-        v.push(E::File(Box::leak(format!("Files/Windows/System32/config/{h}").into_boxed_str()), h.as_bytes().to_vec(), vec![]));
+        v.push(E::File(
+            Box::leak(format!("Files/Windows/System32/config/{h}").into_boxed_str()),
+            h.as_bytes().to_vec(),
+            vec![],
+        ));
     }
     v
 }
@@ -112,21 +126,39 @@ fn import(tar: &[u8], layer: &Path) -> cimfs::Cim {
 }
 
 /// Everything about a tree except file ids: path -> (info without id, data, streams, link group).
-fn snapshot(cim: &cimfs::Cim) -> BTreeMap<String, (cimfs::FileInfo, Vec<u8>, Vec<(String, Vec<u8>)>, Vec<String>)> {
+/// One entry of a tree snapshot: metadata (file id zeroed), data, streams, hard-link group.
+type Snap = (
+    cimfs::FileInfo,
+    Vec<u8>,
+    Vec<(String, Vec<u8>)>,
+    Vec<String>,
+);
+
+fn snapshot(cim: &cimfs::Cim) -> BTreeMap<String, Snap> {
     let mut out = BTreeMap::new();
     let mut groups: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut stack = vec![(String::new(), cim.root())];
     while let Some((dir, id)) = stack.pop() {
         for e in cim.read_dir_id(id).expect("read dir") {
-            let path = if dir.is_empty() { e.name.clone() } else { format!("{dir}\\{}", e.name) };
+            let path = if dir.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{dir}\\{}", e.name)
+            };
             let mut info = cim.file(e.file_id).expect("file");
             let mut data = Vec::new();
             let mut streams = Vec::new();
             if !info.is_directory {
-                cim.open_id(e.file_id, None).expect("open").read_to_end(&mut data).expect("read");
+                cim.open_id(e.file_id, None)
+                    .expect("open")
+                    .read_to_end(&mut data)
+                    .expect("read");
                 for s in cim.streams_id(e.file_id).expect("streams") {
                     let mut d = Vec::new();
-                    cim.open_id(e.file_id, Some(&s.name)).expect("open").read_to_end(&mut d).expect("read");
+                    cim.open_id(e.file_id, Some(&s.name))
+                        .expect("open")
+                        .read_to_end(&mut d)
+                        .expect("read");
                     streams.push((s.name, d));
                 }
                 groups.entry(info.file_id).or_default().push(path.clone());
@@ -151,7 +183,11 @@ fn sample() -> Vec<u8> {
     let long = format!("Files/{}", "x".repeat(140));
     let mut v = base_hives();
     v.extend([
-        E::File("Files/a.txt", b"alpha".to_vec(), vec![("MSWINDOWS.xattr.user.k", "AQID".to_string())]),
+        E::File(
+            "Files/a.txt",
+            b"alpha".to_vec(),
+            vec![("MSWINDOWS.xattr.user.k", "AQID".to_string())],
+        ),
         E::Stream("Files/a.txt:zone", b"zone data".to_vec()),
         E::Link("Files/z-link.txt", "Files/a.txt"),
         E::Dir("Files/d\u{e9}j\u{e0}"),
@@ -159,7 +195,11 @@ fn sample() -> Vec<u8> {
         E::Symlink("Files/sym", "a.txt", false),
         E::Symlink("Files/jct", "C:\\ProgramData", true),
     ]);
-    v.push(E::File(Box::leak(long.into_boxed_str()), b"long".to_vec(), vec![]));
+    v.push(E::File(
+        Box::leak(long.into_boxed_str()),
+        b"long".to_vec(),
+        vec![],
+    ));
     build(&v)
 }
 
@@ -169,7 +209,10 @@ fn exported_tar_carries_backuptar_records() {
     let cim = import(&sample(), &tmp.path().join("1"));
     let mut tar_bytes = Vec::new();
     let summary = export_layer(&cim, &mut tar_bytes, &ExportOptions::default()).expect("export");
-    assert_eq!(summary.hard_links, 1, "a-link (the Hives\\*_BASE links are skipped with Hives)");
+    assert_eq!(
+        summary.hard_links, 1,
+        "a-link (the Hives\\*_BASE links are skipped with Hives)"
+    );
     assert_eq!(summary.symlinks, 2);
     assert_eq!(summary.alternate_streams, 1);
     assert_eq!(summary.skipped, ["Hives", "layout"]);
@@ -183,11 +226,17 @@ fn exported_tar_carries_backuptar_records() {
         if let Some(exts) = entry.pax_extensions().expect("pax") {
             for ext in exts {
                 let ext = ext.expect("ext");
-                pax.insert(ext.key().expect("key").to_string(), ext.value().expect("value").to_string());
+                pax.insert(
+                    ext.key().expect("key").to_string(),
+                    ext.value().expect("value").to_string(),
+                );
             }
         }
         let kind = entry.header().entry_type();
-        let link = entry.link_name().expect("link").map(|l| l.to_string_lossy().into_owned());
+        let link = entry
+            .link_name()
+            .expect("link")
+            .map(|l| l.to_string_lossy().into_owned());
         let mut data = Vec::new();
         entry.read_to_end(&mut data).expect("data");
         seen.insert(name, (kind, pax, link, data));
@@ -197,15 +246,24 @@ fn exported_tar_carries_backuptar_records() {
     assert_eq!(*kind, tar::EntryType::Regular);
     assert_eq!(data, b"alpha");
     assert_eq!(pax["MSWINDOWS.fileattr"], "32");
-    assert_eq!(pax["MSWINDOWS.rawsd"], wclayer::backuptar::base64_encode(SD));
+    assert_eq!(
+        pax["MSWINDOWS.rawsd"],
+        wclayer::backuptar::base64_encode(SD)
+    );
     assert_eq!(pax["MSWINDOWS.xattr.user.k"], "AQID");
     assert_eq!(pax["mtime"], "1610000000.5");
     assert_eq!(pax["LIBARCHIVE.creationtime"], "1609999997");
     assert_eq!(seen["Files/a.txt:zone"].3, b"zone data");
     let (kind, _, link, _) = &seen["Files/z-link.txt"];
-    assert_eq!((*kind, link.as_deref()), (tar::EntryType::Link, Some("Files/a.txt")));
+    assert_eq!(
+        (*kind, link.as_deref()),
+        (tar::EntryType::Link, Some("Files/a.txt"))
+    );
     let (kind, pax, link, _) = &seen["Files/jct"];
-    assert_eq!((*kind, link.as_deref()), (tar::EntryType::Symlink, Some("C:\\ProgramData")));
+    assert_eq!(
+        (*kind, link.as_deref()),
+        (tar::EntryType::Symlink, Some("C:\\ProgramData"))
+    );
     assert_eq!(pax["MSWINDOWS.mountpoint"], "1");
     assert_eq!(seen["Files/sym"].2.as_deref(), Some("a.txt"));
     assert!(seen.contains_key(&format!("Files/{}", "x".repeat(140))));
@@ -215,7 +273,14 @@ fn exported_tar_carries_backuptar_records() {
     assert!(names.iter().any(|n| n.as_str() == "Files/d\u{e9}j\u{e0}"));
 
     let mut with_generated = Vec::new();
-    let s2 = export_layer(&cim, &mut with_generated, &ExportOptions { include_generated: true }).expect("export");
+    let s2 = export_layer(
+        &cim,
+        &mut with_generated,
+        &ExportOptions {
+            include_generated: true,
+        },
+    )
+    .expect("export");
     assert!(s2.skipped.is_empty());
     assert!(s2.entries > summary.entries);
 }
@@ -253,7 +318,10 @@ fn seeded_random_trees_round_trip() {
         let mut entries = base_hives();
         for i in 0..40 {
             let parent = dirs[next(dirs.len() as u64) as usize].clone();
-            let name = format!("{parent}/n{i}-{}", ["a", "\u{3b2}", "Long Name With Spaces", "x.y.z"][next(4) as usize]);
+            let name = format!(
+                "{parent}/n{i}-{}",
+                ["a", "\u{3b2}", "Long Name With Spaces", "x.y.z"][next(4) as usize]
+            );
             match next(6) {
                 0 => {
                     entries.push(E::Dir(Box::leak(name.clone().into_boxed_str())));
@@ -261,12 +329,19 @@ fn seeded_random_trees_round_trip() {
                 }
                 1 if !names.is_empty() => {
                     let target = names[next(names.len() as u64) as usize].clone();
-                    entries.push(E::Link(Box::leak(name.into_boxed_str()), Box::leak(target.into_boxed_str())));
+                    entries.push(E::Link(
+                        Box::leak(name.into_boxed_str()),
+                        Box::leak(target.into_boxed_str()),
+                    ));
                 }
                 _ => {
                     let len = next(20_000) as usize;
                     let data: Vec<u8> = (0..len).map(|j| (j as u64 ^ seed) as u8).collect();
-                    entries.push(E::File(Box::leak(name.clone().into_boxed_str()), data, vec![]));
+                    entries.push(E::File(
+                        Box::leak(name.clone().into_boxed_str()),
+                        data,
+                        vec![],
+                    ));
                     if next(5) == 0 {
                         let s = format!("{name}:s{i}");
                         entries.push(E::Stream(Box::leak(s.into_boxed_str()), vec![i as u8; i]));
@@ -288,15 +363,23 @@ fn seeded_random_trees_round_trip() {
 fn reparse_points_without_a_tar_form_are_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut w = cimfs::CimWriter::create(tmp.path(), "wof.cim").expect("create");
-    let dir = cimfs::FileMetadata { attributes: 0x10, ..Default::default() };
+    let dir = cimfs::FileMetadata {
+        attributes: 0x10,
+        ..Default::default()
+    };
     w.add("Files", &dir).expect("dir");
     // IO_REPARSE_TAG_WOF with an empty payload.
     let reparse = vec![0x17, 0, 0, 0x80, 0, 0, 0, 0];
-    let meta = cimfs::FileMetadata { attributes: 0x420, reparse_data: reparse, ..Default::default() };
+    let meta = cimfs::FileMetadata {
+        attributes: 0x420,
+        reparse_data: reparse,
+        ..Default::default()
+    };
     w.add("Files\\compressed.dll", &meta).expect("add");
     w.commit().expect("commit");
     let cim = cimfs::Cim::open(&tmp.path().join("wof.cim")).expect("open");
-    let err = export_layer(&cim, std::io::sink(), &ExportOptions::default()).expect_err("WOF has no tar form");
+    let err = export_layer(&cim, std::io::sink(), &ExportOptions::default())
+        .expect_err("WOF has no tar form");
     assert!(matches!(err, ExportError::Dialect { .. }), "{err}");
     assert!(err.to_string().contains("Files\\compressed.dll"), "{err}");
 }

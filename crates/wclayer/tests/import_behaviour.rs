@@ -269,9 +269,13 @@ fn layer_folder_rules() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("parent CIM"), "{err}");
+    assert!(
+        !child.exists(),
+        "no layer folder is left by a refused import"
+    );
 }
 
-fn uvm_layer(shared: &Path, build: &str) -> Vec<u8> {
+fn uvm_layer(shared: &Path, build: &str, bcd: &[u8]) -> Vec<u8> {
     small_base(shared, |t| {
         let sw = common::software_hive(build);
         let sys = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
@@ -281,10 +285,19 @@ fn uvm_layer(shared: &Path, build: &str) -> Vec<u8> {
         t.dir("UtilityVM/Files/Windows/System32", &[]);
         t.dir("UtilityVM/Files/Windows/System32/config", &[]);
         t.file("UtilityVM/Files/Windows/System32/config/SOFTWARE", &[], &sw);
-        t.file("UtilityVM/Files/Windows/System32/config/SYSTEM", &[], &sys);
+        t.file(
+            "UtilityVM/Files/Windows/System32/config/SYSTEM",
+            &[("MSWINDOWS.fileattr", "32".into())],
+            &sys,
+        );
         t.dir("UtilityVM/Files/EFI", &[]);
         t.dir("UtilityVM/Files/EFI/Microsoft", &[]);
         t.dir("UtilityVM/Files/EFI/Microsoft/Boot", &[]);
+        t.file(
+            "UtilityVM/Files/EFI/Microsoft/Boot/BCD",
+            &[("MSWINDOWS.fileattr", "38".into())],
+            bcd,
+        );
         t.file(
             "UtilityVM/Files/EFI/Microsoft/Boot/bootmgfw.efi",
             &[],
@@ -293,46 +306,246 @@ fn uvm_layer(shared: &Path, build: &str) -> Vec<u8> {
     })
 }
 
+fn read_cim_file(cim: &cimfs::Cim, path: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut cim.open_file(path).unwrap(), &mut got).unwrap();
+    got
+}
+
 #[test]
-fn utility_vm_build_number_and_unsupported_cim_boot() {
+fn utility_vm_up_to_20348_only_records_the_build() {
     let Some(shared) = common::shared_dir() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let layer = tmp.path().join("snapshots/1");
+    let bcd = fs::read(shared.join("testdata/bcd/windeploy-uefi-locate.BCD")).unwrap();
     let s = import_layer(
-        &uvm_layer(&shared, "17763")[..],
+        &uvm_layer(&shared, "17763", &bcd)[..],
         &opts(&layer, &[]),
         &mut |_| {},
     )
     .unwrap();
     assert_eq!(fs::read(layer.join("uvmbuildversion")).unwrap(), b"17763");
+    assert!(!layer.join("UtilityVM/SystemTemplateBase.vhdx").exists());
     let cim = cimfs::Cim::open(&s.cim_path).unwrap();
-    let mut got = Vec::new();
-    std::io::Read::read_to_end(
-        &mut cim
-            .open_file(r"UtilityVM\Files\EFI\Microsoft\Boot\bootmgfw.efi")
-            .unwrap(),
-        &mut got,
-    )
-    .unwrap();
-    assert_eq!(got, b"MZ bootmgr");
-    assert!(cim
-        .stat(r"UtilityVM\Files\Windows\System32\config\SOFTWARE")
-        .is_ok());
+    assert_eq!(
+        read_cim_file(&cim, r"UtilityVM\Files\EFI\Microsoft\Boot\bootmgfw.efi"),
+        b"MZ bootmgr"
+    );
+    assert_eq!(
+        read_cim_file(&cim, r"UtilityVM\Files\EFI\Microsoft\Boot\BCD"),
+        bcd,
+        "BCD unchanged"
+    );
+}
 
+#[test]
+fn utility_vm_after_20348_boots_from_the_cim() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("snapshots/5");
+    let bcd = fs::read(shared.join("testdata/bcd/windeploy-uefi-locate.BCD")).unwrap();
+    let o = ImportOptions {
+        host_layer_path: Some(r"C:\ProgramData\containerd\snapshots\5".into()),
+        ..opts(&layer, &[])
+    };
+    let s = match import_layer(&uvm_layer(&shared, "26100", &bcd)[..], &o, &mut |_| {}) {
+        Ok(s) => s,
+        Err(e) if e.to_string().contains("mkntfs") => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(fs::read(layer.join("uvmbuildversion")).unwrap(), b"26100");
+    let base = layer.join("UtilityVM/SystemTemplateBase.vhdx");
+    let diff = layer.join("UtilityVM/SystemTemplate.vhdx");
+    assert!(base.is_file() && diff.is_file());
+    let part = vhdx::read_partition_info(&base).unwrap();
+
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    // the CIM holds the edited SYSTEM hive (== the host copy) with hcsshim's four values
+    let system = read_cim_file(&cim, r"UtilityVM\Files\Windows\System32\config\SYSTEM");
+    assert_eq!(
+        system,
+        fs::read(layer.join("UtilityVM/Files/Windows/System32/config/SYSTEM")).unwrap()
+    );
+    let hive = regf::Hive::parse(&system).unwrap();
+    let v = |k: &str, n: &str| hive.key(k).unwrap().value(n).unwrap().clone();
+    assert_eq!(
+        v(r"ControlSet001\Control", "BootContainerGuid")
+            .as_string()
+            .unwrap(),
+        wclayer::uvm::BOOT_CONTAINER_GUID
+    );
+    assert_eq!(
+        v(r"ControlSet001\Services\UnionFS", "Start").as_u32(),
+        Some(0)
+    );
+    assert_eq!(
+        v(r"ControlSet001\Services\wcifs", "Start").as_u32(),
+        Some(4)
+    );
+    assert_eq!(
+        v("Setup", "BootPathOverride").as_string().unwrap(),
+        r"\Windows\"
+    );
+    // its metadata is still the tar's
+    assert_eq!(
+        cim.stat(r"UtilityVM\Files\Windows\System32\config\SYSTEM")
+            .unwrap()
+            .attributes,
+        0x20
+    );
+
+    // the CIM holds the edited BCD: composite device over the VHDX partition + this CIM
+    let bcd_bytes = read_cim_file(&cim, r"UtilityVM\Files\EFI\Microsoft\Boot\BCD");
+    assert_ne!(bcd_bytes, bcd);
+    let store_hive = regf::Hive::parse(&bcd_bytes).unwrap();
+    let mut shown = Vec::new();
+    bcd::show(&store_hive, &mut shown).unwrap();
+    let shown = String::from_utf8_lossy(&shown).to_lowercase();
+    assert!(shown.contains(r"\cim-layers\5.cim"), "{shown}");
+    assert!(shown.contains(&part.disk_guid.to_string()), "{shown}");
+    assert!(shown.contains(&part.partition_guid.to_string()), "{shown}");
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("SystemTemplateBase.vhdx")),
+        "{:?}",
+        s.notes
+    );
+}
+
+#[test]
+fn utility_vm_errors_name_the_step_and_leave_no_disks() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
     let layer = tmp.path().join("snapshots/2");
-    let before = listing(&tmp.path().join("snapshots/cim-layers"));
+    // not a BCD store: the BCD step fails after the base disk was made
+    let not_a_store = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
     let err = import_layer(
-        &uvm_layer(&shared, "26100")[..],
+        &uvm_layer(&shared, "26100", &not_a_store)[..],
         &opts(&layer, &[]),
         &mut |_| {},
     )
     .unwrap_err()
     .to_string();
+    if err.contains("mkntfs") {
+        eprintln!("skipping: {err}");
+        return;
+    }
+    assert!(err.contains("edit BCD"), "{err}");
+    assert_nothing_left(&layer, &[]);
+
+    // a hive that is a symlink
+    let mut t = TarBuilder::new();
+    t.entry(
+        "Files/Windows/System32/config/SYSTEM",
+        tar::EntryType::Symlink,
+        &[],
+        "SOFTWARE",
+        b"",
+    );
+    let err = import_layer(&t.finish()[..], &opts(&layer, &[]), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("regular file"), "{err}");
+    assert_nothing_left(&layer, &[]);
+
+    // a UtilityVM folder without its SOFTWARE hive
+    let mut t = TarBuilder::new();
+    t.dir("UtilityVM", &[]);
+    let err = import_layer(&t.finish()[..], &opts(&layer, &[]), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("read build number"), "{err}");
+    assert_nothing_left(&layer, &[]);
+}
+
+#[test]
+fn whiteout_of_a_std_file_added_by_the_same_tar() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("snapshots/1");
+    import_layer(
+        &small_base(&shared, |_| {})[..],
+        &opts(&base, &[]),
+        &mut |_| {},
+    )
+    .unwrap();
+    let delta = fs::read(shared.join("testdata/hives/yarp-System_Delta")).unwrap();
+    let mut t = TarBuilder::new();
+    t.file("Hives/System_Delta", &[], &delta);
+    t.entry(
+        "Files/delta-link",
+        tar::EntryType::Link,
+        &[],
+        "Hives/System_Delta",
+        b"",
+    );
+    t.file(
+        "Hives/Sam_Delta",
+        &[],
+        &fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap(),
+    );
+    t.file("Hives/.wh.System_Delta", &[], b"");
+    t.file("Files/.wh.delta-link", &[], b"");
+    let child = tmp.path().join("snapshots/2");
+    let s = import_layer(&t.finish()[..], &opts(&child, &[&base]), &mut |_| {}).unwrap();
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    assert!(!child.join("Hives/SYSTEM_DELTA").exists());
+    assert!(!child.join("Hives/SYSTEM_BASE").exists());
+    assert!(child.join("Hives/SAM_BASE").is_file());
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert!(cim.stat(r"Hives\System_Delta").is_err());
+    assert!(cim.stat(r"Files\delta-link").is_err());
+    assert_eq!(
+        read_cim_file(&cim, r"Hives\SYSTEM_BASE"),
+        fs::read(base.join("Hives/SYSTEM_BASE")).unwrap()
+    );
+    assert_eq!(
+        read_cim_file(&cim, r"Hives\SAM_BASE"),
+        fs::read(child.join("Hives/SAM_BASE")).unwrap()
+    );
+}
+
+#[test]
+fn a_delta_without_any_parent_base_is_an_error() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("snapshots/1");
+    import_layer(
+        &small_base(&shared, |_| {})[..],
+        &opts(&base, &[]),
+        &mut |_| {},
+    )
+    .unwrap();
+    // the parent folder lost its SYSTEM_BASE (e.g. copied without it)
+    fs::remove_file(base.join("Hives/SYSTEM_BASE")).unwrap();
+    let mut t = TarBuilder::new();
+    t.file(
+        "Hives/System_Delta",
+        &[],
+        &fs::read(shared.join("testdata/hives/yarp-System_Delta")).unwrap(),
+    );
+    let child = tmp.path().join("snapshots/2");
+    let before = listing(&tmp.path().join("snapshots/cim-layers"));
+    let err = import_layer(&t.finish()[..], &opts(&child, &[&base]), &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("not supported yet") && err.contains("26100"),
+        err.contains(r"Hives\SYSTEM_BASE") && err.contains("no parent"),
         "{err}"
     );
-    assert_nothing_left(&layer, &before);
+    assert_nothing_left(&child, &before);
 }

@@ -1,8 +1,9 @@
-//! `cimkit destroy`: remove a CIM layer's .cim and its own region/objectid files.
+//! `cimkit destroy`: remove a CIM layer's .cim and its own region/objectid files, refusing
+//! (unless --force) while another image in the same folder still reads those regions.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 
 use super::Outcome;
 
@@ -11,6 +12,34 @@ pub struct Args {
     /// The layer folder (SNAPSHOTS/<id>); its CIM is SNAPSHOTS/cim-layers/<id>.cim.
     #[arg(long)]
     pub layer: PathBuf,
+    /// Remove it even when child images depend on its regions (they become unreadable).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Other images in the same folder whose parents include one of `cim`'s own region files.
+fn dependents(cim: &Path) -> Result<Vec<PathBuf>> {
+    let own = cimfs::image_files(cim).with_context(|| format!("cannot read {}", cim.display()))?;
+    let Some(dir) = cim.parent() else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
+        if path == cim || path.extension().and_then(|e| e.to_str()) != Some("cim") {
+            continue;
+        }
+        // An unreadable neighbour cannot be checked; it does not block the removal.
+        if let Ok(files) = cimfs::image_files(&path) {
+            if files.parent_regions.iter().any(|p| own.regions.contains(p)) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -22,6 +51,15 @@ pub fn run(args: Args) -> Result<Outcome> {
             cim.display()
         );
         return Ok(Outcome::Ok);
+    }
+    let children = dependents(&cim)?;
+    if !children.is_empty() && !args.force {
+        let list: Vec<String> = children.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "{}: still used by {} (destroy those first, or --force)",
+            cim.display(),
+            list.join(", ")
+        );
     }
     wclayer::destroy_layer(&args.layer)
         .with_context(|| format!("cannot destroy layer {}", args.layer.display()))?;

@@ -152,7 +152,17 @@ pub fn run(args: Args) -> Result<Outcome> {
             .with_context(|| format!("cannot create {}", sidecar_path.display()))?,
     );
 
-    let base_len = if start.is_empty() { 0 } else { start.len() + 1 };
+    let start_info = cim
+        .file(start_id)
+        .with_context(|| format!("{}: {}", args.cim.display(), walk::display(&start)))?;
+    // Host paths are the image paths below `start`; a single file lands in DIR under its name.
+    let base_len = if !start_info.is_directory {
+        start.rfind('\\').map_or(0, |i| i + 1)
+    } else if start.is_empty() {
+        0
+    } else {
+        start.len() + 1
+    };
     let mut first_path: HashMap<cimfs::FileId, PathBuf> = HashMap::new();
     let mut dirs: Vec<(PathBuf, cimfs::FileInfo)> = Vec::new();
     let mut symlinks: Vec<(PathBuf, String)> = Vec::new();
@@ -213,30 +223,12 @@ pub fn run(args: Args) -> Result<Outcome> {
         Ok(())
     };
 
-    let start_info = cim
-        .file(start_id)
-        .with_context(|| format!("{}: {}", args.cim.display(), walk::display(&start)))?;
     if start_info.is_directory {
         walk::walk(&cim, &start, start_id, true, &mut |e| {
             extract_one(&e.path, &e.info)
         })?;
     } else {
-        // A single file lands in DIR under its own name.
-        let name = start.rsplit('\\').next().unwrap_or(&start);
-        let host = host_path(&args.dir, name, &args.cim)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&host)
-            .with_context(|| format!("{}", host.display()))?;
-        let r = cim.open_id(start_id, None)?;
-        let (n, _) = copy_hashing(r, &mut f)?;
-        drop(f);
-        set_times(&host, &start_info)?;
-        let record = output::entry_json(&cim, &start, &start_info, true)?;
-        output::json_line(&mut sidecar, &record)?;
-        n_files += 1;
-        bytes += n;
+        extract_one(&start, &start_info)?;
     }
     // Symlinks last, so no file is ever written through one; directory times after their contents.
     for (host, target) in &symlinks {

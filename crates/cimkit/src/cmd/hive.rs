@@ -118,7 +118,8 @@ fn read_bytes(source: &Source) -> Result<(Vec<u8>, String)> {
             Ok((bytes, name))
         }
         None => {
-            let bytes = std::fs::read(&source.hive).with_context(|| format!("cannot read {}", source.hive))?;
+            let bytes = std::fs::read(&source.hive)
+                .with_context(|| format!("cannot read {}", source.hive))?;
             Ok((bytes, source.hive.clone()))
         }
     }
@@ -131,14 +132,18 @@ fn load(source: &Source) -> Result<(regf::Hive, String)> {
 }
 
 fn key_path(s: &str) -> String {
-    s.split(['\\', '/']).filter(|p| !p.is_empty()).collect::<Vec<_>>().join("\\")
+    s.split(['\\', '/'])
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("\\")
 }
 
 fn find_key<'h>(hive: &'h regf::Hive, path: &str, name: &str) -> Result<&'h regf::Key> {
     if path.is_empty() {
         return Ok(&hive.root);
     }
-    hive.key(path).with_context(|| format!("{name}: key {path:?} not found"))
+    hive.key(path)
+        .with_context(|| format!("{name}: key {path:?} not found"))
 }
 
 fn type_name(kind: u32) -> String {
@@ -182,7 +187,11 @@ fn key_json(k: &regf::Key, path: &str) -> Json {
 fn dump_json(out: &mut dyn Write, k: &regf::Key, path: &str) -> Result<()> {
     output::json_line(out, &key_json(k, path))?;
     for sub in &k.subkeys {
-        let p = if path.is_empty() { sub.name.clone() } else { format!("{path}\\{}", sub.name) };
+        let p = if path.is_empty() {
+            sub.name.clone()
+        } else {
+            format!("{path}\\{}", sub.name)
+        };
         dump_json(out, sub, &p)?;
     }
     Ok(())
@@ -193,20 +202,32 @@ fn parse_data(kind: ValueType, data: &str) -> Result<(u32, Vec<u8>)> {
         ValueType::Sz => (regf::REG_SZ, regf::encode_sz(data)),
         ValueType::ExpandSz => (regf::REG_EXPAND_SZ, regf::encode_sz(data)),
         ValueType::MultiSz => {
-            let items: Vec<&str> = if data.is_empty() { Vec::new() } else { data.split(';').collect() };
+            let items: Vec<&str> = if data.is_empty() {
+                Vec::new()
+            } else {
+                data.split(';').collect()
+            };
             (regf::REG_MULTI_SZ, regf::encode_multi_sz(&items))
         }
         ValueType::Dword => (regf::REG_DWORD, parse_number(data)?.to_le_bytes().to_vec()),
-        ValueType::Qword => (regf::REG_QWORD, parse_number64(data)?.to_le_bytes().to_vec()),
+        ValueType::Qword => (
+            regf::REG_QWORD,
+            parse_number64(data)?.to_le_bytes().to_vec(),
+        ),
         ValueType::Binary => {
-            let hex: String = data.chars().filter(|c| !c.is_whitespace() && *c != ',').collect();
-            if hex.len() % 2 != 0 {
+            let hex: String = data
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != ',')
+                .collect();
+            if hex.len() & 1 == 1 {
                 bail!("binary data {data:?}: odd number of hex digits");
             }
             let mut bytes = Vec::with_capacity(hex.len() / 2);
             for i in (0..hex.len()).step_by(2) {
                 let pair = hex.get(i..i + 2).unwrap_or_default();
-                bytes.push(u8::from_str_radix(pair, 16).with_context(|| format!("bad hex {pair:?}"))?);
+                bytes.push(
+                    u8::from_str_radix(pair, 16).with_context(|| format!("bad hex {pair:?}"))?,
+                );
             }
             (regf::REG_BINARY, bytes)
         }
@@ -228,7 +249,12 @@ fn parse_number(s: &str) -> Result<u32> {
 pub fn run(args: Args) -> Result<Outcome> {
     let mut out = output::stdout();
     let outcome = match args.command {
-        HiveCommand::Dump { source, key, reg, json } => {
+        HiveCommand::Dump {
+            source,
+            key,
+            reg,
+            json,
+        } => {
             let (hive, name) = load(&source)?;
             let path = key_path(&key);
             let k = find_key(&hive, &path, &name)?;
@@ -237,7 +263,11 @@ pub fn run(args: Args) -> Result<Outcome> {
             } else if let Some(root) = reg {
                 let mut sub = regf::Hive::new();
                 sub.root = k.clone();
-                let prefix = if path.is_empty() { root } else { format!("{root}\\{path}") };
+                let prefix = if path.is_empty() {
+                    root
+                } else {
+                    format!("{root}\\{path}")
+                };
                 regf::export_reg(&sub, &prefix, &mut out)?;
             } else if path.is_empty() {
                 regf::dump(&hive, &mut out)?;
@@ -250,7 +280,12 @@ pub fn run(args: Args) -> Result<Outcome> {
             }
             Outcome::Ok
         }
-        HiveCommand::Get { source, key, value, json } => {
+        HiveCommand::Get {
+            source,
+            key,
+            value,
+            json,
+        } => {
             let (hive, name) = load(&source)?;
             let path = key_path(&key);
             let k = find_key(&hive, &path, &name)?;
@@ -272,7 +307,11 @@ pub fn run(args: Args) -> Result<Outcome> {
                 None => {
                     for v in &k.values {
                         let shown = value_text(v).unwrap_or_else(|| output::hex(&v.data));
-                        let vname = if v.name.is_empty() { "(default)" } else { v.name.as_str() };
+                        let vname = if v.name.is_empty() {
+                            "(default)"
+                        } else {
+                            v.name.as_str()
+                        };
                         writeln!(out, "{vname}\t{}\t{shown}", type_name(v.kind))?;
                     }
                     for s in &k.subkeys {
@@ -282,15 +321,29 @@ pub fn run(args: Args) -> Result<Outcome> {
             }
             Outcome::Ok
         }
-        HiveCommand::Set { hive: file, key, name, data, kind, delete, output: dest, create } => {
+        HiveCommand::Set {
+            hive: file,
+            key,
+            name,
+            data,
+            kind,
+            delete,
+            output: dest,
+            create,
+        } => {
             let mut hive = if create && !file.exists() {
                 regf::Hive::new()
             } else {
-                regf::Hive::open(&file).with_context(|| format!("cannot read hive {}", file.display()))?
+                regf::Hive::open(&file)
+                    .with_context(|| format!("cannot read hive {}", file.display()))?
             };
             let path = key_path(&key);
             if delete {
-                let k = if path.is_empty() { Some(&mut hive.root) } else { hive.key_mut(&path) };
+                let k = if path.is_empty() {
+                    Some(&mut hive.root)
+                } else {
+                    hive.key_mut(&path)
+                };
                 let removed = k.map(|k| k.delete_value(&name)).unwrap_or(false);
                 if !removed {
                     bail!("{}: key {path:?} has no value {name:?}", file.display());
@@ -298,23 +351,44 @@ pub fn run(args: Args) -> Result<Outcome> {
             } else {
                 let data = data.context("give the data to set (or --delete)")?;
                 let (kind, bytes) = parse_data(kind, &data)?;
-                let k = if path.is_empty() { &mut hive.root } else { hive.create_key(&path) };
+                let k = if path.is_empty() {
+                    &mut hive.root
+                } else {
+                    hive.create_key(&path)
+                };
                 k.set_value(&name, kind, bytes);
             }
             let dest = dest.unwrap_or(file);
-            hive.save(&dest).with_context(|| format!("cannot write hive {}", dest.display()))?;
+            hive.save(&dest)
+                .with_context(|| format!("cannot write hive {}", dest.display()))?;
             Outcome::Ok
         }
-        HiveCommand::Merge { base, deltas, output: dest } => {
-            let base_hive = regf::Hive::open(&base).with_context(|| format!("cannot read hive {}", base.display()))?;
+        HiveCommand::Merge {
+            base,
+            deltas,
+            output: dest,
+        } => {
+            let base_hive = regf::Hive::open(&base)
+                .with_context(|| format!("cannot read hive {}", base.display()))?;
             let mut loaded = Vec::with_capacity(deltas.len());
             for d in &deltas {
-                loaded.push(regf::Hive::open(d).with_context(|| format!("cannot read hive {}", d.display()))?);
+                loaded.push(
+                    regf::Hive::open(d)
+                        .with_context(|| format!("cannot read hive {}", d.display()))?,
+                );
             }
             let refs: Vec<&regf::Hive> = loaded.iter().collect();
             let merged = regf::merge_all(&base_hive, &refs).context("cannot merge the hives")?;
-            merged.save(&dest).with_context(|| format!("cannot write hive {}", dest.display()))?;
-            writeln!(out, "{}: merged {} delta(s) onto {}", dest.display(), deltas.len(), base.display())?;
+            merged
+                .save(&dest)
+                .with_context(|| format!("cannot write hive {}", dest.display()))?;
+            writeln!(
+                out,
+                "{}: merged {} delta(s) onto {}",
+                dest.display(),
+                deltas.len(),
+                base.display()
+            )?;
             Outcome::Ok
         }
         HiveCommand::Check { source, json } => {
@@ -325,7 +399,10 @@ pub fn run(args: Args) -> Result<Outcome> {
                     .iter()
                     .map(|p| json!({"offset": p.offset, "key": p.key, "message": p.message, "text": p.to_string()}))
                     .collect();
-                output::json_line(&mut out, &json!({"hive": name, "ok": list.is_empty(), "problems": list}))?;
+                output::json_line(
+                    &mut out,
+                    &json!({"hive": name, "ok": list.is_empty(), "problems": list}),
+                )?;
             } else if problems.is_empty() {
                 writeln!(out, "{name}: OK")?;
             } else {
@@ -334,7 +411,11 @@ pub fn run(args: Args) -> Result<Outcome> {
                 }
                 writeln!(out, "{name}: {} problem(s) found", problems.len())?;
             }
-            if problems.is_empty() { Outcome::Ok } else { Outcome::Failed }
+            if problems.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            }
         }
     };
     out.flush()?;

@@ -40,6 +40,7 @@ pub fn import_stream(
     quiet: bool,
     label: &str,
 ) -> Result<wclayer::ImportSummary> {
+    crate::progress::catch_interrupt();
     let progress = Progress::new(total, quiet, label);
     let (mut counting, count) = CountingReader::new(BufReader::with_capacity(1 << 20, input));
     let result = wclayer::import_layer(&mut counting, opts, &mut |p: wclayer::Progress| {

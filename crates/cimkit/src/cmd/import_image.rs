@@ -3,7 +3,6 @@
 //! records its blob digest in `DIR/<n>/.cimkit-digest`; a later run skips the leading layers whose
 //! recorded digest (and CIM) match, and re-imports from the first one that differs.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -61,6 +60,32 @@ fn remove_layer(layer_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes the layer folders numbered `from` and up that carry a digest file, highest first.
+fn remove_stale_layers(snapshots: &Path, from: usize) -> Result<()> {
+    let mut numbered: Vec<(usize, PathBuf)> = Vec::new();
+    let entries = std::fs::read_dir(snapshots)
+        .with_context(|| format!("cannot list {}", snapshots.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", snapshots.display()))?;
+        let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        if n >= from && path.join(DIGEST_FILE).is_file() {
+            numbered.push((n, path));
+        }
+    }
+    numbered.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    for (_, path) in numbered {
+        remove_layer(&path)?;
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<Outcome> {
     let platform = parse_platform(&args.platform)?;
     let image = ociimage::Image::open(&args.source, &platform)
@@ -83,6 +108,11 @@ pub fn run(args: Args) -> Result<Outcome> {
             skipped += 1;
             report(&mut out, args.json, n, count, &dir, &digest, None)?;
             continue;
+        }
+        if chain_intact {
+            // Every layer folder from here up was forked from what is about to change: remove
+            // the ones this command wrote, top first, so no image is left reading freed regions.
+            remove_stale_layers(&args.snapshots, n)?;
         }
         chain_intact = false;
         if dir.exists() {
@@ -115,9 +145,9 @@ pub fn run(args: Args) -> Result<Outcome> {
             import_stream(&mut blob, layer.size, &opts, args.quiet, &label).and_then(|s| {
                 // The tar reader may stop before the end of the blob; read the rest so the digest
                 // check runs over every byte.
-                std::io::copy(&mut (&mut blob).take(u64::MAX), &mut std::io::sink()).with_context(
-                    || format!("{}: reading the rest of the blob", args.source.display()),
-                )?;
+                std::io::copy(&mut blob, &mut std::io::sink()).with_context(|| {
+                    format!("{}: reading the rest of the blob", args.source.display())
+                })?;
                 Ok(s)
             });
         let summary = match result {

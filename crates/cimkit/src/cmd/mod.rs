@@ -1,13 +1,14 @@
 //! One module per subcommand: each has an `Args` (clap) and a `run` that calls a library and
 //! renders the result.
 
+pub mod bcd;
 pub mod cat;
 pub mod destroy;
 pub mod diff;
 pub mod du;
 pub mod export;
-pub mod hive;
 pub mod extract;
+pub mod hive;
 pub mod image_layers;
 pub mod import;
 pub mod import_image;

@@ -62,12 +62,15 @@ mod linux {
     const XATTR_PREFIX: &str = "user.cimfs.";
     const STREAM_PREFIX: &str = "user.cimfs.stream.";
 
+    /// An open directory's entries: (inode, kind, name), "." and ".." first.
+    type DirListing = Vec<(INodeNo, FileType, String)>;
+
     struct CimFs {
         cim: cimfs::Cim,
         uid: u32,
         gid: u32,
         /// Open directory listings: handle -> (ino, kind, name).
-        dirs: Mutex<HashMap<u64, Vec<(INodeNo, FileType, String)>>>,
+        dirs: Mutex<HashMap<u64, DirListing>>,
         next_handle: AtomicU64,
     }
 
@@ -246,16 +249,7 @@ mod linux {
                 return reply.error(Errno::ENOENT);
             };
             let dir = self.file_id(parent);
-            let found = self
-                .cim
-                .read_dir_id(dir)
-                .map_err(|e| errno(&e))
-                .map(|entries| {
-                    entries
-                        .into_iter()
-                        .find(|e| upcase::eq_ignore_case_str(&e.name, name))
-                        .map(|e| e.file_id)
-                });
+            let found = self.cim.child(dir, name, name).map_err(|e| errno(&e));
             match found {
                 Ok(Some(id)) => match self.cim.file(id) {
                     Ok(info) => reply.entry(&TTL, &self.attr(&info), Generation(0)),

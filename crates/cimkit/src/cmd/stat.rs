@@ -70,6 +70,9 @@ pub fn run(args: Args) -> Result<Outcome> {
     if info.security_descriptor.is_empty() {
         writeln!(out, "SD:          none")?;
     } else {
+        let (owner, group) = output::sd_owner_group(&info.security_descriptor);
+        writeln!(out, "Owner:       {}", owner.as_deref().unwrap_or("-"))?;
+        writeln!(out, "Group:       {}", group.as_deref().unwrap_or("-"))?;
         writeln!(
             out,
             "SD:          {} bytes: {}",

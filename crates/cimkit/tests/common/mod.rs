@@ -97,7 +97,13 @@ impl LayerTar {
         self
     }
 
-    pub fn file_with(&mut self, name: &str, data: &[u8], attrs: u32, extra: &[(&str, String)]) -> &mut Self {
+    pub fn file_with(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        attrs: u32,
+        extra: &[(&str, String)],
+    ) -> &mut Self {
         let mut rec = Self::times(1_650_000_000);
         rec.push(("MSWINDOWS.fileattr", attrs.to_string()));
         rec.push(("MSWINDOWS.rawsd", SD_B64.into()));
@@ -129,7 +135,10 @@ impl LayerTar {
 
     pub fn symlink(&mut self, name: &str, target: &str, mount_point: bool) -> &mut Self {
         let mut rec = Self::times(1_660_000_000);
-        rec.push(("MSWINDOWS.fileattr", if mount_point { "1040" } else { "1056" }.into()));
+        rec.push((
+            "MSWINDOWS.fileattr",
+            if mount_point { "1040" } else { "1056" }.into(),
+        ));
         rec.push(("MSWINDOWS.rawsd", SD_B64.into()));
         if mount_point {
             rec.push(("MSWINDOWS.mountpoint", "1".into()));
@@ -164,9 +173,14 @@ impl LayerTar {
 
     /// The five hive files a base layer must carry (random bytes are enough for a base layer).
     pub fn base_hives(&mut self) -> &mut Self {
-        self.dir("Files/Windows").dir("Files/Windows/System32").dir("Files/Windows/System32/config");
+        self.dir("Files/Windows")
+            .dir("Files/Windows/System32")
+            .dir("Files/Windows/System32/config");
         for h in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"] {
-            self.file(&format!("Files/Windows/System32/config/{h}"), format!("hive {h}").as_bytes());
+            self.file(
+                &format!("Files/Windows/System32/config/{h}"),
+                format!("hive {h}").as_bytes(),
+            );
         }
         self
     }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use regf::{Hive, Key};
 
-/// Every real hive in shared/testdata/hives that is expected to parse.
+/// Every real hive in shared/testdata that is expected to parse: the hives, then the BCD
+/// stores (format 1.3 hives written by bcdedit/Windows setup), named relative to
+/// shared/testdata/hives so [`load`] finds both.
 pub const GOOD_HIVES: &[&str] = &[
     "nt-hive-offreg-testhive",
     "regipy-NTUSER.DAT.xz",
@@ -21,7 +23,39 @@ pub const GOOD_HIVES: &[&str] = &[
     "yarp-WrongOrderHive",
     "yarp-NewDirtyHive1/NewDirtyHive",
     "yarp-NewDirtyHive1/RecoveredHive_Windows10",
+    "../bcd/bcdsys-empty-createstore.BCD",
+    "../bcd/win10-install-media-efi.BCD",
+    "../bcd/windeploy-bios-mbr.BCD",
+    "../bcd/windeploy-uefi-locate.BCD",
+    "../bcd/windows2go-system-gpt.BCD",
 ];
+
+/// The minor format version in a hive file's base block.
+pub fn minor_of(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes(bytes[24..28].try_into().expect("base block"))
+}
+
+/// Signatures ("nk", "lf", "db", ...) of every allocated cell of a hive file, by walking its
+/// bins (data cells are included, so callers look only for what their data cannot start with).
+pub fn cell_signatures(bytes: &[u8]) -> Vec<[u8; 2]> {
+    let bins = &bytes[4096..];
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 32 <= bins.len() {
+        assert_eq!(&bins[at..at + 4], b"hbin", "bin at {at:#x}");
+        let size = u32::from_le_bytes(bins[at + 8..at + 12].try_into().expect("u32")) as usize;
+        let mut c = at + 32;
+        while c < at + size {
+            let raw = i32::from_le_bytes(bins[c..c + 4].try_into().expect("i32"));
+            if raw < 0 {
+                out.push([bins[c + 4], bins[c + 5]]);
+            }
+            c += raw.unsigned_abs() as usize;
+        }
+        at += size;
+    }
+    out
+}
 
 pub fn hives_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(concat!(

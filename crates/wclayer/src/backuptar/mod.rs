@@ -17,7 +17,10 @@ pub use reparse::{
     decode_reparse_point, encode_reparse_point, ReparsePoint, IO_REPARSE_TAG_MOUNT_POINT,
     IO_REPARSE_TAG_SYMLINK, SYMLINK_FLAG_RELATIVE,
 };
-pub use sddl::{control, sddl_to_security_descriptor, sid_from_string, sid_to_string, SddlError};
+pub use sddl::{
+    control, sddl_to_security_descriptor, security_descriptor_to_sddl, sid_from_string,
+    sid_to_string, SddlError,
+};
 pub use times::{
     filetime_to_pax_time, filetime_to_unix, format_pax_time, parse_pax_time, pax_time_to_filetime,
     unix_secs_to_filetime, unix_to_filetime, UnixTime, GO_ZERO_TIME_FILETIME, UNIX_EPOCH_FILETIME,

@@ -599,6 +599,201 @@ pub fn sddl_to_security_descriptor(sddl: &str) -> Result<Vec<u8>, SddlError> {
     Ok(out)
 }
 
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+fn format_error(offset: usize, reason: &'static str) -> SddlError {
+    SddlError {
+        offset,
+        token: String::new(),
+        reason,
+    }
+}
+
+/// A SID at `off` of `sd`: its alias when it has one, else `S-1-...`; and its length.
+fn format_sid(sd: &[u8], off: usize) -> Result<(String, usize), SddlError> {
+    let count = usize::from(
+        *sd.get(off + 1)
+            .ok_or_else(|| format_error(off, "SID runs past the end"))?,
+    );
+    let len = 8 + 4 * count;
+    let bytes = sd
+        .get(off..off + len)
+        .ok_or_else(|| format_error(off, "SID runs past the end"))?;
+    let s = sid_to_string(bytes).ok_or_else(|| format_error(off, "bad SID"))?;
+    let alias = SID_ALIASES
+        .iter()
+        .find(|(_, v)| *v == s)
+        .map(|(a, _)| a.to_string());
+    Ok((alias.unwrap_or(s), len))
+}
+
+fn format_guid(b: &[u8]) -> String {
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{}",
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_le_bytes([b[4], b[5]]),
+        u16::from_le_bytes([b[6], b[7]]),
+        b[8],
+        b[9],
+        b[10..16]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// Access mask as an exact composite alias (FA, KR...), as generic/standard aliases, or hex.
+fn format_rights(mask: u32, mandatory_label: bool) -> String {
+    if mandatory_label && mask != 0 && mask & !0x7 == 0 {
+        let labels = [("NW", 1), ("NR", 2), ("NX", 4)];
+        return labels
+            .iter()
+            .filter(|(_, v)| mask & v != 0)
+            .map(|(a, _)| *a)
+            .collect();
+    }
+    const COMPOSITE: &[&str] = &["FA", "FR", "FW", "FX", "KA", "KR", "KW"];
+    const SIMPLE: &[&str] = &["GA", "GR", "GW", "GX", "RC", "SD", "WD", "WO"];
+    let value = |a: &str| {
+        RIGHT_ALIASES
+            .iter()
+            .find(|(n, _)| *n == a)
+            .map_or(0, |(_, v)| *v)
+    };
+    if let Some(a) = COMPOSITE.iter().find(|a| value(a) == mask) {
+        return a.to_string();
+    }
+    if mask != 0 && SIMPLE.iter().fold(0, |acc, a| acc | value(a)) & mask == mask {
+        return SIMPLE
+            .iter()
+            .filter(|a| mask & value(a) != 0)
+            .copied()
+            .collect();
+    }
+    format!("{mask:#x}")
+}
+
+fn format_acl(sd: &[u8], off: usize, out: &mut String) -> Result<(), SddlError> {
+    let size =
+        usize::from(u16_at(sd, off + 2).ok_or_else(|| format_error(off, "ACL runs past the end"))?);
+    let count = u16_at(sd, off + 4).ok_or_else(|| format_error(off, "ACL runs past the end"))?;
+    let acl = sd
+        .get(off..off + size)
+        .ok_or_else(|| format_error(off, "ACL runs past the end"))?;
+    let mut pos = 8;
+    for _ in 0..count {
+        let at = off + pos;
+        let bad = || format_error(at, "ACE runs past its ACL");
+        let ace_type = *acl.get(pos).ok_or_else(bad)?;
+        let flags = *acl.get(pos + 1).ok_or_else(bad)?;
+        let ace_size = usize::from(u16_at(acl, pos + 2).ok_or_else(bad)?);
+        let ace = acl.get(pos..pos + ace_size).ok_or_else(bad)?;
+        let (alias, is_object) = ACE_TYPES
+            .iter()
+            .find(|(_, t, _)| *t == ace_type)
+            .map(|(a, _, o)| (*a, *o))
+            .ok_or_else(|| format_error(at, "ACE type has no SDDL form here"))?;
+        let mask = u32_at(ace, 4).ok_or_else(bad)?;
+        let mut body = 8;
+        let (mut object, mut inherited) = (String::new(), String::new());
+        if is_object {
+            let oflags = u32_at(ace, 8).ok_or_else(bad)?;
+            body = 12;
+            for (bit, slot) in [
+                (ACE_OBJECT_TYPE_PRESENT, &mut object),
+                (ACE_INHERITED_OBJECT_TYPE_PRESENT, &mut inherited),
+            ] {
+                if oflags & bit != 0 {
+                    *slot = format_guid(ace.get(body..body + 16).ok_or_else(bad)?);
+                    body += 16;
+                }
+            }
+        }
+        let (sid, sid_len) = format_sid(ace, body).map_err(|_| bad())?;
+        if body + sid_len > ace.len() {
+            return Err(bad());
+        }
+        let flag_str: String = ACE_FLAG_ALIASES
+            .iter()
+            .filter(|(_, v)| flags & v != 0)
+            .map(|(a, _)| *a)
+            .collect();
+        if ACE_FLAG_ALIASES.iter().fold(0, |acc, (_, v)| acc | v) & flags != flags {
+            return Err(format_error(at, "ACE flag has no SDDL form"));
+        }
+        out.push_str(&format!(
+            "({alias};{flag_str};{};{object};{inherited};{sid})",
+            format_rights(mask, alias == "ML")
+        ));
+        pos += ace_size;
+    }
+    Ok(())
+}
+
+/// Converts a self-relative security descriptor to SDDL (for display and for writers of the
+/// legacy `MSWINDOWS.sd` record); `sddl_to_security_descriptor` of the result gives back the
+/// same owner, group, control flags and ACEs.
+pub fn security_descriptor_to_sddl(sd: &[u8]) -> Result<String, SddlError> {
+    use control::*;
+    if sd.len() < 20 || sd[0] != 1 {
+        return Err(format_error(0, "not a revision-1 security descriptor"));
+    }
+    let ctl = u16_at(sd, 2).unwrap_or(0);
+    if ctl & SE_SELF_RELATIVE == 0 {
+        return Err(format_error(2, "not self-relative"));
+    }
+    let off = |i: usize| u32_at(sd, 4 + 4 * i).map_or(0, |v| v as usize);
+    let (owner, group, sacl, dacl) = (off(0), off(1), off(2), off(3));
+    let mut out = String::new();
+    if owner != 0 {
+        out.push_str(&format!("O:{}", format_sid(sd, owner)?.0));
+    }
+    if group != 0 {
+        out.push_str(&format!("G:{}", format_sid(sd, group)?.0));
+    }
+    let parts = [
+        (
+            SE_DACL_PRESENT,
+            dacl,
+            "D:",
+            SE_DACL_PROTECTED,
+            SE_DACL_AUTO_INHERIT_REQ,
+            SE_DACL_AUTO_INHERITED,
+        ),
+        (
+            SE_SACL_PRESENT,
+            sacl,
+            "S:",
+            SE_SACL_PROTECTED,
+            SE_SACL_AUTO_INHERIT_REQ,
+            SE_SACL_AUTO_INHERITED,
+        ),
+    ];
+    for (present, at, tag, protected, req, inherited) in parts {
+        if ctl & present == 0 {
+            continue;
+        }
+        out.push_str(tag);
+        for (bit, s) in [(protected, "P"), (req, "AR"), (inherited, "AI")] {
+            if ctl & bit != 0 {
+                out.push_str(s);
+            }
+        }
+        if at == 0 {
+            out.push_str("NO_ACCESS_CONTROL");
+        } else {
+            format_acl(sd, at, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,5 +928,61 @@ mod tests {
         let a = sddl_to_security_descriptor("O:S-1-5-18G:S-1-5-32-544D:").unwrap();
         let b = sddl_to_security_descriptor("O:SYG:BAD:").unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn binary_to_sddl_and_back() {
+        for sddl in [
+            "O:BAG:SYD:(A;;FA;;;SY)",
+            "O:S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464G:SYD:PAI(A;OICIID;0x1200a9;;;BU)(D;;GW;;;WD)S:(AU;FA;FA;;;WD)",
+            "D:NO_ACCESS_CONTROL",
+            "D:P",
+            "D:(OA;CI;0x100;01234567-89ab-cdef-0123-456789abcdef;;AU)(A;;GRGX;;;AC)",
+            "O:SYG:SYS:(ML;;NW;;;HI)",
+            "D:ARAI(A;OICIIO;GA;;;CO)(A;;KR;;;S-1-5-21-1-2-3-500)",
+        ] {
+            let bin = sddl_to_security_descriptor(sddl).unwrap();
+            let text = security_descriptor_to_sddl(&bin).unwrap();
+            assert_eq!(text, sddl, "formatted back");
+            assert_eq!(sddl_to_security_descriptor(&text).unwrap(), bin);
+        }
+    }
+
+    #[test]
+    fn formatting_rejects_damaged_descriptors() {
+        let bin = sddl_to_security_descriptor("O:BAG:SYD:(A;;FA;;;SY)").unwrap();
+        for cut in [0, 10, 19, 24, 40, bin.len() - 1] {
+            assert!(
+                security_descriptor_to_sddl(&bin[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut bad_count = bin.clone();
+        bad_count[0x14 + 4] = 200;
+        assert!(security_descriptor_to_sddl(&bad_count).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_descriptors_round_trip(
+            owner in proptest::sample::select(SID_ALIASES.iter().map(|(a, _)| *a).collect::<Vec<_>>()),
+            aces in proptest::collection::vec(
+                (0usize..4, 0u8..0x20, proptest::prelude::any::<u32>(), proptest::sample::select(SID_ALIASES.iter().map(|(a, _)| *a).collect::<Vec<_>>())),
+                0..6),
+            ctl in 0u16..8,
+        ) {
+            let types = ["A", "D", "AU", "AL"];
+            let mut sddl = format!("O:{owner}D:");
+            for (bit, s) in [(1, "P"), (2, "AR"), (4, "AI")] {
+                if ctl & bit != 0 { sddl.push_str(s); }
+            }
+            for (t, flags, mask, sid) in &aces {
+                let fl: String = ACE_FLAG_ALIASES.iter().filter(|(_, v)| flags & v != 0).map(|(a, _)| *a).collect();
+                sddl.push_str(&format!("({};{fl};{mask:#x};;;{sid})", types[*t]));
+            }
+            let bin = sddl_to_security_descriptor(&sddl).unwrap();
+            let text = security_descriptor_to_sddl(&bin).unwrap();
+            proptest::prop_assert_eq!(sddl_to_security_descriptor(&text).unwrap(), bin);
+        }
     }
 }

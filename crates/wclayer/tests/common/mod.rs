@@ -349,6 +349,16 @@ const KEPT_ATTRIBUTES: u32 = 0x1 | 0x2 | 0x4 | 0x20 | 0x200;
 /// Compares a CIM with the model, entry by entry, and checks the CIM has nothing extra.
 /// Returns the number of entries compared.
 pub fn compare(cim_path: &Path, model: &Model) -> usize {
+    let problems = cimfs::verify::verify(cim_path);
+    assert!(
+        problems.is_empty(),
+        "cimfs verify: {}",
+        problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     let cim = cimfs::Cim::open(cim_path).unwrap();
     for e in model.entries.values() {
         let info = cim
@@ -386,7 +396,15 @@ pub fn compare(cim_path: &Path, model: &Model) -> usize {
                 .unwrap()
                 .read_to_end(&mut got)
                 .unwrap();
-            assert!(got == e.data, "{}: content differs", e.path);
+            assert!(
+                got == e.data,
+                "{}: content differs ({} vs {} bytes, first diff at {:?}) in {}",
+                e.path,
+                got.len(),
+                e.data.len(),
+                got.iter().zip(&e.data).position(|(a, b)| a != b),
+                cim_path.display()
+            );
             let streams = cim.streams_id(info.file_id).unwrap();
             let names: BTreeSet<String> = streams.iter().map(|s| s.name.clone()).collect();
             let want: BTreeSet<String> = e.streams.keys().cloned().collect();
