@@ -21,6 +21,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod blobs;
 pub mod error;
 pub mod format;
 mod names;

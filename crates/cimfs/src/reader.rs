@@ -102,6 +102,8 @@ pub struct Cim {
     ftd: Vec<format::FileTableDirectoryEntry>,
     upcase: Vec<u16>,
     upcase_offset: RegionOffset,
+    ftd_offset: RegionOffset,
+    fs_offset: RegionOffset,
     root: FileId,
 }
 
@@ -348,6 +350,8 @@ impl Cim {
             ftd: Vec::new(),
             upcase: Vec::new(),
             upcase_offset: RegionOffset::NULL,
+            ftd_offset: RegionOffset::NULL,
+            fs_offset: RegionOffset::NULL,
             root: 0,
         };
         let fs_off = RegionOffset(ih.header.filesystem_offset.get());
@@ -396,6 +400,8 @@ impl Cim {
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
         cim.upcase_offset = up_off;
+        cim.ftd_offset = ftd_off;
+        cim.fs_offset = fs_off;
         cim.root = fsobj.root_directory.get();
         let root = cim.entry(cim.root)?;
         if root.default_stream.stream_type() != format::STREAM_TYPE_LINK_TABLE {
@@ -437,6 +443,23 @@ impl Cim {
     /// The image's own upcase table (what its link tables are sorted by).
     pub fn upcase_table(&self) -> &[u16] {
         &self.upcase
+    }
+
+    /// Where the fixed metadata objects live: (offset, byte length) of the upcase table, the file
+    /// table directory, each file table and the filesystem object.
+    pub(crate) fn fixed_objects(&self) -> Vec<(RegionOffset, u64)> {
+        let mut v = vec![
+            (self.upcase_offset, format::UPCASE_TABLE_BYTES),
+            (self.ftd_offset, self.ftd.len() as u64 * 16),
+            (self.fs_offset, 0x18),
+        ];
+        for t in &self.ftd {
+            v.push((
+                RegionOffset(t.offset.get()),
+                u64::from(t.count.get()) * u64::from(t.entry_size.get()),
+            ));
+        }
+        v
     }
 
     pub(crate) fn upcase_offset(&self) -> RegionOffset {
@@ -548,7 +571,7 @@ impl Cim {
         corrupt(&self.path, &file, format!("file {id}"), off, reason)
     }
 
-    fn entry_location(&self, id: FileId) -> Option<(PathBuf, u64)> {
+    pub(crate) fn entry_location(&self, id: FileId) -> Option<(PathBuf, u64)> {
         let t = self
             .ftd
             .get(((id.checked_sub(1)?) / format::FILES_PER_TABLE) as usize)?;

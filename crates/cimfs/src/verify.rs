@@ -71,9 +71,55 @@ impl Problem {
 struct Checker<'a> {
     cim_path: &'a Path,
     problems: Vec<Problem>,
+    /// Metadata objects seen: (region index, start, end).
+    meta: Vec<(u16, u64, u64)>,
+    /// Data streams seen: (region index, start, end, what).
+    data: Vec<(u16, u64, u64, String)>,
 }
 
 impl Checker<'_> {
+    fn meta_object(&mut self, off: RegionOffset, len: u64) {
+        if !off.is_null() && len > 0 {
+            let start = off.byte_offset();
+            self.meta
+                .push((off.region_index(), start, start.saturating_add(len)));
+        }
+    }
+
+    /// Reports data streams whose bytes overlap a metadata object (data may share bytes with
+    /// other data — de-duplication — but never with metadata).
+    fn check_overlaps(&mut self, cim: &Cim) {
+        let mut meta = std::mem::take(&mut self.meta);
+        meta.sort_unstable();
+        // Merge into disjoint intervals per region.
+        let mut merged: Vec<(u16, u64, u64)> = Vec::with_capacity(meta.len());
+        for (r, s, e) in meta {
+            match merged.last_mut() {
+                Some(last) if last.0 == r && s <= last.2 => last.2 = last.2.max(e),
+                _ => merged.push((r, s, e)),
+            }
+        }
+        let data = std::mem::take(&mut self.data);
+        for (r, s, e, what) in data {
+            // First merged interval of region r whose end is past s.
+            let i = merged.partition_point(|m| (m.0, m.2) <= (r, s));
+            if let Some(m) = merged.get(i) {
+                if m.0 == r && m.1 < e {
+                    let (file, _) = cim.locate(RegionOffset::new(r, s));
+                    self.push(
+                        &file,
+                        what,
+                        Some(s),
+                        format!(
+                            "data {s:#x}..{e:#x} overlaps metadata at {:#x}..{:#x}",
+                            m.1, m.2
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     fn err(&mut self, object: &str, e: Error) {
         self.problems
             .push(Problem::from_error(self.cim_path, object, e));
@@ -241,9 +287,18 @@ impl Checker<'_> {
             format::STREAM_TYPE_DATA => {
                 if let Err(e) = cim.check_range(s.offset(), 0, s.length(), &|| object.to_string()) {
                     self.err(object, e);
+                } else {
+                    let start = s.offset().byte_offset();
+                    self.data.push((
+                        s.offset().region_index(),
+                        start,
+                        start + s.length(),
+                        object.to_string(),
+                    ));
                 }
             }
             format::STREAM_TYPE_PE_IMAGE => {
+                self.meta_object(s.offset(), 0x18);
                 let mut buf = [0u8; 1];
                 // Reading the last byte walks the descriptor, its mappings and the final segment.
                 if let Err(e) = cim.read_stream(0, s, s.length() - 1, &mut buf) {
@@ -302,8 +357,37 @@ impl Checker<'_> {
                 return None;
             }
         };
-        if let Err(err) = cim.file(id) {
-            self.err(&object, err);
+        match cim.file(id) {
+            Ok(info) => {
+                self.meta_object(
+                    RegionOffset(e.sd_offset.get()),
+                    2 + info.security_descriptor.len() as u64,
+                );
+                self.meta_object(
+                    RegionOffset(e.ea_offset.get()),
+                    u64::from(e.ea_length.get()),
+                );
+                let rp = RegionOffset(e.reparse_offset.get());
+                self.meta_object(rp, 2 + info.reparse_data.len() as u64);
+                if !rp.is_null() {
+                    let stored = info
+                        .reparse_data
+                        .get(..4)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    if stored != Some(e.reparse_tag.get()) {
+                        let (file, off) = cim
+                            .entry_location(id)
+                            .unwrap_or((cim.path().to_path_buf(), 0));
+                        self.push(
+                            &file,
+                            &object,
+                            Some(off + 4),
+                            format!("reparse tag {:#x} differs from the stored reparse buffer's tag {stored:#x?}", e.reparse_tag.get()),
+                        );
+                    }
+                }
+            }
+            Err(err) => self.err(&object, err),
         }
         let is_dir = e.default_stream.stream_type() == format::STREAM_TYPE_LINK_TABLE;
         if !is_dir {
@@ -311,6 +395,10 @@ impl Checker<'_> {
         }
         let st = RegionOffset(e.stream_table_offset.get());
         if !st.is_null() {
+            let mut hdr = [0u8; 4];
+            if cim.read_obj(st, 0, &mut hdr, || object.clone()).is_ok() {
+                self.meta_object(st, u64::from(u32::from_le_bytes(hdr)));
+            }
             match cim.stream_table(id) {
                 Ok(t) => {
                     self.check_sorted(cim, &format!("stream table of {object}"), &t.names, st);
@@ -347,6 +435,8 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
     let mut c = Checker {
         cim_path,
         problems: Vec::new(),
+        meta: Vec::new(),
+        data: Vec::new(),
     };
     let header = match reader::read_image_header(cim_path) {
         Ok(h) => h,
@@ -389,6 +479,7 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
                 continue;
             }
         };
+        c.meta_object(e.default_stream.offset(), e.default_stream.length());
         if e.default_stream.length() > 0 {
             c.check_sorted(
                 &cim,
@@ -429,6 +520,10 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
             queue.push_back((child, child_path));
         }
     }
+    for (off, len) in cim.fixed_objects() {
+        c.meta_object(off, len);
+    }
+    c.check_overlaps(&cim);
     let unreached = count.saturating_sub(seen.len() as u64);
     if unreached > 0 {
         let first: Vec<u64> = (1..=count)
@@ -454,6 +549,8 @@ pub fn verify_digests(cim_path: &Path) -> Vec<Problem> {
     let mut c = Checker {
         cim_path,
         problems: Vec::new(),
+        meta: Vec::new(),
+        data: Vec::new(),
     };
     let files = match crate::image_files(cim_path) {
         Ok(f) => f,

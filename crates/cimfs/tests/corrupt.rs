@@ -16,8 +16,10 @@ fn build(dir: &Path) -> PathBuf {
     w.add("Files", &d).unwrap();
     let f = |size: u64| FileMetadata {
         size,
+        // Self-relative, owner S-1-5-18 at offset 20.
         security_descriptor: vec![
-            1, 0, 4, 0x80, 9, 9, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            1, 0, 4, 0x80, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 5,
+            18, 0, 0, 0,
         ],
         extended_attributes: vec![0, 0, 0, 0, 0, 2, 1, 0, b'A', b'B', 0, 7],
         ..Default::default()

@@ -1535,13 +1535,13 @@ fn verify_finds(damage_name: &str) {
 }
 
 #[test]
-#[ignore = "cimfs bug: verify does not compare File.ReparseTag (+0x04 of the file entry) with the tag in the stored reparse buffer"]
+
 fn verify_notices_reparse_tag_mismatch() {
     verify_finds(REPARSE_TAG_DAMAGE);
 }
 
 #[test]
-#[ignore = "cimfs bug: verify does not notice file data whose byte range overlaps a metadata object (here a directory link table)"]
+
 fn verify_notices_data_overlapping_metadata() {
     verify_finds(OVERLAP_DAMAGE);
 }
@@ -1872,7 +1872,7 @@ fn refused_or_valid(meta: FileMetadata) {
 }
 
 #[test]
-#[ignore = "cimfs bug: CimWriter::add accepts a security descriptor that is not a self-relative SD (3 bytes here) and stores it"]
+
 fn malformed_security_descriptor_is_refused() {
     let mut m = file_meta(1, 1);
     m.security_descriptor = vec![1, 0, 4];
@@ -1880,7 +1880,7 @@ fn malformed_security_descriptor_is_refused() {
 }
 
 #[test]
-#[ignore = "cimfs bug: CimWriter::add accepts extended attributes that are not a FILE_FULL_EA_INFORMATION chain and stores them"]
+
 fn malformed_ea_chain_is_refused() {
     let mut m = file_meta(1, 1);
     let mut e = ea_chain(&[("A", b"1"), ("B", b"2")]);

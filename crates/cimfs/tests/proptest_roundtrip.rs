@@ -441,8 +441,56 @@ fn name_strategy() -> impl Strategy<Value = String> {
     .prop_filter("not . or ..", |s| s != "." && s != "..")
 }
 
-fn blob(max: usize) -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![2 => Just(Vec::new()), 1 => proptest::collection::vec(any::<u8>(), 1..max)]
+/// Empty, or a self-relative SD with an owner SID of random sub-authorities and a DACL of random bytes.
+fn sd_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let sd = (
+        proptest::collection::vec(any::<u32>(), 0..5),
+        proptest::collection::vec(any::<u8>(), 0..24),
+    )
+        .prop_map(|(subs, acl_body)| {
+            let mut sd = vec![1u8, 0, 0x04, 0x80];
+            let owner = 20u32;
+            let dacl = owner + 8 + 4 * subs.len() as u32;
+            sd.extend_from_slice(&owner.to_le_bytes());
+            sd.extend_from_slice(&[0; 8]);
+            sd.extend_from_slice(&dacl.to_le_bytes());
+            sd.extend_from_slice(&[1, subs.len() as u8, 0, 0, 0, 0, 0, 5]);
+            for s in &subs {
+                sd.extend_from_slice(&s.to_le_bytes());
+            }
+            sd.extend_from_slice(&[2, 0]);
+            sd.extend_from_slice(&((8 + acl_body.len()) as u16).to_le_bytes());
+            sd.extend_from_slice(&[0, 0, 0, 0]);
+            sd.extend_from_slice(&acl_body);
+            sd
+        });
+    prop_oneof![2 => Just(Vec::new()), 1 => sd]
+}
+
+/// Empty, or a FILE_FULL_EA_INFORMATION chain of 1-3 entries with random names and values.
+fn ea_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let entry = ("[A-Z]{1,8}", proptest::collection::vec(any::<u8>(), 0..20));
+    let chain = proptest::collection::vec(entry, 1..4).prop_map(|entries| {
+        let mut out = Vec::new();
+        let n = entries.len();
+        for (i, (name, value)) in entries.into_iter().enumerate() {
+            let mut e = vec![0u8, 0, 0, 0, 0, name.len() as u8];
+            e.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            e.extend_from_slice(name.as_bytes());
+            e.push(0);
+            e.extend_from_slice(&value);
+            if i + 1 < n {
+                while e.len() % 4 != 0 {
+                    e.push(0);
+                }
+                let next = e.len() as u32;
+                e[..4].copy_from_slice(&next.to_le_bytes());
+            }
+            out.extend_from_slice(&e);
+        }
+        out
+    });
+    prop_oneof![2 => Just(Vec::new()), 1 => chain]
 }
 
 fn meta_strategy() -> impl Strategy<Value = Meta> {
@@ -461,15 +509,20 @@ fn meta_strategy() -> impl Strategy<Value = Meta> {
     .prop_map(|v| v.into_iter().fold(0, |a, b| a | b));
     let reparse =
         prop_oneof![3 => Just(Vec::new()), 1 => proptest::collection::vec(any::<u8>(), 8..64)];
-    (attrs, any::<[u64; 4]>(), blob(80), blob(80), reparse).prop_map(
-        |(attributes, times, sd, ea, reparse)| Meta {
+    (
+        attrs,
+        any::<[u64; 4]>(),
+        sd_strategy(),
+        ea_strategy(),
+        reparse,
+    )
+        .prop_map(|(attributes, times, sd, ea, reparse)| Meta {
             attributes,
             times,
             sd,
             ea,
             reparse,
-        },
-    )
+        })
 }
 
 fn size_strategy() -> impl Strategy<Value = usize> {

@@ -455,6 +455,15 @@ impl CimWriter {
         if !meta.reparse_data.is_empty() && meta.reparse_data.len() < 8 {
             return Err(self.invalid(path, "reparse buffer is shorter than its 8-byte header"));
         }
+        // Malformed blobs would be stored verbatim and handed to Windows at mount time: refuse them.
+        if !meta.security_descriptor.is_empty() {
+            crate::blobs::check_security_descriptor(&meta.security_descriptor)
+                .map_err(|r| self.invalid(path, r))?;
+        }
+        if !meta.extended_attributes.is_empty() {
+            crate::blobs::check_ea_chain(&meta.extended_attributes)
+                .map_err(|r| self.invalid(path, r))?;
+        }
         Ok(())
     }
 
