@@ -114,7 +114,7 @@ pub(crate) fn check_ea_chain(ea: &[u8]) -> Result<(), String> {
         if next == 0 {
             return Ok(());
         }
-        if next < size || next % 4 != 0 || at + next >= ea.len() {
+        if next < size || next & 3 != 0 || at + next >= ea.len() {
             return Err(format!(
                 "EA entry at {at} has NextEntryOffset {next} (entry is {size} bytes, buffer {})",
                 ea.len()

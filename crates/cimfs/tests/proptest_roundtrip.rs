@@ -480,7 +480,7 @@ fn ea_strategy() -> impl Strategy<Value = Vec<u8>> {
             e.push(0);
             e.extend_from_slice(&value);
             if i + 1 < n {
-                while e.len() % 4 != 0 {
+                while e.len() & 3 != 0 {
                     e.push(0);
                 }
                 let next = e.len() as u32;
