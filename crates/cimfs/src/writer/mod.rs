@@ -124,7 +124,9 @@ impl CimWriter {
     /// Starts `dir/name` as a fork of the image `dir/parent`: it shows the parent's whole tree,
     /// reuses the parent's data in place, and writes only what changes.
     pub fn fork(dir: &Path, parent: &str, name: &str) -> Result<CimWriter> {
-        let parent_path = dir.join(parent);
+        // Image names are case-insensitive on Windows; find the parent that way on other hosts too.
+        let parent_path =
+            reader::find_in_dir(dir, parent, &mut None).unwrap_or_else(|| dir.join(parent));
         if parent.eq_ignore_ascii_case(name) {
             return Err(Error::InvalidArgument {
                 image: parent_path,
