@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use cimfs::{CimWriter, FileMetadata};
 
-use crate::backuptar::{FileInfo, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL};
+use crate::backuptar::{is_directory, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL};
 use crate::error::{Error, Result};
 use crate::layout::{
     cim_path_for_layer, host_path, layer_id, std_file_canonical, HIVES, HIVES_DIR, LAYOUT_CONTENTS,
@@ -52,7 +52,7 @@ enum PendingOp {
     AddHostFile {
         cim_path: String,
         host: PathBuf,
-        info: FileInfo,
+        info: FileMetadata,
     },
     AddDir {
         cim_path: String,
@@ -93,20 +93,6 @@ pub struct CimLayerWriter {
     has_utility_vm: bool,
     missing_whiteouts: u64,
     notes: Vec<String>,
-}
-
-fn metadata(info: &FileInfo) -> FileMetadata {
-    FileMetadata {
-        attributes: info.attributes,
-        size: info.size,
-        creation_time: info.creation_time,
-        last_write_time: info.last_write_time,
-        change_time: info.change_time,
-        last_access_time: info.last_access_time,
-        security_descriptor: info.security_descriptor.clone(),
-        extended_attributes: info.extended_attributes.clone(),
-        reparse_data: info.reparse_data.clone(),
-    }
 }
 
 fn is_std_file(path: &str) -> bool {
@@ -246,10 +232,14 @@ impl CimLayerWriter {
         }
     }
 
-    fn add_cim_file(&mut self, cim_path: &str, info: &FileInfo, data: &mut dyn Read) -> Result<()> {
-        let meta = metadata(info);
+    fn add_cim_file(
+        &mut self,
+        cim_path: &str,
+        info: &FileMetadata,
+        data: &mut dyn Read,
+    ) -> Result<()> {
         self.cim()?
-            .add(cim_path, &meta)
+            .add(cim_path, info)
             .map_err(|e| self.cim_err("add", cim_path, e))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut left = info.size;
@@ -309,9 +299,9 @@ impl CimLayerWriter {
         ops.push(PendingOp::AddHostFile {
             cim_path: LAYOUT_FILE.to_string(),
             host: layout,
-            info: FileInfo {
+            info: FileMetadata {
                 attributes: FILE_ATTRIBUTE_NORMAL,
-                ..FileInfo::default()
+                ..FileMetadata::default()
             },
         });
         Ok(ops)
@@ -363,9 +353,9 @@ impl CimLayerWriter {
             ops.push(PendingOp::AddHostFile {
                 cim_path: base_rel,
                 host: out,
-                info: FileInfo {
+                info: FileMetadata {
                     attributes: FILE_ATTRIBUTE_NORMAL,
-                    ..FileInfo::default()
+                    ..FileMetadata::default()
                 },
             });
         }
@@ -460,13 +450,13 @@ fn temp_name(path: &Path) -> PathBuf {
 }
 
 impl LayerWriter for CimLayerWriter {
-    fn add(&mut self, name: &str, info: &FileInfo) -> Result<()> {
+    fn add(&mut self, name: &str, info: &FileMetadata) -> Result<()> {
         self.finish_active()?;
         if name == UTILITY_VM_DIR {
             self.has_utility_vm = true;
         }
         if let Some(canonical) = std_file_canonical(name) {
-            if info.is_directory() || !info.reparse_data.is_empty() {
+            if is_directory(info) || !info.reparse_data.is_empty() {
                 return Err(Error::entry(
                     name,
                     "a hive or boot file must be a regular file",
@@ -492,11 +482,10 @@ impl LayerWriter for CimLayerWriter {
             };
             return Ok(());
         }
-        let meta = metadata(info);
         self.cim()?
-            .add(name, &meta)
+            .add(name, info)
             .map_err(|e| self.cim_err("add", name, e))?;
-        let left = if info.is_directory() { 0 } else { info.size };
+        let left = if is_directory(info) { 0 } else { info.size };
         self.active = Active::Cim {
             name: name.to_string(),
             left,

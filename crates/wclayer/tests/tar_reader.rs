@@ -2,7 +2,8 @@
 
 use std::io::{Cursor, Write};
 
-use wclayer::backuptar::{self, FileInfo, ReparsePoint, FILE_ATTRIBUTE_DIRECTORY};
+use cimfs::FileMetadata;
+use wclayer::backuptar::{self, ReparsePoint, FILE_ATTRIBUTE_DIRECTORY};
 use wclayer::{write_layer_from_tar, RecordedOp, RecordingLayerWriter};
 
 struct TarBuilder {
@@ -155,7 +156,7 @@ fn every_entry_kind_in_order() {
     let ft = |s: &str| backuptar::pax_time_to_filetime(s).unwrap();
     assert_eq!(
         info,
-        &FileInfo {
+        &FileMetadata {
             attributes: 32,
             size: 5,
             creation_time: ft("1500000000.25"),
