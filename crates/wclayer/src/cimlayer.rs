@@ -665,16 +665,9 @@ fn cleanup_failed_layer(layer: &Path, existed: bool) {
 /// Removes a layer's CIM and its own region/objectid files (not its parents'); a layer that has
 /// no CIM is left alone (hcsshim `DestroyCimLayer`). The layer folder itself is the caller's.
 pub fn destroy_layer(layer: &Path) -> Result<()> {
-    let cim = cim_path_for_layer(layer);
-    if !cim.is_file() {
+    let Some(files) = layer_image_files(layer)? else {
         return Ok(());
-    }
-    let files = cimfs::image_files(&cim).map_err(|source| Error::Cim {
-        image: cim.clone(),
-        op: "list files of",
-        path: String::new(),
-        source: Box::new(source),
-    })?;
+    };
     for f in files.regions.iter().chain(&files.objectids) {
         match fs::remove_file(f) {
             Ok(()) => {}
@@ -682,7 +675,23 @@ pub fn destroy_layer(layer: &Path) -> Result<()> {
             Err(e) => return Err(Error::io(f, e)),
         }
     }
-    fs::remove_file(&cim).map_err(|e| Error::io(&cim, e))
+    fs::remove_file(&files.cim).map_err(|e| Error::io(&files.cim, e))
+}
+
+/// The files of a layer's CIM, or None when the layer has no CIM.
+fn layer_image_files(layer: &Path) -> Result<Option<cimfs::ImageFiles>> {
+    let cim = cim_path_for_layer(layer);
+    if !cim.is_file() {
+        return Ok(None);
+    }
+    cimfs::image_files(&cim)
+        .map(Some)
+        .map_err(|source| Error::Cim {
+            image: cim,
+            op: "list files of",
+            path: String::new(),
+            source: Box::new(source),
+        })
 }
 
 #[cfg(unix)]
@@ -700,14 +709,7 @@ fn first_link(_: &fs::Metadata, _: &mut std::collections::HashSet<(u64, u64)>) -
 /// files in its layer folder (a hard-linked file counted once on Unix).
 pub fn layer_disk_usage(layer: &Path) -> Result<u64> {
     let mut total = 0;
-    let cim = cim_path_for_layer(layer);
-    if cim.is_file() {
-        let files = cimfs::image_files(&cim).map_err(|source| Error::Cim {
-            image: cim.clone(),
-            op: "list files of",
-            path: String::new(),
-            source: Box::new(source),
-        })?;
+    if let Some(files) = layer_image_files(layer)? {
         for f in std::iter::once(&files.cim)
             .chain(&files.regions)
             .chain(&files.objectids)
