@@ -1,6 +1,8 @@
 //! CIM -> layer tar export: the tar carries every backuptar record, and importing it again gives
 //! an image with the same tree, data, streams, links and metadata (also for seeded random trees).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -116,12 +118,7 @@ fn base_hives() -> Vec<E<'static>> {
 }
 
 fn import(tar: &[u8], layer: &Path) -> cimfs::Cim {
-    let opts = wclayer::ImportOptions {
-        layer: layer.to_path_buf(),
-        parents: Vec::new(),
-        host_layer_path: None,
-    };
-    let summary = wclayer::import_layer(tar, &opts, &mut |_| {}).expect("import");
+    let summary = common::import(tar, layer, &[]).expect("import");
     cimfs::Cim::open(&summary.cim_path).expect("open cim")
 }
 

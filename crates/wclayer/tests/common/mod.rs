@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
+use wclayer::{import_layer, ImportOptions, ImportSummary};
 
 pub fn shared_dir() -> Option<PathBuf> {
     let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"));
@@ -47,6 +48,48 @@ pub fn gen_layer(shared: &Path, args: &[&str], out: &Path) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// Import options for `layer` on top of `parents` (nearest first).
+pub fn opts(layer: &Path, parents: &[&Path]) -> ImportOptions {
+    ImportOptions {
+        layer: layer.to_path_buf(),
+        parents: parents.iter().map(|p| p.to_path_buf()).collect(),
+        host_layer_path: None,
+    }
+}
+
+/// Imports a layer tar into `layer` on top of `parents`, ignoring progress.
+pub fn import(tar: &[u8], layer: &Path, parents: &[&Path]) -> wclayer::Result<ImportSummary> {
+    import_layer(tar, &opts(layer, parents), &mut |_| {})
+}
+
+/// The message of an import that must fail.
+pub fn import_error(tar: &[u8], layer: &Path, parents: &[&Path]) -> String {
+    import(tar, layer, parents).unwrap_err().to_string()
+}
+
+/// The summary of an import that must succeed; None (with a message) when it failed only for
+/// want of mkntfs, which utility VM processing runs.
+pub fn unless_mkntfs_missing(result: wclayer::Result<ImportSummary>) -> Option<ImportSummary> {
+    match result {
+        Ok(s) => Some(s),
+        Err(e) if e.to_string().contains("mkntfs") => {
+            eprintln!("skipping: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The default stream of `path` in `cim`.
+pub fn read_cim_file(cim: &cimfs::Cim, path: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    cim.open_file(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .read_to_end(&mut got)
+        .unwrap();
+    got
 }
 
 fn xz_decompress(src: &Path) -> Option<Vec<u8>> {
@@ -391,11 +434,7 @@ pub fn compare(cim_path: &Path, model: &Model) -> usize {
         }
         if !e.is_dir {
             assert_eq!(info.size, e.data.len() as u64, "{}: size", e.path);
-            let mut got = Vec::new();
-            cim.open_file(&e.path)
-                .unwrap()
-                .read_to_end(&mut got)
-                .unwrap();
+            let got = read_cim_file(&cim, &e.path);
             assert!(
                 got == e.data,
                 "{}: content differs ({} vs {} bytes, first diff at {:?}) in {}",
