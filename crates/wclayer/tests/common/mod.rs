@@ -186,6 +186,7 @@ impl TarBuilder {
         if !link.is_empty() && link.len() <= 100 {
             h.set_link_name(link).unwrap();
         }
+        // set_path refuses `..`; raw bytes let the tests feed hostile names too
         let nb = &name.as_bytes()[..name.len().min(100)];
         h.as_old_mut().name[..nb.len()].copy_from_slice(nb);
         h.set_cksum();
