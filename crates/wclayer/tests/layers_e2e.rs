@@ -91,6 +91,18 @@ fn read_host(layer: &Path, rel: &str) -> Vec<u8> {
     fs::read(wclayer::layout::host_path(layer, rel)).unwrap()
 }
 
+/// The bytes of `delta` merged onto `base`, straight from regf (what a child layer's
+/// `Hives\<X>_BASE` must hold).
+fn merged_hive(base: &[u8], delta: &[u8]) -> Vec<u8> {
+    regf::merge(
+        &regf::Hive::parse(base).unwrap(),
+        &regf::Hive::parse(delta).unwrap(),
+    )
+    .unwrap()
+    .to_bytes()
+    .unwrap()
+}
+
 #[test]
 fn base_and_two_child_layers() {
     let Some(shared) = common::shared_dir() else {
@@ -271,13 +283,7 @@ fn base_and_two_child_layers() {
     let s2 = import(&child1, &l2, &[&l1]).unwrap();
     assert_eq!(s2.size, model.regular_bytes);
     let merged = read_host(&l2, r"Hives\SYSTEM_BASE");
-    let want = regf::merge(
-        &regf::Hive::parse(&read_host(&l1, r"Hives\SYSTEM_BASE")).unwrap(),
-        &regf::Hive::parse(&delta).unwrap(),
-    )
-    .unwrap()
-    .to_bytes()
-    .unwrap();
+    let want = merged_hive(&read_host(&l1, r"Hives\SYSTEM_BASE"), &delta);
     assert!(
         merged == want,
         "SYSTEM_BASE is the merge of the parent base and the delta"
@@ -324,13 +330,7 @@ fn base_and_two_child_layers() {
         } else {
             &sam_delta
         };
-        let want = regf::merge(
-            &regf::Hive::parse(&read_host(parent_dir, base)).unwrap(),
-            &regf::Hive::parse(d).unwrap(),
-        )
-        .unwrap()
-        .to_bytes()
-        .unwrap();
+        let want = merged_hive(&read_host(parent_dir, base), d);
         let got = read_host(&l3, base);
         assert!(got == want, "{base}");
         model.generated_file(base, got);
