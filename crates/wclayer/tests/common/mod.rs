@@ -106,21 +106,14 @@ fn xz_decompress(src: &Path) -> Option<Vec<u8>> {
 pub fn software_hive(build: &str) -> Vec<u8> {
     let mut h = regf::Hive::new();
     let k = h.create_key(r"Microsoft\Windows NT\CurrentVersion");
-    k.set_value("CurrentBuild", regf::REG_SZ, utf16z(build));
+    k.set_value("CurrentBuild", regf::REG_SZ, regf::encode_sz(build));
     k.set_value(
         "ProductName",
         regf::REG_SZ,
-        utf16z("Windows Server 2022 Datacenter"),
+        regf::encode_sz("Windows Server 2022 Datacenter"),
     );
     h.create_key(r"Microsoft\Windows\CurrentVersion\Policies");
     h.to_bytes().expect("serialize SOFTWARE hive")
-}
-
-pub fn utf16z(s: &str) -> Vec<u8> {
-    s.encode_utf16()
-        .chain(std::iter::once(0))
-        .flat_map(u16::to_le_bytes)
-        .collect()
 }
 
 /// A folder with the five base hives, from real hives in shared/testdata where there are some.
