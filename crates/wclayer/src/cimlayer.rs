@@ -63,6 +63,21 @@ enum PendingOp {
     },
 }
 
+impl PendingOp {
+    /// Add a file that layer processing wrote to the layer folder: it has no tar metadata, so
+    /// it enters the CIM as FILE_ATTRIBUTE_NORMAL with zero times and an empty SD.
+    fn generated_file(cim_path: String, host: PathBuf) -> PendingOp {
+        PendingOp::AddHostFile {
+            cim_path,
+            host,
+            info: FileMetadata {
+                attributes: FILE_ATTRIBUTE_NORMAL,
+                ..FileMetadata::default()
+            },
+        }
+    }
+}
+
 /// The stream `write` goes to.
 enum Active {
     None,
@@ -296,14 +311,7 @@ impl CimLayerWriter {
         }
         let layout = host_path(&self.layer, LAYOUT_FILE);
         write_atomically(&layout, LAYOUT_CONTENTS)?;
-        ops.push(PendingOp::AddHostFile {
-            cim_path: LAYOUT_FILE.to_string(),
-            host: layout,
-            info: FileMetadata {
-                attributes: FILE_ATTRIBUTE_NORMAL,
-                ..FileMetadata::default()
-            },
-        });
+        ops.push(PendingOp::generated_file(LAYOUT_FILE.to_string(), layout));
         Ok(ops)
     }
 
@@ -350,14 +358,7 @@ impl CimLayerWriter {
             })?;
             let out = host_path(&self.layer, &base_rel);
             write_atomically(&out, &bytes)?;
-            ops.push(PendingOp::AddHostFile {
-                cim_path: base_rel,
-                host: out,
-                info: FileMetadata {
-                    attributes: FILE_ATTRIBUTE_NORMAL,
-                    ..FileMetadata::default()
-                },
-            });
+            ops.push(PendingOp::generated_file(base_rel, out));
         }
         Ok(ops)
     }
