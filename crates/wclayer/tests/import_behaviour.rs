@@ -7,17 +7,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{import, import_error, opts, read_cim_file, TarBuilder};
+use common::{import, import_error, listing, opts, read_cim_file, TarBuilder};
 use wclayer::{cim_path_for_layer, import_layer, ImportOptions};
-
-fn listing(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = match fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
-        Err(_) => vec![],
-    };
-    v.sort();
-    v
-}
 
 /// A minimal base layer built here: the five hives (tiny real ones) and a few files.
 fn small_base(shared: &Path, extra: impl FnOnce(&mut TarBuilder)) -> Vec<u8> {

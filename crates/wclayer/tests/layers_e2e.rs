@@ -342,17 +342,11 @@ fn base_and_two_child_layers() {
     // disk usage and destroy: only the layer's own files go
     let usage = wclayer::layer_disk_usage(&l3).unwrap();
     assert!(usage > 0);
-    let before: Vec<_> = fs::read_dir(snaps.join("cim-layers"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let before = common::listing(&snaps.join("cim-layers"));
     let own = cimfs::image_files(&s3.cim_path).unwrap();
     wclayer::destroy_layer(&l3).unwrap();
     assert!(!wclayer::is_cim_layer(&l3));
-    let after: Vec<_> = fs::read_dir(snaps.join("cim-layers"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let after = common::listing(&snaps.join("cim-layers"));
     assert_eq!(
         before.len() - after.len(),
         1 + own.regions.len() + own.objectids.len()

@@ -82,6 +82,16 @@ pub fn unless_mkntfs_missing(result: wclayer::Result<ImportSummary>) -> Option<I
     }
 }
 
+/// The entries of `dir`, sorted; empty when it cannot be read (e.g. does not exist).
+pub fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+        Err(_) => vec![],
+    };
+    v.sort();
+    v
+}
+
 /// The default stream of `path` in `cim`.
 pub fn read_cim_file(cim: &cimfs::Cim, path: &str) -> Vec<u8> {
     let mut got = Vec::new();
