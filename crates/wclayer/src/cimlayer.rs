@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use cimfs::{CimWriter, FileMetadata};
 
-use crate::backuptar::{FileInfo, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL};
+use crate::backuptar::{is_directory, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL};
 use crate::error::{Error, Result};
 use crate::layout::{
     cim_path_for_layer, host_path, layer_id, std_file_canonical, HIVES, HIVES_DIR, LAYOUT_CONTENTS,
@@ -52,7 +52,7 @@ enum PendingOp {
     AddHostFile {
         cim_path: String,
         host: PathBuf,
-        info: FileInfo,
+        info: FileMetadata,
     },
     AddDir {
         cim_path: String,
@@ -61,6 +61,21 @@ enum PendingOp {
         name: String,
         target: String,
     },
+}
+
+impl PendingOp {
+    /// Add a file that layer processing wrote to the layer folder: it has no tar metadata, so
+    /// it enters the CIM as FILE_ATTRIBUTE_NORMAL with zero times and an empty SD.
+    fn generated_file(cim_path: String, host: PathBuf) -> PendingOp {
+        PendingOp::AddHostFile {
+            cim_path,
+            host,
+            info: FileMetadata {
+                attributes: FILE_ATTRIBUTE_NORMAL,
+                ..FileMetadata::default()
+            },
+        }
+    }
 }
 
 /// The stream `write` goes to.
@@ -93,20 +108,6 @@ pub struct CimLayerWriter {
     has_utility_vm: bool,
     missing_whiteouts: u64,
     notes: Vec<String>,
-}
-
-fn metadata(info: &FileInfo) -> FileMetadata {
-    FileMetadata {
-        attributes: info.attributes,
-        size: info.size,
-        creation_time: info.creation_time,
-        last_write_time: info.last_write_time,
-        change_time: info.change_time,
-        last_access_time: info.last_access_time,
-        security_descriptor: info.security_descriptor.clone(),
-        extended_attributes: info.extended_attributes.clone(),
-        reparse_data: info.reparse_data.clone(),
-    }
 }
 
 fn is_std_file(path: &str) -> bool {
@@ -246,10 +247,14 @@ impl CimLayerWriter {
         }
     }
 
-    fn add_cim_file(&mut self, cim_path: &str, info: &FileInfo, data: &mut dyn Read) -> Result<()> {
-        let meta = metadata(info);
+    fn add_cim_file(
+        &mut self,
+        cim_path: &str,
+        info: &FileMetadata,
+        data: &mut dyn Read,
+    ) -> Result<()> {
         self.cim()?
-            .add(cim_path, &meta)
+            .add(cim_path, info)
             .map_err(|e| self.cim_err("add", cim_path, e))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut left = info.size;
@@ -306,14 +311,7 @@ impl CimLayerWriter {
         }
         let layout = host_path(&self.layer, LAYOUT_FILE);
         write_atomically(&layout, LAYOUT_CONTENTS)?;
-        ops.push(PendingOp::AddHostFile {
-            cim_path: LAYOUT_FILE.to_string(),
-            host: layout,
-            info: FileInfo {
-                attributes: FILE_ATTRIBUTE_NORMAL,
-                ..FileInfo::default()
-            },
-        });
+        ops.push(PendingOp::generated_file(LAYOUT_FILE.to_string(), layout));
         Ok(ops)
     }
 
@@ -360,14 +358,7 @@ impl CimLayerWriter {
             })?;
             let out = host_path(&self.layer, &base_rel);
             write_atomically(&out, &bytes)?;
-            ops.push(PendingOp::AddHostFile {
-                cim_path: base_rel,
-                host: out,
-                info: FileInfo {
-                    attributes: FILE_ATTRIBUTE_NORMAL,
-                    ..FileInfo::default()
-                },
-            });
+            ops.push(PendingOp::generated_file(base_rel, out));
         }
         Ok(ops)
     }
@@ -460,13 +451,13 @@ fn temp_name(path: &Path) -> PathBuf {
 }
 
 impl LayerWriter for CimLayerWriter {
-    fn add(&mut self, name: &str, info: &FileInfo) -> Result<()> {
+    fn add(&mut self, name: &str, info: &FileMetadata) -> Result<()> {
         self.finish_active()?;
         if name == UTILITY_VM_DIR {
             self.has_utility_vm = true;
         }
         if let Some(canonical) = std_file_canonical(name) {
-            if info.is_directory() || !info.reparse_data.is_empty() {
+            if is_directory(info) || !info.reparse_data.is_empty() {
                 return Err(Error::entry(
                     name,
                     "a hive or boot file must be a regular file",
@@ -492,11 +483,10 @@ impl LayerWriter for CimLayerWriter {
             };
             return Ok(());
         }
-        let meta = metadata(info);
         self.cim()?
-            .add(name, &meta)
+            .add(name, info)
             .map_err(|e| self.cim_err("add", name, e))?;
-        let left = if info.is_directory() { 0 } else { info.size };
+        let left = if is_directory(info) { 0 } else { info.size };
         self.active = Active::Cim {
             name: name.to_string(),
             left,
@@ -676,16 +666,9 @@ fn cleanup_failed_layer(layer: &Path, existed: bool) {
 /// Removes a layer's CIM and its own region/objectid files (not its parents'); a layer that has
 /// no CIM is left alone (hcsshim `DestroyCimLayer`). The layer folder itself is the caller's.
 pub fn destroy_layer(layer: &Path) -> Result<()> {
-    let cim = cim_path_for_layer(layer);
-    if !cim.is_file() {
+    let Some(files) = layer_image_files(layer)? else {
         return Ok(());
-    }
-    let files = cimfs::image_files(&cim).map_err(|source| Error::Cim {
-        image: cim.clone(),
-        op: "list files of",
-        path: String::new(),
-        source: Box::new(source),
-    })?;
+    };
     for f in files.regions.iter().chain(&files.objectids) {
         match fs::remove_file(f) {
             Ok(()) => {}
@@ -693,7 +676,23 @@ pub fn destroy_layer(layer: &Path) -> Result<()> {
             Err(e) => return Err(Error::io(f, e)),
         }
     }
-    fs::remove_file(&cim).map_err(|e| Error::io(&cim, e))
+    fs::remove_file(&files.cim).map_err(|e| Error::io(&files.cim, e))
+}
+
+/// The files of a layer's CIM, or None when the layer has no CIM.
+fn layer_image_files(layer: &Path) -> Result<Option<cimfs::ImageFiles>> {
+    let cim = cim_path_for_layer(layer);
+    if !cim.is_file() {
+        return Ok(None);
+    }
+    cimfs::image_files(&cim)
+        .map(Some)
+        .map_err(|source| Error::Cim {
+            image: cim,
+            op: "list files of",
+            path: String::new(),
+            source: Box::new(source),
+        })
 }
 
 #[cfg(unix)]
@@ -711,14 +710,7 @@ fn first_link(_: &fs::Metadata, _: &mut std::collections::HashSet<(u64, u64)>) -
 /// files in its layer folder (a hard-linked file counted once on Unix).
 pub fn layer_disk_usage(layer: &Path) -> Result<u64> {
     let mut total = 0;
-    let cim = cim_path_for_layer(layer);
-    if cim.is_file() {
-        let files = cimfs::image_files(&cim).map_err(|source| Error::Cim {
-            image: cim.clone(),
-            op: "list files of",
-            path: String::new(),
-            source: Box::new(source),
-        })?;
+    if let Some(files) = layer_image_files(layer)? {
         for f in std::iter::once(&files.cim)
             .chain(&files.regions)
             .chain(&files.objectids)

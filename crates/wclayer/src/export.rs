@@ -319,7 +319,7 @@ pub fn export_layer(
                 continue;
             }
         }
-        let meta = backuptar::FileInfo {
+        let meta = cimfs::FileMetadata {
             attributes: info.attributes,
             size: info.size,
             creation_time: info.creation_time,

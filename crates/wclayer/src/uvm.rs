@@ -16,13 +16,6 @@ pub const LAST_BUILD_WITHOUT_CIM_BOOT: u32 = 20348;
 /// BCD boot container ID hcsshim writes into the UVM SYSTEM hive (`bcd.go` `bootContainerID`).
 pub const BOOT_CONTAINER_GUID: &str = "{b890454c-80de-4e98-a7ab-56b74b4fbd0c}";
 
-fn utf16z(s: &str) -> Vec<u8> {
-    s.encode_utf16()
-        .chain(std::iter::once(0))
-        .flat_map(u16::to_le_bytes)
-        .collect()
-}
-
 /// Reads `Microsoft\Windows NT\CurrentVersion\CurrentBuild` (REG_SZ) from a SOFTWARE hive.
 pub fn current_build(software: &regf::Hive) -> Option<u32> {
     let value = software
@@ -40,7 +33,7 @@ pub fn enable_cim_boot(system: &mut regf::Hive) {
     system.create_key(r"ControlSet001\Control").set_value(
         "BootContainerGuid",
         regf::REG_SZ,
-        utf16z(BOOT_CONTAINER_GUID),
+        regf::encode_sz(BOOT_CONTAINER_GUID),
     );
     system
         .create_key(r"ControlSet001\Services\UnionFS")
@@ -50,9 +43,11 @@ pub fn enable_cim_boot(system: &mut regf::Hive) {
         .set_value("Start", regf::REG_DWORD, dword(4));
     // bootmgr loads the UVM from `UtilityVM\Files` inside the CIM; once UnionFS has merged that
     // folder, the kernel must use `\Windows\` instead of the BCD path.
-    system
-        .create_key("Setup")
-        .set_value("BootPathOverride", regf::REG_SZ, utf16z(r"\Windows\"));
+    system.create_key("Setup").set_value(
+        "BootPathOverride",
+        regf::REG_SZ,
+        regf::encode_sz(r"\Windows\"),
+    );
 }
 
 /// Utility VM processing (hcsshim c767380d6 `processUtilityVMLayer`): writes `uvmbuildversion`

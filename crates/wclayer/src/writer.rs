@@ -1,14 +1,16 @@
 //! The seam between reading a layer tar and writing an image (hcsshim's LayerWriter): the tar
 //! reader calls these in tar order; implementations write a CIM or record the calls for tests.
 
-use crate::backuptar::FileInfo;
+use cimfs::FileMetadata;
+
+use crate::backuptar::is_directory;
 use crate::error::{Error, Result};
 
 /// Receives a layer's entries in tar order. Paths are layer-relative Windows paths
 /// (`Files\Windows\x.dll`).
 pub trait LayerWriter {
     /// Adds (or replaces) a file or directory; for a file, `info.size` bytes follow via `write`.
-    fn add(&mut self, name: &str, info: &FileInfo) -> Result<()>;
+    fn add(&mut self, name: &str, info: &FileMetadata) -> Result<()>;
     /// Adds a hard link `name` to the existing file `target`.
     fn add_link(&mut self, name: &str, target: &str) -> Result<()>;
     /// Adds an alternate data stream (`file:stream`) of `size` bytes to the file added last.
@@ -26,7 +28,7 @@ pub trait LayerWriter {
 pub enum RecordedOp {
     Add {
         name: String,
-        info: FileInfo,
+        info: FileMetadata,
         data: Vec<u8>,
     },
     AddLink {
@@ -58,7 +60,7 @@ impl RecordingLayerWriter {
 
     fn check_previous_complete(&self) -> Result<()> {
         let (name, want, got) = match self.ops.last() {
-            Some(RecordedOp::Add { name, info, data }) if !info.is_directory() => {
+            Some(RecordedOp::Add { name, info, data }) if !is_directory(info) => {
                 (name, info.size, data.len())
             }
             Some(RecordedOp::AddStream { name, size, data }) => (name, *size, data.len()),
@@ -74,7 +76,7 @@ impl RecordingLayerWriter {
 }
 
 impl LayerWriter for RecordingLayerWriter {
-    fn add(&mut self, name: &str, info: &FileInfo) -> Result<()> {
+    fn add(&mut self, name: &str, info: &FileMetadata) -> Result<()> {
         self.check_previous_complete()?;
         self.ops.push(RecordedOp::Add {
             name: name.into(),
@@ -111,7 +113,7 @@ impl LayerWriter for RecordingLayerWriter {
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         let (limit, data) = match self.ops.last_mut() {
-            Some(RecordedOp::Add { info, data, .. }) if !info.is_directory() => (info.size, data),
+            Some(RecordedOp::Add { info, data, .. }) if !is_directory(info) => (info.size, data),
             Some(RecordedOp::AddStream { size, data, .. }) => (*size, data),
             _ => return Err(Error::Sequence("write without an open stream".into())),
         };

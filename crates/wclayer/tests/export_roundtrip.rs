@@ -1,6 +1,8 @@
 //! CIM -> layer tar export: the tar carries every backuptar record, and importing it again gives
 //! an image with the same tree, data, streams, links and metadata (also for seeded random trees).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -15,21 +17,8 @@ const SD: &[u8] = &[
 ];
 
 fn pax(b: &mut tar::Builder<Vec<u8>>, records: &[(&str, String)]) {
-    let mut data = Vec::new();
-    for (k, v) in records {
-        let body = k.len() + v.len() + 3;
-        let mut len = body + 1;
-        while len.to_string().len() + body > len {
-            len += 1;
-        }
-        data.extend_from_slice(format!("{len} {k}={v}\n").as_bytes());
-    }
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::XHeader);
-    h.set_path("PaxHeader").expect("name");
-    h.set_size(data.len() as u64);
-    h.set_cksum();
-    b.append(&h, &data[..]).expect("pax");
+    b.append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes())))
+        .expect("pax");
 }
 
 fn meta(attrs: u32, secs: u64, extra: &[(&str, String)]) -> Vec<(&'static str, String)> {
@@ -116,12 +105,7 @@ fn base_hives() -> Vec<E<'static>> {
 }
 
 fn import(tar: &[u8], layer: &Path) -> cimfs::Cim {
-    let opts = wclayer::ImportOptions {
-        layer: layer.to_path_buf(),
-        parents: Vec::new(),
-        host_layer_path: None,
-    };
-    let summary = wclayer::import_layer(tar, &opts, &mut |_| {}).expect("import");
+    let summary = common::import(tar, layer, &[]).expect("import");
     cimfs::Cim::open(&summary.cim_path).expect("open cim")
 }
 

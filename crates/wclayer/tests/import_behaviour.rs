@@ -7,25 +7,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::TarBuilder;
+use common::{import, import_error, listing, opts, read_cim_file, TarBuilder};
 use wclayer::{cim_path_for_layer, import_layer, ImportOptions};
-
-fn opts(layer: &Path, parents: &[&Path]) -> ImportOptions {
-    ImportOptions {
-        layer: layer.to_path_buf(),
-        parents: parents.iter().map(|p| p.to_path_buf()).collect(),
-        host_layer_path: None,
-    }
-}
-
-fn listing(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = match fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
-        Err(_) => vec![],
-    };
-    v.sort();
-    v
-}
 
 /// A minimal base layer built here: the five hives (tiny real ones) and a few files.
 fn small_base(shared: &Path, extra: impl FnOnce(&mut TarBuilder)) -> Vec<u8> {
@@ -72,7 +55,7 @@ fn readme_sample_imports_plain_and_gzip() {
     let mut sizes = vec![];
     for (i, input) in [bytes.clone(), gz].into_iter().enumerate() {
         let layer = tmp.path().join(format!("snap{i}/snapshots/1"));
-        let s = import_layer(&input[..], &opts(&layer, &[]), &mut |_| {}).unwrap();
+        let s = import(&input, &layer, &[]).unwrap();
         let cim = cimfs::Cim::open(&s.cim_path).unwrap();
         cim.stat(r"Hives\SYSTEM_BASE").unwrap();
         assert_eq!(cim.read_dir("").unwrap().len(), 3, "Files, Hives, layout");
@@ -197,9 +180,7 @@ fn errors_mid_import_leave_no_image_and_no_half_written_hive() {
         );
     });
     let layer = tmp.path().join("snapshots/1");
-    let err = import_layer(&tar[..], &opts(&layer, &[]), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = import_error(&tar, &layer, &[]);
     assert!(err.contains("Files/bad") && err.contains("NOPE"), "{err}");
     assert_nothing_left(&layer, &[]);
 
@@ -215,12 +196,7 @@ fn errors_mid_import_leave_no_image_and_no_half_written_hive() {
         .position(|w| w == &hive[..64])
         .unwrap();
     let layer = tmp.path().join("snapshots/2");
-    assert!(import_layer(
-        &good[..system_at + cut + 1000],
-        &opts(&layer, &[]),
-        &mut |_| {}
-    )
-    .is_err());
+    assert!(import(&good[..system_at + cut + 1000], &layer, &[]).is_err());
     assert_nothing_left(&layer, &[]);
 
     // an error in layer processing (a base layer without its hives) comes after every entry
@@ -228,9 +204,7 @@ fn errors_mid_import_leave_no_image_and_no_half_written_hive() {
     t.dir("Files", &[]);
     t.file("Files/a", &[], b"x");
     let layer = tmp.path().join("snapshots/3");
-    let err = import_layer(&t.finish()[..], &opts(&layer, &[]), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = import_error(&t.finish(), &layer, &[]);
     assert!(
         err.contains(r"Files\Windows\System32\config\SYSTEM"),
         "{err}"
@@ -248,26 +222,24 @@ fn layer_folder_rules() {
     let layer = tmp.path().join("snapshots/1");
     fs::create_dir_all(&layer).unwrap();
     fs::write(layer.join("keep.txt"), b"mine").unwrap();
-    assert!(import_layer(&tar[..], &opts(&layer, &[]), &mut |_| {}).is_err());
+    assert!(import(&tar, &layer, &[]).is_err());
     assert_eq!(
         fs::read(layer.join("keep.txt")).unwrap(),
         b"mine",
         "a non-empty folder is not touched"
     );
     fs::remove_file(layer.join("keep.txt")).unwrap();
-    let s = import_layer(&tar[..], &opts(&layer, &[]), &mut |_| {}).unwrap();
+    let s = import(&tar, &layer, &[]).unwrap();
     // importing again onto an existing CIM is refused and leaves it intact
     let other = tmp.path().join("elsewhere/1");
-    let err = import_layer(&tar[..], &opts(&other, &[]), &mut |_| {});
+    let err = import(&tar, &other, &[]);
     assert!(err.is_ok());
-    let again = import_layer(&tar[..], &opts(&layer, &[]), &mut |_| {});
+    let again = import(&tar, &layer, &[]);
     assert!(again.is_err());
     cimfs::Cim::open(&s.cim_path).unwrap();
     // a parent in another snapshot folder cannot be forked
     let child = tmp.path().join("third/2");
-    let err = import_layer(&tar[..], &opts(&child, &[&layer]), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = import_error(&tar, &child, &[&layer]);
     assert!(err.contains("parent CIM"), "{err}");
     assert!(
         !child.exists(),
@@ -306,12 +278,6 @@ fn uvm_layer(shared: &Path, build: &str, bcd: &[u8]) -> Vec<u8> {
     })
 }
 
-fn read_cim_file(cim: &cimfs::Cim, path: &str) -> Vec<u8> {
-    let mut got = Vec::new();
-    std::io::Read::read_to_end(&mut cim.open_file(path).unwrap(), &mut got).unwrap();
-    got
-}
-
 #[test]
 fn utility_vm_up_to_20348_only_records_the_build() {
     let Some(shared) = common::shared_dir() else {
@@ -320,12 +286,7 @@ fn utility_vm_up_to_20348_only_records_the_build() {
     let tmp = tempfile::tempdir().unwrap();
     let layer = tmp.path().join("snapshots/1");
     let bcd = fs::read(shared.join("testdata/bcd/windeploy-uefi-locate.BCD")).unwrap();
-    let s = import_layer(
-        &uvm_layer(&shared, "17763", &bcd)[..],
-        &opts(&layer, &[]),
-        &mut |_| {},
-    )
-    .unwrap();
+    let s = import(&uvm_layer(&shared, "17763", &bcd), &layer, &[]).unwrap();
     assert_eq!(fs::read(layer.join("uvmbuildversion")).unwrap(), b"17763");
     assert!(!layer.join("UtilityVM/SystemTemplateBase.vhdx").exists());
     let cim = cimfs::Cim::open(&s.cim_path).unwrap();
@@ -352,13 +313,9 @@ fn utility_vm_after_20348_boots_from_the_cim() {
         host_layer_path: Some(r"C:\ProgramData\containerd\snapshots\5".into()),
         ..opts(&layer, &[])
     };
-    let s = match import_layer(&uvm_layer(&shared, "26100", &bcd)[..], &o, &mut |_| {}) {
-        Ok(s) => s,
-        Err(e) if e.to_string().contains("mkntfs") => {
-            eprintln!("skipping: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let imported = import_layer(&uvm_layer(&shared, "26100", &bcd)[..], &o, &mut |_| {});
+    let Some(s) = common::unless_mkntfs_missing(imported) else {
+        return;
     };
     assert_eq!(fs::read(layer.join("uvmbuildversion")).unwrap(), b"26100");
     let base = layer.join("UtilityVM/SystemTemplateBase.vhdx");
@@ -429,13 +386,7 @@ fn utility_vm_errors_name_the_step_and_leave_no_disks() {
     let layer = tmp.path().join("snapshots/2");
     // not a BCD store: the BCD step fails after the base disk was made
     let not_a_store = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
-    let err = import_layer(
-        &uvm_layer(&shared, "26100", &not_a_store)[..],
-        &opts(&layer, &[]),
-        &mut |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = import_error(&uvm_layer(&shared, "26100", &not_a_store), &layer, &[]);
     if err.contains("mkntfs") {
         eprintln!("skipping: {err}");
         return;
@@ -452,18 +403,14 @@ fn utility_vm_errors_name_the_step_and_leave_no_disks() {
         "SOFTWARE",
         b"",
     );
-    let err = import_layer(&t.finish()[..], &opts(&layer, &[]), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = import_error(&t.finish(), &layer, &[]);
     assert!(err.contains("regular file"), "{err}");
     assert_nothing_left(&layer, &[]);
 
     // a UtilityVM folder without its SOFTWARE hive
     let mut t = TarBuilder::new();
     t.dir("UtilityVM", &[]);
-    let err = import_layer(&t.finish()[..], &opts(&layer, &[]), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = import_error(&t.finish(), &layer, &[]);
     assert!(err.contains("read build number"), "{err}");
     assert_nothing_left(&layer, &[]);
 }
@@ -475,12 +422,7 @@ fn whiteout_of_a_std_file_added_by_the_same_tar() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("snapshots/1");
-    import_layer(
-        &small_base(&shared, |_| {})[..],
-        &opts(&base, &[]),
-        &mut |_| {},
-    )
-    .unwrap();
+    import(&small_base(&shared, |_| {}), &base, &[]).unwrap();
     let delta = fs::read(shared.join("testdata/hives/yarp-System_Delta")).unwrap();
     let mut t = TarBuilder::new();
     t.file("Hives/System_Delta", &[], &delta);
@@ -499,7 +441,7 @@ fn whiteout_of_a_std_file_added_by_the_same_tar() {
     t.file("Hives/.wh.System_Delta", &[], b"");
     t.file("Files/.wh.delta-link", &[], b"");
     let child = tmp.path().join("snapshots/2");
-    let s = import_layer(&t.finish()[..], &opts(&child, &[&base]), &mut |_| {}).unwrap();
+    let s = import(&t.finish(), &child, &[&base]).unwrap();
     assert!(s.notes.is_empty(), "{:?}", s.notes);
     assert!(!child.join("Hives/SYSTEM_DELTA").exists());
     assert!(!child.join("Hives/SYSTEM_BASE").exists());
@@ -524,12 +466,7 @@ fn a_delta_without_any_parent_base_is_an_error() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("snapshots/1");
-    import_layer(
-        &small_base(&shared, |_| {})[..],
-        &opts(&base, &[]),
-        &mut |_| {},
-    )
-    .unwrap();
+    import(&small_base(&shared, |_| {}), &base, &[]).unwrap();
     // the parent folder lost its SYSTEM_BASE (e.g. copied without it)
     fs::remove_file(base.join("Hives/SYSTEM_BASE")).unwrap();
     let mut t = TarBuilder::new();
@@ -540,9 +477,7 @@ fn a_delta_without_any_parent_base_is_an_error() {
     );
     let child = tmp.path().join("snapshots/2");
     let before = listing(&tmp.path().join("snapshots/cim-layers"));
-    let err = import_layer(&t.finish()[..], &opts(&child, &[&base]), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = import_error(&t.finish(), &child, &[&base]);
     assert!(
         err.contains(r"Hives\SYSTEM_BASE") && err.contains("no parent"),
         "{err}"

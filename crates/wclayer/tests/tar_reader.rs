@@ -1,71 +1,13 @@
 //! The tar reader against a recording LayerWriter: every backuptar feature, in tar order.
 
+mod common;
+
 use std::io::{Cursor, Write};
 
-use wclayer::backuptar::{self, FileInfo, ReparsePoint, FILE_ATTRIBUTE_DIRECTORY};
+use cimfs::FileMetadata;
+use common::TarBuilder;
+use wclayer::backuptar::{self, ReparsePoint, FILE_ATTRIBUTE_DIRECTORY};
 use wclayer::{write_layer_from_tar, RecordedOp, RecordingLayerWriter};
-
-struct TarBuilder {
-    b: tar::Builder<Vec<u8>>,
-}
-
-impl TarBuilder {
-    fn new() -> Self {
-        TarBuilder {
-            b: tar::Builder::new(Vec::new()),
-        }
-    }
-
-    fn entry(
-        &mut self,
-        name: &str,
-        kind: tar::EntryType,
-        pax: &[(&str, &str)],
-        link: &str,
-        data: &[u8],
-    ) {
-        if !pax.is_empty() {
-            self.b
-                .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_bytes())))
-                .unwrap();
-        }
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(kind);
-        h.set_size(data.len() as u64);
-        h.set_mtime(1_600_000_000);
-        h.set_mode(if kind == tar::EntryType::Directory {
-            0o40000
-        } else {
-            0o100000
-        });
-        if !link.is_empty() {
-            h.set_link_name(link).unwrap();
-        }
-        // set_path refuses `..`; write raw bytes so hostile names can be tested too
-        let nb = name.as_bytes();
-        h.as_old_mut().name[..nb.len()].copy_from_slice(nb);
-        h.set_cksum();
-        self.b.append(&h, data).unwrap();
-    }
-
-    fn file(&mut self, name: &str, pax: &[(&str, &str)], data: &[u8]) {
-        self.entry(name, tar::EntryType::Regular, pax, "", data);
-    }
-
-    fn dir(&mut self, name: &str) {
-        self.entry(
-            name,
-            tar::EntryType::Directory,
-            &[("MSWINDOWS.fileattr", "16")],
-            "",
-            b"",
-        );
-    }
-
-    fn finish(self) -> Vec<u8> {
-        self.b.into_inner().unwrap()
-    }
-}
 
 fn record(tar: &[u8]) -> wclayer::Result<Vec<RecordedOp>> {
     let mut w = RecordingLayerWriter::new();
@@ -76,18 +18,18 @@ fn record(tar: &[u8]) -> wclayer::Result<Vec<RecordedOp>> {
 
 fn sample_tar() -> Vec<u8> {
     let mut t = TarBuilder::new();
-    t.dir("Files");
+    t.dir("Files", &[]);
     t.file(
         "Files/a.txt",
         &[
-            ("MSWINDOWS.fileattr", "32"),
-            ("MSWINDOWS.rawsd", "AQAEgBQAAAAAAAAAAAAAAAAAAAA="),
-            ("MSWINDOWS.xattr.user.b", "Ag=="),
-            ("MSWINDOWS.xattr.user.a", "AQ=="),
-            ("LIBARCHIVE.creationtime", "1500000000.25"),
-            ("mtime", "1600000000.5"),
-            ("atime", "1600000001"),
-            ("ctime", "1600000002"),
+            ("MSWINDOWS.fileattr", "32".into()),
+            ("MSWINDOWS.rawsd", "AQAEgBQAAAAAAAAAAAAAAAAAAAA=".into()),
+            ("MSWINDOWS.xattr.user.b", "Ag==".into()),
+            ("MSWINDOWS.xattr.user.a", "AQ==".into()),
+            ("LIBARCHIVE.creationtime", "1500000000.25".into()),
+            ("mtime", "1600000000.5".into()),
+            ("atime", "1600000001".into()),
+            ("ctime", "1600000002".into()),
         ],
         b"hello",
     );
@@ -104,7 +46,7 @@ fn sample_tar() -> Vec<u8> {
     t.entry(
         "Files/junction",
         tar::EntryType::Symlink,
-        &[("MSWINDOWS.mountpoint", "1")],
+        &[("MSWINDOWS.mountpoint", "1".into())],
         "C:/ProgramData",
         b"",
     );
@@ -113,7 +55,7 @@ fn sample_tar() -> Vec<u8> {
     t.file(".wh.TopLevel", &[], b"");
     t.file(
         "Files/sddl",
-        &[("MSWINDOWS.sd", "O:BAG:SYD:(A;;FA;;;SY)")],
+        &[("MSWINDOWS.sd", "O:BAG:SYD:(A;;FA;;;SY)".into())],
         b"",
     );
     t.finish()
@@ -155,7 +97,7 @@ fn every_entry_kind_in_order() {
     let ft = |s: &str| backuptar::pax_time_to_filetime(s).unwrap();
     assert_eq!(
         info,
-        &FileInfo {
+        &FileMetadata {
             attributes: 32,
             size: 5,
             creation_time: ft("1500000000.25"),
@@ -249,7 +191,7 @@ fn hostile_names_are_refused() {
         ("Files/x:s:$EA", tar::EntryType::Regular, ""),
     ] {
         let mut t = TarBuilder::new();
-        t.dir("Files");
+        t.dir("Files", &[]);
         t.entry(name, kind, &[], link, b"");
         let err = record(&t.finish()).unwrap_err().to_string();
         assert!(err.contains(name), "{name}: {err}");
@@ -269,7 +211,11 @@ fn stream_must_follow_its_file() {
 #[test]
 fn bad_sddl_names_the_entry_and_token() {
     let mut t = TarBuilder::new();
-    t.file("Files/x", &[("MSWINDOWS.sd", "O:BAD:(A;;ZZ;;;SY)")], b"");
+    t.file(
+        "Files/x",
+        &[("MSWINDOWS.sd", "O:BAD:(A;;ZZ;;;SY)".into())],
+        b"",
+    );
     let err = record(&t.finish()).unwrap_err().to_string();
     assert!(err.contains("Files/x") && err.contains("ZZ"), "{err}");
 }

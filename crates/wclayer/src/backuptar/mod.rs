@@ -11,6 +11,7 @@ mod times;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use cimfs::FileMetadata;
 
 pub use ea::{decode_extended_attributes, encode_extended_attributes, ExtendedAttribute};
 pub use reparse::{
@@ -79,25 +80,9 @@ pub enum DialectError {
     Sddl(#[from] SddlError),
 }
 
-/// The Windows metadata of one file as a CIM stores it (mirrors CIMFS_FILE_METADATA).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FileInfo {
-    pub attributes: u32,
-    pub size: u64,
-    pub creation_time: u64,
-    pub last_write_time: u64,
-    pub change_time: u64,
-    pub last_access_time: u64,
-    pub security_descriptor: Vec<u8>,
-    pub extended_attributes: Vec<u8>,
-    pub reparse_data: Vec<u8>,
-}
-
-impl FileInfo {
-    /// True when the attributes say directory.
-    pub fn is_directory(&self) -> bool {
-        self.attributes & FILE_ATTRIBUTE_DIRECTORY != 0
-    }
+/// True when the attributes say directory.
+pub(crate) fn is_directory(info: &FileMetadata) -> bool {
+    info.attributes & FILE_ATTRIBUTE_DIRECTORY != 0
 }
 
 /// The tar-header facts `file_info_from_header` needs, independent of the tar library.
@@ -149,7 +134,7 @@ fn time_record(
 pub fn file_info_from_header(
     h: &HeaderFacts,
     pax: &BTreeMap<String, String>,
-) -> Result<FileInfo, DialectError> {
+) -> Result<FileMetadata, DialectError> {
     let mut attributes = match pax.get(PAX_FILE_ATTRIBUTES) {
         Some(v) => v.parse::<u32>().map_err(|_| DialectError::BadRecord {
             key: PAX_FILE_ATTRIBUTES,
@@ -206,7 +191,7 @@ pub fn file_info_from_header(
     if !reparse_data.is_empty() {
         attributes |= FILE_ATTRIBUTE_REPARSE_POINT;
     }
-    Ok(FileInfo {
+    Ok(FileMetadata {
         attributes,
         size: if h.is_dir || h.is_symlink { 0 } else { h.size },
         creation_time,
@@ -222,7 +207,7 @@ pub fn file_info_from_header(
 /// The PAX records backuptar writes for a file (go-winio `BasicInfoHeader` and friends):
 /// times, attributes, raw SD, EAs and the mount-point marker. The tar mtime header field is the
 /// caller's (whole seconds of `last_write_time`).
-pub fn pax_records_for(info: &FileInfo) -> Result<BTreeMap<String, String>, DialectError> {
+pub fn pax_records_for(info: &FileMetadata) -> Result<BTreeMap<String, String>, DialectError> {
     let mut m = BTreeMap::new();
     m.insert(
         PAX_MTIME.to_string(),
@@ -395,7 +380,7 @@ mod tests {
 
     #[test]
     fn pax_records_round_trip() {
-        let info = FileInfo {
+        let info = FileMetadata {
             attributes: 0x20 | FILE_ATTRIBUTE_REPARSE_POINT,
             size: 0,
             creation_time: 132_000_000_001_234_567,
