@@ -46,6 +46,23 @@ pub struct FileInfo {
     pub pe_image: bool,
 }
 
+impl From<&FileInfo> for crate::FileMetadata {
+    /// The metadata a writer needs to add this entry again (e.g. to another image).
+    fn from(info: &FileInfo) -> Self {
+        crate::FileMetadata {
+            attributes: info.attributes,
+            size: info.size,
+            creation_time: info.creation_time,
+            last_write_time: info.last_write_time,
+            change_time: info.change_time,
+            last_access_time: info.last_access_time,
+            security_descriptor: info.security_descriptor.clone(),
+            extended_attributes: info.extended_attributes.clone(),
+            reparse_data: info.reparse_data.clone(),
+        }
+    }
+}
+
 impl FileInfo {
     /// File or directory.
     pub fn kind(&self) -> FileKind {

@@ -319,17 +319,7 @@ pub fn export_layer(
                 continue;
             }
         }
-        let meta = cimfs::FileMetadata {
-            attributes: info.attributes,
-            size: info.size,
-            creation_time: info.creation_time,
-            last_write_time: info.last_write_time,
-            change_time: info.change_time,
-            last_access_time: info.last_access_time,
-            security_descriptor: info.security_descriptor.clone(),
-            extended_attributes: info.extended_attributes.clone(),
-            reparse_data: info.reparse_data.clone(),
-        };
+        let meta = cimfs::FileMetadata::from(&info);
         let pax = backuptar::pax_records_for(&meta).map_err(dialect(&image, &name))?;
         let mtime = unix_secs(info.last_write_time);
         if !info.reparse_data.is_empty() {
