@@ -2,6 +2,7 @@
 //! except "std files" (hives, UVM boot files) which go to the layer folder first and enter the
 //! CIM after layer processing; plus `import_layer`, which ties tar reading, writing and commit.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -107,6 +108,13 @@ pub struct CimLayerWriter {
     pending: Vec<PendingOp>,
     has_utility_vm: bool,
     missing_whiteouts: u64,
+    /// Opaque markers whose directory no parent layer has.
+    missing_opaque_dirs: u64,
+    /// Every path this layer added (files, directories, links, std files), for opaque
+    /// directories: what the layer itself put under one stays.
+    added: Vec<String>,
+    /// The nearest parent's CIM, opened at the first opaque marker to list inherited children.
+    parent_image: Option<cimfs::Cim>,
     notes: Vec<String>,
 }
 
@@ -187,6 +195,9 @@ impl CimLayerWriter {
             pending: Vec::new(),
             has_utility_vm: false,
             missing_whiteouts: 0,
+            missing_opaque_dirs: 0,
+            added: Vec::new(),
+            parent_image: None,
             notes: Vec::new(),
         })
     }
@@ -416,6 +427,12 @@ impl CimLayerWriter {
                 self.missing_whiteouts
             ));
         }
+        if self.missing_opaque_dirs > 0 {
+            self.notes.push(format!(
+                "{} opaque whiteouts named directories that no parent layer has",
+                self.missing_opaque_dirs
+            ));
+        }
         let cim = self
             .cim
             .take()
@@ -428,6 +445,81 @@ impl CimLayerWriter {
         })?;
         Ok(())
     }
+}
+
+/// What an opaque `dir` hides: every path under it in the `parent` image that this layer did
+/// not add (paths in `added`, and their ancestors, are kept and looked into), with whether its
+/// name was decoded lossily. None when the parent has no directory `dir`. Names are compared
+/// with the parent image's upcase table, as cimfs compares them.
+fn inherited_to_hide(
+    parent: &cimfs::Cim,
+    dir: &str,
+    added: &[String],
+) -> Result<Option<Vec<(String, bool)>>> {
+    let table = parent.upcase_table();
+    let key = |s: &str| -> Vec<u16> {
+        s.encode_utf16()
+            .map(|c| table.get(usize::from(c)).copied().unwrap_or(c))
+            .collect()
+    };
+    let sep = u16::from(b'\\');
+    let dir_key = key(dir);
+    let mut keep: HashSet<Vec<u16>> = HashSet::new();
+    for p in added {
+        let k = key(p);
+        if k.len() <= dir_key.len() + 1 || !k.starts_with(&dir_key) || k[dir_key.len()] != sep {
+            continue;
+        }
+        // The added path and each of its ancestors below `dir`.
+        let first = dir_key.len() + 1;
+        let mut end = k.len();
+        while keep.insert(k[..end].to_vec()) {
+            match k[first..end].iter().rposition(|&c| c == sep) {
+                Some(i) => end = first + i,
+                None => break,
+            }
+        }
+    }
+    let parent_err = |path: &str, source: cimfs::Error| Error::Cim {
+        image: parent.path().to_path_buf(),
+        op: "list",
+        path: path.to_string(),
+        source: Box::new(source),
+    };
+    let mut hide = Vec::new();
+    let mut stack = vec![dir.to_string()];
+    while let Some(d) = stack.pop() {
+        let entries = match parent.read_dir(&d) {
+            Ok(e) => e,
+            Err(cimfs::Error::NotFound { .. } | cimfs::Error::NotADirectory { .. }) if d == dir => {
+                return Ok(None)
+            }
+            Err(e) => return Err(parent_err(&d, e)),
+        };
+        for e in entries {
+            if e.name.is_empty() || e.name.contains(['\\', '/']) {
+                return Err(parent_err(
+                    &d,
+                    cimfs::Error::InvalidArgument {
+                        image: parent.path().to_path_buf(),
+                        path: d.clone(),
+                        reason: format!("unusable child name {:?}", e.name),
+                    },
+                ));
+            }
+            let path = format!("{d}\\{}", e.name);
+            if keep.contains(&key(&path)) {
+                let info = parent.file(e.file_id).map_err(|x| parent_err(&path, x))?;
+                if info.kind() == cimfs::FileKind::Directory {
+                    stack.push(path);
+                }
+            } else {
+                let lossy = e.name.contains('\u{FFFD}');
+                hide.push((path, lossy));
+            }
+        }
+    }
+    Ok(Some(hide))
 }
 
 /// Writes `bytes` to `path` through a temporary name, so the real name only ever holds complete
@@ -456,6 +548,7 @@ impl LayerWriter for CimLayerWriter {
         if name == UTILITY_VM_DIR {
             self.has_utility_vm = true;
         }
+        self.added.push(name.to_string());
         if let Some(canonical) = std_file_canonical(name) {
             if is_directory(info) || !info.reparse_data.is_empty() {
                 return Err(Error::entry(
@@ -502,6 +595,7 @@ impl LayerWriter for CimLayerWriter {
                 "a hive or boot file cannot be a hard link",
             ));
         }
+        self.added.push(name.to_string());
         if is_std_file(target) {
             self.pending.push(PendingOp::Link {
                 name: name.to_string(),
@@ -571,6 +665,49 @@ impl LayerWriter for CimLayerWriter {
             }
             Err(e) => Err(self.cim_err("remove", name, e)),
         }
+    }
+
+    fn opaque(&mut self, dir: &str) -> Result<()> {
+        self.finish_active()?;
+        // A base layer inherits nothing, so there is nothing to hide.
+        let Some(parent) = self.parents.first() else {
+            return Ok(());
+        };
+        if self.parent_image.is_none() {
+            let image = cim_path_for_layer(parent);
+            let cim = cimfs::Cim::open(&image).map_err(|source| Error::Cim {
+                image: image.clone(),
+                op: "open parent image of",
+                path: dir.to_string(),
+                source: Box::new(source),
+            })?;
+            self.parent_image = Some(cim);
+        }
+        let Some(parent) = self.parent_image.as_ref() else {
+            return Err(Error::Sequence("parent image not open".into()));
+        };
+        let Some(hide) = inherited_to_hide(parent, dir, &self.added)? else {
+            // OCI allows a marker for a directory the lower layers do not have.
+            self.missing_opaque_dirs += 1;
+            return Ok(());
+        };
+        for (path, lossy) in hide {
+            match self.cim()?.remove(&path) {
+                Ok(()) => {}
+                // Gone already: a whiteout earlier in this layer removed it (or its directory
+                // was replaced by a file).
+                Err(cimfs::Error::NotFound { .. }) if !lossy => {}
+                Err(cimfs::Error::NotFound { .. }) => {
+                    return Err(Error::entry(
+                        &path,
+                        "cannot hide it for an opaque whiteout: its name in the parent image \
+                         is not valid UTF-16",
+                    ))
+                }
+                Err(e) => return Err(self.cim_err("remove", &path, e)),
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, data: &[u8]) -> Result<()> {

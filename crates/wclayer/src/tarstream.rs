@@ -7,7 +7,7 @@ use std::io::{self, Cursor, Read};
 
 use tar::EntryType;
 
-use crate::backuptar::{self, HeaderFacts, WHITEOUT_PREFIX};
+use crate::backuptar::{self, HeaderFacts, OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
 use crate::error::{Error, Result};
 use crate::paths::{parse_entry_name, parse_link_target, split_parent, EntryName};
 use crate::writer::LayerWriter;
@@ -240,24 +240,38 @@ pub(crate) fn write_layer_counted(
                 let (dir, base) = split_parent(&path);
                 if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
                     last_added = None;
-                    if hidden.starts_with(WHITEOUT_PREFIX) {
-                        // `.wh..wh..opq` would hide every inherited child of `dir`; Windows layer
-                        // exporters never write it, and silently ignoring it (as hcsshim ends up
-                        // doing) would leave files the layer meant to hide.
+                    if base == OPAQUE_WHITEOUT {
+                        // OCI meaning: `dir` keeps only what this layer puts in it. hcsshim has
+                        // no case for it (layer-tar.md §B5): it removes a literal `dir\.wh..opq`,
+                        // which no layer has, and the "not found" is ignored, so the files the
+                        // layer meant to hide stay visible. We follow the image spec instead,
+                        // since OCI tools write this marker precisely to hide them.
+                        if dir.is_empty() {
+                            // Hiding the whole parent image (Files, Hives, UtilityVM) leaves no
+                            // usable Windows layer; refuse it rather than build one.
+                            return Err(Error::entry(
+                                &raw_name,
+                                "an opaque whiteout at the layer root is not supported",
+                            ));
+                        }
+                        w.opaque(dir)?;
+                    } else if hidden.starts_with(WHITEOUT_PREFIX) {
+                        // `.wh..wh.` names are reserved for whiteout metadata (aufs `.wh..wh.plnk`
+                        // ...); only the opaque marker has a meaning in an image layer.
                         return Err(Error::entry(
                             &raw_name,
-                            "opaque whiteouts are not supported",
+                            "reserved whiteout metadata name (only .wh..wh..opq is defined)",
                         ));
-                    }
-                    if hidden.is_empty() {
+                    } else if hidden.is_empty() {
                         return Err(Error::entry(&raw_name, "whiteout names nothing"));
-                    }
-                    let target = if dir.is_empty() {
-                        hidden.to_string()
                     } else {
-                        format!("{dir}\\{hidden}")
-                    };
-                    w.remove(&target)?;
+                        let target = if dir.is_empty() {
+                            hidden.to_string()
+                        } else {
+                            format!("{dir}\\{hidden}")
+                        };
+                        w.remove(&target)?;
+                    }
                 } else if kind == EntryType::Link {
                     last_added = None;
                     let link = entry

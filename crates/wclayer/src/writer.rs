@@ -17,6 +17,10 @@ pub trait LayerWriter {
     fn add_alternate_stream(&mut self, name: &str, size: u64) -> Result<()>;
     /// Removes a file, directory (recursively) or link inherited from a parent layer.
     fn remove(&mut self, name: &str) -> Result<()>;
+    /// Makes directory `dir` opaque (OCI `.wh..wh..opq`): everything under it that came from a
+    /// parent layer is hidden, while what this layer adds under it, before or after this call,
+    /// stays. A directory no parent has is not an error.
+    fn opaque(&mut self, dir: &str) -> Result<()>;
     /// Appends bytes to the stream opened by the last `add`/`add_alternate_stream`.
     fn write(&mut self, data: &[u8]) -> Result<()>;
     /// Finishes the layer (layer processing, then commit). Not called after an error.
@@ -42,6 +46,9 @@ pub enum RecordedOp {
     },
     Remove {
         name: String,
+    },
+    Opaque {
+        dir: String,
     },
     Close,
 }
@@ -108,6 +115,12 @@ impl LayerWriter for RecordingLayerWriter {
     fn remove(&mut self, name: &str) -> Result<()> {
         self.check_previous_complete()?;
         self.ops.push(RecordedOp::Remove { name: name.into() });
+        Ok(())
+    }
+
+    fn opaque(&mut self, dir: &str) -> Result<()> {
+        self.check_previous_complete()?;
+        self.ops.push(RecordedOp::Opaque { dir: dir.into() });
         Ok(())
     }
 

@@ -484,3 +484,118 @@ fn a_delta_without_any_parent_base_is_an_error() {
     );
     assert_nothing_left(&child, &before);
 }
+
+fn names_in(cim: &cimfs::Cim, dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = cim
+        .read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn opaque_whiteout_hides_only_what_the_parents_had() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("snapshots/1");
+    let base_tar = small_base(&shared, |t| {
+        t.dir("Files/D", &[]);
+        t.file("Files/D/a", &[], b"a");
+        t.file("Files/D/b", &[], b"b");
+        t.dir("Files/D/s", &[]);
+        t.file("Files/D/s/x", &[], b"x");
+        // a marker in a base layer hides nothing
+        t.file("Files/D/.wh..wh..opq", &[], b"");
+    });
+    let s = import(&base_tar, &base, &[]).unwrap();
+    let base_cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(names_in(&base_cim, r"Files\D"), ["a", "b", "s"]);
+
+    // c comes before the marker, d after it: both are this layer's and stay
+    let mut t = TarBuilder::new();
+    t.file("Files/D/c", &[], b"c");
+    t.file("Files/D/.wh..wh..opq", &[], b"");
+    t.file("Files/D/d", &[], b"d");
+    let child = tmp.path().join("snapshots/2");
+    let s = import(&t.finish(), &child, &[&base]).unwrap();
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(names_in(&cim, r"Files\D"), ["c", "d"]);
+    assert_eq!(read_cim_file(&cim, r"Files\D\c"), b"c");
+    assert!(cim.stat(r"Files\D\s\x").is_err());
+    // outside D nothing changed, and the parent image is untouched
+    assert_eq!(
+        read_cim_file(&cim, r"Files\Windows\notepad.exe"),
+        b"MZ notepad"
+    );
+    let base_cim = cimfs::Cim::open(&cim_path_for_layer(&base)).unwrap();
+    assert_eq!(names_in(&base_cim, r"Files\D"), ["a", "b", "s"]);
+    assert_eq!(read_cim_file(&base_cim, r"Files\D\s\x"), b"x");
+
+    // Added before the marker under another case: an inherited subdirectory the layer writes
+    // into stays, but only with what the layer put there.
+    let mut t = TarBuilder::new();
+    t.file("files/d/S/y", &[], b"y");
+    t.file("Files/D/.wh..wh..opq", &[], b"");
+    let third = tmp.path().join("snapshots/3");
+    let s = import(&t.finish(), &third, &[&base]).unwrap();
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(names_in(&cim, r"Files\D"), ["s"]);
+    assert_eq!(names_in(&cim, r"Files\D\s"), ["y"]);
+    assert_eq!(read_cim_file(&cim, r"Files\D\S\Y"), b"y");
+
+    // Further up the chain the marker hides what every lower layer left in D.
+    let mut t = TarBuilder::new();
+    t.file("Files/D/.wh..wh..opq", &[], b"");
+    t.file("Files/D/e", &[], b"e");
+    let fourth = tmp.path().join("snapshots/4");
+    let s = import(&t.finish(), &fourth, &[&child, &base]).unwrap();
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(names_in(&cim, r"Files\D"), ["e"]);
+    let child_cim = cimfs::Cim::open(&cim_path_for_layer(&child)).unwrap();
+    assert_eq!(names_in(&child_cim, r"Files\D"), ["c", "d"]);
+}
+
+#[test]
+fn opaque_whiteout_of_a_missing_directory_is_accepted() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("snapshots/1");
+    import(&small_base(&shared, |_| {}), &base, &[]).unwrap();
+    let mut t = TarBuilder::new();
+    t.dir("Files/New", &[]);
+    t.file("Files/New/.wh..wh..opq", &[], b"");
+    t.file("Files/New/n", &[], b"n");
+    t.file("Files/Nowhere/.wh..wh..opq", &[], b"");
+    // a file is not a directory with children to hide
+    t.file("Files/Windows/notepad.exe/.wh..wh..opq", &[], b"");
+    let child = tmp.path().join("snapshots/2");
+    let s = import(&t.finish(), &child, &[&base]).unwrap();
+    assert_eq!(
+        s.notes,
+        ["3 opaque whiteouts named directories that no parent layer has"]
+    );
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(names_in(&cim, r"Files\New"), ["n"]);
+    assert!(cim.stat(r"Files\Nowhere").is_err());
+    assert_eq!(
+        read_cim_file(&cim, r"Files\Windows\notepad.exe"),
+        b"MZ notepad"
+    );
+
+    // at the root it would hide the whole parent image: refused, naming the entry
+    let mut t = TarBuilder::new();
+    t.file(".wh..wh..opq", &[], b"");
+    let err = import_error(&t.finish(), &tmp.path().join("snapshots/3"), &[&base]);
+    assert!(
+        err.contains(".wh..wh..opq") && err.contains("root"),
+        "{err}"
+    );
+}

@@ -71,6 +71,7 @@ fn every_entry_kind_in_order() {
             RecordedOp::AddLink { name, target } => format!("link {name} -> {target}"),
             RecordedOp::AddStream { name, size, .. } => format!("stream {name} {size}"),
             RecordedOp::Remove { name } => format!("remove {name}"),
+            RecordedOp::Opaque { dir } => format!("opaque {dir}"),
             RecordedOp::Close => "close".into(),
         })
         .collect();
@@ -187,7 +188,9 @@ fn hostile_names_are_refused() {
         ("C:/Windows/x", tar::EntryType::Regular, ""),
         ("Files/l", tar::EntryType::Link, "../../etc/passwd"),
         ("Files/l", tar::EntryType::Link, "/etc/passwd"),
-        ("Files/.wh..wh..opq", tar::EntryType::Regular, ""),
+        ("./.wh..wh..opq", tar::EntryType::Regular, ""),
+        ("Files/.wh..wh.plnk", tar::EntryType::Regular, ""),
+        ("Files/../.wh..wh..opq", tar::EntryType::Regular, ""),
         ("Files/x:s:$EA", tar::EntryType::Regular, ""),
     ] {
         let mut t = TarBuilder::new();
@@ -196,6 +199,54 @@ fn hostile_names_are_refused() {
         let err = record(&t.finish()).unwrap_err().to_string();
         assert!(err.contains(name), "{name}: {err}");
     }
+}
+
+#[test]
+fn opaque_whiteout_becomes_an_opaque_call_in_tar_order() {
+    let mut t = TarBuilder::new();
+    t.dir("Files", &[]);
+    t.dir("Files/D", &[]);
+    t.file("Files/D/c", &[], b"c");
+    t.file("Files/D/.wh..wh..opq", &[], b"");
+    t.file("Files/D/d", &[], b"dd");
+    // a marker for a directory this tar never mentions is passed on all the same
+    t.entry(
+        "./Files/E/F/.wh..wh..opq",
+        tar::EntryType::Regular,
+        &[],
+        "",
+        b"",
+    );
+    let mut w = RecordingLayerWriter::new();
+    let stats = write_layer_from_tar(Cursor::new(t.finish()), &mut w, &mut |_| {}).unwrap();
+    assert_eq!(stats.entries, 6);
+    assert_eq!(stats.size, 3);
+    let short: Vec<String> = w
+        .ops
+        .iter()
+        .map(|op| match op {
+            RecordedOp::Add { name, .. } => format!("add {name}"),
+            RecordedOp::Opaque { dir } => format!("opaque {dir}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        short,
+        [
+            r"add Files",
+            r"add Files\D",
+            r"add Files\D\c",
+            r"opaque Files\D",
+            r"add Files\D\d",
+            r"opaque Files\E\F",
+        ]
+    );
+    // a stream cannot follow the marker as if it were a file
+    let mut t = TarBuilder::new();
+    t.dir("D", &[]);
+    t.file("D/.wh..wh..opq", &[], b"");
+    t.file("D/.wh..wh..opq:s", &[], b"x");
+    assert!(record(&t.finish()).is_err());
 }
 
 #[test]

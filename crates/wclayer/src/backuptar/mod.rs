@@ -45,6 +45,8 @@ pub const PAX_ATIME: &str = "atime";
 pub const PAX_CTIME: &str = "ctime";
 /// OCI whiteout prefix: an entry `dir/.wh.name` deletes `dir/name`.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// The OCI opaque-directory marker (image-spec layer.md "Opaque Whiteout").
+pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 
 /// FILE_ATTRIBUTE_* bits the importer reasons about.
 pub const FILE_ATTRIBUTE_READONLY: u32 = 0x1;
