@@ -599,3 +599,40 @@ fn opaque_whiteout_of_a_missing_directory_is_accepted() {
         "{err}"
     );
 }
+
+#[test]
+fn opaque_whiteout_after_whiteouts_and_links_of_the_same_layer() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("snapshots/1");
+    let base_tar = small_base(&shared, |t| {
+        t.dir("Files/D", &[]);
+        t.file("Files/D/a", &[], b"a");
+        t.file("Files/D/b", &[], b"b");
+    });
+    import(&base_tar, &base, &[]).unwrap();
+    let mut t = TarBuilder::new();
+    // already removed when the marker comes: not an error
+    t.file("Files/D/.wh.a", &[], b"");
+    // a hard link this layer adds under D stays, and so does its target outside D
+    t.entry(
+        "Files/D/np",
+        tar::EntryType::Link,
+        &[],
+        "Files/Windows/notepad.exe",
+        b"",
+    );
+    t.file("Files/D/.wh..wh..opq", &[], b"");
+    let child = tmp.path().join("snapshots/2");
+    let s = import(&t.finish(), &child, &[&base]).unwrap();
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(names_in(&cim, r"Files\D"), ["np"]);
+    assert_eq!(read_cim_file(&cim, r"Files\D\np"), b"MZ notepad");
+    assert_eq!(
+        read_cim_file(&cim, r"Files\Windows\notepad.exe"),
+        b"MZ notepad"
+    );
+}
