@@ -103,12 +103,8 @@ fn guid_text(g: &Uuid) -> String {
 }
 
 fn parse_guid(s: &str) -> Option<Uuid> {
-    let t = s.trim();
-    let t = t
-        .strip_prefix('{')
-        .and_then(|x| x.strip_suffix('}'))
-        .unwrap_or(t);
-    Uuid::parse_str(t).ok()
+    // uuid's parser takes the braced Microsoft form as well as the plain one.
+    Uuid::parse_str(s.trim()).ok()
 }
 
 fn utf16_units(b: &[u8]) -> Vec<u16> {

@@ -525,12 +525,8 @@ pub fn braced_lower(g: &Uuid) -> String {
 
 /// Parses a GUID with or without braces, any case.
 pub fn parse_guid(s: &str) -> Option<Uuid> {
-    let t = s.trim();
-    let t = t
-        .strip_prefix('{')
-        .and_then(|x| x.strip_suffix('}'))
-        .unwrap_or(t);
-    Uuid::parse_str(t).ok()
+    // uuid's parser takes the braced Microsoft form as well as the plain one.
+    Uuid::parse_str(s.trim()).ok()
 }
 
 #[cfg(test)]
