@@ -69,46 +69,29 @@ pub const NULL_DACL_SD: [u8; 20] = [
     0x01, 0x00, 0x04, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 ];
 
+/// Which `File.Flags` bit holds which Win32 attribute ([F21] / hcsshim e86001a65 `attributes()`).
+const FLAG_ATTRIBUTES: [(u16, u32); 5] = [
+    (FILE_FLAG_READ_ONLY, FILE_ATTRIBUTE_READONLY),
+    (FILE_FLAG_HIDDEN, FILE_ATTRIBUTE_HIDDEN),
+    (FILE_FLAG_SYSTEM, FILE_ATTRIBUTE_SYSTEM),
+    (FILE_FLAG_ARCHIVE, FILE_ATTRIBUTE_ARCHIVE),
+    (FILE_FLAG_SPARSE, FILE_ATTRIBUTE_SPARSE_FILE),
+];
+
 /// Maps Win32 attributes to `File.Flags` (bits the format cannot hold are dropped).
 pub fn attributes_to_flags(attributes: u32) -> u16 {
-    let mut f = 0;
-    if attributes & FILE_ATTRIBUTE_READONLY != 0 {
-        f |= FILE_FLAG_READ_ONLY;
-    }
-    if attributes & FILE_ATTRIBUTE_HIDDEN != 0 {
-        f |= FILE_FLAG_HIDDEN;
-    }
-    if attributes & FILE_ATTRIBUTE_SYSTEM != 0 {
-        f |= FILE_FLAG_SYSTEM;
-    }
-    if attributes & FILE_ATTRIBUTE_ARCHIVE != 0 {
-        f |= FILE_FLAG_ARCHIVE;
-    }
-    if attributes & FILE_ATTRIBUTE_SPARSE_FILE != 0 {
-        f |= FILE_FLAG_SPARSE;
-    }
-    f
+    FLAG_ATTRIBUTES
+        .iter()
+        .filter(|&&(_, attr)| attributes & attr != 0)
+        .fold(0, |f, &(flag, _)| f | flag)
 }
 
 /// Maps `File.Flags` back to Win32 attributes (directory and reparse bits are derived elsewhere).
 pub fn flags_to_attributes(flags: u16) -> u32 {
-    let mut a = 0;
-    if flags & FILE_FLAG_READ_ONLY != 0 {
-        a |= FILE_ATTRIBUTE_READONLY;
-    }
-    if flags & FILE_FLAG_HIDDEN != 0 {
-        a |= FILE_ATTRIBUTE_HIDDEN;
-    }
-    if flags & FILE_FLAG_SYSTEM != 0 {
-        a |= FILE_ATTRIBUTE_SYSTEM;
-    }
-    if flags & FILE_FLAG_ARCHIVE != 0 {
-        a |= FILE_ATTRIBUTE_ARCHIVE;
-    }
-    if flags & FILE_FLAG_SPARSE != 0 {
-        a |= FILE_ATTRIBUTE_SPARSE_FILE;
-    }
-    a
+    FLAG_ATTRIBUTES
+        .iter()
+        .filter(|&&(flag, _)| flags & flag != 0)
+        .fold(0, |a, &(_, attr)| a | attr)
 }
 
 /// The Win32 attribute bits that survive a round trip through an image.
