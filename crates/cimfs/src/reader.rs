@@ -781,9 +781,25 @@ impl Cim {
         let t = self.raw_link_table(off, len, entry_size, object)?;
         let mut names = Vec::with_capacity(t.count);
         let mut entries = Vec::with_capacity(t.count);
+        // Every link may point at the same long name: without this cap the decoded names grow
+        // with count x name length (gigabytes from a 1 MiB table), not with the table's size.
+        let mut name_bytes = 0usize;
         for i in 0..t.count {
             entries.push(parse(t.entry(i)));
             let n = self.link_name(&t, i, object)?;
+            name_bytes += n.len() + 2;
+            if name_bytes > t.bytes.len() {
+                return Err(corrupt(
+                    &self.path,
+                    &t.file,
+                    object(),
+                    t.base,
+                    format!(
+                        "names of links 0..={i} add up to more than the {}-byte table (names overlap)",
+                        t.bytes.len()
+                    ),
+                ));
+            }
             names.push(
                 n.chunks_exact(2)
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))

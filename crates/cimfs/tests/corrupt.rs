@@ -201,3 +201,56 @@ fn huge_counts_are_bounded_by_file_size() {
     fs::write(&cim, &h).unwrap();
     assert!(matches!(Cim::open(&cim), Err(Error::Corrupt { .. })));
 }
+
+/// Finds the directory table holding `count` links whose names follow the offsets directly.
+fn find_dir_table(region: &[u8], count: u32) -> usize {
+    let le = |at: usize| u32::from_le_bytes(region[at..at + 4].try_into().unwrap());
+    let first_name = 8 + 8 * count;
+    (0..region.len() - (first_name as usize + 4))
+        .find(|&p| le(p + 4) == count && le(p + 8 + 4 * count as usize) == first_name)
+        .expect("directory table in the region file")
+}
+
+#[test]
+fn link_names_that_overlap_are_rejected_not_multiplied() {
+    // All links of a table pointing at one long name would decode to count x name length bytes
+    // (gigabytes from a 1 MiB table); the decoded names must stay within the table's own size.
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "n.cim").unwrap();
+    let d = FileMetadata {
+        attributes: format::FILE_ATTRIBUTE_DIRECTORY,
+        ..Default::default()
+    };
+    w.add("D", &d).unwrap();
+    let count = 40u32;
+    for i in 0..count {
+        w.add(
+            &format!("D\\{i:03}{}", "x".repeat(200)),
+            &FileMetadata::default(),
+        )
+        .unwrap();
+    }
+    w.commit().unwrap();
+    let cim = t.path().join("n.cim");
+    assert_eq!(Cim::open(&cim).unwrap().read_dir("D").unwrap().len(), 40);
+    let region = cimfs::image_files(&cim).unwrap().regions[0].clone();
+    let mut m = fs::read(&region).unwrap();
+    let p = find_dir_table(&m, count);
+    let offsets = p + 8 + 4 * count as usize;
+    let first = m[offsets..offsets + 4].to_vec();
+    for i in 1..count as usize {
+        m[offsets + 4 * i..offsets + 4 * i + 4].copy_from_slice(&first);
+    }
+    // Make that one name as long as the table allows: its length prefix covers the rest.
+    let len = u32::from_le_bytes(m[p..p + 4].try_into().unwrap()) as usize;
+    let no = u32::from_le_bytes(first[..].try_into().unwrap()) as usize;
+    let units = ((len - no - 2) / 2) as u16;
+    m[p + no..p + no + 2].copy_from_slice(&units.to_le_bytes());
+    fs::write(&region, &m).unwrap();
+    let c = Cim::open(&cim).unwrap();
+    match c.read_dir("D") {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("overlap"), "{reason}"),
+        other => panic!("expected a corrupt-table error, got {other:?}"),
+    }
+    assert!(!cimfs::verify::verify(&cim).is_empty());
+}

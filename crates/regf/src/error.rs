@@ -34,9 +34,10 @@ pub enum Error {
         key: String,
         reason: String,
     },
-    /// A key node is reachable twice from the root (a cycle or a shared subtree).
+    /// A key node is reachable twice from the root (a cycle or a shared subtree); `key` is the
+    /// key whose subkey list reaches it the second time.
     #[error(
-        "key node at offset {offset:#x} (key \"{key}\") is reachable twice: cycle in the key graph"
+        "key node at offset {offset:#x} (listed by key \"{key}\") is reachable twice: cycle in the key graph"
     )]
     Cycle { offset: u32, key: String },
     /// The key tree is deeper than Windows allows (512 levels).

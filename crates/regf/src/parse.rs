@@ -95,6 +95,7 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Hive> {
         budget: 16 * bins.len() as u64 + (16 << 20),
         budget_total: 16 * bins.len() as u64 + (16 << 20),
         visited: HashSet::new(),
+        leaves: HashSet::new(),
         security: HashMap::new(),
         notes,
     };
@@ -117,6 +118,9 @@ struct Reader<'a> {
     budget: u64,
     budget_total: u64,
     visited: HashSet<u32>,
+    /// Subkey leaves already listed: an ri naming one leaf n times would otherwise list its
+    /// children n times (count x count offsets from one small cell).
+    leaves: HashSet<u32>,
     security: HashMap<u32, Vec<u8>>,
     notes: Vec<String>,
 }
@@ -197,7 +201,11 @@ impl<'a> Reader<'a> {
             Ok(v) => Ok(Some(v)),
             Err(e @ Error::Budget { .. }) => Err(e),
             Err(e) if self.mode == Mode::Lenient => {
-                self.notes.push(format!("skipped: {e}"));
+                // Notes name the key path, which can be as long as the file: charge them so a
+                // long list of damaged children cannot make notes grow with count x path length.
+                let note = format!("skipped: {e}");
+                self.charge(note.len(), "")?;
+                self.notes.push(note);
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -213,6 +221,14 @@ impl<'a> Reader<'a> {
                 &parent_path,
                 "no \"nk\" signature",
             ));
+        }
+        // Checked before the name is decoded: a leaf listing one key with a 64 KiB name thousands
+        // of times must cost a set lookup per entry, not a name decode.
+        if !self.visited.insert(offset) {
+            return Err(Error::Cycle {
+                offset,
+                key: parent_path,
+            });
         }
         let u16_at = |at| le_u16(nk, at).unwrap_or(0);
         let u32_at = |at| le_u32(nk, at).unwrap_or(0);
@@ -233,9 +249,6 @@ impl<'a> Reader<'a> {
         } else {
             format!("{parent_path}\\{name}")
         };
-        if !self.visited.insert(offset) {
-            return Err(Error::Cycle { offset, key: path });
-        }
         if depth > MAX_DEPTH {
             return Err(Error::TooDeep {
                 key: path,
@@ -396,6 +409,14 @@ impl<'a> Reader<'a> {
                 ))
             }
         };
+        if !self.leaves.insert(offset) {
+            return Err(corrupt(
+                offset,
+                "subkey list",
+                path,
+                "subkey list reached a second time",
+            ));
+        }
         let count = usize::from(le_u16(cell, 2).unwrap_or(0));
         if 4 + count * stride > cell.len() {
             return Err(corrupt(

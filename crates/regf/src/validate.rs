@@ -296,7 +296,11 @@ impl<'a> Validator<'a> {
         let (mut max_vname, mut max_vdata) = (0u32, 0u32);
         let nvalues = u32_at(NK_VALUE_COUNT) as usize;
         if nvalues > 0 {
-            if let Some(list) = self.cell(u32_at(NK_VALUE_LIST), &path, Some(4 * nvalues)) {
+            let list_off = u32_at(NK_VALUE_LIST);
+            let list = self
+                .cell(list_off, &path, Some(4 * nvalues))
+                .filter(|_| !self.walked_before(list_off, &path));
+            if let Some(list) = list {
                 for i in 0..nvalues.min(list.len() / 4) {
                     let vk = le_u32(list, 4 * i).unwrap_or(NIL);
                     let (n, d) = self.value(vk, &path);
@@ -333,6 +337,12 @@ impl<'a> Validator<'a> {
         let (mut max_name, mut max_class) = (0u32, 0u32);
         let mut prev: Option<Vec<u16>> = None;
         for (child, check) in children {
+            // Decoding a child's name costs up to 64 KiB: a key listed many times is reported
+            // once by `key` and skipped here.
+            if seen.contains(&child) {
+                self.report(Some(child), &path, "key reached twice or nested too deep");
+                continue;
+            }
             let Some(c) = self.bins.get(child as usize + 4..) else {
                 continue;
             };
@@ -408,6 +418,9 @@ impl<'a> Validator<'a> {
         };
         let count = usize::from(le_u16(c, 2).unwrap_or(0));
         if c.get(..2) == Some(b"ri") {
+            if self.walked_before(off, path) {
+                return out;
+            }
             if cell_size(4 + 4 * count) != c.len() + 4 {
                 self.report(Some(off), path, "ri cell not minimal");
             }
@@ -416,16 +429,34 @@ impl<'a> Validator<'a> {
                 self.leaf(leaf, path, &mut out);
             }
         } else {
-            self.leaf(off, path, &mut out);
+            // The leaf is the list itself: count one reference, not two.
             self.refs.entry(off).and_modify(|n| *n -= 1);
+            self.leaf(off, path, &mut out);
         }
         out
+    }
+
+    /// True (after reporting it) when the list cell at `off` was already walked: a cell named n
+    /// times must not be walked n times (count x count entries from one small cell).
+    fn walked_before(&mut self, off: u32, path: &str) -> bool {
+        if self.refs.get(&off).is_some_and(|&n| n > 1) {
+            self.report(
+                Some(off),
+                path,
+                "list cell reached a second time; not walked again",
+            );
+            return true;
+        }
+        false
     }
 
     fn leaf(&mut self, off: u32, path: &str, out: &mut Vec<(u32, NameCheck)>) {
         let Some(c) = self.cell(off, path, None) else {
             return;
         };
+        if self.walked_before(off, path) {
+            return;
+        }
         let count = usize::from(le_u16(c, 2).unwrap_or(0));
         let sig = c.get(..2).unwrap_or_default();
         let stride = match sig {
@@ -500,7 +531,10 @@ impl<'a> Validator<'a> {
             self.report(Some(off), path, "data of 1-4 bytes not stored inline");
         } else if len > MAX_SINGLE_CELL_DATA && self.minor >= MINOR_BIG_DATA {
             let segs = len.div_ceil(DB_SEGMENT_DATA);
-            if let Some(db) = self.cell(data, path, Some(8)) {
+            let db = self
+                .cell(data, path, Some(8))
+                .filter(|_| !self.walked_before(data, path));
+            if let Some(db) = db {
                 let count = usize::from(le_u16(db, 2).unwrap_or(0));
                 if db.get(..2) != Some(b"db") || count != segs {
                     self.report(

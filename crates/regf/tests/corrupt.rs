@@ -120,7 +120,11 @@ fn cycles_are_detected() {
     // Point A's subkey list at the root's list, whose entry is A itself.
     let root_list = bytes[root + 4 + 28..root + 4 + 32].to_vec();
     bytes[a + 4 + 28..a + 4 + 32].copy_from_slice(&root_list);
-    assert!(matches!(Hive::parse(&bytes), Err(Error::Cycle { .. })));
+    // The shared list is caught when it is reached the second time, before its key is.
+    match Hive::parse(&bytes) {
+        Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("second time"), "{reason}"),
+        other => panic!("expected the repeated list to be an error, got {other:?}"),
+    }
     let lenient = Hive::parse_lenient(&bytes).expect("lenient skips the cycle");
     assert_eq!(lenient.key_count(), 2);
 }
@@ -152,4 +156,30 @@ fn bad_base_blocks_are_errors() {
     b[508] ^= 0xFF;
     let h = Hive::parse(&b).expect("bad checksum tolerated");
     assert!(h.notes.iter().any(|n| n.contains("checksum")));
+}
+
+#[test]
+fn a_leaf_named_many_times_is_walked_once() {
+    // An ri naming one leaf n times would list that leaf's children n times: n x 507 key
+    // offsets, notes and validator entries from one small cell.
+    let mut h = Hive::new();
+    for i in 0..3 * regf::format::LEAF_CAPACITY {
+        h.create_key(&format!("P\\K{i:05}"));
+    }
+    let mut bytes = h.to_bytes().expect("write");
+    let ri = (4096..bytes.len() - 16)
+        .step_by(8)
+        .find(|&c| &bytes[c + 4..c + 6] == b"ri" && bytes[c + 6..c + 8] == [3, 0])
+        .expect("the ri of P");
+    let first = bytes[ri + 8..ri + 12].to_vec();
+    for i in 1..3 {
+        bytes[ri + 8 + 4 * i..ri + 12 + 4 * i].copy_from_slice(&first);
+    }
+    assert!(Hive::parse(&bytes).is_err());
+    let lenient = Hive::parse_lenient(&bytes).expect("lenient skips the repeats");
+    assert_eq!(lenient.key_count(), 2 + regf::format::LEAF_CAPACITY);
+    assert!(lenient.notes.len() <= 2, "{} notes", lenient.notes.len());
+    let problems = regf::validate::validate(&bytes);
+    assert!(problems.iter().any(|p| p.message.contains("second time")));
+    assert!(problems.len() < 40, "{} problems", problems.len());
 }

@@ -1,5 +1,7 @@
 //! Fuzzes the reader and `verify`: each input damages one file of a small forked image built at
-//! start-up (XOR bytes at an offset, or truncate), then everything reachable is read.
+//! start-up (XOR bytes at an offset, or truncate), then everything a user can trigger is read:
+//! open, a recursive walk with stat by id and by path, every stream (alternate ones included),
+//! `image_files`, `verify` and (for inputs with bit 0x40 of the first byte) `verify_digests`.
 //! Run with `cargo +nightly fuzz run reader` from crates/cimfs.
 
 #![no_main]
@@ -18,25 +20,34 @@ struct Seed {
 }
 
 fn build(dir: &Path) {
-    let d = FileMetadata { attributes: format::FILE_ATTRIBUTE_DIRECTORY, ..Default::default() };
+    let d = FileMetadata {
+        attributes: format::FILE_ATTRIBUTE_DIRECTORY,
+        ..Default::default()
+    };
     let mut w = CimWriter::create(dir, "base.cim").expect("create");
     w.add("Files", &d).expect("dir");
     let f = |size: u64| FileMetadata {
         size,
         extended_attributes: vec![0, 0, 0, 0, 0, 2, 1, 0, b'A', b'B', 0, 7],
-        reparse_data: if size == 5 { vec![0x0c, 0, 0, 0xa0, 4, 0, 0, 0, 1, 2, 3, 4] } else { Vec::new() },
+        reparse_data: if size == 5 {
+            vec![0x0c, 0, 0, 0xa0, 4, 0, 0, 0, 1, 2, 3, 4]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     };
     w.add("Files\\small.txt", &f(5)).expect("file");
     w.write(b"small").expect("write");
     w.add("Files\\large.bin", &f(5000)).expect("file");
     w.write(&[3u8; 5000]).expect("write");
-    w.add_alternate_stream("Files\\small.txt:ads", 4).expect("ads");
+    w.add_alternate_stream("Files\\small.txt:ads", 4)
+        .expect("ads");
     w.write(b"ads!").expect("write");
     w.commit().expect("commit");
     let mut c = CimWriter::fork(dir, "base.cim", "child.cim").expect("fork");
     c.add("Files\\sub", &d).expect("dir");
-    c.add_link("Files\\sub\\link.bin", "Files\\large.bin").expect("link");
+    c.add_link("Files\\sub\\link.bin", "Files\\large.bin")
+        .expect("link");
     c.commit().expect("commit");
 }
 
@@ -60,24 +71,65 @@ fn seed() -> &'static Seed {
     })
 }
 
+/// Reads at most this many bytes of each stream: a hostile size may declare exabytes of zeros.
+const READ_CAP: u64 = 1 << 20;
+
+fn drain(mut r: impl Read) {
+    let mut sink = [0u8; 4096];
+    let mut total = 0u64;
+    while total < READ_CAP {
+        match r.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n as u64,
+        }
+    }
+}
+
+/// What a user's walk triggers: every directory recursively (with a visited set, as cimkit
+/// walk/export/mount keep), stat by path and by id, every stream read, alternate streams included.
 fn walk(cim_path: &Path) -> cimfs::Result<()> {
     let cim = Cim::open(cim_path)?;
+    let _ = (
+        cim.parents(),
+        cim.own_regions(),
+        cim.file_count(),
+        cim.upcase_table().len(),
+    );
     let mut seen = HashSet::new();
-    let mut stack = vec![cim.root()];
-    while let Some(id) = stack.pop() {
+    let mut stack = vec![(cim.root(), String::new())];
+    while let Some((id, path)) = stack.pop() {
         if !seen.insert(id) || seen.len() > 1000 {
             continue;
         }
-        let info = cim.file(id)?;
+        let _ = cim.stat(&path);
+        let Ok(info) = cim.file(id) else { continue };
+        let _ = info.kind();
+        let _ = cimfs::FileMetadata::from(&info);
         if info.is_directory {
-            stack.extend(cim.read_dir_id(id)?.into_iter().map(|e| e.file_id));
-        } else if let Ok(mut r) = cim.open_id(id, None) {
-            let mut sink = [0u8; 4096];
-            while matches!(r.read(&mut sink), Ok(n) if n > 0) {}
+            let _ = cim.read_dir(&path);
+            if let Ok(entries) = cim.read_dir_id(id) {
+                for e in entries {
+                    let _ = cim.child(id, &e.name, &path);
+                    stack.push((e.file_id, format!("{path}\\{}", e.name)));
+                }
+            }
+        } else {
+            if let Ok(r) = cim.open_id(id, None) {
+                drain(r);
+            }
+            if let Ok(r) = cim.open_file(&path) {
+                drain(r);
+            }
         }
-        for s in cim.streams_id(id)? {
-            let mut b = [0u8; 64];
-            let _ = cim.read_at(id, Some(&s.name), 0, &mut b);
+        if let Ok(streams) = cim.streams_id(id) {
+            for s in streams {
+                if let Ok(r) = cim.open_id(id, Some(&s.name)) {
+                    drain(r);
+                }
+                let _ = cim.open_stream(&path, &s.name);
+                let mut b = [0u8; 64];
+                let _ = cim.read_at(id, Some(&s.name), s.size.saturating_sub(10), &mut b);
+            }
         }
     }
     let _ = cim.lookup("Files\\sub\\link.bin");
@@ -104,7 +156,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     std::fs::write(path, &m).expect("write mutated file");
-    let _ = walk(&s.dir.join("child.cim"));
-    let _ = cimfs::verify::verify(&s.dir.join("child.cim"));
+    let child = s.dir.join("child.cim");
+    let _ = walk(&child);
+    let _ = cimfs::image_files(&child);
+    let _ = cimfs::verify::verify(&child);
+    if data[0] & 0x40 != 0 {
+        let _ = cimfs::verify::verify_digests(&child);
+    }
     std::fs::write(path, orig).expect("restore file");
 });
