@@ -287,12 +287,7 @@ impl CimWriter {
 
     fn fill_node(&mut self, n: NodeIx, p: &Cim, id: u32, info: &reader::FileInfo) -> Result<()> {
         let e = p.entry(id)?;
-        let sd = if info.security_descriptor.is_empty() {
-            &format::NULL_DACL_SD[..]
-        } else {
-            &info.security_descriptor[..]
-        };
-        let sd = self.tree.sds.intern(sd);
+        let sd = self.tree.sds.intern_or_null(&info.security_descriptor);
         let table = upcase::table();
         let st = p.stream_table(id)?;
         let streams = st
@@ -306,16 +301,18 @@ impl CimWriter {
             })
             .collect();
         let node = &mut self.tree.nodes[n];
-        node.flags = e.flags.get();
-        node.times = [
-            info.creation_time,
-            info.last_write_time,
-            info.change_time,
-            info.last_access_time,
-        ];
-        node.sd = sd;
-        node.ea = info.extended_attributes.clone();
-        node.reparse = info.reparse_data.clone();
+        node.set_metadata(
+            e.flags.get(),
+            [
+                info.creation_time,
+                info.last_write_time,
+                info.change_time,
+                info.last_access_time,
+            ],
+            sd,
+            &info.extended_attributes,
+            &info.reparse_data,
+        );
         node.streams = streams;
         node.kind = if info.is_directory {
             Kind::Dir(BTreeMap::new())
@@ -476,23 +473,20 @@ impl CimWriter {
         self.close_stream()?;
         self.check_blobs(path, meta)?;
         let is_dir = meta.attributes & format::FILE_ATTRIBUTE_DIRECTORY != 0;
-        let sd = if meta.security_descriptor.is_empty() {
-            &format::NULL_DACL_SD[..]
-        } else {
-            &meta.security_descriptor[..]
-        };
-        let sd = self.tree.sds.intern(sd);
+        let sd = self.tree.sds.intern_or_null(&meta.security_descriptor);
         let fill = |node: &mut Node| {
-            node.flags = format::attributes_to_flags(meta.attributes);
-            node.times = [
-                meta.creation_time,
-                meta.last_write_time,
-                meta.change_time,
-                meta.last_access_time,
-            ];
-            node.sd = sd;
-            node.ea = meta.extended_attributes.clone();
-            node.reparse = meta.reparse_data.clone();
+            node.set_metadata(
+                format::attributes_to_flags(meta.attributes),
+                [
+                    meta.creation_time,
+                    meta.last_write_time,
+                    meta.change_time,
+                    meta.last_access_time,
+                ],
+                sd,
+                &meta.extended_attributes,
+                &meta.reparse_data,
+            );
         };
         if names::components(path).next().is_none() {
             if !is_dir {

@@ -51,6 +51,22 @@ impl Node {
     pub(crate) fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir(_))
     }
+
+    /// Sets everything but the kind, streams and link count.
+    pub(crate) fn set_metadata(
+        &mut self,
+        flags: u16,
+        times: [u64; 4],
+        sd: u32,
+        ea: &[u8],
+        reparse: &[u8],
+    ) {
+        self.flags = flags;
+        self.times = times;
+        self.sd = sd;
+        self.ea = ea.to_vec();
+        self.reparse = reparse.to_vec();
+    }
 }
 
 /// Distinct security descriptors, each stored once in the metadata region.
@@ -69,6 +85,15 @@ impl SecurityDescriptors {
         self.list.push(sd.to_vec());
         self.index.insert(sd.to_vec(), i);
         i
+    }
+
+    /// [`Self::intern`], storing the null-DACL descriptor hcsshim passes when `sd` is empty.
+    pub(crate) fn intern_or_null(&mut self, sd: &[u8]) -> u32 {
+        if sd.is_empty() {
+            self.intern(&format::NULL_DACL_SD)
+        } else {
+            self.intern(sd)
+        }
     }
 }
 
