@@ -420,3 +420,73 @@ fn writer_refuses_a_directory_table_readers_would_refuse() {
     }
     assert!(!t.path().join("wide.cim").exists());
 }
+
+/// Forks `child.cim`, adds a file with the same bytes as `Files\small.txt`, commits and reads it
+/// back; then deletes the fork's own files. Returns whether the new file's data was de-duplicated.
+fn fork_probe(dir: &Path) -> bool {
+    let mut w = CimWriter::fork(dir, "child.cim", "probe.cim").unwrap();
+    w.add(
+        "Files\\again.txt",
+        &FileMetadata {
+            size: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.write(b"small").unwrap();
+    let stats = w.commit().unwrap();
+    let probe = dir.join("probe.cim");
+    let cim = Cim::open(&probe).unwrap();
+    let mut s = String::new();
+    cim.open_file("Files\\again.txt")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "small");
+    let files = cimfs::image_files(&probe).unwrap();
+    for f in files.regions.iter().chain(files.objectids.iter()) {
+        fs::remove_file(f).unwrap();
+    }
+    fs::remove_file(&probe).unwrap();
+    stats.dedup_hits == 1
+}
+
+#[test]
+fn damaged_objectid_files_cost_only_deduplication() {
+    // Objectid files are a write-side hint (hcsshim only warns when one is missing): a fork of an
+    // image whose objectid files are cut or flipped anywhere must still write a correct image.
+    let t = tempfile::tempdir().unwrap();
+    build(t.path());
+    assert!(fork_probe(t.path()), "intact objectid files de-duplicate");
+    let oids: Vec<PathBuf> = image_files(t.path())
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("objectid_")
+        })
+        .collect();
+    assert_eq!(oids.len(), 6);
+    let mut lost = 0;
+    for file in &oids {
+        let orig = fs::read(file).unwrap();
+        // Every third damage position: each probe is a whole fork commit with fsyncs.
+        for cut in positions(orig.len()).into_iter().step_by(3) {
+            fs::write(file, &orig[..cut]).unwrap();
+            if !fork_probe(t.path()) {
+                lost += 1;
+            }
+        }
+        for pos in positions(orig.len()).into_iter().skip(1).step_by(3) {
+            let mut m = orig.clone();
+            m[pos] ^= 0x80;
+            fs::write(file, &m).unwrap();
+            fork_probe(t.path());
+        }
+        fs::write(file, &orig).unwrap();
+    }
+    // Cutting the small region's objectid file loses the "small" object.
+    assert!(lost > 0);
+    assert!(fork_probe(t.path()));
+}
