@@ -527,3 +527,82 @@ fn file_entries_of_v1_and_v3_sizes_read_the_same() {
         assert_eq!(cim.read_dir("").unwrap().len(), 1);
     }
 }
+
+#[test]
+fn data_placement_small_region_and_page_aligned_region() {
+    // Under one page: the small-data region, 8-byte aligned. A page or more: the data region,
+    // page aligned. Empty: a null offset. Each stored object is listed in its region's objectid file.
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "place.cim").unwrap();
+    let files: [(&str, usize, u8); 5] = [
+        ("a", 4095, 1),
+        ("b", 4096, 2),
+        ("c", 5000, 3),
+        ("d", 1, 4),
+        ("e", 0, 0),
+    ];
+    for (name, size, fill) in files {
+        w.add(
+            name,
+            &FileMetadata {
+                size: size as u64,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        w.write(&vec![fill; size]).unwrap();
+    }
+    w.commit().unwrap();
+    let cim_path = t.path().join("place.cim");
+    let guid = guid_of(&cim_path);
+    let (region, _, _) = locate_entry(&cim_path, 1);
+    let m = fs::read(&region).unwrap();
+    // (region index, byte offset) each file's data is expected at; ids follow sorted order a..e = 2..6.
+    let want = [
+        (2u64, 0x28u64),
+        (1, 0x1000),
+        (1, 0x2000),
+        (2, 0x1028),
+        (0, 0),
+    ];
+    for (i, ((_, size, _), (ri, off))) in files.iter().zip(want).enumerate() {
+        let (_, entry, data) = locate_entry(&cim_path, i as u32 + 2);
+        let lt = u64::from_le_bytes(
+            m[entry as usize + 0x30..entry as usize + 0x38]
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(lt, *size as u64, "length and type Data of file {i}");
+        assert_eq!((data >> 48, data & 0xffff_ffff_ffff), (ri, off), "file {i}");
+    }
+    let data = fs::read(t.path().join(file_name("region", &guid, 1))).unwrap();
+    assert_eq!(data.len(), 0x2000 + 5000);
+    assert!(
+        data[0x28..0x1000].iter().all(|&b| b == 0),
+        "padding to the first page"
+    );
+    assert!(data[0x1000..0x2000].iter().all(|&b| b == 2));
+    assert!(data[0x2000..].iter().all(|&b| b == 3));
+    let small = fs::read(t.path().join(file_name("region", &guid, 2))).unwrap();
+    assert_eq!(small.len(), 0x1028 + 1);
+    assert!(small[0x28..0x28 + 4095].iter().all(|&b| b == 1));
+    assert_eq!(small[0x28 + 4095], 0, "alignment padding");
+    assert_eq!(small[0x1028], 4);
+    // Objectid entries: (length, digest, offset) in write order.
+    for (i, objects) in [
+        (1u16, vec![(4096u64, 0x1000u64), (5000, 0x2000)]),
+        (2, vec![(4095, 0x28), (1, 0x1028)]),
+    ] {
+        let o = fs::read(t.path().join(file_name("objectid", &guid, i))).unwrap();
+        assert_eq!(&o[0x2c..0x30], &(objects.len() as u32).to_le_bytes());
+        for (k, (len, off)) in objects.iter().enumerate() {
+            let e = 0x30 + 40 * k;
+            assert_eq!(&o[e..e + 8], &le64(*len), "objectid {i} entry {k}");
+            assert_eq!(
+                &o[e + 0x20..e + 0x28],
+                &le64(*off),
+                "objectid {i} entry {k}"
+            );
+        }
+    }
+}
