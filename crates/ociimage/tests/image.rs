@@ -603,3 +603,37 @@ fn truncated_or_mangled_documents_are_errors_not_panics() {
         }
     }
 }
+
+#[test]
+fn compressed_archive_past_the_kept_budget_streams_its_documents() {
+    // 70 one-MiB members before the manifest and config: the first pass keeps at most 64 MiB of
+    // small members, so the JSON documents are read by streaming the archive again.
+    let d = docker_save_v25();
+    let mut b = tar::Builder::new(Vec::new());
+    let filler = vec![0u8; 1 << 20];
+    for i in 0..70 {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(filler.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, format!("filler/{i:02}"), &filler[..])
+            .expect("append");
+    }
+    let mut inner = tar::Archive::new(&d.tar[..]);
+    for entry in inner.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let mut h = entry.header().clone();
+        let path = entry.path().expect("path").into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).expect("read");
+        b.append_data(&mut h, path, &data[..]).expect("append");
+    }
+    let tar = b.into_inner().expect("finish");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("padded.tar.zst");
+    std::fs::write(&path, zstd::encode_all(&tar[..], 1).expect("zstd")).expect("w");
+    check_docker_save(
+        &Image::open(&path, &Platform::windows_amd64()).expect("open"),
+        &d,
+    );
+}
