@@ -20,7 +20,7 @@ const SMALL_MEMBER: u64 = 1 << 20;
 /// Total bytes the first pass keeps; small members past it are streamed again when asked for.
 const KEPT_BUDGET: u64 = 64 << 20;
 /// How many leading bytes of a member [`Store::head`] returns.
-pub(crate) const HEAD_LEN: usize = 8;
+const HEAD_LEN: usize = 8;
 
 /// The decompressor a compressed archive's members are read from, with its position in the
 /// decompressed stream; empty while a member reader holds it (or before the first read).
@@ -101,8 +101,16 @@ impl Read for CompressedMember {
         if dest.is_empty() {
             return Ok(0);
         }
-        let n = stream.read(dest)?;
+        // A decompressor that failed is not handed on: the next member starts a fresh pass.
+        let n = match stream.read(dest) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stream = None;
+                return Err(e);
+            }
+        };
         if n == 0 {
+            self.stream = None;
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
