@@ -46,12 +46,6 @@ pub enum Error {
     /// The hive asks for more memory than its size can justify (hostile sizes or shared cells).
     #[error("key \"{key}\": hive contents exceed the allocation budget of {budget} bytes")]
     Budget { key: String, budget: u64 },
-    /// A transaction log in the old format (file type 1 or 2: a "DIRT" dirty vector of 512-byte
-    /// pages), which recovery does not replay. `log` is its position in the list given (0-based).
-    #[error(
-        "transaction log #{log}: old-format log (file type {file_type}, dirty vector) is not supported; only Windows 8.1+ logs (file type 6) are replayed"
-    )]
-    UnsupportedLog { log: usize, file_type: u32 },
     /// The in-memory tree cannot be written as a hive (bad name, duplicates, sizes).
     #[error("cannot write key \"{key}\": {reason}")]
     Invalid { key: String, reason: String },

@@ -8,6 +8,9 @@ pub const BASE_BLOCK_SIZE: usize = 4096;
 pub const HBIN_HEADER_SIZE: usize = 32;
 /// Bins are multiples of this size.
 pub const HBIN_ALIGN: usize = 4096;
+/// Offset of the FILETIME in an hbin header (a backup of the base block's last-written time
+/// in the first bin).
+pub const HBIN_TIMESTAMP: usize = 20;
 /// "No cell" offset.
 pub const NIL: u32 = 0xFFFF_FFFF;
 
@@ -15,6 +18,7 @@ pub const NIL: u32 = 0xFFFF_FFFF;
 pub const BB_SIGNATURE: usize = 0;
 pub const BB_SEQ1: usize = 4;
 pub const BB_SEQ2: usize = 8;
+pub const BB_LAST_WRITTEN: usize = 12;
 pub const BB_MAJOR: usize = 20;
 pub const BB_MINOR: usize = 24;
 pub const BB_TYPE: usize = 28;

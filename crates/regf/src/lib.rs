@@ -18,6 +18,6 @@ mod write;
 
 pub use dump::{dump, export_reg, filetime_to_string};
 pub use error::{Error, Result};
-pub use log::{log_paths, recover, recover_file, FileRecovery, LogReport, Recovery};
+pub use log::{log_paths, recover, recover_file, FileRecovery, LogFormat, LogReport, Recovery};
 pub use merge::{merge, merge_all};
 pub use model::*;

@@ -423,29 +423,171 @@ fn rehash(log: &mut [u8], pos: usize) {
 }
 
 #[test]
-fn old_format_logs_are_refused_only_when_needed() {
+fn logs_that_are_not_logs_are_skipped_and_primaries_that_are_not_primaries_refused() {
     let Some(s) = sample() else { return };
-    let mut old = s.log1.clone();
-    set_u32(&mut old, 28, 1);
-    let sum = checksum(&old[..512]);
-    set_u32(&mut old, 508, sum);
-    match recover(&s.primary, &[&old]) {
-        Err(Error::UnsupportedLog {
-            log: 0,
-            file_type: 1,
-        }) => {}
-        other => panic!("expected UnsupportedLog, got {other:?}"),
-    }
-    let r = recover(&s.windows, &[&old]).expect("clean hive: logs not needed");
-    assert!(r.bytes == s.windows);
-    // Not a log at all: ignored with a reason.
     let r = recover(&s.primary, &[&[0u8; 4096][..], &s.windows]).expect("recover");
     assert_eq!(r.entries_applied(), 0);
+    assert!(r.bytes == s.primary);
     assert!(r.logs[0].note.contains("signature"), "{}", r.logs[0].note);
     assert!(r.logs[1].note.contains("file type 0"), "{}", r.logs[1].note);
-    // A primary that is not one is an error.
+    let mut torn = s.log1.clone();
+    torn[8] ^= 1;
+    let r = recover(&s.primary, &[&torn]).expect("recover");
+    assert!(r.logs[0].note.contains("checksum"), "{}", r.logs[0].note);
     assert!(matches!(recover(&s.log1, &[]), Err(Error::BaseBlock(_))));
     assert!(matches!(recover(&[], &[]), Err(Error::BaseBlock(_))));
+}
+
+/// An old-format log turning `from` into `to` (same bins size): base block copy of `to` with
+/// file type 1 and sequence `seq`, a DIRT vector of the differing 512-byte pages, the pages.
+fn old_log(from: &[u8], to: &[u8], seq: u32) -> Vec<u8> {
+    let bins = u32_at(to, 40) as usize;
+    let mut log = to[..512].to_vec();
+    set_u32(&mut log, 4, seq);
+    set_u32(&mut log, 8, seq);
+    set_u32(&mut log, 28, 1);
+    let sum = checksum(&log);
+    set_u32(&mut log, 508, sum);
+    let mut bitmap = vec![0u8; bins / 4096];
+    let mut pages = Vec::new();
+    for page in 0..bins / 512 {
+        let at = 4096 + page * 512;
+        if from.get(at..at + 512) != to.get(at..at + 512) {
+            bitmap[page / 8] |= 1 << (page % 8);
+            pages.extend_from_slice(&to[at..at + 512]);
+        }
+    }
+    log.extend_from_slice(b"DIRT");
+    log.extend_from_slice(&bitmap);
+    log.resize(log.len().next_multiple_of(512), 0);
+    log.extend_from_slice(&pages);
+    log
+}
+
+/// Two versions of a small hive with the same layout, the first made dirty.
+fn before_and_after() -> (Vec<u8>, Vec<u8>) {
+    let mut hive = Hive::new();
+    hive.create_key("A\\B").set_string("v", "before");
+    let from = hive.to_bytes().expect("write");
+    hive.create_key("A\\B").set_string("v", "after!");
+    let mut to = hive.to_bytes().expect("write");
+    assert_eq!(from.len(), to.len());
+    // Both carry the same last-written time, which old-format logs are matched by.
+    let time = 0x01D2_9505_9E68_E89Eu64.to_le_bytes();
+    to[12..20].copy_from_slice(&time);
+    let mut dirty = from.clone();
+    dirty[12..20].copy_from_slice(&time);
+    let seq = u32_at(&dirty, 4);
+    set_u32(&mut dirty, 4, seq + 1);
+    let sum = checksum(&dirty[..512]);
+    set_u32(&mut dirty, 508, sum);
+    (dirty, to)
+}
+
+fn value_v(bytes: &[u8]) -> Option<String> {
+    Hive::parse(bytes)
+        .expect("parses")
+        .key("A\\B")
+        .and_then(|k| k.value("v"))
+        .and_then(regf::Value::as_string)
+}
+
+#[test]
+fn old_format_log_applies_its_dirty_pages() {
+    let (primary, to) = before_and_after();
+    let seq = u32_at(&primary, 4);
+    let log = old_log(&primary, &to, seq);
+    let r = recover(&primary, &[&log]).expect("recover");
+    assert!(r.was_dirty);
+    assert_eq!(r.logs[0].format, Some(regf::LogFormat::Old));
+    assert_eq!(r.entries_applied(), 1);
+    assert!(r.logs[0].pages_applied >= 1, "{:?}", r.logs[0]);
+    assert!(r.bytes[4096..] == to[4096..]);
+    assert_eq!((u32_at(&r.bytes, 4), u32_at(&r.bytes, 8)), (seq, seq));
+    assert_eq!(u32_at(&r.bytes, 508), checksum(&r.bytes[..512]));
+    assert_eq!(value_v(&r.bytes).as_deref(), Some("after!"));
+    assert!(Hive::parse(&r.bytes).expect("parses").notes.is_empty());
+    assert_eq!(value_v(&primary).as_deref(), Some("before"));
+
+    // Damaged primary base block: rebuilt from the log's copy.
+    let mut damaged = primary.clone();
+    damaged[48] ^= 0xFF;
+    let r = recover(&damaged, &[&log]).expect("recover");
+    assert_eq!(r.entries_applied(), 1);
+    assert_eq!(u32_at(&r.bytes, 28), 0);
+    assert_eq!(value_v(&r.bytes).as_deref(), Some("after!"));
+
+    // New-format logs take precedence; an old one beside them is noted.
+    let Some(s) = sample() else { return };
+    let r = recover(
+        &s.primary,
+        &[&s.log1, &s.log2, &old_log(&s.primary, &s.windows, 3)],
+    )
+    .expect("recover");
+    assert_eq!(r.entries_applied(), 4);
+    assert!(r.logs[2].note.contains("new-format"), "{}", r.logs[2].note);
+}
+
+#[test]
+fn old_format_log_choice_and_damage() {
+    let (primary, to) = before_and_after();
+    let seq = u32_at(&primary, 4);
+    let log = old_log(&primary, &to, seq);
+    // Older than the primary: not applied.
+    let mut stale = log.clone();
+    stale[12..20].copy_from_slice(&1u64.to_le_bytes());
+    let sum = checksum(&stale[..512]);
+    set_u32(&mut stale, 508, sum);
+    let r = recover(&primary, &[&stale]).expect("recover");
+    assert_eq!(r.entries_applied(), 0);
+    assert!(r.logs[0].note.contains("older"), "{}", r.logs[0].note);
+    // Of two applicable logs the more recent one is used.
+    let mut newer = log.clone();
+    newer[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+    let sum = checksum(&newer[..512]);
+    set_u32(&mut newer, 508, sum);
+    let r = recover(&primary, &[&log, &newer]).expect("recover");
+    assert_eq!(r.logs[0].entries_applied, 0);
+    assert_eq!(r.logs[1].entries_applied, 1);
+    assert!(r.logs[0].note.contains("more recent"), "{}", r.logs[0].note);
+    // Truncated pages, a missing dirty vector, a huge bins size: nothing applied.
+    for (why, bad) in [
+        ("dirty pages need", log[..log.len() - 1].to_vec()),
+        ("DIRT", {
+            let mut l = log.clone();
+            l[512] = b'X';
+            l
+        }),
+        ("exceeds", {
+            let mut l = log.clone();
+            set_u32(&mut l, 40, 0xFFFF_F000);
+            let sum = checksum(&l[..512]);
+            set_u32(&mut l, 508, sum);
+            l
+        }),
+    ] {
+        let r = recover(&primary, &[&bad]).expect("recover");
+        assert_eq!(r.entries_applied(), 0, "{why}");
+        assert!(r.logs[0].note.contains(why), "{why}: {}", r.logs[0].note);
+        assert!(r.bytes == primary);
+    }
+    // Bit flips and truncations never panic.
+    let mut rng = Rng(7);
+    for _ in 0..300 {
+        let mut l = log.clone();
+        let at = (rng.next() % l.len() as u64) as usize;
+        l[at] ^= 1 << (rng.next() % 8);
+        if at < 512 {
+            let sum = checksum(&l[..512]);
+            set_u32(&mut l, 508, sum);
+        }
+        let cut = (rng.next() % (l.len() as u64 + 1)) as usize;
+        for log in [&l[..], &l[..cut]] {
+            if let Ok(r) = recover(&primary, &[log]) {
+                let _ = Hive::parse_lenient(&r.bytes);
+            }
+        }
+    }
 }
 
 #[test]
@@ -471,12 +613,8 @@ fn recover_file_finds_the_logs_beside_the_hive() {
         "input untouched"
     );
 
-    let mut old = s.log1.clone();
-    set_u32(&mut old, 28, 2);
-    let sum = checksum(&old[..512]);
-    set_u32(&mut old, 508, sum);
-    std::fs::write(tmp.path().join("SYSTEM.LOG1"), &old).expect("write");
-    let e = regf::recover_file(&hive).expect_err("old format");
-    assert!(e.to_string().contains("SYSTEM.LOG1"), "{e}");
-    assert!(e.to_string().contains("old-format"), "{e}");
+    // A primary that is not one: the error names the file.
+    std::fs::write(&hive, b"not a hive").expect("write");
+    let e = regf::recover_file(&hive).expect_err("not a hive");
+    assert!(e.to_string().contains("SYSTEM"), "{e}");
 }

@@ -174,13 +174,6 @@ fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> Vec<u
     let refs: Vec<&[u8]> = logs.iter().map(|(_, b)| b.as_slice()).collect();
     let recovery = match regf::recover(&primary, &refs) {
         Ok(r) => r,
-        Err(regf::Error::UnsupportedLog { log, file_type }) => {
-            let log_name = logs.get(log).map_or("?", |(n, _)| n.as_str());
-            eprintln!(
-                "cimkit: {log_name}: old-format transaction log (file type {file_type}) is not supported; reading {name} as it is"
-            );
-            return primary;
-        }
         // Not a primary hive at all: the parser or validator says why.
         Err(_) => return primary,
     };
