@@ -178,10 +178,13 @@ fn entry_at(
         return Err(format!("sequence number {sequence}, expected {expected}"));
     }
     let count = field(LE_PAGE_COUNT) as usize;
+    if count == 0 {
+        return Err("no dirty pages".into());
+    }
     let refs_end = count
         .checked_mul(8)
         .and_then(|n| n.checked_add(LE_HEADER_SIZE))
-        .filter(|&end| count > 0 && end <= size)
+        .filter(|&end| end <= size)
         .ok_or_else(|| format!("{count} dirty page references do not fit the entry"))?;
     // Every reference is read from the entry itself, so `pages` holds at most size/8 items.
     let mut pages = Vec::with_capacity(count);

@@ -386,7 +386,7 @@ fn hostile_entries_are_refused_without_allocating() {
             "outside the hive bins",
             make_log(seq2, &[(0, seq2, bins, vec![(bins - 4, vec![1; 8])])]),
         ),
-        ("do not fit", make_log(seq2, &[(0, seq2, bins, vec![])])),
+        ("no dirty pages", make_log(seq2, &[(0, seq2, bins, vec![])])),
         (
             "sequence number",
             make_log(seq2, &[(0, seq2 + 5, bins, vec![(0, vec![1; 8])])]),
