@@ -8,6 +8,9 @@ pub const BASE_BLOCK_SIZE: usize = 4096;
 pub const HBIN_HEADER_SIZE: usize = 32;
 /// Bins are multiples of this size.
 pub const HBIN_ALIGN: usize = 4096;
+/// Offset of the FILETIME in an hbin header (a backup of the base block's last-written time
+/// in the first bin).
+pub const HBIN_TIMESTAMP: usize = 20;
 /// "No cell" offset.
 pub const NIL: u32 = 0xFFFF_FFFF;
 
@@ -15,6 +18,7 @@ pub const NIL: u32 = 0xFFFF_FFFF;
 pub const BB_SIGNATURE: usize = 0;
 pub const BB_SEQ1: usize = 4;
 pub const BB_SEQ2: usize = 8;
+pub const BB_LAST_WRITTEN: usize = 12;
 pub const BB_MAJOR: usize = 20;
 pub const BB_MINOR: usize = 24;
 pub const BB_TYPE: usize = 28;
@@ -98,6 +102,68 @@ pub const MINOR_BIG_DATA: u32 = 4;
 pub const MAX_KEY_NAME_CHARS: usize = 255;
 pub const MAX_VALUE_NAME_CHARS: usize = 16383;
 pub const MAX_DEPTH: usize = 512;
+
+// Transaction logs (regf.md §1.13; msuhanov/regf spec 88e878de "Format of transaction log
+// files"). A log starts with a copy of the first 512 bytes of the base block.
+/// Bytes of the base-block copy at the start of a log file; entries or the dirty vector follow.
+pub const LOG_BASE_BLOCK_SIZE: usize = 512;
+/// File type of a primary hive.
+pub const FILE_TYPE_PRIMARY: u32 = 0;
+/// File types of old-format logs: 1 (XP to 8), 2 (NT 4 / 2000).
+pub const FILE_TYPE_LOG_OLD: u32 = 1;
+pub const FILE_TYPE_LOG_VERY_OLD: u32 = 2;
+/// File type of a new-format log (Windows 8.1+): HvLE entries.
+pub const FILE_TYPE_LOG_NEW: u32 = 6;
+/// Log entries start at and are multiples of this size.
+pub const LOG_SECTOR: usize = 512;
+/// Log entry ("HvLE") header: signature, size, flags, sequence, bins size, page count, hashes.
+pub const LE_SIGNATURE: usize = 0;
+pub const LE_SIZE: usize = 4;
+pub const LE_FLAGS: usize = 8;
+pub const LE_SEQUENCE: usize = 12;
+pub const LE_BINS_SIZE: usize = 16;
+pub const LE_PAGE_COUNT: usize = 20;
+pub const LE_HASH1: usize = 24;
+pub const LE_HASH2: usize = 32;
+/// Size of the entry header; the dirty page references (offset, size: 8 bytes each) follow.
+pub const LE_HEADER_SIZE: usize = 40;
+/// Hash-2 covers this many bytes at the start of an entry (Hash-1 included).
+pub const LE_HASH2_SPAN: usize = 32;
+/// Marvin32 seed of log entry hashes, bytes 82 EF 4D 88 7A 4E 55 C5 read as one big-endian
+/// number: low half 0x7A4E55C5 starts the first register (checked against the hashes in yarp
+/// NewDirtyHive1's logs).
+pub const LOG_HASH_SEED: u64 = 0x82EF_4D88_7A4E_55C5;
+
+/// Marvin32 of `data` with `seed`, as a 64-bit value (high register << 32 | low register):
+/// 4-byte little-endian words are added to the low register and mixed; the 0-3 tail bytes
+/// plus a 0x80 marker form a final word, followed by one more mix of a zero word.
+pub fn marvin32(seed: u64, data: &[u8]) -> u64 {
+    fn mix(lo: &mut u32, hi: &mut u32, word: u32) {
+        *lo = lo.wrapping_add(word);
+        *hi ^= *lo;
+        *lo = lo.rotate_left(20).wrapping_add(*hi);
+        *hi = hi.rotate_left(9) ^ *lo;
+        *lo = lo.rotate_left(27).wrapping_add(*hi);
+        *hi = hi.rotate_left(19);
+    }
+    let (mut lo, mut hi) = (seed as u32, (seed >> 32) as u32);
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        mix(
+            &mut lo,
+            &mut hi,
+            u32::from_le_bytes([w[0], w[1], w[2], w[3]]),
+        );
+    }
+    let tail = words.remainder();
+    let mut last = 0x80u32 << (8 * tail.len());
+    for (i, &b) in tail.iter().enumerate() {
+        last |= u32::from(b) << (8 * i);
+    }
+    mix(&mut lo, &mut hi, last);
+    mix(&mut lo, &mut hi, 0);
+    (u64::from(hi) << 32) | u64::from(lo)
+}
 
 /// Reads a little-endian u16 at `at`, or None when out of bounds.
 pub fn le_u16(b: &[u8], at: usize) -> Option<u16> {

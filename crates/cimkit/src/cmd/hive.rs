@@ -1,5 +1,6 @@
 //! `cimkit hive`: registry hives (regf): dump, get, set, merge differencing hives, check.
-//! A hive can be read from a file or from inside a CIM (`--cim IMAGE`, path inside the image).
+//! A hive can be read from a file or from inside a CIM (`--cim IMAGE`, path inside the image);
+//! dump, get and check apply the transaction logs (.LOG1/.LOG2) found beside it, in memory.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,6 +25,10 @@ pub struct Source {
     /// Read the hive from inside this CIM.
     #[arg(long)]
     pub cim: Option<PathBuf>,
+    /// Read the primary file as it is, without applying the transaction logs (HIVE.LOG1,
+    /// HIVE.LOG2) found beside it.
+    #[arg(long)]
+    pub no_logs: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -112,17 +117,104 @@ fn read_bytes(source: &Source) -> Result<(Vec<u8>, String)> {
         Some(cim_path) => {
             let cim = open_cim(cim_path)?;
             let name = format!("{}:{}", cim_path.display(), source.hive);
-            let mut r = cim.open_file(&source.hive).with_context(|| name.clone())?;
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut r, &mut bytes).with_context(|| name.clone())?;
-            Ok((bytes, name))
+            let bytes = read_cim_file(&cim, &source.hive)
+                .with_context(|| name.clone())?
+                .with_context(|| format!("{name}: not found"))?;
+            if source.no_logs {
+                return Ok((bytes, name));
+            }
+            // Windows keeps the logs beside the hive; lookups in a CIM are case-insensitive.
+            let mut logs = Vec::new();
+            for suffix in [".LOG1", ".LOG2"] {
+                let log_name = format!("{}{suffix}", source.hive);
+                if let Some(log) = read_cim_file(&cim, &log_name)
+                    .with_context(|| format!("{}:{log_name}", cim_path.display()))?
+                {
+                    logs.push((format!("{}:{log_name}", cim_path.display()), log));
+                }
+            }
+            Ok((apply_logs(bytes, &name, &logs), name))
         }
         None => {
-            let bytes = std::fs::read(&source.hive)
-                .with_context(|| format!("cannot read {}", source.hive))?;
-            Ok((bytes, source.hive.clone()))
+            let path = std::path::Path::new(&source.hive);
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", source.hive))?;
+            if source.no_logs {
+                return Ok((bytes, source.hive.clone()));
+            }
+            let mut logs = Vec::new();
+            for p in regf::log_paths(path) {
+                let log =
+                    std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                logs.push((p.display().to_string(), log));
+            }
+            Ok((apply_logs(bytes, &source.hive, &logs), source.hive.clone()))
         }
     }
+}
+
+/// The bytes of a file inside a CIM, or None when there is no such file.
+fn read_cim_file(cim: &cimfs::Cim, path: &str) -> Result<Option<Vec<u8>>> {
+    let mut r = match cim.open_file(path) {
+        Ok(r) => r,
+        Err(cimfs::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut r, &mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// Applies transaction logs (name, bytes) to a primary hive in memory and says on stderr what
+/// happened; the primary is returned as it is when the logs cannot be used. Nothing is written.
+fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> Vec<u8> {
+    if logs.is_empty() {
+        return primary;
+    }
+    let refs: Vec<&[u8]> = logs.iter().map(|(_, b)| b.as_slice()).collect();
+    let recovery = match regf::recover(&primary, &refs) {
+        Ok(r) => r,
+        // Not a primary hive at all: the parser or validator says why.
+        Err(_) => return primary,
+    };
+    if !recovery.was_dirty {
+        return primary;
+    }
+    let names = |applied: bool| {
+        logs.iter()
+            .zip(&recovery.logs)
+            .filter(|(_, r)| (r.entries_applied > 0) == applied)
+            .map(|((n, _), r)| {
+                if applied {
+                    n.clone()
+                } else {
+                    format!("{n} ({})", r.note)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if recovery.entries_applied() == 0 {
+        eprintln!(
+            "cimkit: {name} is dirty but no log entry applies ({}); reading it as it is",
+            names(false)
+        );
+        return primary;
+    }
+    let applied = recovery.entries_applied();
+    let unused = names(false);
+    eprintln!(
+        "cimkit: applied {applied} log {} from {} to {name} (in memory; sequence now {}){}",
+        if applied == 1 { "entry" } else { "entries" },
+        names(true),
+        recovery.sequence,
+        if unused.is_empty() {
+            String::new()
+        } else {
+            format!("; not used: {unused}")
+        }
+    );
+    recovery.bytes
 }
 
 fn load(source: &Source) -> Result<(regf::Hive, String)> {

@@ -1,0 +1,172 @@
+//! `cimkit hive dump|get|check` apply the transaction logs found beside a dirty hive (on disk
+//! and inside a CIM), say so on stderr, never touch the input, and read the primary as it is
+//! with `--no-logs`. Data: yarp's NewDirtyHive1 from shared/testdata.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/testdata/hives/yarp-NewDirtyHive1"
+);
+
+/// (primary, LOG1, LOG2) bytes, or None (skip) when the shared data is absent.
+fn sample() -> Option<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let read = |name: &str| {
+        let p = Path::new(DIR).join(name);
+        std::fs::read(&p)
+            .map_err(|_| eprintln!("skipping: {} not found", p.display()))
+            .ok()
+    };
+    Some((
+        read("NewDirtyHive")?,
+        read("NewDirtyHive.LOG1")?,
+        read("NewDirtyHive.LOG2")?,
+    ))
+}
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = cimkit(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes the sample as SYSTEM, SYSTEM.LOG1, SYSTEM.LOG2 into `dir`.
+fn write_sample(dir: &Path, s: &(Vec<u8>, Vec<u8>, Vec<u8>)) -> PathBuf {
+    let hive = dir.join("SYSTEM");
+    std::fs::write(&hive, &s.0).expect("write");
+    std::fs::write(dir.join("SYSTEM.LOG1"), &s.1).expect("write");
+    std::fs::write(dir.join("SYSTEM.LOG2"), &s.2).expect("write");
+    hive
+}
+
+#[test]
+fn logs_beside_a_hive_are_applied_in_memory() {
+    let Some(sample) = sample() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hive = write_sample(tmp.path(), &sample);
+
+    let (code, out, err) = run(&["hive", "get", s(&hive), ""]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "Key3\\\n");
+    assert!(err.contains("applied 4 log entries from"), "{err}");
+    assert!(
+        err.contains("SYSTEM.LOG1") && err.contains("SYSTEM.LOG2"),
+        "{err}"
+    );
+    assert!(err.contains("sequence now 6"), "{err}");
+
+    let (code, out, err) = run(&["hive", "get", "--no-logs", s(&hive), ""]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "Key1\\\nKey2\\\n");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(
+        cimkit_ok(&["hive", "get", "--no-logs", s(&hive), "Key2", "v"], 0),
+        "testTEST\n"
+    );
+
+    let (code, out, err) = run(&["hive", "dump", s(&hive)]);
+    assert_eq!(code, Some(0), "{err}");
+    for k in ["Key3_1", "Key3_2", "Key3_3"] {
+        assert!(out.contains(k), "{k} missing from dump:\n{out}");
+    }
+    assert!(!out.contains("Key2_1"), "{out}");
+    assert!(err.contains("applied 4 log entries"), "{err}");
+
+    // check: the recovered hive is consistent (only live-hive slack remains, so exit 1 with
+    // compactness findings); without logs the dirty sequence numbers are reported.
+    let (_, out, _) = run(&["hive", "check", s(&hive)]);
+    assert!(!out.contains("sequence"), "{out}");
+    let (code, out, _) = run(&["hive", "check", "--no-logs", s(&hive)]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("secondary sequence is 0x2, expected 0x3"),
+        "{out}"
+    );
+
+    // Nothing was written back.
+    assert!(std::fs::read(&hive).expect("read") == sample.0);
+    assert!(std::fs::read(tmp.path().join("SYSTEM.LOG1")).expect("read") == sample.1);
+    assert!(std::fs::read(tmp.path().join("SYSTEM.LOG2")).expect("read") == sample.2);
+    let mut names: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["SYSTEM", "SYSTEM.LOG1", "SYSTEM.LOG2"]);
+}
+
+#[test]
+fn unusable_logs_leave_the_primary_as_it_is() {
+    let Some(sample) = sample() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hive = write_sample(tmp.path(), &sample);
+
+    // LOG2 truncated inside its first entry: LOG1's entry applies, LOG2 is named as unused.
+    std::fs::write(tmp.path().join("SYSTEM.LOG2"), &sample.2[..0x1000]).expect("write");
+    let (code, _, err) = run(&["hive", "get", s(&hive), ""]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("applied 1 log entry from"), "{err}");
+    assert!(err.contains("not used:") && err.contains("0x200"), "{err}");
+
+    // Both logs garbage: the hive is dirty, nothing applies, the primary is read.
+    std::fs::write(tmp.path().join("SYSTEM.LOG1"), b"junk").expect("write");
+    std::fs::write(tmp.path().join("SYSTEM.LOG2"), vec![0u8; 8192]).expect("write");
+    let (code, out, err) = run(&["hive", "get", s(&hive), ""]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "Key1\\\nKey2\\\n");
+    assert!(err.contains("dirty but no log entry applies"), "{err}");
+
+    // A log claiming the old format (file type 1) without a dirty vector: not applied.
+    let mut old = sample.1.clone();
+    old[28..32].copy_from_slice(&1u32.to_le_bytes());
+    let sum = regf::format::checksum(&old[..512]);
+    old[508..512].copy_from_slice(&sum.to_le_bytes());
+    std::fs::write(tmp.path().join("SYSTEM.LOG1"), &old).expect("write");
+    let (code, out, err) = run(&["hive", "get", s(&hive), ""]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "Key1\\\nKey2\\\n");
+    assert!(err.contains("no \"DIRT\" signature"), "{err}");
+}
+
+#[test]
+fn logs_beside_a_hive_inside_a_cim_are_applied() {
+    let Some(sample) = sample() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut t = LayerTar::new();
+    t.dir("Files").base_hives();
+    t.file("Files/Windows/System32/config/Dirty", &sample.0);
+    t.file("Files/Windows/System32/config/Dirty.LOG1", &sample.1);
+    t.file("Files/Windows/System32/config/Dirty.LOG2", &sample.2);
+    let tar = tmp.path().join("l.tar");
+    std::fs::write(&tar, t.finish()).expect("write");
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&tar),
+            "--layer",
+            s(&tmp.path().join("s/1")),
+        ],
+        0,
+    );
+    let cim = tmp.path().join("s/cim-layers/1.cim");
+    let hive = "Files\\Windows\\System32\\config\\Dirty";
+    let (code, out, err) = run(&["hive", "get", "--cim", s(&cim), hive, ""]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "Key3\\\n");
+    assert!(err.contains("applied 4 log entries"), "{err}");
+    assert!(
+        err.contains("Dirty.LOG1") && err.contains("Dirty.LOG2"),
+        "{err}"
+    );
+    let (code, out, err) = run(&["hive", "get", "--cim", s(&cim), "--no-logs", hive, ""]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "Key1\\\nKey2\\\n");
+}
