@@ -1,4 +1,4 @@
-//! `cimkit hive dump|get|check` apply the transaction logs found beside a dirty hive (on disk
+//! Every `cimkit hive` command applies the transaction logs found beside a dirty hive (on disk
 //! and inside a CIM), say so on stderr, never touch the input, and read the primary as it is
 //! with `--no-logs`. Data: yarp's NewDirtyHive1 from shared/testdata.
 
@@ -169,4 +169,71 @@ fn logs_beside_a_hive_inside_a_cim_are_applied() {
     let (code, out, err) = run(&["hive", "get", "--cim", s(&cim), "--no-logs", hive, ""]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out, "Key1\\\nKey2\\\n");
+}
+
+#[test]
+fn set_and_merge_edit_the_recovered_hive() {
+    let Some(sample) = sample() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hive = write_sample(tmp.path(), &sample);
+
+    // set writes the recovered tree plus the edit, as a clean hive; the stale logs are then ignored.
+    let edited = tmp.path().join("EDITED");
+    let (code, _, err) = run(&[
+        "hive",
+        "set",
+        s(&hive),
+        "Key3",
+        "Level",
+        "7",
+        "--type",
+        "dword",
+        "-o",
+        s(&edited),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("applied 4 log entries"), "{err}");
+    assert_eq!(cimkit_ok(&["hive", "get", s(&edited), ""], 0), "Key3\\\n");
+    assert_eq!(
+        cimkit_ok(&["hive", "get", s(&edited), "Key3", "Level"], 0),
+        "7 (0x7)\n"
+    );
+    let (code, out, _) = run(&["hive", "check", s(&edited)]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // --no-logs edits the primary as it is.
+    let raw = tmp.path().join("RAW");
+    let (code, _, err) = run(&[
+        "hive",
+        "set",
+        "--no-logs",
+        s(&hive),
+        "Key2",
+        "w",
+        "x",
+        "-o",
+        s(&raw),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(
+        cimkit_ok(&["hive", "get", s(&raw), ""], 0),
+        "Key1\\\nKey2\\\n"
+    );
+
+    // merge reads the recovered base: an empty delta leaves its keys as they are.
+    let delta = tmp.path().join("DELTA");
+    cimkit_ok(&["hive", "set", "--create", s(&delta), "Key4", "a", "b"], 0);
+    let merged = tmp.path().join("MERGED");
+    let (code, _, err) = run(&["hive", "merge", s(&hive), s(&delta), "-o", s(&merged)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("applied 4 log entries"), "{err}");
+    assert_eq!(
+        cimkit_ok(&["hive", "get", s(&merged), ""], 0),
+        "Key3\\\nKey4\\\n"
+    );
+
+    // The input files are untouched.
+    assert!(std::fs::read(&hive).expect("read") == sample.0);
+    assert!(std::fs::read(tmp.path().join("SYSTEM.LOG1")).expect("read") == sample.1);
 }

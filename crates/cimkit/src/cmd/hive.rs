@@ -1,9 +1,9 @@
 //! `cimkit hive`: registry hives (regf): dump, get, set, merge differencing hives, check.
 //! A hive can be read from a file or from inside a CIM (`--cim IMAGE`, path inside the image);
-//! dump, get and check apply the transaction logs (.LOG1/.LOG2) found beside it, in memory.
+//! every command applies the transaction logs (.LOG1/.LOG2) found beside a hive, in memory.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value as Json};
@@ -81,6 +81,10 @@ pub enum HiveCommand {
         /// Start from a new empty hive when the file does not exist.
         #[arg(long)]
         create: bool,
+        /// Edit the primary file as it is, without first applying the transaction logs
+        /// (HIVE.LOG1, HIVE.LOG2) found beside it.
+        #[arg(long)]
+        no_logs: bool,
     },
     /// Merge differencing hives onto a base (like ORMergeHives) and save the result.
     Merge {
@@ -92,6 +96,9 @@ pub enum HiveCommand {
         /// The merged hive to write.
         #[arg(short, long)]
         output: PathBuf,
+        /// Read each hive file as it is, without applying the transaction logs found beside it.
+        #[arg(long)]
+        no_logs: bool,
     },
     /// Check a hive file's invariants; exit 1 with the list of problems.
     Check {
@@ -135,22 +142,31 @@ fn read_bytes(source: &Source) -> Result<(Vec<u8>, String)> {
             }
             Ok((apply_logs(bytes, &name, &logs), name))
         }
-        None => {
-            let path = std::path::Path::new(&source.hive);
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", source.hive))?;
-            if source.no_logs {
-                return Ok((bytes, source.hive.clone()));
-            }
-            let mut logs = Vec::new();
-            for p in regf::log_paths(path) {
-                let log =
-                    std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-                logs.push((p.display().to_string(), log));
-            }
-            Ok((apply_logs(bytes, &source.hive, &logs), source.hive.clone()))
-        }
+        None => Ok((
+            read_file(Path::new(&source.hive), source.no_logs)?,
+            source.hive.clone(),
+        )),
     }
+}
+
+/// A hive file's bytes with the transaction logs beside it applied (unless `no_logs`).
+fn read_file(path: &Path, no_logs: bool) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if no_logs {
+        return Ok(bytes);
+    }
+    let mut logs = Vec::new();
+    for p in regf::log_paths(path) {
+        let log = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        logs.push((p.display().to_string(), log));
+    }
+    Ok(apply_logs(bytes, &path.display().to_string(), &logs))
+}
+
+/// A hive file parsed after its logs are applied (unless `no_logs`).
+fn open_file(path: &Path, no_logs: bool) -> Result<regf::Hive> {
+    let bytes = read_file(path, no_logs)?;
+    regf::Hive::parse(&bytes).with_context(|| format!("cannot read hive {}", path.display()))
 }
 
 /// The bytes of a file inside a CIM, or None when there is no such file.
@@ -422,12 +438,12 @@ pub fn run(args: Args) -> Result<Outcome> {
             delete,
             output: dest,
             create,
+            no_logs,
         } => {
             let mut hive = if create && !file.exists() {
                 regf::Hive::new()
             } else {
-                regf::Hive::open(&file)
-                    .with_context(|| format!("cannot read hive {}", file.display()))?
+                open_file(&file, no_logs)?
             };
             let path = key_path(&key);
             if delete {
@@ -459,15 +475,12 @@ pub fn run(args: Args) -> Result<Outcome> {
             base,
             deltas,
             output: dest,
+            no_logs,
         } => {
-            let base_hive = regf::Hive::open(&base)
-                .with_context(|| format!("cannot read hive {}", base.display()))?;
+            let base_hive = open_file(&base, no_logs)?;
             let mut loaded = Vec::with_capacity(deltas.len());
             for d in &deltas {
-                loaded.push(
-                    regf::Hive::open(d)
-                        .with_context(|| format!("cannot read hive {}", d.display()))?,
-                );
+                loaded.push(open_file(d, no_logs)?);
             }
             let refs: Vec<&regf::Hive> = loaded.iter().collect();
             let merged = regf::merge_all(&base_hive, &refs).context("cannot merge the hives")?;
