@@ -10,7 +10,7 @@ pub const MAGIC: [u8; 8] = *b"cimfile0";
 /// Version this crate writes: 2.0 (A16b: the newest version every known reader accepts).
 pub const VERSION_MAJOR: u32 = 2;
 pub const VERSION_MINOR: u32 = 0;
-/// Oldest and newest major versions the reader accepts ([FH]: readers accept 2 and 3; 3 adds no struct changes).
+/// Oldest and newest major versions the reader accepts (`[FH]`: readers accept 2 and 3; 3 adds no struct changes).
 pub const MIN_READ_MAJOR: u32 = 2;
 pub const MAX_READ_MAJOR: u32 = 3;
 

@@ -2,6 +2,9 @@
 //! export, diff and mount those images. This file parses arguments and maps outcomes to exit
 //! codes (0 ok, 1 check failed / differences, 2 usage or input error); the work is in `cmd/`.
 
+// Doc comments here are the --help text, where `SNAPSHOTS/<id>` is meant literally, not as HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 mod cmd;
 mod output;
 mod progress;
