@@ -9,6 +9,7 @@ pub mod export;
 pub mod layout;
 mod paths;
 mod tarstream;
+pub mod treediff;
 pub mod uvm;
 mod writer;
 
