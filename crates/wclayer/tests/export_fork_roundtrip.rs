@@ -1,0 +1,383 @@
+//! Layer export of a fork: a child layer (whiteouts of a file and a directory, replaced files,
+//! new files, metadata-only changes, ADS, hard links, a real SYSTEM delta) exported against its
+//! parent image and imported again on the same parent gives an image with no differences, the
+//! same merged SYSTEM_BASE, and a tar that holds only the changes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use common::TarBuilder;
+use wclayer::export::{
+    check_parent_image, export_layer, export_layer_changes, find_parent_image, ExportError,
+    ExportOptions,
+};
+use wclayer::treediff::{diff_trees, Change, CompareOptions, Difference, Tree};
+
+fn pax_meta(attr: u32, mtime: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MSWINDOWS.fileattr", attr.to_string()),
+        ("mtime", mtime.to_string()),
+        ("atime", "1650000001.5".into()),
+        ("ctime", "1650000002".into()),
+        ("LIBARCHIVE.creationtime", "1640000000.1234567".into()),
+        ("MSWINDOWS.rawsd", "AQAEgBQAAAAkAAAAAAAAADAAAAABAgAAAAAABSAAAAAgAgAAAQEAAAAAAAUSAAAAAgAcAAEAAAAAABQA/wEfAAEBAAAAAAAFEgAAAA==".into()),
+    ]
+}
+
+fn dir_meta() -> Vec<(&'static str, String)> {
+    pax_meta(0x10, "1640000000")
+}
+
+fn link(t: &mut TarBuilder, name: &str, target: &str) {
+    t.entry(name, tar::EntryType::Link, &[], target, b"");
+}
+
+/// A base layer: real hives under config, and the files the child changes or keeps.
+fn base_tar(hives: &Path) -> Vec<u8> {
+    let mut t = TarBuilder::new();
+    for d in [
+        "Files",
+        "Files/Windows",
+        "Files/Windows/System32",
+        "Files/Windows/System32/config",
+        "Files/Data",
+        "Files/Data/gonedir",
+        "Files/Data/gonedir/sub",
+        "Files/Data/becomes-file",
+        "Files/Data/restyled",
+    ] {
+        t.dir(d, &dir_meta());
+    }
+    for h in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"] {
+        t.file(
+            &format!("Files/Windows/System32/config/{h}"),
+            &pax_meta(0x20, "1640000000"),
+            &fs::read(hives.join(h)).unwrap(),
+        );
+    }
+    let m = pax_meta(0x20, "1640000000");
+    t.file("Files/Data/keep.txt", &m, b"kept as is");
+    t.file("Files/Data/gone.txt", &m, b"removed by the child");
+    t.file("Files/Data/gonedir/a.txt", &m, b"a");
+    t.file("Files/Data/gonedir/sub/b.txt", &m, b"b");
+    t.file("Files/Data/becomes-file/c.txt", &m, b"c");
+    t.file("Files/Data/replace.txt", &m, b"old content");
+    t.file("Files/Data/meta.txt", &m, b"same bytes, new attributes");
+    t.file("Files/Data/ads.txt", &m, b"file with a stream");
+    t.file(
+        "Files/Data/ads.txt:Zone.Identifier",
+        &[],
+        b"[ZoneTransfer]\r\nZoneId=3\r\n",
+    );
+    t.file("Files/Data/linkA", &m, b"linked content");
+    link(&mut t, "Files/Data/linkB", "Files/Data/linkA");
+    t.file("Files/Data/pair1", &m, b"pair content");
+    link(&mut t, "Files/Data/pair2", "Files/Data/pair1");
+    t.file("Files/Data/split1", &m, b"split content");
+    link(&mut t, "Files/Data/split2", "Files/Data/split1");
+    t.entry(
+        "Files/Data/sym",
+        tar::EntryType::Symlink,
+        &pax_meta(0x20, "1640000000"),
+        "keep.txt",
+        b"",
+    );
+    t.finish()
+}
+
+/// The child layer: every kind of change.
+fn child_tar(delta: &[u8]) -> Vec<u8> {
+    let mut t = TarBuilder::new();
+    let m = pax_meta(0x20, "1650000000.25");
+    t.file("Files/Data/.wh.gone.txt", &[], b"");
+    t.file("Files/Data/.wh.gonedir", &[], b"");
+    t.file("Files/Data/.wh.becomes-file", &[], b"");
+    t.file("Files/Data/becomes-file", &m, b"was a directory");
+    t.file(
+        "Files/Data/replace.txt",
+        &m,
+        b"new content, longer than before",
+    );
+    t.file(
+        "Files/Data/meta.txt",
+        &pax_meta(0x21, "1640000000"),
+        b"same bytes, new attributes",
+    );
+    t.file(
+        "Files/Data/ads.txt",
+        &pax_meta(0x20, "1640000000"),
+        b"file with a stream",
+    );
+    t.file(
+        "Files/Data/ads.txt:Zone.Identifier",
+        &[],
+        b"[ZoneTransfer]\r\nZoneId=4\r\n",
+    );
+    t.dir("Files/Data/restyled", &pax_meta(0x12, "1650000000"));
+    t.dir("Files/Data/New", &dir_meta());
+    t.file("Files/Data/New/new.txt", &m, b"brand new");
+    t.file("Files/Data/New/new.txt:extra", &[], b"new stream");
+    link(
+        &mut t,
+        "Files/Data/New/new-link.txt",
+        "Files/Data/New/new.txt",
+    );
+    // A new name for a file the parent has, unchanged.
+    link(&mut t, "Files/Data/linkC", "Files/Data/linkA");
+    // pair2 gets its own content: pair1 stays as it was.
+    t.file("Files/Data/pair2", &m, b"pair2 alone now");
+    // split2 is re-added with the same bytes and metadata but no longer linked to split1.
+    t.file(
+        "Files/Data/split2",
+        &pax_meta(0x20, "1640000000"),
+        b"split content",
+    );
+    t.dir("Hives", &[]);
+    t.file("Hives/System_Delta", &pax_meta(0x20, "1650000000"), delta);
+    link(&mut t, "Files/Data/New/delta-link", "Hives/System_Delta");
+    t.finish()
+}
+
+struct TarEntry {
+    kind: tar::EntryType,
+    link: Option<String>,
+    data: Vec<u8>,
+}
+
+fn tar_entries(tar_bytes: &[u8]) -> BTreeMap<String, TarEntry> {
+    let mut ar = tar::Archive::new(tar_bytes);
+    let mut out = BTreeMap::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        let kind = e.header().entry_type();
+        let link = e
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned());
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.insert(name, TarEntry { kind, link, data });
+    }
+    out
+}
+
+fn differences(a: &Path, b: &Path) -> Vec<Difference> {
+    let (a, b) = (cimfs::Cim::open(a).unwrap(), cimfs::Cim::open(b).unwrap());
+    let (ta, tb) = (Tree::read(&a).unwrap(), Tree::read(&b).unwrap());
+    diff_trees(&a, &ta, &b, &tb, &CompareOptions::default()).unwrap()
+}
+
+fn read_host(layer: &Path, rel: &str) -> Vec<u8> {
+    fs::read(wclayer::layout::host_path(layer, rel)).unwrap()
+}
+
+#[test]
+fn child_layer_export_round_trips() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hives) = common::hive_dir(&shared, &tmp.path().join("hives")) else {
+        return;
+    };
+    let delta = fs::read(shared.join("testdata/hives/yarp-System_Delta")).unwrap();
+    let snaps = tmp.path().join("snapshots");
+    let (l1, l2, l3) = (snaps.join("1"), snaps.join("2"), snaps.join("3"));
+    let s1 = common::import(&base_tar(&hives), &l1, &[]).unwrap();
+    let s2 = common::import(&child_tar(&delta), &l2, &[&l1]).unwrap();
+    let (base, child) = (
+        cimfs::Cim::open(&s1.cim_path).unwrap(),
+        cimfs::Cim::open(&s2.cim_path).unwrap(),
+    );
+
+    // The nearest parent is found by region sets; the grandparent-less base is no fork.
+    assert_eq!(find_parent_image(&child).unwrap(), s1.cim_path);
+    check_parent_image(&child, &base).unwrap();
+    assert!(matches!(
+        find_parent_image(&base),
+        Err(ExportError::Parent { .. })
+    ));
+
+    let mut tar_bytes = Vec::new();
+    let summary =
+        export_layer_changes(&child, &base, &mut tar_bytes, &ExportOptions::default()).unwrap();
+    let entries = tar_entries(&tar_bytes);
+    let names: Vec<&str> = entries.keys().map(String::as_str).collect();
+    // Exactly the changes: one whiteout per removed file or directory (not its children), the
+    // directory that became a file, the rewritten files, and links.
+    // (`new-link.txt` sorts before `new.txt` in the image, so it is the full entry.)
+    let want = [
+        "Files/Data/.wh.gone.txt",
+        "Files/Data/.wh.gonedir",
+        "Files/Data/New",
+        "Files/Data/New/delta-link",
+        "Files/Data/New/new-link.txt",
+        "Files/Data/New/new-link.txt:extra",
+        "Files/Data/New/new.txt",
+        "Files/Data/ads.txt",
+        "Files/Data/ads.txt:Zone.Identifier",
+        "Files/Data/becomes-file",
+        "Files/Data/linkC",
+        "Files/Data/meta.txt",
+        "Files/Data/pair2",
+        "Files/Data/replace.txt",
+        "Files/Data/restyled",
+        "Files/Data/split1",
+        "Files/Data/split2",
+        "Hives",
+        "Hives/System_Delta",
+    ];
+    assert_eq!(names, want, "{names:#?}");
+    assert_eq!(summary.whiteouts, 2);
+    assert_eq!(summary.skipped, [r"Hives\SYSTEM_BASE"]);
+    assert_eq!(entries["Files/Data/linkC"].kind, tar::EntryType::Link);
+    assert_eq!(
+        entries["Files/Data/linkC"].link.as_deref(),
+        Some("Files/Data/linkA")
+    );
+    // The hive is the full entry of its link group; the other name links to it.
+    assert_eq!(entries["Hives/System_Delta"].data, delta);
+    assert_eq!(
+        entries["Files/Data/New/delta-link"].link.as_deref(),
+        Some("Hives/System_Delta")
+    );
+    assert_eq!(
+        entries["Files/Data/becomes-file"].kind,
+        tar::EntryType::Regular
+    );
+    // Hard links come after every full entry.
+    let order: Vec<tar::EntryType> = {
+        let mut ar = tar::Archive::new(&tar_bytes[..]);
+        ar.entries()
+            .unwrap()
+            .map(|e| e.unwrap().header().entry_type())
+            .collect()
+    };
+    let first_link = order
+        .iter()
+        .position(|k| *k == tar::EntryType::Link)
+        .unwrap();
+    assert!(order[first_link..]
+        .iter()
+        .all(|k| *k == tar::EntryType::Link));
+
+    // Import the exported child on the same parent: nothing differs, SYSTEM_BASE is the same.
+    let s3 = common::import(&tar_bytes, &l3, &[&l1]).unwrap();
+    let d = differences(&s2.cim_path, &s3.cim_path);
+    assert!(d.is_empty(), "{d:#?}");
+    assert_eq!(
+        read_host(&l2, r"Hives\SYSTEM_BASE"),
+        read_host(&l3, r"Hives\SYSTEM_BASE")
+    );
+    // ... and exporting the re-imported child gives the same tar.
+    let again_cim = cimfs::Cim::open(&s3.cim_path).unwrap();
+    let mut again = Vec::new();
+    export_layer_changes(&again_cim, &base, &mut again, &ExportOptions::default()).unwrap();
+    assert!(again == tar_bytes, "the export is deterministic");
+
+    // With include_generated the merged hive is written too.
+    let mut with_generated = Vec::new();
+    let s = export_layer_changes(
+        &child,
+        &base,
+        &mut with_generated,
+        &ExportOptions {
+            include_generated: true,
+        },
+    )
+    .unwrap();
+    assert!(s.skipped.is_empty());
+    assert!(tar_entries(&with_generated).contains_key("Hives/SYSTEM_BASE"));
+
+    // A grandchild's nearest parent is the child, not the base.
+    let mut t = TarBuilder::new();
+    t.file("Files/Data/.wh.keep.txt", &[], b"");
+    t.file(
+        "Files/Data/late.txt",
+        &pax_meta(0x20, "1660000000"),
+        b"late",
+    );
+    let l4 = snaps.join("4");
+    let s4 = common::import(&t.finish(), &l4, &[&l2, &l1]).unwrap();
+    let grandchild = cimfs::Cim::open(&s4.cim_path).unwrap();
+    assert_eq!(find_parent_image(&grandchild).unwrap(), s2.cim_path);
+    let err = check_parent_image(&grandchild, &base).unwrap_err();
+    assert!(err.to_string().contains("not its nearest parent"), "{err}");
+    let mut gtar = Vec::new();
+    export_layer_changes(&grandchild, &child, &mut gtar, &ExportOptions::default()).unwrap();
+    assert_eq!(
+        tar_entries(&gtar)
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["Files/Data/.wh.keep.txt", "Files/Data/late.txt"]
+    );
+    let l5 = snaps.join("5");
+    let s5 = common::import(&gtar, &l5, &[&l2, &l1]).unwrap();
+    assert!(differences(&s4.cim_path, &s5.cim_path).is_empty());
+
+    // Without the parent's .cim (its regions still there) the parent cannot be found.
+    let moved = snaps.join("cim-layers/2.cim.away");
+    fs::rename(&s2.cim_path, &moved).unwrap();
+    let err = find_parent_image(&grandchild).unwrap_err();
+    assert!(
+        matches!(err, ExportError::Parent { .. }) && err.to_string().contains("no image in"),
+        "{err}"
+    );
+    fs::rename(&moved, &s2.cim_path).unwrap();
+}
+
+#[test]
+fn flattened_fork_and_base_layer_exports_still_import() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hives) = common::hive_dir(&shared, &tmp.path().join("hives")) else {
+        return;
+    };
+    let delta = fs::read(shared.join("testdata/hives/yarp-System_Delta")).unwrap();
+    let snaps = tmp.path().join("snapshots");
+    let (l1, l2) = (snaps.join("1"), snaps.join("2"));
+    let s1 = common::import(&base_tar(&hives), &l1, &[]).unwrap();
+    let s2 = common::import(&child_tar(&delta), &l2, &[&l1]).unwrap();
+
+    // Base layer: the whole tree, imported as a base again, is the same image.
+    let base = cimfs::Cim::open(&s1.cim_path).unwrap();
+    let mut base_tar_bytes = Vec::new();
+    export_layer(&base, &mut base_tar_bytes, &ExportOptions::default()).unwrap();
+    let r1 = tmp.path().join("again/1");
+    let again = common::import(&base_tar_bytes, &r1, &[]).unwrap();
+    let d = differences(&s1.cim_path, &again.cim_path);
+    assert!(d.is_empty(), "{d:#?}");
+
+    // A fork flattened: a base-layer tar that imports; only Hives\ differs (rebuilt from the
+    // config hives by base-layer import), with the hard links into it.
+    let child = cimfs::Cim::open(&s2.cim_path).unwrap();
+    let mut flat = Vec::new();
+    let summary = export_layer(&child, &mut flat, &ExportOptions::default()).unwrap();
+    assert_eq!(summary.whiteouts, 0);
+    let f1 = tmp.path().join("flat/1");
+    let flat_import = common::import(&flat, &f1, &[]).unwrap();
+    let d = differences(&s2.cim_path, &flat_import.cim_path);
+    assert!(!d.is_empty());
+    for x in &d {
+        let path = match x {
+            Difference::Added(p) | Difference::Removed(p) | Difference::Changed(p, _) => p,
+        };
+        let hive_link = matches!(x, Difference::Changed(p, w)
+            if p.starts_with(r"Files\Windows\System32\config\") && w == &[Change::Links]);
+        assert!(
+            path == "Hives"
+                || path.starts_with("Hives\\")
+                || path == r"Files\Data\New\delta-link"
+                || hive_link,
+            "{x:?}"
+        );
+    }
+}
