@@ -18,7 +18,7 @@ pub enum CompareError {
         image: String,
         path: String,
         #[source]
-        source: cimfs::Error,
+        source: Box<cimfs::Error>,
     },
     /// Reading a stream of the image failed.
     #[error("{image}: {path}: {source}")]
@@ -120,7 +120,7 @@ fn cim_err(cim: &Cim, path: &str) -> impl FnOnce(cimfs::Error) -> CompareError {
     move |source| CompareError::Cim {
         image,
         path,
-        source,
+        source: Box::new(source),
     }
 }
 

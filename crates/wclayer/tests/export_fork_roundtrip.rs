@@ -195,6 +195,20 @@ fn child_layer_export_round_trips() {
         cimfs::Cim::open(&s2.cim_path).unwrap(),
     );
 
+    // What the child inherits unchanged is read from the parent's regions, so comparing it
+    // needs no reading; a replaced file is stored anew.
+    for (path, shared_storage) in [
+        (r"Files\Data\keep.txt", true),
+        (r"Files\Windows\System32\config\SYSTEM", true),
+        (r"Files\Data\replace.txt", false),
+    ] {
+        let (a, b) = (
+            base.open_file(path).unwrap(),
+            child.open_file(path).unwrap(),
+        );
+        assert_eq!(a.same_stored_bytes(&b), shared_storage, "{path}");
+    }
+
     // The nearest parent is found by region sets; the grandparent-less base is no fork.
     assert_eq!(find_parent_image(&child).unwrap(), s1.cim_path);
     check_parent_image(&child, &base).unwrap();
