@@ -330,6 +330,9 @@ fn plan(
     let mut skip = vec![false; n];
     let mut skipped = Vec::new();
     let mut state = vec![State::New; n];
+    // Entries written even though the parent has them as they are (a DELTA whose BASE import
+    // must rebuild): their link group is written again too.
+    let mut forced = vec![false; n];
     let compare = CompareOptions {
         ignore_times: false,
         ignore_links: true,
@@ -362,9 +365,7 @@ fn plan(
                         if let Some(e) = entries.get(b) {
                             skipped.push(e.path.clone());
                         }
-                        if state[d] == State::Same {
-                            state[d] = State::Changed { dir_type: false };
-                        }
+                        forced[d] = state[d] == State::Same;
                     }
                 }
             }
@@ -412,7 +413,7 @@ fn plan(
                 .is_some_and(|x| std_file_canonical(&x.path).is_some())
         };
         let mut anchored = false;
-        if let Some((_, ptree)) = parent {
+        if let Some((_, ptree)) = parent.filter(|_| !members.iter().any(|&m| forced[m])) {
             let group: HashSet<&str> = members
                 .iter()
                 .filter_map(|&m| entries.get(m).map(|x| x.key.as_str()))
@@ -428,7 +429,7 @@ fn plan(
                     group.contains(k)
                         || tree
                             .position(k)
-                            .is_none_or(|b| skip[b] || state[b] != State::Same)
+                            .is_none_or(|b| skip[b] || forced[b] || state[b] != State::Same)
                 });
                 let to_link: Vec<usize> = members
                     .iter()

@@ -308,7 +308,8 @@ fn child_layer_export_round_trips() {
     assert!(s.skipped.is_empty());
     assert!(tar_entries(&with_generated).contains_key("Hives/SYSTEM_BASE"));
 
-    // A grandchild's nearest parent is the child, not the base.
+    // A grandchild's nearest parent is the child, not the base. It brings the child's SYSTEM
+    // delta again, as a new file (so no longer linked to delta-link): both are written again.
     let mut t = TarBuilder::new();
     t.file("Files/Data/.wh.keep.txt", &[], b"");
     t.file(
@@ -316,6 +317,7 @@ fn child_layer_export_round_trips() {
         &pax_meta(0x20, "1660000000"),
         b"late",
     );
+    t.file("Hives/System_Delta", &pax_meta(0x20, "1650000000"), &delta);
     let l4 = snaps.join("4");
     let s4 = common::import(&t.finish(), &l4, &[&l2, &l1]).unwrap();
     let grandchild = cimfs::Cim::open(&s4.cim_path).unwrap();
@@ -324,16 +326,28 @@ fn child_layer_export_round_trips() {
     assert!(err.to_string().contains("not its nearest parent"), "{err}");
     let mut gtar = Vec::new();
     export_layer_changes(&grandchild, &child, &mut gtar, &ExportOptions::default()).unwrap();
+    let gentries = tar_entries(&gtar);
     assert_eq!(
-        tar_entries(&gtar)
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        ["Files/Data/.wh.keep.txt", "Files/Data/late.txt"]
+        gentries.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "Files/Data/.wh.keep.txt",
+            "Files/Data/New/delta-link",
+            "Files/Data/late.txt",
+            "Hives/System_Delta"
+        ]
+    );
+    assert_eq!(
+        gentries["Files/Data/New/delta-link"].kind,
+        tar::EntryType::Regular
     );
     let l5 = snaps.join("5");
     let s5 = common::import(&gtar, &l5, &[&l2, &l1]).unwrap();
-    assert!(differences(&s4.cim_path, &s5.cim_path).is_empty());
+    let d = differences(&s4.cim_path, &s5.cim_path);
+    assert!(d.is_empty(), "{d:#?}");
+    assert_eq!(
+        read_host(&l4, r"Hives\SYSTEM_BASE"),
+        read_host(&l5, r"Hives\SYSTEM_BASE")
+    );
 
     // Without the parent's .cim (its regions still there) the parent cannot be found.
     let moved = snaps.join("cim-layers/2.cim.away");
