@@ -89,8 +89,8 @@ fn base_tar(hives: &Path) -> Vec<u8> {
     t.finish()
 }
 
-/// The child layer: every kind of change.
-fn child_tar(delta: &[u8]) -> Vec<u8> {
+/// The child layer: every kind of change (and a SYSTEM delta when given one).
+fn child_tar(delta: Option<&[u8]>) -> Vec<u8> {
     let mut t = TarBuilder::new();
     let m = pax_meta(0x20, "1650000000.25");
     t.file("Files/Data/.wh.gone.txt", &[], b"");
@@ -136,9 +136,11 @@ fn child_tar(delta: &[u8]) -> Vec<u8> {
         &pax_meta(0x20, "1640000000"),
         b"split content",
     );
-    t.dir("Hives", &[]);
-    t.file("Hives/System_Delta", &pax_meta(0x20, "1650000000"), delta);
-    link(&mut t, "Files/Data/New/delta-link", "Hives/System_Delta");
+    if let Some(delta) = delta {
+        t.dir("Hives", &[]);
+        t.file("Hives/System_Delta", &pax_meta(0x20, "1650000000"), delta);
+        link(&mut t, "Files/Data/New/delta-link", "Hives/System_Delta");
+    }
     t.finish()
 }
 
@@ -189,7 +191,7 @@ fn child_layer_export_round_trips() {
     let snaps = tmp.path().join("snapshots");
     let (l1, l2, l3) = (snaps.join("1"), snaps.join("2"), snaps.join("3"));
     let s1 = common::import(&base_tar(&hives), &l1, &[]).unwrap();
-    let s2 = common::import(&child_tar(&delta), &l2, &[&l1]).unwrap();
+    let s2 = common::import(&child_tar(Some(&delta)), &l2, &[&l1]).unwrap();
     let (base, child) = (
         cimfs::Cim::open(&s1.cim_path).unwrap(),
         cimfs::Cim::open(&s2.cim_path).unwrap(),
@@ -373,7 +375,7 @@ fn flattened_fork_and_base_layer_exports_still_import() {
     let snaps = tmp.path().join("snapshots");
     let (l1, l2) = (snaps.join("1"), snaps.join("2"));
     let s1 = common::import(&base_tar(&hives), &l1, &[]).unwrap();
-    let s2 = common::import(&child_tar(&delta), &l2, &[&l1]).unwrap();
+    let s2 = common::import(&child_tar(Some(&delta)), &l2, &[&l1]).unwrap();
 
     // Base layer: the whole tree, imported as a base again, is the same image.
     let base = cimfs::Cim::open(&s1.cim_path).unwrap();
@@ -408,4 +410,120 @@ fn flattened_fork_and_base_layer_exports_still_import() {
             "{x:?}"
         );
     }
+}
+
+/// Five files that stand in for hives (a base layer does not parse them).
+fn stand_in_hives(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    for h in ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"] {
+        fs::write(dir.join(h), format!("stand-in {h} hive")).unwrap();
+    }
+}
+
+#[test]
+fn child_layer_without_hive_deltas_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hives = tmp.path().join("hives");
+    stand_in_hives(&hives);
+    let snaps = tmp.path().join("snapshots");
+    let (l1, l2, l3) = (snaps.join("1"), snaps.join("2"), snaps.join("3"));
+    let mut base = base_tar(&hives);
+    // A directory with a child that the child layer turns into a symlink.
+    let mut t = TarBuilder::new();
+    t.dir("Files/Data/dirlink", &dir_meta());
+    t.file(
+        "Files/Data/dirlink/inner.txt",
+        &pax_meta(0x20, "1640000000"),
+        b"inner",
+    );
+    base.truncate(base.len() - 1024);
+    base.extend_from_slice(&t.finish());
+    let mut child = child_tar(None);
+    let mut t = TarBuilder::new();
+    t.entry(
+        "Files/Data/dirlink",
+        tar::EntryType::Symlink,
+        &pax_meta(0x410, "1650000000"),
+        "New",
+        b"",
+    );
+    child.truncate(child.len() - 1024);
+    child.extend_from_slice(&t.finish());
+    let s1 = common::import(&base, &l1, &[]).unwrap();
+    let s2 = common::import(&child, &l2, &[&l1]).unwrap();
+    let (base_cim, child_cim) = (
+        cimfs::Cim::open(&s1.cim_path).unwrap(),
+        cimfs::Cim::open(&s2.cim_path).unwrap(),
+    );
+    // Import makes every symlink a non-directory, so this replaces the directory.
+    assert!(!child_cim.stat(r"Files\Data\dirlink").unwrap().is_directory);
+    let mut tar_bytes = Vec::new();
+    let summary = export_layer_changes(
+        &child_cim,
+        &base_cim,
+        &mut tar_bytes,
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    assert!(summary.skipped.is_empty());
+    let entries = tar_entries(&tar_bytes);
+    // The directory that became a symlink is simply replaced: no whiteout for it or its child.
+    assert!(!entries.keys().any(|k| k.contains(".wh.dirlink")));
+    assert_eq!(entries["Files/Data/dirlink"].kind, tar::EntryType::Symlink);
+    assert!(!entries
+        .keys()
+        .any(|k| k.contains("inner") || k.starts_with("Hives")));
+    for unchanged in ["keep.txt", "linkA", "linkB", "pair1", "sym"] {
+        assert!(
+            !entries.contains_key(&format!("Files/Data/{unchanged}")),
+            "{unchanged}"
+        );
+    }
+    let s3 = common::import(&tar_bytes, &l3, &[&l1]).unwrap();
+    let d = differences(&s2.cim_path, &s3.cim_path);
+    assert!(d.is_empty(), "{d:#?}");
+}
+
+#[test]
+fn directory_turned_directory_reparse_point_is_whited_out_first() {
+    // Import never makes directory reparse points, so build the images with the CIM writer.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = cimfs::FileMetadata {
+        attributes: 0x10,
+        ..Default::default()
+    };
+    let mut w = cimfs::CimWriter::create(tmp.path(), "p.cim").unwrap();
+    w.add("d", &dir).unwrap();
+    w.add(r"d\c", &cimfs::FileMetadata::default()).unwrap();
+    w.add("e", &dir).unwrap();
+    w.add(r"e\gone", &cimfs::FileMetadata::default()).unwrap();
+    w.commit().unwrap();
+    let mut w = cimfs::CimWriter::fork(tmp.path(), "p.cim", "f.cim").unwrap();
+    w.remove("d").unwrap();
+    let reparse = wclayer::backuptar::encode_reparse_point(&wclayer::backuptar::ReparsePoint {
+        target: "e".into(),
+        is_mount_point: false,
+    })
+    .unwrap();
+    w.add(
+        "d",
+        &cimfs::FileMetadata {
+            attributes: 0x410,
+            reparse_data: reparse,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.remove(r"e\gone").unwrap();
+    w.commit().unwrap();
+    let p = cimfs::Cim::open(&tmp.path().join("p.cim")).unwrap();
+    let f = cimfs::Cim::open(&tmp.path().join("f.cim")).unwrap();
+    assert_eq!(find_parent_image(&f).unwrap(), tmp.path().join("p.cim"));
+    let mut out = Vec::new();
+    let summary = export_layer_changes(&f, &p, &mut out, &ExportOptions::default()).unwrap();
+    let names: Vec<String> = tar_entries(&out).into_keys().collect();
+    // Updating the directory in place would keep d\c: it is whited out, then written again.
+    assert_eq!(names, [".wh.d", "d", "e/.wh.gone"]);
+    assert_eq!(summary.whiteouts, 2);
+    assert_eq!(summary.symlinks, 1);
 }
