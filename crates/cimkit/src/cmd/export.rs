@@ -20,7 +20,8 @@ data streams as <file>:<stream> entries.\n\n\
 A fork (a child layer's CIM) is exported as a child layer tar: only what differs from its nearest \
 parent image, which is the .cim in the same folder whose region sets the fork lists (or --parent): \
 added and changed entries in full, hard links, and an OCI whiteout (.wh.<name>) for each removed \
-path. `cimkit import layer.tar --layer SNAPSHOTS/<new> --parent SNAPSHOTS/<parent id>` gives back \
+path. `cimkit import layer.tar --layer SNAPSHOTS/<new> --parent SNAPSHOTS/<parent id>...` (the \
+fork's parent layers, nearest first) gives back \
 the same contents. Hives\\<X>_BASE that import rebuilt from Hives\\<X>_DELTA is left out (the \
 DELTA is written; import rebuilds the BASE).\n\n\
 An image that is not a fork, or any image with --flatten, is exported whole (its merged view) and \
