@@ -36,14 +36,14 @@ pub enum ExportError {
         #[source]
         source: DialectError,
     },
-    /// The image's tree is not a tree (a directory reached twice) or a name cannot go in a tar.
+    /// A name or hard-link group that cannot go in a tar, or cannot be imported from one.
     #[error("{image}: {path}: {reason}")]
     Unsupported {
         image: String,
         path: String,
         reason: String,
     },
-    /// Reading or comparing the trees failed.
+    /// Reading or comparing the trees failed (also: a directory reached twice).
     #[error(transparent)]
     Compare(#[from] CompareError),
     /// The parent image of a fork is missing or is not its nearest parent.
@@ -61,7 +61,7 @@ pub struct ExportOptions {
     pub include_generated: bool,
 }
 
-/// What [`export_layer`] wrote.
+/// What [`export_layer`] or [`export_layer_changes`] wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExportSummary {
     /// Tar entries written (PAX headers not counted).
@@ -377,6 +377,26 @@ impl<'a> Planner<'a> {
         })
     }
 
+    /// Leaves out what lies under a directory reparse point: the tar carries the link itself
+    /// (as go-winio does), and import could not put anything under it.
+    fn leave_out_under_reparse_points(&mut self) {
+        let entries = self.tree.entries();
+        let mut hidden = vec![false; entries.len()];
+        for (i, e) in entries.iter().enumerate() {
+            let Some(p) = self.tree.position(parent_key(&e.key)) else {
+                continue;
+            };
+            // Parents come before children, so the parent's flag is already final.
+            let reparse_dir = entries
+                .get(p)
+                .is_some_and(|d| d.info.is_directory && !d.info.reparse_data.is_empty());
+            if reparse_dir || hidden.get(p).copied().unwrap_or(false) {
+                hidden[i] = true;
+                self.skip[i] = true;
+            }
+        }
+    }
+
     /// Leaves out what import generates (cimlayer.rs `process_base_layer` and
     /// `process_child_layer`; utility-VM processing only writes to the layer folder).
     fn leave_out_generated(&mut self) {
@@ -577,6 +597,7 @@ fn plan(
     opts: &ExportOptions,
 ) -> Result<Plan, ExportError> {
     let mut planner = Planner::new(image, tree, parent)?;
+    planner.leave_out_under_reparse_points();
     if !opts.include_generated {
         planner.leave_out_generated();
     }

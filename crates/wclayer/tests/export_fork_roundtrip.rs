@@ -514,6 +514,8 @@ fn directory_turned_directory_reparse_point_is_whited_out_first() {
         },
     )
     .unwrap();
+    // Something under the directory reparse point: the tar carries the link only.
+    w.add(r"d\under", &cimfs::FileMetadata::default()).unwrap();
     w.remove(r"e\gone").unwrap();
     w.commit().unwrap();
     let p = cimfs::Cim::open(&tmp.path().join("p.cim")).unwrap();
