@@ -4,42 +4,42 @@
 
 use uuid::Uuid;
 
-/// On-disk device type of a VMBus device (RE-H, BH25: [H]).
+/// On-disk device type of a VMBus device (RE-H, BH25: `[H]`).
 pub const DEVICE_TYPE_VMBUS: u32 = 7;
-/// On-disk device type of a composite device (BH25, DU-C: [H]).
+/// On-disk device type of a composite device (BH25, DU-C: `[H]`).
 pub const DEVICE_TYPE_COMPOSITE: u32 = 10;
-/// On-disk device type of a CimFS device (BH25, DU-C: [H]).
+/// On-disk device type of a CimFS device (BH25, DU-C: `[H]`).
 pub const DEVICE_TYPE_CIMFS: u32 = 11;
 
-/// VMBus record size: 0x48 like the other fixed-size kinds (bcd.md §4.6, [L]; 0x30 possible).
+/// VMBus record size: 0x48 like the other fixed-size kinds (bcd.md §4.6, `[L]`; 0x30 possible).
 pub const VMBUS_RECORD_SIZE: u32 = 0x48;
 /// The interface type written beside `vmbus={instance}`: the VmbFs class GUID from OpenVMM's
-/// vmbfs protocol (bcd.md §4.6, [L/M]; bcdedit may write zeros instead).
+/// vmbfs protocol (bcd.md §4.6, `[L/M]`; bcdedit may write zeros instead).
 pub const VMBUS_INTERFACE_TYPE: Uuid = uuid::uuid!("c376c1c3-d276-48d2-90a9-c04748072c60");
 /// Record offsets of the VMBus identifier (RE-H: {InterfaceType, InterfaceInstance}).
 pub const VMBUS_INTERFACE_TYPE_AT: usize = 0x10;
 pub const VMBUS_INSTANCE_AT: usize = 0x20;
 
-/// CimFS record size: header 16 + 4 × u32 + GUID, as DU-C computes it (bcd.md §4.7, [L]).
+/// CimFS record size: header 16 + 4 × u32 + GUID, as DU-C computes it (bcd.md §4.7, `[L]`).
 pub const CIMFS_RECORD_SIZE: u32 = 0x30;
 /// The only CimFS record version DU-C writes fields for (bcd.md §4.7).
 pub const CIMFS_VERSION: u32 = 2;
-/// Record offsets of the CimFS fields (DU-C `CimfsDeviceRecord`, [M]).
+/// Record offsets of the CimFS fields (DU-C `CimfsDeviceRecord`, `[M]`).
 pub const CIMFS_VERSION_AT: usize = 0x10;
 pub const CIMFS_PARENT_OFFSET_AT: usize = 0x14;
 pub const CIMFS_ROOT_PATH_OFFSET_AT: usize = 0x18;
 pub const CIMFS_ROOT_PATH_LENGTH_AT: usize = 0x1C;
 pub const CIMFS_TARGET_VOLUME_AT: usize = 0x20;
 
-/// Composite record size: header 16 + GUID + 3 × u32, as DU-C computes it (bcd.md §4.8, [L]).
+/// Composite record size: header 16 + GUID + 3 × u32, as DU-C computes it (bcd.md §4.8, `[L]`).
 pub const COMPOSITE_RECORD_SIZE: u32 = 0x2C;
-/// Record offsets of the composite fields (DU-C `CompositeDeviceRecord`, [M]).
+/// Record offsets of the composite fields (DU-C `CompositeDeviceRecord`, `[M]`).
 pub const COMPOSITE_SIGNATURE_AT: usize = 0x10;
 pub const COMPOSITE_VERSION_AT: usize = 0x20;
 pub const COMPOSITE_PRIMARY_OFFSET_AT: usize = 0x24;
 pub const COMPOSITE_SECONDARY_OFFSET_AT: usize = 0x28;
-/// The composite "Signature" GUID is of unknown meaning; written as zero (bcd.md §4.8, [?]).
+/// The composite "Signature" GUID is of unknown meaning; written as zero (bcd.md §4.8, `[?]`).
 pub const COMPOSITE_SIGNATURE: Uuid = Uuid::nil();
 
-/// Flags word of all three records: 0 as DU-C leaves it (bcd.md §7, [L]).
+/// Flags word of all three records: 0 as DU-C leaves it (bcd.md §7, `[L]`).
 pub const GUESSED_RECORD_FLAGS: u32 = 0;

@@ -388,6 +388,20 @@ pub struct LinkTableHeader {
     pub count: U32,
 }
 
+/// Most file ids an image may have. Not a format limit (ids are u32): a limit this crate's writer
+/// and reader share so that a file table directory read from disk stays small (16,384 entries,
+/// 256 KiB) whatever its length field says; a Windows base layer has about 100,000 files.
+pub const MAX_FILES: u32 = 1 << 24;
+/// Most file tables an image may have (what [`MAX_FILES`] needs).
+pub const MAX_FILE_TABLES: u32 = MAX_FILES / FILES_PER_TABLE;
+/// Largest link table (directory or stream table) in bytes, a writer and reader limit: the
+/// format's Length field is u32 (4 GiB), a real directory table is under 16 MiB (WinSxS: ~80,000
+/// links), and a reader must not allocate gigabytes because one descriptor says so.
+pub const MAX_LINK_TABLE_BYTES: u64 = 64 << 20;
+/// Most entries one objectid file may list (one per stored object; 640 MiB of table), a writer
+/// and reader limit.
+pub const MAX_OBJECT_IDS: u32 = 1 << 24;
+
 /// Size of one name offset in a link table.
 pub const LINK_NAME_OFFSET_SIZE: usize = 4;
 /// Size of a directory link table entry (a file id).

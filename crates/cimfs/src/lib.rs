@@ -25,6 +25,7 @@ mod blobs;
 pub mod error;
 pub mod format;
 mod names;
+mod objectid;
 pub mod reader;
 pub mod verify;
 pub mod writer;

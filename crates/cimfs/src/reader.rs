@@ -1,6 +1,7 @@
 //! Reader for classic CimFS images: opens a `.cim` with its parents' regions and resolves paths,
 //! directories, metadata and stream data. Every offset, length and count read from disk is checked
-//! against the real size of the file it points into before anything is read or allocated.
+//! against the real size of the file it points into before anything is read, and every buffer
+//! sized from disk also against a fixed limit (a sparse region file can claim terabytes).
 
 use std::cmp::Ordering;
 use std::ffi::OsString;
@@ -385,7 +386,12 @@ impl Cim {
         })?;
         let ftd_off = RegionOffset(fsobj.file_table_directory_offset.get());
         let ftd_len = u64::from(fsobj.file_table_directory_length.get());
-        let ftd_bytes = cim.read_vec(ftd_off, ftd_len * 16, || "file table directory".into())?;
+        let ftd_bytes = cim.read_vec(
+            ftd_off,
+            ftd_len * 16,
+            u64::from(format::MAX_FILE_TABLES) * 16,
+            || "file table directory".into(),
+        )?;
         cim.ftd = <[format::FileTableDirectoryEntry]>::ref_from_bytes(&ftd_bytes)
             .map(|s| s.to_vec())
             .map_err(|_| {
@@ -411,7 +417,12 @@ impl Cim {
             }
         }
         let up_off = RegionOffset(fsobj.upcase_table_offset.get());
-        let upb = cim.read_vec(up_off, format::UPCASE_TABLE_BYTES, || "upcase table".into())?;
+        let upb = cim.read_vec(
+            up_off,
+            format::UPCASE_TABLE_BYTES,
+            format::UPCASE_TABLE_BYTES,
+            || "upcase table".into(),
+        )?;
         cim.upcase = upb
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -555,15 +566,49 @@ impl Cim {
         read_exact_at(&region.file, buf, abs).map_err(|e| Error::io(&region.path, e))
     }
 
-    /// Reads `len` bytes at `off`; the length is checked against the region size before allocating.
+    /// Reads `len` bytes at `off`; the length is checked against `limit` and the region size
+    /// before anything is allocated.
     pub(crate) fn read_vec(
         &self,
         off: RegionOffset,
         len: u64,
+        limit: u64,
         object: impl Fn() -> String,
     ) -> Result<Vec<u8>> {
-        let (region, abs) = self.check_range(off, 0, len, &object)?;
-        let mut buf = vec![0u8; len as usize];
+        self.read_vec_at(off, 0, len, limit, object)
+    }
+
+    /// Reads `len` bytes at `off + extra`, refusing more than `limit` bytes (the largest the
+    /// object can be) and ranges past the end of the region.
+    fn read_vec_at(
+        &self,
+        off: RegionOffset,
+        extra: u64,
+        len: u64,
+        limit: u64,
+        object: impl Fn() -> String,
+    ) -> Result<Vec<u8>> {
+        if len > limit {
+            let (file, at) = self.locate(off);
+            return Err(corrupt(
+                &self.path,
+                &file,
+                object(),
+                at.saturating_add(extra),
+                format!("length {len} is over the {limit}-byte limit for this object"),
+            ));
+        }
+        let (region, abs) = self.check_range(off, extra, len, &object)?;
+        let size = usize::try_from(len).map_err(|_| {
+            corrupt(
+                &self.path,
+                &region.path,
+                object(),
+                abs,
+                format!("length {len} does not fit in memory"),
+            )
+        })?;
+        let mut buf = vec![0u8; size];
         read_exact_at(&region.file, &mut buf, abs).map_err(|e| Error::io(&region.path, e))?;
         Ok(buf)
     }
@@ -577,10 +622,7 @@ impl Cim {
         let mut n = [0u8; 2];
         self.read_obj(off, 0, &mut n, &object)?;
         let len = u64::from(u16::from_le_bytes(n));
-        let (region, abs) = self.check_range(off, 2, len, &object)?;
-        let mut buf = vec![0u8; len as usize];
-        read_exact_at(&region.file, &mut buf, abs).map_err(|e| Error::io(&region.path, e))?;
-        Ok(buf)
+        self.read_vec_at(off, 2, len, u64::from(u16::MAX), object)
     }
 
     fn entry_error(&self, id: FileId, reason: &str) -> Error {
@@ -661,9 +703,12 @@ impl Cim {
             }
             Vec::new()
         } else {
-            self.read_vec(ea_off, u64::from(e.ea_length.get()), || {
-                format!("extended attributes of file {id}")
-            })?
+            self.read_vec(
+                ea_off,
+                u64::from(e.ea_length.get()),
+                u64::from(u16::MAX),
+                || format!("extended attributes of file {id}"),
+            )?
         };
         let rp_off = RegionOffset(e.reparse_offset.get());
         let reparse_data = if rp_off.is_null() {
@@ -698,7 +743,7 @@ impl Cim {
         entry_size: usize,
         object: &dyn Fn() -> String,
     ) -> Result<RawLinkTable> {
-        let mut bytes = self.read_vec(off, len, object)?;
+        let mut bytes = self.read_vec(off, len, format::MAX_LINK_TABLE_BYTES, object)?;
         let (file, base) = self.locate(off);
         let bad = |at: usize, reason: String| {
             corrupt(&self.path, &file, object(), base + at as u64, reason)
@@ -1039,7 +1084,7 @@ impl Cim {
         let (h, _) = format::PeImage::read_from_prefix(&hb)
             .map_err(|_| self.entry_error(id, "short PE descriptor"))?;
         let count = u64::from(h.mapping_count.get());
-        let mb = self.read_vec_at(off, 0x18, count * 8, || {
+        let mb = self.read_vec_at(off, 0x18, count * 8, u64::from(u16::MAX) * 8, || {
             format!("PE image mappings of file {id}")
         })?;
         let mappings: Vec<(u64, u64)> = mb
@@ -1055,19 +1100,6 @@ impl Cim {
             data: RegionOffset(h.data_offset.get()),
             mappings,
         })
-    }
-
-    fn read_vec_at(
-        &self,
-        off: RegionOffset,
-        extra: u64,
-        len: u64,
-        object: impl Fn() -> String,
-    ) -> Result<Vec<u8>> {
-        let (region, abs) = self.check_range(off, extra, len, &object)?;
-        let mut buf = vec![0u8; len as usize];
-        read_exact_at(&region.file, &mut buf, abs).map_err(|e| Error::io(&region.path, e))?;
-        Ok(buf)
     }
 
     /// Reads from the default stream (`stream == None`) or an alternate stream of `id` at `offset`.

@@ -220,26 +220,14 @@ impl Checker<'_> {
             );
             return;
         };
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
+        let file = match crate::objectid::ObjectIdFile::open(&path) {
+            Ok(f) => f,
             Err(e) => {
-                self.push(&path, "objectid file", None, e.to_string());
+                self.push(&path, "objectid header", e.offset(), e.to_string());
                 return;
             }
         };
-        let Ok((h, _)) = format::ObjectIdHeader::read_from_prefix(&bytes) else {
-            self.push(
-                &path,
-                "objectid header",
-                Some(0),
-                "file shorter than an objectid header",
-            );
-            return;
-        };
-        if h.common.magic != format::MAGIC {
-            self.push(&path, "objectid header", Some(0), "bad magic");
-            return;
-        }
+        let h = file.header;
         if h.index.get() != i {
             self.push(
                 &path,
@@ -248,34 +236,25 @@ impl Checker<'_> {
                 format!("index {} but file is objectid {i}", h.index.get()),
             );
         }
-        let start = h.table_offset.get() as u64;
-        let count = u64::from(h.count.get());
-        if start
-            .checked_add(count * 40)
-            .is_none_or(|end| end > bytes.len() as u64)
-        {
+        let mut outside = Vec::new();
+        if let Err(e) = file.for_each(|k, at, e| {
+            let off = e.offset.get();
+            let len = e.length.get();
+            if off == 0 || off.checked_add(len).is_none_or(|end| end > region_size) {
+                outside.push((k, at, off, len));
+            }
+        }) {
+            self.push(&path, "objectid table", e.offset(), e.to_string());
+        }
+        for (k, at, off, len) in outside {
             self.push(
                 &path,
-                "objectid table",
-                Some(0x28),
-                format!("{count} entries at {start:#x} run past the file end"),
+                format!("object id {k}"),
+                Some(at),
+                format!(
+                    "object at {off:#x} of {len} bytes is outside the region ({region_size} bytes)"
+                ),
             );
-            return;
-        }
-        let table = &bytes[start as usize..(start + count * 40) as usize];
-        if let Ok(entries) = <[format::ObjectIdEntry]>::ref_from_bytes(table) {
-            for (k, e) in entries.iter().enumerate() {
-                let off = e.offset.get();
-                let len = e.length.get();
-                if off == 0 || off.checked_add(len).is_none_or(|end| end > region_size) {
-                    self.push(
-                        &path,
-                        format!("object id {k}"),
-                        Some(start + k as u64 * 40),
-                        format!("object at {off:#x} of {len} bytes is outside the region ({region_size} bytes)"),
-                    );
-                }
-            }
         }
     }
 
@@ -574,22 +553,8 @@ pub fn verify_digests(cim_path: &Path) -> Vec<Problem> {
         let Some(oid_path) = reader::find_in_dir(dir, &name, &mut listing) else {
             continue;
         };
-        let Ok(bytes) = fs::read(&oid_path) else {
-            continue;
-        };
-        let Ok((h, _)) = format::ObjectIdHeader::read_from_prefix(&bytes) else {
-            continue;
-        };
-        let start = h.table_offset.get() as usize;
-        let count = h.count.get() as usize;
-        let Some(table) = bytes.get(start..) else {
-            continue;
-        };
-        let Ok((entries, _)) = <[format::ObjectIdEntry]>::ref_from_prefix_with_elems(
-            table,
-            count.min(table.len() / 40),
-        ) else {
-            continue;
+        let Ok(file) = crate::objectid::ObjectIdFile::open(&oid_path) else {
+            continue; // reported by verify()
         };
         let region = match fs::File::open(region_path) {
             Ok(f) => f,
@@ -600,36 +565,37 @@ pub fn verify_digests(cim_path: &Path) -> Vec<Problem> {
         };
         let size = region.metadata().map(|m| m.len()).unwrap_or(0);
         let mut buf = vec![0u8; 1 << 20];
-        for (k, e) in entries.iter().enumerate() {
+        let problems = &mut c.problems;
+        let _ = file.for_each(|k, _, e| {
             let (off, len) = (e.offset.get(), e.length.get());
             if off == 0 || off.checked_add(len).is_none_or(|end| end > size) {
-                continue; // reported by verify()
+                return; // reported by verify()
             }
             let mut hasher = Sha256::new();
             let mut done = 0u64;
             while done < len {
                 let n = (len - done).min(buf.len() as u64) as usize;
                 if let Err(err) = reader::read_exact_at(&region, &mut buf[..n], off + done) {
-                    c.push(
-                        region_path,
-                        format!("object {k}"),
-                        Some(off + done),
-                        err.to_string(),
-                    );
+                    problems.push(Problem {
+                        file: region_path.clone(),
+                        object: format!("object {k}"),
+                        offset: Some(off + done),
+                        message: err.to_string(),
+                    });
                     break;
                 }
                 hasher.update(&buf[..n]);
                 done += n as u64;
             }
             if done == len && hasher.finalize()[..format::DIGEST_LEN] != e.digest {
-                c.push(
-                    region_path,
-                    format!("object {k}"),
-                    Some(off),
-                    format!("{len} bytes do not match their object id digest"),
-                );
+                problems.push(Problem {
+                    file: region_path.clone(),
+                    object: format!("object {k}"),
+                    offset: Some(off),
+                    message: format!("{len} bytes do not match their object id digest"),
+                });
             }
-        }
+        });
     }
     c.problems
 }

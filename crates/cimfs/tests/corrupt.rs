@@ -117,19 +117,31 @@ fn intact_image_walks() {
 fn truncations_give_errors() {
     let t = tempfile::tempdir().unwrap();
     let cim = build(t.path());
+    let base = t.path().join("base.cim");
     for file in image_files(t.path()) {
         let orig = fs::read(&file).unwrap();
         for cut in positions(orig.len()) {
             fs::write(&file, &orig[..cut]).unwrap();
-            if let Err(e) = walk(&cim) {
-                let msg = e.to_string();
-                assert!(
-                    msg.contains(".cim") || msg.contains("region_") || msg.contains("objectid_"),
-                    "{msg}"
-                );
+            // Both images: the base reads its own files only, the fork also the base's regions.
+            for image in [&base, &cim] {
+                match walk(image) {
+                    Err(e) => {
+                        let msg = e.to_string();
+                        assert!(
+                            msg.contains(".cim")
+                                || msg.contains("region_")
+                                || msg.contains("objectid_"),
+                            "{msg}"
+                        );
+                    }
+                    // A .cim cut anywhere loses header bytes: that image cannot open.
+                    Ok(_) => {
+                        assert_ne!(&file, image, "{} cut at {cut} still opens", file.display())
+                    }
+                }
+                let _ = cimfs::verify::verify(image);
+                let _ = cimfs::image_files(image);
             }
-            let _ = cimfs::verify::verify(&cim);
-            let _ = cimfs::image_files(&cim);
         }
         fs::write(&file, &orig).unwrap();
     }
@@ -139,6 +151,7 @@ fn truncations_give_errors() {
 fn bit_flips_never_panic() {
     let t = tempfile::tempdir().unwrap();
     let cim = build(t.path());
+    let base = t.path().join("base.cim");
     let mut errors = 0;
     let mut tried = 0;
     for file in image_files(t.path()) {
@@ -152,7 +165,9 @@ fn bit_flips_never_panic() {
                 if walk(&cim).is_err() {
                     errors += 1;
                 }
+                let _ = walk(&base);
                 let _ = cimfs::verify::verify(&cim);
+                let _ = cimfs::verify::verify(&base);
             }
         }
         fs::write(&file, &orig).unwrap();
@@ -253,4 +268,240 @@ fn link_names_that_overlap_are_rejected_not_multiplied() {
         other => panic!("expected a corrupt-table error, got {other:?}"),
     }
     assert!(!cimfs::verify::verify(&cim).is_empty());
+}
+
+/// Byte offset inside its region file of a region offset read from disk.
+fn byte_offset(v: u64) -> usize {
+    (v & ((1 << 48) - 1)) as usize
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Offset in the metadata region of file entry `id` (1-based), through the filesystem object
+/// (the last 24 bytes of the region) and the file table directory.
+fn entry_at(meta: &[u8], id: u32) -> usize {
+    let fs_obj = meta.len() - 0x18;
+    let ftd = byte_offset(le64(meta, fs_obj + 8));
+    let slot = (id - 1) as usize;
+    let t = ftd + 16 * (slot / 1024);
+    let size = u16::from_le_bytes(meta[t + 10..t + 12].try_into().unwrap()) as usize;
+    byte_offset(le64(meta, t)) + (slot % 1024) * size
+}
+
+/// Writes `bytes` to `path` and makes the file `len` bytes long: the rest is a hole that takes no
+/// disk space but counts in the file's length, so a size check against the length passes.
+fn write_sparse(path: &Path, bytes: &[u8], len: u64) {
+    fs::write(path, bytes).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+fn expect_limit(r: Result<impl std::fmt::Debug, Error>, object: &str) {
+    match r {
+        Err(Error::Corrupt {
+            object: o, reason, ..
+        }) => {
+            assert!(o.contains(object), "object {o:?}, wanted {object:?}");
+            assert!(reason.contains("limit"), "{reason}");
+        }
+        other => panic!("expected a limit error for {object}, got {other:?}"),
+    }
+}
+
+#[test]
+fn sizes_from_a_huge_sparse_region_hit_fixed_limits() {
+    // Each length below fits inside a region file made 80 GiB long (sparse): bounding by the file
+    // length alone would allocate gigabytes; the fixed per-object limits refuse them first.
+    const SPARSE: u64 = 80 << 30;
+    let t = tempfile::tempdir().unwrap();
+    let cim = build(t.path());
+    let base = t.path().join("base.cim");
+    let meta_path = cimfs::image_files(&base).unwrap().regions[0].clone();
+    let orig = fs::read(&meta_path).unwrap();
+    let small = Cim::open(&base)
+        .unwrap()
+        .lookup("Files\\small.txt")
+        .unwrap();
+
+    // File table directory length: u32::MAX entries (64 GiB).
+    let mut m = orig.clone();
+    let n = m.len();
+    m[n - 8..n - 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    write_sparse(&meta_path, &m, SPARSE);
+    expect_limit(Cim::open(&base), "file table directory");
+    assert!(!cimfs::verify::verify(&base).is_empty());
+
+    // The root directory's table length: 1 GiB.
+    let mut m = orig.clone();
+    let root = entry_at(&m, 1);
+    let lt = (1u64 << 30) | (u64::from(format::STREAM_TYPE_LINK_TABLE) << 48);
+    m[root + 0x30..root + 0x38].copy_from_slice(&lt.to_le_bytes());
+    write_sparse(&meta_path, &m, SPARSE);
+    let c = Cim::open(&base).unwrap_or_else(|e| panic!("{e}"));
+    expect_limit(c.read_dir(""), "directory table of file 1");
+    expect_limit(c.lookup("Files"), "directory table of file 1");
+    assert!(!cimfs::verify::verify(&base).is_empty());
+
+    // A stream table whose own Length field says 4 GiB.
+    let mut m = orig.clone();
+    let e = entry_at(&m, small);
+    let st = byte_offset(le64(&m, e + 0x50));
+    m[st..st + 4].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+    write_sparse(&meta_path, &m, SPARSE);
+    let c = Cim::open(&base).unwrap();
+    expect_limit(
+        c.streams_id(small),
+        &format!("stream table of file {small}"),
+    );
+    expect_limit(
+        c.read_at(small, Some("ads"), 0, &mut [0u8; 4]),
+        "stream table",
+    );
+    fs::write(&meta_path, &orig).unwrap();
+    assert_eq!(walk(&cim).unwrap(), 3 + 5);
+}
+
+#[test]
+fn huge_objectid_table_is_refused_not_loaded() {
+    // An objectid file claiming u32::MAX entries, made long enough (sparse) to hold them: verify
+    // reports it, a fork ignores it (it only loses de-duplication), nothing reads it whole.
+    let t = tempfile::tempdir().unwrap();
+    let cim = build(t.path());
+    let oid = cimfs::image_files(&cim).unwrap().objectids[0].clone();
+    let mut h = fs::read(&oid).unwrap();
+    h[0x2c..0x30].copy_from_slice(&u32::MAX.to_le_bytes());
+    write_sparse(&oid, &h, 0x30 + u64::from(u32::MAX) * 40);
+    let problems = cimfs::verify::verify(&cim);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.file == oid && p.message.contains("limit")),
+        "{problems:?}"
+    );
+    assert!(cimfs::verify::verify_digests(&cim).is_empty());
+    let mut w = CimWriter::fork(t.path(), "child.cim", "grandchild.cim").unwrap();
+    w.add(
+        "Files\\more.txt",
+        &FileMetadata {
+            size: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.write(b"new").unwrap();
+    w.commit().unwrap();
+    let g = Cim::open(&t.path().join("grandchild.cim")).unwrap();
+    let mut s = String::new();
+    g.open_file("Files\\more.txt")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "new");
+}
+
+#[test]
+fn writer_refuses_a_directory_table_readers_would_refuse() {
+    // 2 + 255 units of name per link: 140,000 links make a table just over the 64 MiB limit.
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "wide.cim").unwrap();
+    w.add(
+        "D",
+        &FileMetadata {
+            attributes: format::FILE_ATTRIBUTE_DIRECTORY,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let pad = "n".repeat(249);
+    for i in 0..140_000u32 {
+        w.add(&format!("D\\{i:06}{pad}"), &FileMetadata::default())
+            .unwrap();
+    }
+    match w.commit() {
+        Err(Error::InvalidArgument { path, reason, .. }) => {
+            assert_eq!(path, "\\D");
+            assert!(
+                reason.contains("directory table") && reason.contains("limit"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected the link table limit, got {other:?}"),
+    }
+    assert!(!t.path().join("wide.cim").exists());
+}
+
+/// Forks `child.cim`, adds a file with the same bytes as `Files\small.txt`, commits and reads it
+/// back; then deletes the fork's own files. Returns whether the new file's data was de-duplicated.
+fn fork_probe(dir: &Path) -> bool {
+    let mut w = CimWriter::fork(dir, "child.cim", "probe.cim").unwrap();
+    w.add(
+        "Files\\again.txt",
+        &FileMetadata {
+            size: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.write(b"small").unwrap();
+    let stats = w.commit().unwrap();
+    let probe = dir.join("probe.cim");
+    let cim = Cim::open(&probe).unwrap();
+    let mut s = String::new();
+    cim.open_file("Files\\again.txt")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "small");
+    let files = cimfs::image_files(&probe).unwrap();
+    for f in files.regions.iter().chain(files.objectids.iter()) {
+        fs::remove_file(f).unwrap();
+    }
+    fs::remove_file(&probe).unwrap();
+    stats.dedup_hits == 1
+}
+
+#[test]
+fn damaged_objectid_files_cost_only_deduplication() {
+    // Objectid files are a write-side hint (hcsshim only warns when one is missing): a fork of an
+    // image whose objectid files are cut or flipped anywhere must still write a correct image.
+    let t = tempfile::tempdir().unwrap();
+    build(t.path());
+    assert!(fork_probe(t.path()), "intact objectid files de-duplicate");
+    let oids: Vec<PathBuf> = image_files(t.path())
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("objectid_")
+        })
+        .collect();
+    assert_eq!(oids.len(), 6);
+    let mut lost = 0;
+    for file in &oids {
+        let orig = fs::read(file).unwrap();
+        // Every third damage position: each probe is a whole fork commit with fsyncs.
+        for cut in positions(orig.len()).into_iter().step_by(3) {
+            fs::write(file, &orig[..cut]).unwrap();
+            if !fork_probe(t.path()) {
+                lost += 1;
+            }
+        }
+        for pos in positions(orig.len()).into_iter().skip(1).step_by(3) {
+            let mut m = orig.clone();
+            m[pos] ^= 0x80;
+            fs::write(file, &m).unwrap();
+            fork_probe(t.path());
+        }
+        fs::write(file, &orig).unwrap();
+    }
+    // Cutting the small region's objectid file loses the "small" object.
+    assert!(lost > 0);
+    assert!(fork_probe(t.path()));
 }

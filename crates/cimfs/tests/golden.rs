@@ -1,5 +1,7 @@
-//! Byte-exact layout of a tiny image against cim-format.md: the .cim header, region and objectid
-//! headers, the metadata region layout, a file entry, a link table; plus a hand-built PE image stream.
+//! Byte-exact layout of a tiny image against cim-format.md: the .cim header (also a fork's, with
+//! its parent region sets), region and objectid headers, the metadata region layout, a file entry
+//! (flags, EA and reparse blobs), a link table, a stream table; plus hand-built PE image streams
+//! and file tables with v1 (0x58) and v3 (0x68) entry sizes.
 
 use std::fs;
 use std::io::Read;
@@ -286,6 +288,43 @@ fn reads_hand_built_pe_image_stream() {
         assert_eq!(&buf[..n], &logical[off as usize..end], "read at {off:#x}");
     }
     assert!(cimfs::verify::verify(&cim_path).is_empty());
+
+    // DataLength bit 63 is masked off by readers (cim-format.md §A7): setting it changes nothing.
+    let d = desc_at as usize;
+    let mut flagged = m.clone();
+    flagged[d + 8..d + 16].copy_from_slice(&le64(expanded.len() as u64 | (1 << 63)));
+    fs::write(&meta_region, &flagged).unwrap();
+    let cim = Cim::open(&cim_path).unwrap();
+    let mut again = Vec::new();
+    cim.open_file("app.exe")
+        .unwrap()
+        .read_to_end(&mut again)
+        .unwrap();
+    assert_eq!(again, logical);
+
+    // A MappingCount whose table runs past the region: an error naming the mappings, not a read.
+    let mut damaged = m.clone();
+    damaged[d + 0x14..d + 0x16].copy_from_slice(&0xffffu16.to_le_bytes());
+    fs::write(&meta_region, &damaged).unwrap();
+    let cim = Cim::open(&cim_path).unwrap();
+    match cim.read_at(id, None, 0, &mut [0u8; 16]) {
+        Err(cimfs::Error::Corrupt { object, offset, .. }) => {
+            assert_eq!(object, format!("PE image mappings of file {id}"));
+            assert_eq!(offset, desc_at + 0x18);
+        }
+        other => panic!("expected a corrupt mapping table, got {other:?}"),
+    }
+    // A descriptor pointing past the region: the stat still works, reads fail cleanly.
+    let mut damaged = m.clone();
+    damaged[stream_at..stream_at + 8].copy_from_slice(&le64(desc_at + 0x10_0000));
+    fs::write(&meta_region, &damaged).unwrap();
+    let cim = Cim::open(&cim_path).unwrap();
+    assert!(cim.stat("app.exe").unwrap().pe_image);
+    assert!(matches!(
+        cim.read_at(id, None, 0, &mut [0u8; 16]),
+        Err(cimfs::Error::Corrupt { .. })
+    ));
+    assert!(!cimfs::verify::verify(&cim_path).is_empty());
 }
 
 /// Finds the metadata region file, the byte offset of file `id`'s entry in it, and the entry's data offset.
@@ -346,4 +385,224 @@ fn stream_table_bytes() {
         .read_to_string(&mut s)
         .unwrap();
     assert_eq!(s, "xyz");
+}
+
+#[test]
+fn fork_header_lists_parent_region_sets_oldest_first() {
+    let t = tempfile::tempdir().unwrap();
+    tiny(t.path());
+    for (parent, name) in [("tiny.cim", "f1.cim"), ("f1.cim", "f2.cim")] {
+        let mut w = CimWriter::fork(t.path(), parent, name).unwrap();
+        w.add(&format!("{name}.txt"), &FileMetadata::default())
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let g0 = guid_of(&t.path().join("tiny.cim"));
+    let g1 = guid_of(&t.path().join("f1.cim"));
+    let b = fs::read(t.path().join("f2.cim")).unwrap();
+    assert_eq!(b.len(), 0x48 + 2 * 0x18);
+    // HeaderLength (meaning unknown, no reader checks it): the whole header, parents included.
+    assert_eq!(&b[0x08..0x0c], &0x78u32.to_le_bytes());
+    assert_eq!(&b[0x30..0x32], &3u16.to_le_bytes()); // own RegionSet.Count
+    assert_eq!(&b[0x46..0x48], &2u16.to_le_bytes()); // ParentCount
+    for (i, g) in [g0, g1].iter().enumerate() {
+        let at = 0x48 + 0x18 * i;
+        let mut set = Vec::new();
+        set.extend_from_slice(g);
+        set.extend_from_slice(&3u16.to_le_bytes());
+        set.extend_from_slice(&[0; 6]);
+        assert_eq!(&b[at..at + 0x18], &set[..], "parent region set {i}");
+    }
+    // The fork's filesystem object lives in its own metadata region: combined index 6, after the
+    // two parents' three regions each.
+    let fs_off = u64::from_le_bytes(b[0x38..0x40].try_into().unwrap());
+    assert_eq!(fs_off >> 48, 6);
+    let f1 = fs::read(t.path().join("f1.cim")).unwrap();
+    assert_eq!(&f1[0x46..0x48], &1u16.to_le_bytes());
+    assert_eq!(&f1[0x48..0x58], &g0);
+    let cim = Cim::open(&t.path().join("f2.cim")).unwrap();
+    let names: Vec<String> = cim
+        .read_dir("")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["a.txt", "f1.cim.txt", "f2.cim.txt"]);
+}
+
+#[test]
+fn entry_flags_ea_and_reparse_blobs() {
+    let t = tempfile::tempdir().unwrap();
+    let ea = vec![0u8, 0, 0, 0, 0, 2, 1, 0, b'A', b'B', 0, 7];
+    let reparse = vec![0x0c, 0, 0, 0xa0, 4, 0, 0, 0, 1, 2, 3, 4];
+    let mut w = CimWriter::create(t.path(), "blobs.cim").unwrap();
+    w.add(
+        "r",
+        &FileMetadata {
+            attributes: format::FILE_ATTRIBUTE_READONLY
+                | format::FILE_ATTRIBUTE_HIDDEN
+                | format::FILE_ATTRIBUTE_SYSTEM
+                | format::FILE_ATTRIBUTE_ARCHIVE
+                | format::FILE_ATTRIBUTE_SPARSE_FILE,
+            extended_attributes: ea.clone(),
+            reparse_data: reparse.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.commit().unwrap();
+    let cim_path = t.path().join("blobs.cim");
+    let (region, entry, _) = locate_entry(&cim_path, 2);
+    let m = fs::read(&region).unwrap();
+    let e = entry as usize;
+    let rd = |o: usize| u64::from_le_bytes(m[o..o + 8].try_into().unwrap());
+    assert_eq!(&m[e..e + 2], &0x1fu16.to_le_bytes()); // Flags: RO|Hidden|System|Archive|Sparse
+    assert_eq!(&m[e + 2..e + 4], &(ea.len() as u16).to_le_bytes()); // EaLength
+    assert_eq!(&m[e + 4..e + 8], &0xa000_000cu32.to_le_bytes()); // ReparseTag
+    let ea_at = rd(e + 0x40);
+    assert_eq!(ea_at >> 48, 0, "EA in the metadata region");
+    assert_eq!(ea_at % 8, 0, "EA 8-byte aligned");
+    assert_eq!(&m[ea_at as usize..ea_at as usize + ea.len()], &ea[..]); // raw, no count
+    let rp_at = rd(e + 0x48) as usize;
+    assert_eq!(rp_at % 8, 0);
+    assert_eq!(&m[rp_at..rp_at + 2], &(reparse.len() as u16).to_le_bytes()); // u16 count
+    assert_eq!(&m[rp_at + 2..rp_at + 2 + reparse.len()], &reparse[..]);
+    let info = Cim::open(&cim_path).unwrap().stat("R").unwrap();
+    assert_eq!(
+        info.attributes,
+        0x1 | 0x2 | 0x4 | 0x20 | 0x200 | format::FILE_ATTRIBUTE_REPARSE_POINT
+    );
+    assert_eq!(info.extended_attributes, ea);
+    assert_eq!(info.reparse_data, reparse);
+    assert_eq!(info.reparse_tag, 0xa000_000c);
+}
+
+/// Rewrites the file table of the tiny image with entries of `entry_size` bytes (copying what
+/// overlaps, filling any extra bytes with 0xEE), appended to the metadata region, and points the
+/// file table directory at it.
+fn with_entry_size(cim_path: &Path, entry_size: usize) {
+    let (region, first, _) = locate_entry(cim_path, 1);
+    let mut m = fs::read(&region).unwrap();
+    let hdr = fs::read(cim_path).unwrap();
+    let fs_off =
+        (u64::from_le_bytes(hdr[0x38..0x40].try_into().unwrap()) & 0xffff_ffff_ffff) as usize;
+    let ftd = (u64::from_le_bytes(m[fs_off + 8..fs_off + 16].try_into().unwrap())
+        & 0xffff_ffff_ffff) as usize;
+    let count = u16::from_le_bytes(m[ftd + 8..ftd + 10].try_into().unwrap()) as usize;
+    while m.len() % 8 != 0 {
+        m.push(0);
+    }
+    let table_at = m.len();
+    for i in 0..count {
+        let src = first as usize + i * 0x60;
+        let keep = entry_size.min(0x60);
+        let entry: Vec<u8> = m[src..src + keep].to_vec();
+        m.extend_from_slice(&entry);
+        m.extend(std::iter::repeat_n(0xEEu8, entry_size - keep));
+    }
+    m[ftd..ftd + 8].copy_from_slice(&le64(table_at as u64));
+    m[ftd + 10..ftd + 12].copy_from_slice(&(entry_size as u16).to_le_bytes());
+    fs::write(&region, &m).unwrap();
+}
+
+#[test]
+fn file_entries_of_v1_and_v3_sizes_read_the_same() {
+    // Readers copy min(EntrySize, their struct) bytes and zero the rest (cim-format.md §A5): a v1
+    // table (0x58, no ParentFileId/BaseRegionIndex) and a v3 one (0x68, 8 unknown bytes appended)
+    // read like the v2 table this crate writes.
+    for size in [0x58usize, 0x68] {
+        let t = tempfile::tempdir().unwrap();
+        let cim_path = tiny(t.path());
+        let before = Cim::open(&cim_path).unwrap().stat("a.txt").unwrap();
+        with_entry_size(&cim_path, size);
+        let cim = Cim::open(&cim_path).unwrap();
+        let after = cim.stat("a.txt").unwrap();
+        assert_eq!(after, before, "entry size {size:#x}");
+        let mut s = String::new();
+        cim.open_file("A.TXT")
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "abc");
+        assert_eq!(cim.read_dir("").unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn data_placement_small_region_and_page_aligned_region() {
+    // Under one page: the small-data region, 8-byte aligned. A page or more: the data region,
+    // page aligned. Empty: a null offset. Each stored object is listed in its region's objectid file.
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "place.cim").unwrap();
+    let files: [(&str, usize, u8); 5] = [
+        ("a", 4095, 1),
+        ("b", 4096, 2),
+        ("c", 5000, 3),
+        ("d", 1, 4),
+        ("e", 0, 0),
+    ];
+    for (name, size, fill) in files {
+        w.add(
+            name,
+            &FileMetadata {
+                size: size as u64,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        w.write(&vec![fill; size]).unwrap();
+    }
+    w.commit().unwrap();
+    let cim_path = t.path().join("place.cim");
+    let guid = guid_of(&cim_path);
+    let (region, _, _) = locate_entry(&cim_path, 1);
+    let m = fs::read(&region).unwrap();
+    // (region index, byte offset) each file's data is expected at; ids follow sorted order a..e = 2..6.
+    let want = [
+        (2u64, 0x28u64),
+        (1, 0x1000),
+        (1, 0x2000),
+        (2, 0x1028),
+        (0, 0),
+    ];
+    for (i, ((_, size, _), (ri, off))) in files.iter().zip(want).enumerate() {
+        let (_, entry, data) = locate_entry(&cim_path, i as u32 + 2);
+        let lt = u64::from_le_bytes(
+            m[entry as usize + 0x30..entry as usize + 0x38]
+                .try_into()
+                .unwrap(),
+        );
+        assert_eq!(lt, *size as u64, "length and type Data of file {i}");
+        assert_eq!((data >> 48, data & 0xffff_ffff_ffff), (ri, off), "file {i}");
+    }
+    let data = fs::read(t.path().join(file_name("region", &guid, 1))).unwrap();
+    assert_eq!(data.len(), 0x2000 + 5000);
+    assert!(
+        data[0x28..0x1000].iter().all(|&b| b == 0),
+        "padding to the first page"
+    );
+    assert!(data[0x1000..0x2000].iter().all(|&b| b == 2));
+    assert!(data[0x2000..].iter().all(|&b| b == 3));
+    let small = fs::read(t.path().join(file_name("region", &guid, 2))).unwrap();
+    assert_eq!(small.len(), 0x1028 + 1);
+    assert!(small[0x28..0x28 + 4095].iter().all(|&b| b == 1));
+    assert_eq!(small[0x28 + 4095], 0, "alignment padding");
+    assert_eq!(small[0x1028], 4);
+    // Objectid entries: (length, digest, offset) in write order.
+    for (i, objects) in [
+        (1u16, vec![(4096u64, 0x1000u64), (5000, 0x2000)]),
+        (2, vec![(4095, 0x28), (1, 0x1028)]),
+    ] {
+        let o = fs::read(t.path().join(file_name("objectid", &guid, i))).unwrap();
+        assert_eq!(&o[0x2c..0x30], &(objects.len() as u32).to_le_bytes());
+        for (k, (len, off)) in objects.iter().enumerate() {
+            let e = 0x30 + 40 * k;
+            assert_eq!(&o[e..e + 8], &le64(*len), "objectid {i} entry {k}");
+            assert_eq!(
+                &o[e + 0x20..e + 0x28],
+                &le64(*off),
+                "objectid {i} entry {k}"
+            );
+        }
+    }
 }

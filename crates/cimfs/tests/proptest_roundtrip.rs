@@ -1,5 +1,5 @@
-//! Property test: random operation sequences (dirs, files of 0 bytes to 20 MiB, Unicode and
-//! case-colliding names, ADS, hard links, removes, SD/EA/reparse blobs), in a chain of up to four
+//! Property test: random operation sequences (dirs, deep directory chains, files of 0 bytes to
+//! 20 MiB, Unicode and case-colliding names, ADS, hard links, removes, SD/EA/reparse blobs), in a chain of up to four
 //! images (a base and forks), are applied to the writer and to an in-memory model; every image
 //! must read back exactly as the model was when it was committed.
 
@@ -53,6 +53,13 @@ enum Op {
     },
     Remove {
         target: usize,
+    },
+    /// A chain of `names.len()` nested directories under an existing one, with a file at the bottom.
+    Nest {
+        parent: usize,
+        names: Vec<String>,
+        size: usize,
+        seed: u8,
     },
 }
 
@@ -299,6 +306,69 @@ fn apply(w: &mut CimWriter, m: &mut Model, op: &Op) {
                 m.children(dnode).insert(k, (name, fnode));
             }
         }
+        Op::Nest {
+            parent,
+            names,
+            size,
+            seed,
+        } => {
+            let dirs = m.dirs();
+            let (mut dpath, mut dnode) = dirs[parent % dirs.len()].clone();
+            let dir_meta = Meta {
+                attributes: format::FILE_ATTRIBUTE_DIRECTORY,
+                times: [7; 4],
+                sd: vec![],
+                ea: vec![],
+                reparse: vec![],
+            };
+            for name in names {
+                let path = join(&dpath, name);
+                // Stop where the path would pass the 32,767-unit limit the writer enforces.
+                if path.encode_utf16().count() + 300 > format::MAX_PATH_UNITS {
+                    break;
+                }
+                let k = key(name);
+                let next = match m.children(dnode).get(&k).map(|e| e.1) {
+                    Some(existing) if matches!(m.nodes[existing].kind, Kind::Dir(_)) => {
+                        // Re-adding an existing directory keeps its children, updates its metadata.
+                        w.add(&path, &to_meta(&dir_meta, 0)).unwrap();
+                        m.nodes[existing].meta = dir_meta.clone();
+                        m.children(dnode).insert(k, (name.clone(), existing));
+                        existing
+                    }
+                    _ => {
+                        w.add(&path, &to_meta(&dir_meta, 0)).unwrap();
+                        m.nodes.push(Node {
+                            kind: Kind::Dir(BTreeMap::new()),
+                            meta: dir_meta.clone(),
+                            ads: BTreeMap::new(),
+                        });
+                        let n = m.nodes.len() - 1;
+                        m.children(dnode).insert(k, (name.clone(), n));
+                        n
+                    }
+                };
+                dpath = path;
+                dnode = next;
+            }
+            let file_meta = Meta {
+                attributes: 0,
+                ..dir_meta
+            };
+            w.add(&join(&dpath, "leaf"), &to_meta(&file_meta, *size as u64))
+                .unwrap();
+            write_stream(w, *size, *seed);
+            m.nodes.push(Node {
+                kind: Kind::File {
+                    size: *size,
+                    seed: *seed,
+                },
+                meta: file_meta,
+                ads: BTreeMap::new(),
+            });
+            let n = m.nodes.len() - 1;
+            m.children(dnode).insert(key("leaf"), ("leaf".into(), n));
+        }
         Op::Remove { target } => {
             let entries = m.entries();
             if entries.is_empty() {
@@ -412,6 +482,15 @@ fn check(cim_path: &Path, m: &Model) -> Result<(), TestCaseError> {
                 ));
             }
         }
+    }
+    // Every path (deep chains included) resolves, by binary search per level, to the id the walk saw.
+    for (path, node, _) in m.entries() {
+        prop_assert_eq!(
+            Some(&cim.lookup(&path).unwrap()),
+            ids.get(&node),
+            "{}",
+            path
+        );
     }
     let problems = cimfs::verify::verify(cim_path);
     prop_assert!(problems.is_empty(), "{:?}", problems);
@@ -549,6 +628,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), name_strategy(), 0usize..3000, 0u8..4).prop_map(|(file, name, size, seed)| Op::Ads { file, name, size, seed }),
         2 => (any::<usize>(), name_or_case(), any::<usize>()).prop_map(|(parent, name, file)| Op::Link { parent, name, file }),
         2 => any::<usize>().prop_map(|target| Op::Remove { target }),
+        1 => (any::<usize>(), proptest::collection::vec(name_strategy(), 10..70), 0usize..5000, 0u8..4)
+            .prop_map(|(parent, names, size, seed)| Op::Nest { parent, names, size, seed }),
     ]
 }
 

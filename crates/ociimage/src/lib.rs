@@ -1,6 +1,6 @@
 //! OCI image layouts and docker-save archives: which layers, in which order, and their bytes.
 //!
-//! An image source is a folder or an uncompressed tar holding either an OCI image layout
+//! An image source is a folder or a tar (plain, gzip or zstd) holding either an OCI image layout
 //! (`oci-layout`, `index.json`, `blobs/sha256/…`) or what `docker save` writes (`manifest.json`).
 //! [`Image::open`] picks the manifest for a platform (following nested indexes) and lists the
 //! layers bottom-up; [`Image::open_layer`] streams one layer blob (still compressed, as stored)
@@ -49,14 +49,13 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// Guesses the compression from the first bytes of a blob.
+    /// Guesses the compression from the first bytes of a blob, as the layer importer does
+    /// (`wclayer::detect_compression`); a compression it refuses counts as none here.
     pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
+        match wclayer::detect_compression(head) {
+            Ok(wclayer::Compression::Gzip) => Compression::Gzip,
+            Ok(wclayer::Compression::Zstd) => Compression::Zstd,
+            Ok(wclayer::Compression::None) | Err(_) => Compression::None,
         }
     }
 }
@@ -253,7 +252,7 @@ impl Image {
     /// Streams one layer blob as stored (compressed or not); the read that reaches the end fails
     /// with [`Error::DigestMismatch`] / [`Error::SizeMismatch`] (inside an `io::Error` of kind
     /// `InvalidData`) when the bytes are not the ones the manifest names.
-    pub fn open_layer(&self, index: usize) -> Result<VerifyingReader<Box<dyn Read + Send>>> {
+    pub fn open_layer(&self, index: usize) -> Result<VerifyingReader<Box<dyn Read>>> {
         let layer = self.layers.get(index).ok_or_else(|| Error::Invalid {
             source_path: self.source().to_path_buf(),
             member: String::new(),
@@ -592,19 +591,13 @@ fn open_docker(store: Store, platform: &Platform) -> Result<Image> {
             .as_ref()
             .and_then(|d| entry.layer_sources.get(&d.to_string()));
         let present = store.exists(&member);
-        let mut head = [0u8; 4];
-        let mut got = 0;
-        let mut stored_size = None;
-        if present {
-            let (mut r, size) = store.open_member(&member)?;
-            stored_size = Some(size);
-            got = r.read(&mut head).map_err(|error| Error::Io {
-                source_path: store.path().to_path_buf(),
-                member: member.clone(),
-                error,
-            })?;
-        }
-        let compression = Compression::sniff(head.get(..got).unwrap_or_default());
+        let (head, stored_size) = if present {
+            let (head, size) = store.head(&member)?;
+            (head, Some(size))
+        } else {
+            (Vec::new(), None)
+        };
+        let compression = Compression::sniff(&head);
         let (media_type, foreign, urls, size) = match source {
             Some(desc) => (
                 desc.media_type.clone(),

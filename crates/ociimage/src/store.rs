@@ -1,15 +1,30 @@
-//! Where the image's members live: a folder on disk, or an uncompressed tar archive read in place
-//! (one pass over the headers builds an index of member offsets; nothing is extracted).
+//! Where the image's members live: a folder on disk, or a tar archive read in place (one pass over
+//! the headers builds an index of member offsets; nothing is extracted). A gzip or zstd compressed
+//! archive is read in two streaming passes, never decompressed whole into memory or onto disk.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::error::{Error, Result};
 
 /// Symlink chains longer than this are treated as loops (docker save links each shared layer once).
 const MAX_LINK_HOPS: usize = 16;
+/// Members of a compressed archive up to this size are kept in memory by the first pass: the
+/// manifests, indexes and configs the image is opened from (Windows image configs are a few KiB).
+const SMALL_MEMBER: u64 = 1 << 20;
+/// Total bytes the first pass keeps; small members past it are streamed again when asked for.
+const KEPT_BUDGET: u64 = 64 << 20;
+/// How many leading bytes of a member [`Store::head`] returns.
+const HEAD_LEN: usize = 8;
+
+/// The decompressor a compressed archive's members are read from, with its position in the
+/// decompressed stream; empty while a member reader holds it (or before the first read).
+type SharedCursor = Rc<RefCell<Option<(Box<dyn Read>, u64)>>>;
 
 #[derive(Debug)]
 pub(crate) enum Member {
@@ -31,7 +46,91 @@ pub(crate) enum Store {
     Tar {
         path: PathBuf,
         members: HashMap<String, Member>,
+        /// Set when the archive itself is gzip or zstd compressed; offsets are then positions in
+        /// the decompressed stream.
+        compressed: Option<Compressed>,
     },
+}
+
+/// What reading a compressed archive needs besides the member index.
+///
+/// Two streaming passes rather than spooling layers to temporary files: the first pass (in
+/// [`Store::open`]) indexes every member and keeps the small ones (the JSON documents), the second
+/// decompresses again and hands out each layer blob as it streams past. Spooling would need as much
+/// free disk as the largest layer (gigabytes for a Windows base layer) plus a second write of it;
+/// streaming costs only decompression time. The decompressor is kept between members, so blobs
+/// read in archive order cost one pass in all; a blob lying before the previous one restarts from
+/// the archive's start (docker save orders members by name, not by layer).
+pub(crate) struct Compressed {
+    /// Small members' bytes, by their offset in the decompressed stream.
+    kept: HashMap<u64, Vec<u8>>,
+    /// The first [`HEAD_LEN`] bytes of the other members (enough to tell their compression).
+    heads: HashMap<u64, Vec<u8>>,
+    /// The decompressor left by the last member read, and its position in the decompressed stream.
+    cursor: SharedCursor,
+}
+
+impl fmt::Debug for Compressed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Compressed")
+            .field("kept_members", &self.kept.len())
+            .finish()
+    }
+}
+
+/// One member of a compressed archive, read from the shared decompressor; gives the decompressor
+/// back (with its position) when dropped so the next member can continue from there.
+struct CompressedMember {
+    stream: Option<Box<dyn Read>>,
+    position: u64,
+    remaining: u64,
+    cursor: SharedCursor,
+}
+
+impl Read for CompressedMember {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(0);
+        };
+        let want = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let Some(dest) = buf.get_mut(..want) else {
+            return Ok(0);
+        };
+        if dest.is_empty() {
+            return Ok(0);
+        }
+        // A decompressor that failed is not handed on: the next member starts a fresh pass.
+        let n = match stream.read(dest) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stream = None;
+                return Err(e);
+            }
+        };
+        if n == 0 {
+            self.stream = None;
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "compressed archive ends {} bytes before the end of the member",
+                    self.remaining
+                ),
+            ));
+        }
+        self.position += n as u64;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+impl Drop for CompressedMember {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            *self.cursor.borrow_mut() = Some((stream, self.position));
+        }
+    }
 }
 
 /// Normalises a member name: `/`-separated, no `.` or empty components; `None` for names that
@@ -50,6 +149,56 @@ pub(crate) fn normalize(name: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// Opens `path` through the decompressor its first bytes call for (the layer importer's detection,
+/// so an archive and a layer are told apart the same way).
+fn decompress_file(path: &Path) -> Result<Box<dyn Read>> {
+    let file = File::open(path).map_err(|error| Error::Io {
+        source_path: path.to_path_buf(),
+        member: String::new(),
+        error,
+    })?;
+    wclayer::decompressed(file).map_err(|e| Error::Invalid {
+        source_path: path.to_path_buf(),
+        member: String::new(),
+        message: e.to_string(),
+    })
+}
+
+/// Indexes one tar entry; `None` for entries that are not members we can read (devices, fifos,
+/// names that climb out of the root).
+fn index_entry<R: Read>(entry: &tar::Entry<'_, R>) -> io::Result<Option<(String, Member)>> {
+    let raw_name = entry.path()?;
+    let Some(name) = normalize(&raw_name.to_string_lossy()) else {
+        return Ok(None);
+    };
+    let kind = entry.header().entry_type();
+    let member = if kind.is_symlink() || kind.is_hard_link() {
+        let target = entry
+            .link_name()?
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let target = if kind.is_symlink() && !target.starts_with('/') {
+            match name.rsplit_once('/') {
+                Some((dir, _)) => format!("{dir}/{target}"),
+                None => target,
+            }
+        } else {
+            target
+        };
+        Member::Link { target }
+    } else if kind.is_dir() {
+        Member::Dir
+    } else if kind.is_file() || kind == tar::EntryType::Continuous {
+        Member::File {
+            offset: entry.raw_file_position(),
+            size: entry.size(),
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((name, member)))
+}
+
 impl Store {
     pub(crate) fn open(path: &Path) -> Result<Store> {
         let io_err = |error| Error::Io {
@@ -62,17 +211,16 @@ impl Store {
             return Ok(Store::Dir(path.to_path_buf()));
         }
         let mut file = File::open(path).map_err(io_err)?;
-        let mut magic = [0u8; 4];
+        let mut magic = [0u8; 8];
         let got = read_up_to(&mut file, &mut magic).map_err(io_err)?;
         let magic = magic.get(..got).unwrap_or_default();
-        if magic.starts_with(&[0x1f, 0x8b]) || magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            return Err(Error::Invalid {
-                source_path: path.to_path_buf(),
-                member: String::new(),
-                message: "compressed archive: decompress it first (members are read in place, \
-                          which needs an uncompressed tar)"
-                    .into(),
-            });
+        let compression = wclayer::detect_compression(magic).map_err(|e| Error::Invalid {
+            source_path: path.to_path_buf(),
+            member: String::new(),
+            message: e.to_string(),
+        })?;
+        if compression != wclayer::Compression::None {
+            return Store::open_compressed(path);
         }
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let mut archive = tar::Archive::new(file);
@@ -80,41 +228,70 @@ impl Store {
         let entries = archive.entries_with_seek().map_err(io_err)?;
         for entry in entries {
             let entry = entry.map_err(io_err)?;
-            let raw_name = entry.path().map_err(io_err)?;
-            let Some(name) = normalize(&raw_name.to_string_lossy()) else {
+            if let Some((name, member)) = index_entry(&entry).map_err(io_err)? {
+                members.insert(name, member);
+            }
+        }
+        Ok(Store::Tar {
+            path: path.to_path_buf(),
+            members,
+            compressed: None,
+        })
+    }
+
+    /// First pass over a compressed archive: index every member, keep the small ones.
+    fn open_compressed(path: &Path) -> Result<Store> {
+        let io_err = |error| Error::Io {
+            source_path: path.to_path_buf(),
+            member: String::new(),
+            error,
+        };
+        let mut archive = tar::Archive::new(decompress_file(path)?);
+        let mut members = HashMap::new();
+        let mut kept = HashMap::new();
+        let mut heads = HashMap::new();
+        let mut kept_bytes = 0u64;
+        for entry in archive.entries().map_err(io_err)? {
+            let mut entry = entry.map_err(io_err)?;
+            let Some((name, member)) = index_entry(&entry).map_err(io_err)? else {
                 continue;
             };
-            let kind = entry.header().entry_type();
-            let member = if kind.is_symlink() || kind.is_hard_link() {
-                let target = entry
-                    .link_name()
-                    .map_err(io_err)?
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let target = if kind.is_symlink() && !target.starts_with('/') {
-                    match name.rsplit_once('/') {
-                        Some((dir, _)) => format!("{dir}/{target}"),
-                        None => target,
-                    }
+            if let Member::File { offset, size } = member {
+                if size <= SMALL_MEMBER && kept_bytes + size <= KEPT_BUDGET {
+                    let mut bytes = Vec::new();
+                    (&mut entry)
+                        .take(size)
+                        .read_to_end(&mut bytes)
+                        .map_err(|error| Error::Io {
+                            source_path: path.to_path_buf(),
+                            member: name.clone(),
+                            error,
+                        })?;
+                    kept_bytes += size;
+                    kept.insert(offset, bytes);
                 } else {
-                    target
-                };
-                Member::Link { target }
-            } else if kind.is_dir() {
-                Member::Dir
-            } else if kind.is_file() || kind == tar::EntryType::Continuous {
-                Member::File {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
+                    let mut head = Vec::with_capacity(HEAD_LEN);
+                    (&mut entry)
+                        .take(HEAD_LEN as u64)
+                        .read_to_end(&mut head)
+                        .map_err(|error| Error::Io {
+                            source_path: path.to_path_buf(),
+                            member: name.clone(),
+                            error,
+                        })?;
+                    heads.insert(offset, head);
                 }
-            } else {
-                continue;
-            };
+            }
             members.insert(name, member);
         }
         Ok(Store::Tar {
             path: path.to_path_buf(),
             members,
+            compressed: Some(Compressed {
+                kept,
+                heads,
+                cursor: Rc::new(RefCell::new(None)),
+            }),
         })
     }
 
@@ -165,7 +342,7 @@ impl Store {
     }
 
     /// Opens a member for streaming; returns the reader and the member's size.
-    pub(crate) fn open_member(&self, name: &str) -> Result<(Box<dyn Read + Send>, u64)> {
+    pub(crate) fn open_member(&self, name: &str) -> Result<(Box<dyn Read>, u64)> {
         let io_err = |error| Error::Io {
             source_path: self.path().to_path_buf(),
             member: name.to_string(),
@@ -186,13 +363,78 @@ impl Store {
                 }
                 Ok((Box::new(file), meta.len()))
             }
-            Store::Tar { path, members } => {
+            Store::Tar {
+                path,
+                members,
+                compressed: None,
+            } => {
                 let (offset, size) = self.resolve(name, members)?;
                 let mut file = File::open(path).map_err(io_err)?;
                 file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
                 Ok((Box::new(file.take(size)), size))
             }
+            Store::Tar {
+                path,
+                members,
+                compressed: Some(c),
+            } => {
+                let (offset, size) = self.resolve(name, members)?;
+                if let Some(bytes) = c.kept.get(&offset) {
+                    return Ok((Box::new(io::Cursor::new(bytes.clone())), size));
+                }
+                // Continue from where the last member left the decompressor, or start over
+                // when this member lies behind it.
+                let (mut stream, mut position) = match c.cursor.borrow_mut().take() {
+                    Some((s, p)) if p <= offset => (s, p),
+                    _ => (decompress_file(path)?, 0),
+                };
+                let skipped = io::copy(&mut (&mut stream).take(offset - position), &mut io::sink())
+                    .map_err(io_err)?;
+                position += skipped;
+                if position != offset {
+                    return Err(io_err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "compressed archive ends at {position}, before the member at {offset}"
+                        ),
+                    )));
+                }
+                let member = CompressedMember {
+                    stream: Some(stream),
+                    position,
+                    remaining: size,
+                    cursor: Rc::clone(&c.cursor),
+                };
+                Ok((Box::new(member), size))
+            }
         }
+    }
+
+    /// The first bytes of a member (up to [`HEAD_LEN`]) and its size, without streaming a
+    /// compressed archive again.
+    pub(crate) fn head(&self, name: &str) -> Result<(Vec<u8>, u64)> {
+        if let Store::Tar {
+            members,
+            compressed: Some(c),
+            ..
+        } = self
+        {
+            let (offset, size) = self.resolve(name, members)?;
+            if let Some(bytes) = c.heads.get(&offset).or_else(|| c.kept.get(&offset)) {
+                return Ok((bytes.iter().take(HEAD_LEN).copied().collect(), size));
+            }
+        }
+        let (reader, size) = self.open_member(name)?;
+        let mut head = Vec::with_capacity(HEAD_LEN);
+        reader
+            .take(HEAD_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(|error| Error::Io {
+                source_path: self.path().to_path_buf(),
+                member: name.to_string(),
+                error,
+            })?;
+        Ok((head, size))
     }
 
     /// Reads a small member (a JSON document) whole, refusing anything over `limit` bytes.

@@ -340,14 +340,223 @@ fn docker_save_blobs_layout_and_traversal_refused() {
 }
 
 #[test]
-fn unknown_source_and_compressed_archive() {
+fn unknown_source_and_unreadable_compression() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let err = Image::open(tmp.path(), &Platform::windows_amd64()).expect_err("empty dir");
     assert!(matches!(err, Error::UnknownFormat(_)), "{err}");
+    // Gzip of something that is not a tar: an error naming the archive.
     let gz = tmp.path().join("x.tar.gz");
-    std::fs::write(&gz, gzip(b"anything")).expect("w");
-    let err = Image::open(&gz, &Platform::windows_amd64()).expect_err("gz");
-    assert!(err.to_string().contains("decompress"), "{err}");
+    std::fs::write(&gz, gzip(&[7u8; 4096])).expect("w");
+    let err = Image::open(&gz, &Platform::windows_amd64()).expect_err("gz of junk");
+    assert!(err.to_string().contains("x.tar.gz"), "{err}");
+    // xz is recognised and refused by name (the layer importer's detection).
+    let xz = tmp.path().join("x.tar.xz");
+    std::fs::write(&xz, b"\xfd7zXZ\0\0\0rest").expect("w");
+    let err = Image::open(&xz, &Platform::windows_amd64()).expect_err("xz");
+    assert!(err.to_string().contains("xz"), "{err}");
+}
+
+/// A `docker save` archive in the v25+ layout (`blobs/sha256/<hex>`, members sorted by name as
+/// docker writes them, so layers are not in image order): three layers, one larger than what
+/// the first pass of a compressed archive keeps in memory, one gzip-compressed inside.
+struct DockerSave {
+    tar: Vec<u8>,
+    blobs: Vec<Vec<u8>>,
+    config: Vec<u8>,
+}
+
+fn docker_save_v25() -> DockerSave {
+    // 3 MiB of incompressible-ish bytes: well over the 1 MiB kept by the first pass.
+    let mut big = Vec::with_capacity(3 << 20);
+    let mut x = 0x1234_5678u32;
+    while big.len() < 3 << 20 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        big.extend_from_slice(&x.to_le_bytes());
+    }
+    let blobs = vec![
+        layer_tar("Files/base.bin", &big),
+        gzip(&layer_tar("Files/mid.txt", b"middle layer")),
+        layer_tar("Files/top.txt", b"top layer"),
+    ];
+    let diff_ids: Vec<String> = [
+        blobs[0].clone(),
+        layer_tar("Files/mid.txt", b"middle layer"),
+        blobs[2].clone(),
+    ]
+    .iter()
+    .map(|t| Digest::of(t).to_string())
+    .collect();
+    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
+    .expect("json");
+    let cd = Digest::of(&config);
+    let names: Vec<String> = blobs
+        .iter()
+        .map(|b| format!("blobs/sha256/{}", Digest::of(b).hex()))
+        .collect();
+    let manifest = json!([{"Config": format!("blobs/sha256/{}", cd.hex()),
+        "RepoTags": ["demo:1"], "Layers": names}]);
+    let mut members: Vec<(String, Vec<u8>)> =
+        names.into_iter().zip(blobs.iter().cloned()).collect();
+    members.push((format!("blobs/sha256/{}", cd.hex()), config.clone()));
+    members.sort();
+    // Make sure the archive order differs from the image order, whatever the digests are.
+    let order: Vec<usize> = blobs
+        .iter()
+        .map(|b| {
+            let name = format!("blobs/sha256/{}", Digest::of(b).hex());
+            members
+                .iter()
+                .position(|(n, _)| *n == name)
+                .expect("member")
+        })
+        .collect();
+    if order.windows(2).all(|w| w[0] < w[1]) {
+        members.reverse();
+    }
+    members.push(("manifest.json".into(), manifest.to_string().into_bytes()));
+    members.push((
+        "index.json".into(),
+        b"{\"schemaVersion\":2,\"manifests\":[]}".to_vec(),
+    ));
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in &members {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, &data[..]).expect("append");
+    }
+    DockerSave {
+        tar: b.into_inner().expect("finish tar"),
+        blobs,
+        config,
+    }
+}
+
+fn check_docker_save(image: &Image, d: &DockerSave) {
+    assert_eq!(image.format(), Format::DockerSave);
+    assert_eq!(image.platform(), Some(&Platform::windows_amd64()));
+    assert_eq!(image.config_digest(), Some(&Digest::of(&d.config)));
+    assert_eq!(
+        image
+            .layers()
+            .iter()
+            .map(|l| l.compression)
+            .collect::<Vec<_>>(),
+        [Compression::None, Compression::Gzip, Compression::None]
+    );
+    // Image order (which is not archive order), then backwards, then one layer twice.
+    for i in [0, 1, 2, 2, 1, 0, 0] {
+        let layer = &image.layers()[i];
+        assert_eq!(layer.digest, Digest::of(&d.blobs[i]));
+        assert_eq!(layer.size, Some(d.blobs[i].len() as u64));
+        assert_eq!(
+            read_layer(image, i).expect("layer reads"),
+            d.blobs[i],
+            "layer {i}"
+        );
+    }
+    // A layer read only half-way leaves the stream mid-member; the next one still reads whole.
+    let mut r = image.open_layer(0).expect("open");
+    let mut half = vec![0u8; 1000];
+    r.read_exact(&mut half).expect("read part");
+    drop(r);
+    assert_eq!(read_layer(image, 2).expect("after partial"), d.blobs[2]);
+    assert_eq!(read_layer(image, 0).expect("again"), d.blobs[0]);
+}
+
+#[test]
+fn docker_save_gzip_and_zstd_archives_stream() {
+    let d = docker_save_v25();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plain = tmp.path().join("img.tar");
+    std::fs::write(&plain, &d.tar).expect("w");
+    check_docker_save(
+        &Image::open(&plain, &Platform::windows_amd64()).expect("plain"),
+        &d,
+    );
+
+    // `docker save img | gzip`, and gzip written as several members (pigz, concatenation).
+    let gz = tmp.path().join("img.tar.gz");
+    std::fs::write(&gz, gzip(&d.tar)).expect("w");
+    check_docker_save(
+        &Image::open(&gz, &Platform::windows_amd64()).expect("gzip"),
+        &d,
+    );
+    let (a, b) = d.tar.split_at(d.tar.len() / 3);
+    let mut multi = gzip(a);
+    multi.extend(gzip(b));
+    let multi_path = tmp.path().join("img.multi.gz");
+    std::fs::write(&multi_path, multi).expect("w");
+    check_docker_save(
+        &Image::open(&multi_path, &Platform::windows_amd64()).expect("multi-member gzip"),
+        &d,
+    );
+
+    // The name says nothing: compression is told from the bytes.
+    let zst = tmp.path().join("img.bin");
+    std::fs::write(&zst, zstd::encode_all(&d.tar[..], 3).expect("zstd")).expect("w");
+    check_docker_save(
+        &Image::open(&zst, &Platform::windows_amd64()).expect("zstd"),
+        &d,
+    );
+}
+
+#[test]
+fn oci_layout_tar_gz_is_streamed() {
+    let f = oci_fixture();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", &f.root).expect("tar layout");
+    let tar = b.into_inner().expect("finish");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let gz = tmp.path().join("layout.tar.gz");
+    std::fs::write(&gz, gzip(&tar)).expect("w");
+    check_oci(
+        &Image::open(&gz, &Platform::windows_amd64()).expect("open"),
+        &f,
+    );
+}
+
+#[test]
+fn damaged_compressed_archive_is_an_error_not_a_panic() {
+    let d = docker_save_v25();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let whole = gzip(&d.tar);
+    let path = tmp.path().join("cut.tar.gz");
+    let mut opened = 0;
+    for cut in (0..whole.len()).step_by(whole.len() / 40 + 1) {
+        std::fs::write(&path, &whole[..cut]).expect("w");
+        if let Ok(image) = Image::open(&path, &Platform::windows_amd64()) {
+            opened += 1;
+            for i in 0..image.layers().len() {
+                let _ = read_layer(&image, i);
+            }
+        }
+    }
+    // The manifest is the last member: no cut archive can be opened.
+    assert_eq!(opened, 0);
+
+    // Bit flips in the compressed bytes: open fails, or some layer fails its digest or the
+    // decompressor's check; never a silent wrong layer.
+    for at in (20..whole.len() - 8).step_by(whole.len() / 25 + 1) {
+        let mut bad = whole.clone();
+        bad[at] ^= 0x40;
+        std::fs::write(&path, &bad).expect("w");
+        let Ok(image) = Image::open(&path, &Platform::windows_amd64()) else {
+            continue;
+        };
+        for i in 0..image.layers().len() {
+            if let Ok(bytes) = read_layer(&image, i) {
+                assert_eq!(
+                    bytes, d.blobs[i],
+                    "flip at {at}: layer {i} read wrong bytes"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -393,4 +602,38 @@ fn truncated_or_mangled_documents_are_errors_not_panics() {
             }
         }
     }
+}
+
+#[test]
+fn compressed_archive_past_the_kept_budget_streams_its_documents() {
+    // 70 one-MiB members before the manifest and config: the first pass keeps at most 64 MiB of
+    // small members, so the JSON documents are read by streaming the archive again.
+    let d = docker_save_v25();
+    let mut b = tar::Builder::new(Vec::new());
+    let filler = vec![0u8; 1 << 20];
+    for i in 0..70 {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(filler.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, format!("filler/{i:02}"), &filler[..])
+            .expect("append");
+    }
+    let mut inner = tar::Archive::new(&d.tar[..]);
+    for entry in inner.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let mut h = entry.header().clone();
+        let path = entry.path().expect("path").into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).expect("read");
+        b.append_data(&mut h, path, &data[..]).expect("append");
+    }
+    let tar = b.into_inner().expect("finish");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("padded.tar.zst");
+    std::fs::write(&path, zstd::encode_all(&tar[..], 1).expect("zstd")).expect("w");
+    check_docker_save(
+        &Image::open(&path, &Platform::windows_amd64()).expect("open"),
+        &d,
+    );
 }

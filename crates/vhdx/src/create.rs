@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::file::VhdxFile;
 use crate::format::*;
 
-/// Physical sector size written for new disks: the Hyper-V default (vhdx.md §1, [M]).
+/// Physical sector size written for new disks: the Hyper-V default (vhdx.md §1, `[M]`).
 pub const DEFAULT_PHYSICAL_SECTOR_SIZE: u32 = 4096;
 
 const LOG_OFFSET: u64 = MIB;

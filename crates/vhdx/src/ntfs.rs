@@ -13,7 +13,7 @@ use crate::file::{DiskType, VhdxFile};
 use crate::format::MIB;
 use crate::gpt::{self, GptLayout, GptPartition, PartitionInfo, BASIC_DATA_TYPE, MSR_TYPE};
 
-/// Where the data partition starts: 16 MiB, Windows 10+ disk initialisation (vhdx.md §2, [M]).
+/// Where the data partition starts: 16 MiB, Windows 10+ disk initialisation (vhdx.md §2, `[M]`).
 pub const DATA_PARTITION_OFFSET: u64 = 16 * MIB;
 /// NTFS cluster size Windows picks for a ~10 GiB volume (KB140365).
 pub const NTFS_CLUSTER_SIZE: u32 = 4096;

@@ -14,12 +14,19 @@ use crate::error::{Error, Result};
 use crate::format::{self, RegionOffset};
 
 /// Serializes a link table: header, entries, name offsets (from the table start), then
-/// u16-counted UTF-16LE names. `Length` is the full table size including the header.
-pub(crate) fn encode_link_table(names: &[&[u16]], entries: &[&[u8]]) -> Vec<u8> {
+/// u16-counted UTF-16LE names. `Length` is the full table size including the header. A table
+/// over [`format::MAX_LINK_TABLE_BYTES`] (which readers refuse) is returned as `Err(its size)`.
+pub(crate) fn encode_link_table(
+    names: &[&[u16]],
+    entries: &[&[u8]],
+) -> std::result::Result<Vec<u8>, u64> {
     let n = names.len();
     let entry_size = entries.first().map_or(0, |e| e.len());
     let names_at = 8 + n * (entry_size + format::LINK_NAME_OFFSET_SIZE);
     let total = names_at + names.iter().map(|s| 2 + 2 * s.len()).sum::<usize>();
+    if total as u64 > format::MAX_LINK_TABLE_BYTES {
+        return Err(total as u64);
+    }
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&(total as u32).to_le_bytes());
     out.extend_from_slice(&(n as u32).to_le_bytes());
@@ -37,7 +44,35 @@ pub(crate) fn encode_link_table(names: &[&[u16]], entries: &[&[u8]]) -> Vec<u8> 
             out.extend_from_slice(&u.to_le_bytes());
         }
     }
-    out
+    Ok(out)
+}
+
+/// The path of node `n` (for errors), from the parent links `assign_ids` made.
+fn node_path(tree: &super::tree::Tree, parent: &[usize], mut n: usize) -> String {
+    let mut parts = Vec::new();
+    while n != ROOT {
+        let Some(&p) = parent.get(n) else { break };
+        if let Some(Kind::Dir(children)) = tree.nodes.get(p).map(|node| &node.kind) {
+            if let Some(e) = children.values().find(|e| e.node == n) {
+                parts.push(String::from_utf16_lossy(&e.name));
+            }
+        }
+        n = p;
+    }
+    parts.reverse();
+    format!("\\{}", parts.join("\\"))
+}
+
+/// The error for a link table the readers would refuse.
+fn table_too_large(image: &Path, what: &str, path: String, size: u64) -> Error {
+    Error::InvalidArgument {
+        image: image.to_path_buf(),
+        path,
+        reason: format!(
+            "its {what} would take {size} bytes, over the {}-byte link table limit",
+            format::MAX_LINK_TABLE_BYTES
+        ),
+    }
 }
 
 fn counted(bytes: &[u8]) -> Vec<u8> {
@@ -65,6 +100,17 @@ pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
     }
 
     let (ids, order, parent) = w.tree.assign_ids();
+    if order.len() > format::MAX_FILES as usize {
+        return Err(Error::InvalidArgument {
+            image: w.cim_path.clone(),
+            path: "\\".into(),
+            reason: format!(
+                "{} files and directories, over the {} an image may hold",
+                order.len(),
+                format::MAX_FILES
+            ),
+        });
+    }
     let mut entries: Vec<format::File> = Vec::with_capacity(order.len());
     for &n in &order {
         let node = &w.tree.nodes[n];
@@ -89,7 +135,15 @@ pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
             s.sort_by(|a, b| a.key.cmp(&b.key));
             let names: Vec<&[u16]> = s.iter().map(|a| a.name.as_slice()).collect();
             let ents: Vec<&[u8]> = s.iter().map(|a| a.stream.as_bytes()).collect();
-            meta.put(&encode_link_table(&names, &ents), align)?
+            let table = encode_link_table(&names, &ents).map_err(|size| {
+                table_too_large(
+                    &w.cim_path,
+                    "stream table",
+                    node_path(&w.tree, &parent, n),
+                    size,
+                )
+            })?;
+            meta.put(&table, align)?
         };
         let default_stream = match &node.kind {
             Kind::File(s) => *s,
@@ -101,7 +155,14 @@ pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
                 let names: Vec<&[u16]> = children.values().map(|e| e.name.as_slice()).collect();
                 let ents: Vec<&[u8]> = idb.iter().map(|b| b.as_slice()).collect();
                 // Empty directories get an 8-byte empty table rather than a null stream (A16: the safer guess).
-                let table = encode_link_table(&names, &ents);
+                let table = encode_link_table(&names, &ents).map_err(|size| {
+                    table_too_large(
+                        &w.cim_path,
+                        "directory table",
+                        node_path(&w.tree, &parent, n),
+                        size,
+                    )
+                })?;
                 let at = meta.put(&table, align)?;
                 format::Stream::new(
                     at,

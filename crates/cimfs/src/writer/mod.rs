@@ -342,26 +342,12 @@ impl CimWriter {
     }
 
     fn load_objectid_file(&mut self, path: &Path, combined: u16, region_size: u64) -> Result<()> {
-        use zerocopy::FromBytes;
-        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-        let Ok((h, _)) = format::ObjectIdHeader::read_from_prefix(&bytes) else {
+        // A damaged objectid file only costs de-duplication, as a missing one does.
+        let Ok(file) = crate::objectid::ObjectIdFile::open(path) else {
             return Ok(());
         };
-        if h.common.magic != format::MAGIC {
-            return Ok(());
-        }
-        let start = h.table_offset.get() as usize;
-        let count = h.count.get() as usize;
-        let Some(table) = bytes.get(start..) else {
-            return Ok(());
-        };
-        let Ok((entries, _)) = <[format::ObjectIdEntry]>::ref_from_prefix_with_elems(
-            table,
-            count.min(table.len() / 40),
-        ) else {
-            return Ok(());
-        };
-        for e in entries {
+        let objects = &mut self.objects;
+        let _ = file.for_each(|_, _, e| {
             let off = e.offset.get();
             let len = e.length.get();
             // Only entries that point inside their region are trusted.
@@ -369,11 +355,11 @@ impl CimWriter {
                 && off < (1 << 48)
                 && off.checked_add(len).is_some_and(|end| end <= region_size)
             {
-                self.objects
+                objects
                     .entry((len, e.digest))
                     .or_insert(RegionOffset::new(combined, off));
             }
-        }
+        });
         Ok(())
     }
 

@@ -123,8 +123,20 @@ impl RegionWriter {
             .get_ref()
             .sync_all()
             .map_err(|e| Error::io(&self.path, e))?;
+        // Readers refuse objectid tables over the shared limit, so none is written.
         let count = u32::try_from(self.objects.len())
-            .map_err(|_| Error::io(objectid_path, std::io::Error::other("too many objects")))?;
+            .ok()
+            .filter(|&n| n <= format::MAX_OBJECT_IDS)
+            .ok_or_else(|| {
+                Error::io(
+                    objectid_path,
+                    std::io::Error::other(format!(
+                        "{} stored objects, over the {} an objectid file may list",
+                        self.objects.len(),
+                        format::MAX_OBJECT_IDS
+                    )),
+                )
+            })?;
         let header = format::ObjectIdHeader {
             common: format::CommonHeader::new(format::FILE_TYPE_OBJECT_ID, 0x30),
             index: self.index.into(),

@@ -25,7 +25,8 @@ folders written by cimkit are destroyed and imported again. Every blob is checke
 digest; a mismatch removes the layer just imported and fails."
 )]
 pub struct Args {
-    /// OCI image layout (folder or tar) or `docker save` archive (tar or extracted folder).
+    /// OCI image layout (folder or tar) or `docker save` archive (tar or extracted folder); a tar
+    /// may be gzip or zstd compressed.
     pub source: PathBuf,
     /// Snapshot folder receiving the layers (created when missing).
     #[arg(long)]
