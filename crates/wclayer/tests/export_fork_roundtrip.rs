@@ -542,7 +542,86 @@ impl Rng {
     }
 }
 
-/// Seeded random children of a random base: removals (files and directories), replacements,
+/// What exists after the layers so far (tar names), and the bytes of each file.
+struct Live {
+    files: Vec<String>,
+    dirs: Vec<String>,
+    contents: BTreeMap<String, Vec<u8>>,
+}
+
+/// A random child layer on top of `live` (updated to what exists after it); new names carry
+/// `tag` so that layers do not collide.
+fn random_child(rng: &mut Rng, live: &mut Live, tag: &str) -> Vec<u8> {
+    let mut t = TarBuilder::new();
+    for i in 0..25 {
+        match rng.below(8) {
+            0 if live.dirs.len() > 1 => {
+                let d = live.dirs.remove(1 + rng.below(live.dirs.len() - 1));
+                let (p, b) = d.rsplit_once('/').unwrap();
+                t.file(&format!("{p}/.wh.{b}"), &[], b"");
+                let under = format!("{d}/");
+                live.dirs.retain(|x| !x.starts_with(&under));
+                live.files.retain(|x| !x.starts_with(&under));
+            }
+            1 if !live.files.is_empty() => {
+                let f = live.files.remove(rng.below(live.files.len()));
+                let (p, b) = f.rsplit_once('/').unwrap();
+                t.file(&format!("{p}/.wh.{b}"), &[], b"");
+            }
+            2 if !live.files.is_empty() => {
+                let f = live.files[rng.below(live.files.len())].clone();
+                let data = format!("{tag} new {i}").into_bytes();
+                t.file(&f, &pax_meta(0x20, "1650000000"), &data);
+                live.contents.insert(f, data);
+            }
+            3 if !live.files.is_empty() => {
+                // The bytes it has now, with new attributes or the same ones (the latter only
+                // breaks a hard link, or drops a stream).
+                let f = live.files[rng.below(live.files.len())].clone();
+                let attrs = if rng.below(2) == 0 { 0x20 } else { 0x21 };
+                let data = live.contents.get(&f).cloned().unwrap_or_default();
+                t.file(&f, &pax_meta(attrs, "1640000000"), &data);
+            }
+            4 if !live.files.is_empty() => {
+                let target = live.files[rng.below(live.files.len())].clone();
+                let dir = &live.dirs[rng.below(live.dirs.len())];
+                let name = format!("{dir}/{tag}l{i}");
+                link(&mut t, &name, &target);
+                let data = live.contents.get(&target).cloned().unwrap_or_default();
+                live.contents.insert(name.clone(), data);
+                live.files.push(name);
+            }
+            5 if !live.files.is_empty() => {
+                let f = live.files[rng.below(live.files.len())].clone();
+                let data = b"with a new stream".to_vec();
+                t.file(&f, &pax_meta(0x20, "1640000000"), &data);
+                t.file(
+                    &format!("{f}:s"),
+                    &[],
+                    format!("{tag} stream {i}").as_bytes(),
+                );
+                live.contents.insert(f, data);
+            }
+            6 => {
+                let dir = live.dirs[rng.below(live.dirs.len())].clone();
+                let name = format!("{dir}/{tag}d{i}");
+                t.dir(&name, &pax_meta(0x10, "1650000000"));
+                live.dirs.push(name);
+            }
+            _ => {
+                let dir = &live.dirs[rng.below(live.dirs.len())];
+                let name = format!("{dir}/{tag}f{i}");
+                let data = vec![i as u8; 100 * i];
+                t.file(&name, &pax_meta(0x20, "1650000000"), &data);
+                live.contents.insert(name.clone(), data);
+                live.files.push(name);
+            }
+        }
+    }
+    t.finish()
+}
+
+/// Seeded random children (and grandchildren) of a random base: removals (files and directories), replacements,
 /// metadata-only changes, new names for inherited files, links broken by re-adding a file as
 /// it was, stream changes, new files and directories. Each child exported against the base and
 /// imported again on it has no differences.
@@ -602,72 +681,12 @@ fn seeded_random_children_round_trip() {
         }
         let base = t.finish();
 
-        // The child, tracking which paths still exist so links and replacements make sense.
-        let mut live_files = files.clone();
-        let mut live_dirs = dirs.clone();
-        let mut t = TarBuilder::new();
-        for i in 0..25 {
-            match rng.below(8) {
-                0 if live_dirs.len() > 1 => {
-                    let d = live_dirs.remove(1 + rng.below(live_dirs.len() - 1));
-                    let (p, b) = d.rsplit_once('/').unwrap();
-                    t.file(&format!("{p}/.wh.{b}"), &[], b"");
-                    let under = format!("{d}/");
-                    live_dirs.retain(|x| !x.starts_with(&under));
-                    live_files.retain(|x| !x.starts_with(&under));
-                }
-                1 if !live_files.is_empty() => {
-                    let f = live_files.remove(rng.below(live_files.len()));
-                    let (p, b) = f.rsplit_once('/').unwrap();
-                    t.file(&format!("{p}/.wh.{b}"), &[], b"");
-                }
-                2 if !live_files.is_empty() => {
-                    let f = live_files[rng.below(live_files.len())].clone();
-                    t.file(
-                        &f,
-                        &pax_meta(0x20, "1650000000"),
-                        format!("new {i}").as_bytes(),
-                    );
-                }
-                3 if !live_files.is_empty() => {
-                    // The bytes the base has for it, with new attributes or the same ones (the
-                    // latter only breaks a hard link, or drops a stream).
-                    let f = live_files[rng.below(live_files.len())].clone();
-                    let attrs = if rng.below(2) == 0 { 0x20 } else { 0x21 };
-                    let data = contents.get(&f).cloned().unwrap_or_default();
-                    t.file(&f, &pax_meta(attrs, "1640000000"), &data);
-                }
-                4 if !live_files.is_empty() => {
-                    let target = live_files[rng.below(live_files.len())].clone();
-                    let dir = &live_dirs[rng.below(live_dirs.len())];
-                    let name = format!("{dir}/l{i}");
-                    link(&mut t, &name, &target);
-                    live_files.push(name);
-                }
-                5 if !live_files.is_empty() => {
-                    let f = live_files[rng.below(live_files.len())].clone();
-                    t.file(&f, &pax_meta(0x20, "1640000000"), b"with a new stream");
-                    t.file(&format!("{f}:s"), &[], format!("stream {i}").as_bytes());
-                }
-                6 => {
-                    let dir = live_dirs[rng.below(live_dirs.len())].clone();
-                    let name = format!("{dir}/d{i}");
-                    t.dir(&name, &pax_meta(0x10, "1650000000"));
-                    live_dirs.push(name);
-                }
-                _ => {
-                    let dir = &live_dirs[rng.below(live_dirs.len())];
-                    let name = format!("{dir}/c{i}");
-                    t.file(
-                        &name,
-                        &pax_meta(0x20, "1650000000"),
-                        &vec![i as u8; 100 * i],
-                    );
-                    live_files.push(name);
-                }
-            }
-        }
-        let child = t.finish();
+        let mut live = Live {
+            files: files.clone(),
+            dirs: dirs.clone(),
+            contents,
+        };
+        let child = random_child(&mut rng, &mut live, "c");
 
         let snaps = tmp.path().join("snapshots");
         let (l1, l2, l3) = (snaps.join("1"), snaps.join("2"), snaps.join("3"));
@@ -685,6 +704,21 @@ fn seeded_random_children_round_trip() {
         let s3 = common::import(&out, &l3, &[&l1]).unwrap();
         let d = differences(&s2.cim_path, &s3.cim_path);
         assert!(d.is_empty(), "seed {seed}: {d:#?}");
+
+        // A grandchild, exported against the child.
+        let grandchild = random_child(&mut rng, &mut live, "g");
+        let (l4, l5) = (snaps.join("4"), snaps.join("5"));
+        let s4 = common::import(&grandchild, &l4, &[&l2, &l1]).unwrap();
+        let g = cimfs::Cim::open(&s4.cim_path).unwrap();
+        assert_eq!(find_parent_image(&g).unwrap(), s2.cim_path);
+        let mut out = Vec::new();
+        let summary = export_layer_changes(&g, &f, &mut out, &ExportOptions::default()).unwrap();
+        links += summary.hard_links;
+        whiteouts += summary.whiteouts;
+        written += summary.files;
+        let s5 = common::import(&out, &l5, &[&l2, &l1]).unwrap();
+        let d = differences(&s4.cim_path, &s5.cim_path);
+        assert!(d.is_empty(), "seed {seed}, grandchild: {d:#?}");
     }
     eprintln!("{written} files, {links} hard links, {whiteouts} whiteouts exported");
     assert!(links > 10 && whiteouts > 10 && written > 50);
