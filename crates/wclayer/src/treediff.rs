@@ -44,6 +44,7 @@ pub struct TreeEntry {
     pub path: String,
     /// The path as compared: upcased with the image's table.
     pub key: String,
+    /// Its metadata (file id, attributes, times, SD, EAs, reparse data, size).
     pub info: FileInfo,
     /// Keys of every path naming the same file (sorted, this one included) when a file has more
     /// than one name; empty otherwise and for directories.
