@@ -1232,6 +1232,40 @@ impl FileReader<'_> {
     pub fn file_id(&self) -> FileId {
         self.id
     }
+
+    /// True when `other` (possibly of another image, e.g. a fork and its parent) reads the very
+    /// same stored object: same stream type, length and sparseness, at the same offset of the
+    /// same region (named by region set id and index, not by path). False proves nothing: the
+    /// bytes may still be equal.
+    pub fn same_stored_bytes(&self, other: &FileReader<'_>) -> bool {
+        let (a, b) = (&self.stream, &other.stream);
+        if a.stream_type() != b.stream_type() || a.length() != b.length() {
+            return false;
+        }
+        if a.length() == 0 || (a.sparse() && b.sparse()) {
+            return true;
+        }
+        if a.sparse() != b.sparse() || a.offset().byte_offset() != b.offset().byte_offset() {
+            return false;
+        }
+        let here = self.cim.region_identity(a.offset().region_index());
+        here.is_some() && here == other.cim.region_identity(b.offset().region_index())
+    }
+}
+
+impl Cim {
+    /// The region set id and index within the set of image-wide region `index` (the parents'
+    /// regions come first, then the image's own, as the header lists them).
+    fn region_identity(&self, index: u16) -> Option<(format::Guid, u16)> {
+        let mut i = index;
+        for set in self.parents.iter().chain(std::iter::once(&self.own)) {
+            if i < set.count {
+                return Some((set.id, i));
+            }
+            i -= set.count;
+        }
+        None
+    }
 }
 
 impl Read for FileReader<'_> {

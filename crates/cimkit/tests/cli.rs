@@ -446,7 +446,7 @@ fn gen_layer_round_trip() {
 }
 
 #[test]
-fn exporting_a_fork_gives_its_merged_view() {
+fn exporting_a_fork_flattened_gives_its_merged_view() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (_, base) = import_sample(tmp.path());
     let mut t = LayerTar::new();
@@ -488,7 +488,7 @@ fn exporting_a_fork_gives_its_merged_view() {
     assert!(base.exists());
 
     let tar = tmp.path().join("flat.tar");
-    let out = cimkit(&["export", s(&child), "-o", s(&tar)]);
+    let out = cimkit(&["export", "--flatten", s(&child), "-o", s(&tar)]);
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -1,6 +1,6 @@
 //! Windows container layer import: the backuptar dialect, the tar reader that drives a
 //! LayerWriter, and the CIM layer writer with base/child/utility-VM processing, laid out the way
-//! containerd's cimfs snapshotter expects.
+//! containerd's cimfs snapshotter expects; and the way back (`export`, using `treediff`).
 
 pub mod backuptar;
 mod cimlayer;
@@ -9,6 +9,7 @@ pub mod export;
 pub mod layout;
 mod paths;
 mod tarstream;
+pub mod treediff;
 pub mod uvm;
 mod writer;
 

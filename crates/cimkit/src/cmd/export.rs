@@ -1,4 +1,5 @@
-//! `cimkit export`: write a CIM's tree as a layer tar (wclayer::export::export_layer).
+//! `cimkit export`: write a CIM as a layer tar: a fork's changes against its nearest parent
+//! image (wclayer::export::export_layer_changes), or a whole tree (export_layer).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -15,10 +16,18 @@ use crate::output;
     after_help = "The tar uses go-winio's backuptar dialect: PAX records MSWINDOWS.fileattr, \
 MSWINDOWS.rawsd, MSWINDOWS.xattr.<name>, LIBARCHIVE.creationtime, mtime/atime/ctime; symlinks and \
 mount points (MSWINDOWS.mountpoint) from reparse data; hard links for repeated file ids; alternate \
-data streams as <file>:<stream> entries. It holds the image's whole merged view, so it imports as a \
-base layer: `cimkit import layer.tar --layer SNAPSHOTS/<id>` gives back the same contents. The \
-Hives\\ folder and layout file that base-layer import generates are left out unless \
---include-generated."
+data streams as <file>:<stream> entries.\n\n\
+A fork (a child layer's CIM) is exported as a child layer tar: only what differs from its nearest \
+parent image, which is the .cim in the same folder whose region sets the fork lists (or --parent): \
+added and changed entries in full, hard links, and an OCI whiteout (.wh.<name>) for each removed \
+path. `cimkit import layer.tar --layer SNAPSHOTS/<new> --parent SNAPSHOTS/<parent id>...` (the \
+fork's parent layers, nearest first) gives back \
+the same contents. Hives\\<X>_BASE that import rebuilt from Hives\\<X>_DELTA is left out (the \
+DELTA is written; import rebuilds the BASE).\n\n\
+An image that is not a fork, or any image with --flatten, is exported whole (its merged view) and \
+imports as a base layer: `cimkit import layer.tar --layer SNAPSHOTS/<id>`. The Hives\\ folder and \
+layout file that base-layer import generates are then left out.\n\n\
+--include-generated keeps what import generates."
 )]
 pub struct Args {
     /// The .cim file.
@@ -26,9 +35,16 @@ pub struct Args {
     /// Output tar (`-` for stdout).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Also write Hives\ and layout, which base-layer import generates itself.
+    /// Also write what import generates itself (Hives\ and layout for a whole tree, rebuilt
+    /// Hives\<X>_BASE for a fork).
     #[arg(long)]
     pub include_generated: bool,
+    /// Write the whole merged tree (a base-layer tar), even for a fork.
+    #[arg(long, conflicts_with = "parent")]
+    pub flatten: bool,
+    /// The fork's nearest parent image (default: found in the fork's folder by region sets).
+    #[arg(long, value_name = "PARENT.cim")]
+    pub parent: Option<PathBuf>,
     /// Print the summary (on stderr) as JSON.
     #[arg(long)]
     pub json: bool,
@@ -39,15 +55,31 @@ pub fn run(args: Args) -> Result<Outcome> {
     let opts = wclayer::export::ExportOptions {
         include_generated: args.include_generated,
     };
+    let parent = if args.flatten || (cim.parents().is_empty() && args.parent.is_none()) {
+        None
+    } else {
+        let path = match &args.parent {
+            Some(p) => p.clone(),
+            None => wclayer::export::find_parent_image(&cim)
+                .with_context(|| format!("cannot export {} as a child layer (--flatten exports the whole tree, --parent names the parent image)", args.cim.display()))?,
+        };
+        let parent = open_cim(&path)?;
+        wclayer::export::check_parent_image(&cim, &parent)?;
+        Some((path, parent))
+    };
+    let export = |out: &mut dyn Write| match &parent {
+        None => wclayer::export::export_layer(&cim, out, &opts),
+        Some((_, p)) => wclayer::export::export_layer_changes(&cim, p, out, &opts),
+    };
     let to_stdout = args.output.as_os_str() == "-";
     let summary = if to_stdout {
-        let out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        wclayer::export::export_layer(&cim, out, &opts)
+        let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        export(&mut out)
     } else {
         let file = File::create(&args.output)
             .with_context(|| format!("cannot create {}", args.output.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let result = wclayer::export::export_layer(&cim, &mut out, &opts);
+        let result = export(&mut out);
         if result.is_ok() {
             out.flush()
                 .with_context(|| format!("cannot write {}", args.output.display()))?;
@@ -77,19 +109,26 @@ pub fn run(args: Args) -> Result<Outcome> {
             "hard_links": summary.hard_links,
             "alternate_streams": summary.alternate_streams,
             "data_bytes": summary.data_bytes,
+            "whiteouts": summary.whiteouts,
             "skipped": summary.skipped,
+            "parent": parent.as_ref().map(|(p, _)| p.display().to_string()),
         })
         .to_string()
     } else {
         format!(
-            "{}: {} entries ({} files, {} directories, {} symlinks, {} hard links, {} streams), {} of data{}",
+            "{}: {} ({} entries: {} files, {} directories, {} symlinks, {} hard links, {} streams, {} whiteouts), {} of data{}",
             args.output.display(),
+            match &parent {
+                Some((p, _)) => format!("changes against {}", p.display()),
+                None => "whole tree".to_string(),
+            },
             summary.entries,
             summary.files,
             summary.directories,
             summary.symlinks,
             summary.hard_links,
             summary.alternate_streams,
+            summary.whiteouts,
             output::human_size(summary.data_bytes),
             if summary.skipped.is_empty() {
                 String::new()
