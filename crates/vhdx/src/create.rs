@@ -3,7 +3,6 @@
 //! Files are sparse: the length is set and only the structures are written.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use uuid::Uuid;
@@ -11,6 +10,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::file::VhdxFile;
 use crate::format::*;
+use crate::posio;
 
 /// Physical sector size written for new disks: the Hyper-V default (vhdx.md §1, `[M]`).
 pub const DEFAULT_PHYSICAL_SECTOR_SIZE: u32 = 4096;
@@ -155,7 +155,7 @@ fn write_new(path: &Path, d: &NewDisk) -> Result<()> {
 
 fn write_structures(file: &std::fs::File, path: &Path, d: &NewDisk) -> Result<()> {
     let at = |offset: u64, buf: &[u8]| {
-        file.write_all_at(buf, offset).map_err(|source| Error::Io {
+        posio::write_all_at(file, buf, offset).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             op: "write",
             offset,

@@ -3,13 +3,13 @@
 //! disks by allocating 1 MiB-aligned payload blocks at the end of the file.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::posio;
 
 /// Deepest differencing chain followed before giving up (guards against locator loops).
 const MAX_CHAIN_DEPTH: usize = 64;
@@ -168,15 +168,11 @@ impl VhdxFile {
     }
 
     fn read_file(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| self.io("read", offset, e))
+        posio::read_exact_at(&self.file, buf, offset).map_err(|e| self.io("read", offset, e))
     }
 
     fn write_file(&self, offset: u64, buf: &[u8]) -> Result<()> {
-        self.file
-            .write_all_at(buf, offset)
-            .map_err(|e| self.io("write", offset, e))
+        posio::write_all_at(&self.file, buf, offset).map_err(|e| self.io("write", offset, e))
     }
 
     fn read_headers(&mut self) -> Result<()> {

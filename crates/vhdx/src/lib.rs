@@ -8,6 +8,7 @@ mod file;
 pub mod format;
 pub mod gpt;
 mod ntfs;
+mod posio;
 mod uvm;
 
 pub use create::{

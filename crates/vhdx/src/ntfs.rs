@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::file::{DiskType, VhdxFile};
 use crate::format::MIB;
 use crate::gpt::{self, GptLayout, GptPartition, PartitionInfo, BASIC_DATA_TYPE, MSR_TYPE};
+use crate::posio;
 
 /// Where the data partition starts: 16 MiB, Windows 10+ disk initialisation (vhdx.md §2, `[M]`).
 pub const DATA_PARTITION_OFFSET: u64 = 16 * MIB;
@@ -120,9 +121,8 @@ pub fn format_gpt_ntfs(path: &Path) -> Result<PartitionInfo> {
 }
 
 /// Copies every 1 MiB window of `raw` holding a non-zero byte to `disk` at `base` + its offset.
-/// Windows are found with SEEK_DATA/SEEK_HOLE, so the holes of a sparse file cost nothing.
+/// Where the platform can tell (SEEK_DATA/SEEK_HOLE), the holes of a sparse file cost nothing.
 fn copy_data_blocks(raw: &Path, disk: &mut VhdxFile, base: u64) -> Result<()> {
-    use std::os::unix::fs::FileExt;
     let io = |op, offset, source| Error::Io {
         path: raw.to_path_buf(),
         op,
@@ -133,19 +133,13 @@ fn copy_data_blocks(raw: &Path, disk: &mut VhdxFile, base: u64) -> Result<()> {
     let len = f.metadata().map_err(|e| io("stat", 0, e))?.len();
     let mut buf = vec![0u8; MIB as usize];
     let mut pos = 0u64;
-    while pos < len {
-        let data = match rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(pos)) {
-            Ok(d) => d,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(io("seek data", pos, e.into())),
-        };
-        let hole = rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(data))
-            .map_err(|e| io("seek hole", data, e.into()))?;
+    while let Some((data, hole)) =
+        posio::next_data_range(&f, pos, len).map_err(|e| io("seek data", pos, e))?
+    {
         let mut w = data / MIB * MIB;
         while w < hole {
             let n = (len - w).min(MIB) as usize;
-            f.read_exact_at(&mut buf[..n], w)
-                .map_err(|e| io("read", w, e))?;
+            posio::read_exact_at(&f, &mut buf[..n], w).map_err(|e| io("read", w, e))?;
             if buf[..n].iter().any(|&b| b != 0) {
                 disk.write_at(base + w, &buf[..n])?;
             }
