@@ -258,16 +258,7 @@ fn diff_reports_added_removed_changed() {
     t.symlink("Files/link", "big.bin", false);
     let tar = tmp.path().join("b.tar");
     std::fs::write(&tar, t.finish()).expect("write");
-    cimkit_ok(
-        &[
-            "import",
-            "-q",
-            s(&tar),
-            "--layer",
-            s(&tmp.path().join("snapb/1")),
-        ],
-        0,
-    );
+    import_tar(&tar, &tmp.path().join("snapb/1"), &[]);
     let cim_b = tmp.path().join("snapb/cim-layers/1.cim");
     let out = cimkit_ok(&["diff", s(&cim), s(&cim_b)], 1);
     let lines: Vec<&str> = out.lines().collect();
@@ -399,16 +390,7 @@ fn gen_layer_round_trip() {
             return;
         }
     }
-    cimkit_ok(
-        &[
-            "import",
-            "-q",
-            s(&tar),
-            "--layer",
-            s(&tmp.path().join("a/1")),
-        ],
-        0,
-    );
+    import_tar(&tar, &tmp.path().join("a/1"), &[]);
     let a = tmp.path().join("a/cim-layers/1.cim");
     let exported = tmp.path().join("exported.tar.gz");
     // Export, compress with gzip, import again: compression is detected from the bytes.
@@ -417,16 +399,7 @@ fn gen_layer_round_trip() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &raw.stdout).expect("gzip");
     std::fs::write(&exported, gz.finish().expect("gzip")).expect("write");
-    cimkit_ok(
-        &[
-            "import",
-            "-q",
-            s(&exported),
-            "--layer",
-            s(&tmp.path().join("b/1")),
-        ],
-        0,
-    );
+    import_tar(&exported, &tmp.path().join("b/1"), &[]);
     let b = tmp.path().join("b/cim-layers/1.cim");
     assert_eq!(cimkit_ok(&["diff", s(&a), s(&b)], 0), "");
     // ls -R --json of both is identical except file ids may differ: compare paths and hashes.
@@ -457,18 +430,7 @@ fn exporting_a_fork_flattened_gives_its_merged_view() {
     let child_tar = tmp.path().join("child.tar");
     std::fs::write(&child_tar, t.finish()).expect("write");
     let (l1, l2) = (tmp.path().join("snap/1"), tmp.path().join("snap/2"));
-    cimkit_ok(
-        &[
-            "import",
-            "-q",
-            s(&child_tar),
-            "--layer",
-            s(&l2),
-            "--parent",
-            s(&l1),
-        ],
-        0,
-    );
+    import_tar(&child_tar, &l2, &[&l1]);
     let child = tmp.path().join("snap/cim-layers/2.cim");
     let diff = cimkit_ok(&["diff", s(&base), s(&child)], 1);
     assert!(
@@ -495,16 +457,7 @@ fn exporting_a_fork_flattened_gives_its_merged_view() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    cimkit_ok(
-        &[
-            "import",
-            "-q",
-            s(&tar),
-            "--layer",
-            s(&tmp.path().join("flat/1")),
-        ],
-        0,
-    );
+    import_tar(&tar, &tmp.path().join("flat/1"), &[]);
     let flat = tmp.path().join("flat/cim-layers/1.cim");
     assert_eq!(cimkit_ok(&["diff", s(&child), s(&flat)], 0), "");
     let du: Value = serde_json::from_str(&cimkit_ok(&["du", "--json", s(&flat)], 0)).expect("json");

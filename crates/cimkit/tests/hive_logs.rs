@@ -146,16 +146,7 @@ fn logs_beside_a_hive_inside_a_cim_are_applied() {
     t.file("Files/Windows/System32/config/Dirty.LOG2", &sample.2);
     let tar = tmp.path().join("l.tar");
     std::fs::write(&tar, t.finish()).expect("write");
-    cimkit_ok(
-        &[
-            "import",
-            "-q",
-            s(&tar),
-            "--layer",
-            s(&tmp.path().join("s/1")),
-        ],
-        0,
-    );
+    import_tar(&tar, &tmp.path().join("s/1"), &[]);
     let cim = tmp.path().join("s/cim-layers/1.cim");
     let hive = "Files\\Windows\\System32\\config\\Dirty";
     let (code, out, err) = run(&["hive", "get", "--cim", s(&cim), hive, ""]);

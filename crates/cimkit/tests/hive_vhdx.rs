@@ -190,16 +190,7 @@ fn hive_from_inside_a_cim_and_merge() {
     t.file("Files/Windows/System32/config/SYSTEM", &hive_bytes);
     let tar = tmp.path().join("l.tar");
     std::fs::write(&tar, t.finish()).expect("write");
-    cimkit_ok(
-        &[
-            "import",
-            "-q",
-            s(&tar),
-            "--layer",
-            s(&tmp.path().join("s/1")),
-        ],
-        0,
-    );
+    import_tar(&tar, &tmp.path().join("s/1"), &[]);
     let cim = tmp.path().join("s/cim-layers/1.cim");
     assert_eq!(
         cimkit_ok(

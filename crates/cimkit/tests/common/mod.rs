@@ -228,11 +228,21 @@ pub fn sample_base_layer() -> Vec<u8> {
     t.finish()
 }
 
+/// Imports the layer tar at `tar` into `layer` on top of `parents` (nearest first), quietly,
+/// and fails the test unless that succeeds.
+pub fn import_tar(tar: &Path, layer: &Path, parents: &[&Path]) {
+    let mut args = vec!["import", "-q", s(tar), "--layer", s(layer)];
+    for p in parents {
+        args.extend(["--parent", s(p)]);
+    }
+    cimkit_ok(&args, 0);
+}
+
 /// Writes the sample layer, imports it into `dir/snap/1`, returns (tar path, cim path).
 pub fn import_sample(dir: &Path) -> (PathBuf, PathBuf) {
     let tar = dir.join("base.tar");
     std::fs::write(&tar, sample_base_layer()).expect("write tar");
     let layer = dir.join("snap/1");
-    cimkit_ok(&["import", "--quiet", s(&tar), "--layer", s(&layer)], 0);
+    import_tar(&tar, &layer, &[]);
     (tar, dir.join("snap/cim-layers/1.cim"))
 }
