@@ -22,6 +22,13 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    /// The log must be replayed but cannot be (MS-VHDX 2.3); the reason names the problem.
+    #[error("{path}: log at offset {offset:#x}: {reason}", path = .path.display())]
+    Log {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     /// The file is valid but uses something this implementation does not handle.
     #[error("{path}: unsupported: {reason}", path = .path.display())]
     Unsupported { path: PathBuf, reason: String },

@@ -1,5 +1,5 @@
-//! An opened VHDX file: validates headers, region table, metadata and BAT, reads virtual-disk
-//! bytes through the BAT (following a differencing chain to its parents) and writes dynamic
+//! An opened VHDX file: replays a dirty log (in memory when read-only), validates headers,
+//! region table, metadata and BAT, reads virtual-disk bytes through the BAT (following a differencing chain to its parents) and writes dynamic
 //! disks by allocating 1 MiB-aligned payload blocks at the end of the file.
 
 use std::fs::{File, OpenOptions};
@@ -9,10 +9,83 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::log::{find_active_sequence, Overlay, PlacedEntry, SearchError};
 use crate::posio;
 
 /// Deepest differencing chain followed before giving up (guards against locator loops).
 const MAX_CHAIN_DEPTH: usize = 64;
+
+/// Highest file offset a replayed log entry may write to or extend the file to: far above any
+/// real VHDX (64 TiB of payload plus metadata), far below what would overflow.
+const MAX_LOGGED_FILE_END: u64 = 1 << 48;
+
+/// What opening a file did about its log (MS-VHDX 2.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogReplay {
+    /// LogGuid is zero: there is nothing to replay.
+    Clean,
+    /// LogGuid is set but the log holds no valid active sequence (for example the only entry
+    /// is torn): nothing is applied, as nothing of an incomplete entry reaches the file.
+    NoValidEntries { log_guid: Uuid },
+    /// Replayed into memory for a read-only open; the file is unchanged.
+    InMemory(ReplayedLog),
+    /// Replayed into the file, flushed, and LogGuid cleared in a new header.
+    Written(ReplayedLog),
+}
+
+/// The active log sequence that was replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayedLog {
+    pub log_guid: Uuid,
+    /// Entries replayed, from the tail entry to the head.
+    pub entries: u32,
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    /// 4 KiB data sectors written.
+    pub data_sectors: u64,
+    /// Zero descriptors applied.
+    pub zero_ranges: u64,
+}
+
+impl std::fmt::Display for LogReplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let summary = |f: &mut std::fmt::Formatter<'_>, r: &ReplayedLog| {
+            write!(
+                f,
+                "{} entries (sequence {}..{}), {} data sectors, {} zero ranges, LogGuid {}",
+                r.entries,
+                r.first_sequence,
+                r.last_sequence,
+                r.data_sectors,
+                r.zero_ranges,
+                braced_upper(&r.log_guid)
+            )
+        };
+        match self {
+            LogReplay::Clean => f.write_str("clean (nothing to replay)"),
+            LogReplay::NoValidEntries { log_guid } => write!(
+                f,
+                "LogGuid {} set but no valid entries: nothing replayed",
+                braced_upper(log_guid)
+            ),
+            LogReplay::InMemory(r) => {
+                f.write_str("replayed in memory (file unchanged): ")?;
+                summary(f, r)
+            }
+            LogReplay::Written(r) => {
+                f.write_str("replayed into the file: ")?;
+                summary(f, r)
+            }
+        }
+    }
+}
+
+/// A log replayed for a read-only open: the replayed ranges and the real length on disk.
+#[derive(Debug)]
+struct ReplayOverlay {
+    overlay: Overlay,
+    disk_len: u64,
+}
 
 /// The kind of virtual disk, from the File Parameters item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +129,11 @@ pub struct VhdxFile {
     params_flags: u32,
     locator: Option<LocatorItem>,
     bat: Vec<u64>,
+    /// Length of the file as the structures see it (after an in-memory replay, the length the
+    /// log says the file has).
     file_len: u64,
+    log_replay: LogReplay,
+    overlay: Option<ReplayOverlay>,
     parent: Option<Box<VhdxFile>>,
 }
 
@@ -117,6 +194,8 @@ impl VhdxFile {
             locator: None,
             bat: Vec::new(),
             file_len,
+            log_replay: LogReplay::Clean,
+            overlay: None,
             parent: None,
         };
         if file_len < MIB {
@@ -127,6 +206,7 @@ impl VhdxFile {
             ));
         }
         v.read_headers()?;
+        v.replay_log()?;
         v.read_region_table()?;
         v.read_metadata()?;
         v.read_bat()?;
@@ -167,8 +247,23 @@ impl VhdxFile {
         }
     }
 
+    /// Reads file bytes; after an in-memory replay, the replayed ranges are patched in and the
+    /// bytes between the real end of the file and the log's LastFileOffset read as zeros.
     fn read_file(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        posio::read_exact_at(&self.file, buf, offset).map_err(|e| self.io("read", offset, e))
+        let Some(r) = &self.overlay else {
+            return posio::read_exact_at(&self.file, buf, offset)
+                .map_err(|e| self.io("read", offset, e));
+        };
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.file_len) {
+            return Err(self.io("read", offset, std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        let on_disk = r.disk_len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let (head, tail) = buf.split_at_mut(on_disk);
+        posio::read_exact_at(&self.file, head, offset).map_err(|e| self.io("read", offset, e))?;
+        tail.fill(0);
+        r.overlay.patch(offset, buf);
+        Ok(())
     }
 
     fn write_file(&self, offset: u64, buf: &[u8]) -> Result<()> {
@@ -201,15 +296,222 @@ impl VhdxFile {
         let Some((h, slot)) = best else {
             return Err(self.corrupt("headers", HEADER1_OFFSET, reasons.join("; ")));
         };
-        if !h.log_guid.is_nil() {
-            // A non-zero LogGuid means log entries may need replaying (MS-VHDX 2.3); we do not replay.
-            return Err(self.unsupported(format!(
-                "the log (LogGuid {}) must be replayed first; open the file once with Windows or qemu-img",
-                h.log_guid
-            )));
-        }
         self.header = h;
         self.header_slot = slot;
+        Ok(())
+    }
+
+    fn log_error(&self, offset: u64, reason: impl Into<String>) -> Error {
+        Error::Log {
+            path: self.path.clone(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// Replays the log when LogGuid is set (MS-VHDX 2.3.3): into the file when opened for
+    /// writing (then flushes and clears LogGuid in a new header, as Windows and qemu do), into
+    /// an in-memory overlay when read-only. Runs before the region table is read, since the log
+    /// may change the region table, metadata and BAT.
+    fn replay_log(&mut self) -> Result<()> {
+        let h = self.header.clone();
+        if h.log_guid.is_nil() {
+            return Ok(());
+        }
+        let log_offset = h.log_offset;
+        let log_len = u64::from(h.log_length);
+        if h.log_version != 0 {
+            return Err(self.log_error(
+                log_offset,
+                format!("log version {} (only 0 is defined)", h.log_version),
+            ));
+        }
+        if log_len == 0
+            || !log_len.is_multiple_of(MIB)
+            || !log_offset.is_multiple_of(MIB)
+            || log_offset < MIB
+            || log_offset.saturating_add(log_len) > self.file_len
+        {
+            return Err(self.log_error(
+                log_offset,
+                format!(
+                    "log region {log_offset:#x}+{log_len:#x} is not 1 MiB aligned, empty, in the header section or past the end of the file ({:#x})",
+                    self.file_len
+                ),
+            ));
+        }
+        // Bounded by the file size (checked just above).
+        let mut log = vec![0u8; log_len as usize];
+        self.read_file(log_offset, &mut log)?;
+        let sequence = match find_active_sequence(&log, h.log_guid) {
+            Ok(s) => s,
+            Err(SearchError::BadLength(n)) => {
+                return Err(self.log_error(log_offset, format!("log length {n} unusable")))
+            }
+            Err(SearchError::Budget(n)) => {
+                return Err(self.log_error(
+                    log_offset,
+                    format!("gave up searching the {n}-byte log for its active sequence: far more checksum work than a real log needs"),
+                ))
+            }
+        };
+        drop(log);
+        let Some(entries) = sequence else {
+            if self.writable {
+                // Windows might still find entries we reject; writing without the log would let
+                // a later replay of them overwrite our changes.
+                return Err(self.log_error(
+                    log_offset,
+                    format!(
+                        "LogGuid {} is set but the log holds no valid sequence; refusing to open for writing",
+                        braced_upper(&h.log_guid)
+                    ),
+                ));
+            }
+            self.log_replay = LogReplay::NoValidEntries {
+                log_guid: h.log_guid,
+            };
+            return Ok(());
+        };
+        let (Some(first), Some(head)) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        let head_h = &head.entry.header;
+        if head_h.flushed_file_offset > self.file_len {
+            return Err(self.log_error(
+                log_offset + u64::from(head.offset),
+                format!(
+                    "the file is {} bytes, shorter than the FlushedFileOffset {} of log entry {}: it was truncated",
+                    self.file_len, head_h.flushed_file_offset, head_h.sequence_number
+                ),
+            ));
+        }
+        let log_end = log_offset + log_len;
+        let mut last_file_offset = 0u64;
+        for e in &entries {
+            let eh = &e.entry.header;
+            let at = log_offset + u64::from(e.offset);
+            if eh.last_file_offset > MAX_LOGGED_FILE_END {
+                return Err(self.log_error(
+                    at,
+                    format!(
+                        "entry {} has LastFileOffset {:#x}",
+                        eh.sequence_number, eh.last_file_offset
+                    ),
+                ));
+            }
+            last_file_offset = last_file_offset.max(eh.last_file_offset);
+            for w in &e.entry.writes {
+                let start = w.file_offset();
+                let end = start.saturating_add(w.len());
+                // The file identifier and headers are never logged; the log never logs itself.
+                let bad_target = if w.is_empty() {
+                    None
+                } else if start < REGION_TABLE1_OFFSET {
+                    Some("the file identifier or headers")
+                } else if start < log_end && end > log_offset {
+                    Some("the log itself")
+                } else if end > MAX_LOGGED_FILE_END {
+                    Some("beyond 256 TiB")
+                } else {
+                    None
+                };
+                if let Some(what) = bad_target {
+                    return Err(self.log_error(
+                        at,
+                        format!(
+                            "entry {} writes {start:#x}..{end:#x}, into {what}",
+                            eh.sequence_number
+                        ),
+                    ));
+                }
+            }
+        }
+        let summary = ReplayedLog {
+            log_guid: h.log_guid,
+            entries: entries.len() as u32,
+            first_sequence: first.entry.header.sequence_number,
+            last_sequence: head_h.sequence_number,
+            data_sectors: count_writes(&entries, true),
+            zero_ranges: count_writes(&entries, false),
+        };
+        // LastFileOffset is a multiple of 1 MiB per the spec; round up in case it is not.
+        let wanted_len = last_file_offset.div_ceil(MIB) * MIB;
+        if self.writable {
+            self.replay_into_file(&entries, wanted_len)?;
+            self.log_replay = LogReplay::Written(summary);
+        } else {
+            let mut overlay = Overlay::default();
+            for w in entries.iter().flat_map(|e| &e.entry.writes) {
+                overlay.apply(w);
+            }
+            let disk_len = self.file_len;
+            self.file_len = disk_len.max(wanted_len).max(overlay.end());
+            self.overlay = Some(ReplayOverlay { overlay, disk_len });
+            self.log_replay = LogReplay::InMemory(summary);
+        }
+        Ok(())
+    }
+
+    /// Applies the writes in order, extends the file to the log's LastFileOffset, flushes, then
+    /// writes a header with LogGuid zero in the other slot. DataWriteGuid is kept: the replay
+    /// completes changes the writer already made under that GUID; FileWriteGuid is new.
+    fn replay_into_file(&mut self, entries: &[PlacedEntry], wanted_len: u64) -> Result<()> {
+        const ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+        for w in entries.iter().flat_map(|e| &e.entry.writes) {
+            match w {
+                LogWrite::Data { file_offset, bytes } => {
+                    self.write_file(*file_offset, &bytes[..])?;
+                    self.file_len = self.file_len.max(file_offset + LOG_SECTOR_SIZE as u64);
+                }
+                LogWrite::Zero {
+                    file_offset,
+                    length,
+                } => {
+                    let end = file_offset + length;
+                    // Inside the file: write zeros. Past its end: extending leaves a hole that
+                    // reads as zeros.
+                    let mut pos = *file_offset;
+                    while pos < end.min(self.file_len) {
+                        let n = (end.min(self.file_len) - pos).min(ZEROS.len() as u64) as usize;
+                        self.write_file(pos, &ZEROS[..n])?;
+                        pos += n as u64;
+                    }
+                    if end > self.file_len {
+                        self.set_file_len(end)?;
+                    }
+                }
+            }
+        }
+        if wanted_len > self.file_len {
+            self.set_file_len(wanted_len)?;
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| self.io("sync", self.header.log_offset, e))?;
+        let mut h = self.header.clone();
+        h.sequence_number = h.sequence_number.checked_add(1).ok_or_else(|| {
+            self.corrupt("header", HEADER1_OFFSET, "sequence number at its maximum")
+        })?;
+        h.log_guid = Uuid::nil();
+        h.file_write_guid = Uuid::new_v4();
+        let (slot, off) = if self.header_slot == 1 {
+            (2, HEADER2_OFFSET)
+        } else {
+            (1, HEADER1_OFFSET)
+        };
+        self.write_file(off, &h.encode())?;
+        self.file.sync_data().map_err(|e| self.io("sync", off, e))?;
+        self.header = h;
+        self.header_slot = slot;
+        Ok(())
+    }
+
+    fn set_file_len(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| self.io("extend", len, e))?;
+        self.file_len = len;
         Ok(())
     }
 
@@ -460,6 +762,11 @@ impl VhdxFile {
         } else {
             DiskType::Dynamic
         }
+    }
+
+    /// What opening did about the file's log.
+    pub fn log_replay(&self) -> &LogReplay {
+        &self.log_replay
     }
 
     /// The current header's DataWriteGuid (what a child's parent_linkage must hold).
@@ -716,7 +1023,7 @@ impl VhdxFile {
         }
         VhdxInfo {
             path: self.path.clone(),
-            file_size: self.file_len,
+            file_size: self.overlay.as_ref().map_or(self.file_len, |r| r.disk_len),
             creator: self.creator.clone(),
             disk_type: self.disk_type(),
             virtual_size: g.virtual_size,
@@ -730,6 +1037,7 @@ impl VhdxFile {
             data_write_guid: self.header.data_write_guid,
             log_offset: self.header.log_offset,
             log_length: self.header.log_length,
+            log_replay: self.log_replay.clone(),
             regions: self.regions.clone(),
             bat_entries: self.bat.len() as u64,
             payload_blocks: g.payload_blocks(),
@@ -744,6 +1052,15 @@ impl VhdxFile {
             parent: self.parent.as_ref().map(|p| p.path.clone()),
         }
     }
+}
+
+/// Data sectors (`data` = true) or zero descriptors in a sequence.
+fn count_writes(entries: &[PlacedEntry], data: bool) -> u64 {
+    entries
+        .iter()
+        .flat_map(|e| &e.entry.writes)
+        .filter(|w| matches!(w, LogWrite::Data { .. }) == data)
+        .count() as u64
 }
 
 /// Everything `info` reports about one VHDX file.
@@ -764,6 +1081,8 @@ pub struct VhdxInfo {
     pub data_write_guid: Uuid,
     pub log_offset: u64,
     pub log_length: u32,
+    /// What opening did about the log.
+    pub log_replay: LogReplay,
     pub regions: Vec<RegionEntry>,
     pub bat_entries: u64,
     pub payload_blocks: u64,
@@ -816,6 +1135,7 @@ impl std::fmt::Display for VhdxInfo {
             "log:                  offset {:#x} length {:#x}",
             self.log_offset, self.log_length
         )?;
+        writeln!(f, "log replay:           {}", self.log_replay)?;
         for r in &self.regions {
             let name = if r.guid == BAT_REGION {
                 "BAT"

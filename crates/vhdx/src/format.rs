@@ -529,6 +529,244 @@ pub fn parse_guid(s: &str) -> Option<Uuid> {
     Uuid::parse_str(s.trim()).ok()
 }
 
+/// Log structures (MS-VHDX 2.3): the log is a circular buffer of 4 KiB sectors holding entries.
+pub const LOG_SECTOR_SIZE: usize = 4096;
+pub const LOG_ENTRY_SIGNATURE: &[u8; 4] = b"loge";
+pub const LOG_DATA_DESCRIPTOR_SIGNATURE: &[u8; 4] = b"desc";
+pub const LOG_ZERO_DESCRIPTOR_SIGNATURE: &[u8; 4] = b"zero";
+pub const LOG_DATA_SECTOR_SIGNATURE: &[u8; 4] = b"data";
+pub const LOG_ENTRY_HEADER_SIZE: usize = 64;
+pub const LOG_DESCRIPTOR_SIZE: usize = 32;
+/// Bytes of a data sector that the sector itself carries; the first 8 and last 4 of the 4 KiB
+/// written to the file come from the descriptor (MS-VHDX 2.3.1.3 and 2.3.1.4).
+pub const LOG_DATA_PAYLOAD: usize = 4084;
+
+/// The 64-byte header of a log entry (MS-VHDX 2.3.1.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntryHeader {
+    pub entry_length: u32,
+    /// Offset inside the log of the oldest entry not yet known to be applied.
+    pub tail: u32,
+    pub sequence_number: u64,
+    pub descriptor_count: u32,
+    pub log_guid: Uuid,
+    /// The file was at least this long when the entry was written.
+    pub flushed_file_offset: u64,
+    /// Every structure the entry refers to lies below this file offset.
+    pub last_file_offset: u64,
+}
+
+impl LogEntryHeader {
+    /// Decodes the first 64 bytes of an entry; checks only the signature.
+    pub fn decode(b: &[u8]) -> FResult<LogEntryHeader> {
+        if b.len() < LOG_ENTRY_HEADER_SIZE {
+            return bad("log entry header shorter than 64 bytes");
+        }
+        if &b[..4] != LOG_ENTRY_SIGNATURE {
+            return bad("missing the \"loge\" signature");
+        }
+        Ok(LogEntryHeader {
+            entry_length: le_u32(b, 8),
+            tail: le_u32(b, 12),
+            sequence_number: le_u64(b, 16),
+            descriptor_count: le_u32(b, 24),
+            log_guid: le_guid(b, 32),
+            flushed_file_offset: le_u64(b, 48),
+            last_file_offset: le_u64(b, 56),
+        })
+    }
+}
+
+/// One change a log entry makes to the file, in the order the entry lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogWrite {
+    /// A data descriptor with its data sector: 4 KiB written at `file_offset`.
+    Data {
+        file_offset: u64,
+        bytes: Box<[u8; LOG_SECTOR_SIZE]>,
+    },
+    /// A zero descriptor: `length` bytes of zeros at `file_offset`.
+    Zero { file_offset: u64, length: u64 },
+}
+
+impl LogWrite {
+    pub fn file_offset(&self) -> u64 {
+        match self {
+            LogWrite::Data { file_offset, .. } | LogWrite::Zero { file_offset, .. } => *file_offset,
+        }
+    }
+    pub fn len(&self) -> u64 {
+        match self {
+            LogWrite::Data { .. } => LOG_SECTOR_SIZE as u64,
+            LogWrite::Zero { length, .. } => *length,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A whole log entry: header and the writes its descriptors describe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub header: LogEntryHeader,
+    pub writes: Vec<LogWrite>,
+}
+
+/// Sectors taken by the entry header and `count` descriptors (the header takes the room of
+/// two descriptors in the first sector; MS-VHDX 2.3.1).
+pub fn log_descriptor_sectors(count: u32) -> u64 {
+    ((LOG_ENTRY_HEADER_SIZE + LOG_DESCRIPTOR_SIZE * count as usize) as u64)
+        .div_ceil(LOG_SECTOR_SIZE as u64)
+}
+
+impl LogEntry {
+    /// Encodes the entry as it sits in the log: header and descriptor sectors, then one data
+    /// sector per data descriptor, checksum filled in. `header.entry_length` and
+    /// `header.descriptor_count` are computed from `writes`; the other header fields are used
+    /// as given.
+    pub fn encode(&self) -> Vec<u8> {
+        let count = self.writes.len() as u32;
+        let desc_sectors = log_descriptor_sectors(count) as usize;
+        let data_sectors = self
+            .writes
+            .iter()
+            .filter(|w| matches!(w, LogWrite::Data { .. }))
+            .count();
+        let total = (desc_sectors + data_sectors) * LOG_SECTOR_SIZE;
+        let mut b = vec![0u8; total];
+        let h = &self.header;
+        b[..4].copy_from_slice(LOG_ENTRY_SIGNATURE);
+        put_u32(&mut b, 8, total as u32);
+        put_u32(&mut b, 12, h.tail);
+        put_u64(&mut b, 16, h.sequence_number);
+        put_u32(&mut b, 24, count);
+        put_guid(&mut b, 32, &h.log_guid);
+        put_u64(&mut b, 48, h.flushed_file_offset);
+        put_u64(&mut b, 56, h.last_file_offset);
+        let seq = h.sequence_number;
+        let mut data_at = desc_sectors * LOG_SECTOR_SIZE;
+        for (i, w) in self.writes.iter().enumerate() {
+            let o = LOG_ENTRY_HEADER_SIZE + LOG_DESCRIPTOR_SIZE * i;
+            match w {
+                LogWrite::Data { file_offset, bytes } => {
+                    b[o..o + 4].copy_from_slice(LOG_DATA_DESCRIPTOR_SIGNATURE);
+                    b[o + 4..o + 8].copy_from_slice(&bytes[LOG_SECTOR_SIZE - 4..]);
+                    b[o + 8..o + 16].copy_from_slice(&bytes[..8]);
+                    put_u64(&mut b, o + 16, *file_offset);
+                    put_u64(&mut b, o + 24, seq);
+                    let d = data_at;
+                    b[d..d + 4].copy_from_slice(LOG_DATA_SECTOR_SIGNATURE);
+                    put_u32(&mut b, d + 4, (seq >> 32) as u32);
+                    b[d + 8..d + 8 + LOG_DATA_PAYLOAD]
+                        .copy_from_slice(&bytes[8..8 + LOG_DATA_PAYLOAD]);
+                    put_u32(&mut b, d + LOG_SECTOR_SIZE - 4, seq as u32);
+                    data_at += LOG_SECTOR_SIZE;
+                }
+                LogWrite::Zero {
+                    file_offset,
+                    length,
+                } => {
+                    b[o..o + 4].copy_from_slice(LOG_ZERO_DESCRIPTOR_SIGNATURE);
+                    put_u64(&mut b, o + 8, *length);
+                    put_u64(&mut b, o + 16, *file_offset);
+                    put_u64(&mut b, o + 24, seq);
+                }
+            }
+        }
+        let crc = checksum_with_zeroed_field(&b, 4);
+        put_u32(&mut b, 4, crc);
+        b
+    }
+
+    /// Decodes and validates a whole entry (`b` holds exactly EntryLength bytes, already
+    /// unwrapped from the circular log): checksum, sequence numbers of every descriptor and data
+    /// sector, signatures, 4 KiB alignment of offsets and zero lengths, and that every data
+    /// sector lies inside the entry.
+    pub fn decode(b: &[u8]) -> FResult<LogEntry> {
+        let header = LogEntryHeader::decode(b)?;
+        let len = header.entry_length as usize;
+        if len != b.len() || len == 0 || !len.is_multiple_of(LOG_SECTOR_SIZE) {
+            return bad(format!(
+                "entry length {len} is zero, not a multiple of 4 KiB or not the {} bytes given",
+                b.len()
+            ));
+        }
+        let stored = le_u32(b, 4);
+        let computed = checksum_with_zeroed_field(b, 4);
+        if stored != computed {
+            return bad(format!(
+                "entry checksum {stored:#010x} does not match computed {computed:#010x}"
+            ));
+        }
+        let seq = header.sequence_number;
+        if seq == 0 {
+            return bad("sequence number 0");
+        }
+        let count = header.descriptor_count;
+        let desc_sectors = log_descriptor_sectors(count);
+        if desc_sectors > (len / LOG_SECTOR_SIZE) as u64 {
+            return bad(format!(
+                "{count} descriptors do not fit an entry of {len} bytes"
+            ));
+        }
+        let mut data_at = desc_sectors as usize * LOG_SECTOR_SIZE;
+        let mut writes = Vec::with_capacity(count as usize);
+        for i in 0..count as usize {
+            let o = LOG_ENTRY_HEADER_SIZE + LOG_DESCRIPTOR_SIZE * i;
+            let d = &b[o..o + LOG_DESCRIPTOR_SIZE];
+            let file_offset = le_u64(d, 16);
+            if le_u64(d, 24) != seq {
+                return bad(format!("descriptor {i} has sequence {}", le_u64(d, 24)));
+            }
+            if !file_offset.is_multiple_of(LOG_SECTOR_SIZE as u64) {
+                return bad(format!(
+                    "descriptor {i} file offset {file_offset:#x} is not 4 KiB aligned"
+                ));
+            }
+            if &d[..4] == LOG_ZERO_DESCRIPTOR_SIGNATURE {
+                let length = le_u64(d, 8);
+                if !length.is_multiple_of(LOG_SECTOR_SIZE as u64)
+                    || file_offset.checked_add(length).is_none()
+                {
+                    return bad(format!(
+                        "zero descriptor {i} length {length:#x} is not 4 KiB aligned or overflows"
+                    ));
+                }
+                writes.push(LogWrite::Zero {
+                    file_offset,
+                    length,
+                });
+            } else if &d[..4] == LOG_DATA_DESCRIPTOR_SIGNATURE {
+                let Some(s) = b.get(data_at..data_at + LOG_SECTOR_SIZE) else {
+                    return bad(format!(
+                        "data descriptor {i} has no data sector in the entry"
+                    ));
+                };
+                let sector_seq =
+                    (u64::from(le_u32(s, 4)) << 32) | u64::from(le_u32(s, LOG_SECTOR_SIZE - 4));
+                if &s[..4] != LOG_DATA_SECTOR_SIGNATURE || sector_seq != seq {
+                    return bad(format!(
+                        "data sector of descriptor {i} lacks the \"data\" signature or has sequence {sector_seq}"
+                    ));
+                }
+                if file_offset.checked_add(LOG_SECTOR_SIZE as u64).is_none() {
+                    return bad(format!("data descriptor {i} file offset overflows"));
+                }
+                let mut bytes = Box::new([0u8; LOG_SECTOR_SIZE]);
+                bytes[..8].copy_from_slice(&d[8..16]);
+                bytes[8..8 + LOG_DATA_PAYLOAD].copy_from_slice(&s[8..8 + LOG_DATA_PAYLOAD]);
+                bytes[LOG_SECTOR_SIZE - 4..].copy_from_slice(&d[4..8]);
+                writes.push(LogWrite::Data { file_offset, bytes });
+                data_at += LOG_SECTOR_SIZE;
+            } else {
+                return bad(format!("descriptor {i} has neither \"desc\" nor \"zero\""));
+            }
+        }
+        Ok(LogEntry { header, writes })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,13 @@
-//! VHDX virtual disks (MS-VHDX): create dynamic and differencing files, read and write them
-//! through the BAT, lay down the GPT + NTFS of a Windows scratch disk, read its GUIDs back,
-//! and prepare the utility-VM disks of hcsshim's processUtilityVMLayer.
+//! VHDX virtual disks (MS-VHDX): create dynamic and differencing files, replay a dirty log,
+//! read and write them through the BAT, lay down the GPT + NTFS of a Windows scratch disk, read
+//! its GUIDs back, and prepare the utility-VM disks of hcsshim's processUtilityVMLayer.
 
 mod create;
 mod error;
 mod file;
 pub mod format;
 pub mod gpt;
+mod log;
 mod ntfs;
 mod posio;
 mod uvm;
@@ -15,7 +16,7 @@ pub use create::{
     create_differencing, create_dynamic, ParentLocator, DEFAULT_PHYSICAL_SECTOR_SIZE,
 };
 pub use error::{Error, Result};
-pub use file::{info, DiskType, VhdxFile, VhdxInfo};
+pub use file::{info, DiskType, LogReplay, ReplayedLog, VhdxFile, VhdxInfo};
 pub use gpt::PartitionInfo;
 pub use ntfs::{format_gpt_ntfs, read_partition_info, DATA_PARTITION_OFFSET, NTFS_CLUSTER_SIZE};
 pub use uuid::Uuid;
