@@ -1,4 +1,5 @@
-//! `cimkit vhdx`: what a VHDX file is (type, sizes, GUIDs, regions, blocks, parent).
+//! `cimkit vhdx`: what a VHDX file is (type, sizes, GUIDs, regions, blocks, parent, and
+//! whether a dirty log was replayed in memory).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             "data_write_guid": info.data_write_guid.to_string(),
             "log_offset": info.log_offset,
             "log_length": info.log_length,
+            "log_replay": log_replay_json(&info.log_replay),
             "bat_entries": info.bat_entries,
             "payload_blocks": info.payload_blocks,
             "blocks_present": info.blocks_present,
@@ -60,4 +62,28 @@ pub fn run(args: Args) -> Result<Outcome> {
     }
     out.flush()?;
     Ok(Outcome::Ok)
+}
+
+/// The log state as JSON: `state` is clean, no_valid_entries, replayed_in_memory (a read-only
+/// open, file unchanged) or replayed_into_file.
+fn log_replay_json(l: &vhdx::LogReplay) -> serde_json::Value {
+    let replayed = |state: &str, r: &vhdx::ReplayedLog| {
+        json!({
+            "state": state,
+            "log_guid": r.log_guid.to_string(),
+            "entries": r.entries,
+            "first_sequence": r.first_sequence,
+            "last_sequence": r.last_sequence,
+            "data_sectors": r.data_sectors,
+            "zero_ranges": r.zero_ranges,
+        })
+    };
+    match l {
+        vhdx::LogReplay::Clean => json!({"state": "clean"}),
+        vhdx::LogReplay::NoValidEntries { log_guid } => {
+            json!({"state": "no_valid_entries", "log_guid": log_guid.to_string()})
+        }
+        vhdx::LogReplay::InMemory(r) => replayed("replayed_in_memory", r),
+        vhdx::LogReplay::Written(r) => replayed("replayed_into_file", r),
+    }
 }
