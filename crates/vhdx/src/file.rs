@@ -457,7 +457,7 @@ impl VhdxFile {
     /// writes a header with LogGuid zero in the other slot. DataWriteGuid is kept: the replay
     /// completes changes the writer already made under that GUID; FileWriteGuid is new.
     fn replay_into_file(&mut self, entries: &[PlacedEntry], wanted_len: u64) -> Result<()> {
-        const ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+        static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
         for w in entries.iter().flat_map(|e| &e.entry.writes) {
             match w {
                 LogWrite::Data { file_offset, bytes } => {
