@@ -527,6 +527,31 @@ fn entries_writing_into_the_headers_are_refused() {
     }
 }
 
+#[test]
+fn a_log_region_outside_the_file_or_of_another_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("region.vhdx");
+    clean_disk(&path);
+    let (mut h, other) = current_header(&path);
+    h.sequence_number += 1;
+    h.log_guid = LOG_GUID;
+    h.log_offset = 5 * MIB;
+    h.log_length = 2 * MIB as u32;
+    write_at(&path, other, &h.encode());
+    match VhdxFile::open(&path) {
+        Err(Error::Log { reason, .. }) => assert!(reason.contains("past the end"), "{reason}"),
+        other => panic!("expected Error::Log, got {other:?}"),
+    }
+    h.log_offset = LOG_OFFSET;
+    h.log_length = MIB as u32;
+    h.log_version = 1;
+    write_at(&path, other, &h.encode());
+    match VhdxFile::open(&path) {
+        Err(Error::Log { reason, .. }) => assert!(reason.contains("log version 1"), "{reason}"),
+        other => panic!("expected Error::Log, got {other:?}"),
+    }
+}
+
 /// Opens a copy of `dirty` with `flips` applied to its log region; must not panic. Returns
 /// whether a read of the whole disk succeeded.
 fn open_flipped(dirty: &[u8], path: &Path, flips: &[(usize, u8)]) -> bool {
