@@ -1,6 +1,7 @@
 //! An opened VHDX file: replays a dirty log (in memory when read-only), validates headers,
-//! region table, metadata and BAT, reads virtual-disk bytes through the BAT (following a differencing chain to its parents) and writes dynamic
-//! disks by allocating 1 MiB-aligned payload blocks at the end of the file.
+//! region table, metadata and BAT, reads virtual-disk bytes through the BAT (following a
+//! differencing chain to its parents) and writes dynamic disks by allocating 1 MiB-aligned
+//! payload blocks at the end of the file.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
