@@ -169,8 +169,17 @@ impl<'a> Parser<'a> {
         &self.s[self.pos..]
     }
 
+    /// An error for the bytes `start..end`, widened to whole characters so that a token holding
+    /// non-ASCII text is reported intact.
     fn err(&self, start: usize, end: usize, reason: &'static str) -> SddlError {
-        let end = end.clamp(start, self.s.len());
+        let mut start = start.min(self.s.len());
+        while !self.s.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = end.clamp(start, self.s.len());
+        while !self.s.is_char_boundary(end) {
+            end += 1;
+        }
         SddlError {
             offset: start,
             token: self.s[start..end].to_string(),
@@ -524,7 +533,8 @@ pub fn sddl_to_security_descriptor(sddl: &str) -> Result<Vec<u8>, SddlError> {
                         })
                         .unwrap_or(r.len())
                 } else {
-                    r.len().min(2)
+                    // an alias is two characters; measure them in bytes for non-ASCII input
+                    r.char_indices().nth(2).map_or(r.len(), |(i, _)| i)
                 };
                 let tok = &r[..len];
                 let sid =
@@ -921,6 +931,43 @@ mod tests {
         assert!(sddl_to_security_descriptor("O:BAO:SY").is_err());
         assert!(sddl_to_security_descriptor("D:(A;;FA;1234;;SY)").is_err());
         assert!(sddl_to_security_descriptor("D:NO_ACCESS_CONTROL(A;;FA;;;SY)").is_err());
+    }
+
+    /// Non-ASCII text anywhere in the string is an error that quotes whole characters, never a
+    /// panic from slicing inside a character (found by fuzzing the tar importer).
+    #[test]
+    fn non_ascii_is_an_error_not_a_panic() {
+        let cases = [
+            ("O:\u{e9}", "\u{e9}"),
+            ("O:\u{20ac}X", "\u{20ac}X"),
+            ("G:A\u{e9}", "A\u{e9}"),
+            ("D:(A;\u{20ac};FA;;;SY)", "\u{20ac}"),
+            ("D:(A;O\u{e9};FA;;;SY)", "\u{e9}"),
+            ("D:(A;;F\u{1F600};;;SY)", "F\u{1F600}"),
+            ("D:(A;;FA;;;\u{1F600})", "\u{1F600}"),
+            ("D:P\u{e9}", "\u{e9}"),
+        ];
+        for (sddl, token) in cases {
+            let e = sddl_to_security_descriptor(sddl).unwrap_err();
+            assert!(e.token.contains(token), "{sddl:?}: token {:?}", e.token);
+            assert!(
+                sddl.is_char_boundary(e.offset),
+                "{sddl:?}: offset {}",
+                e.offset
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text, and any text glued onto a valid SDDL prefix, converts or fails cleanly.
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,40}", prefix in 0usize..5) {
+            let prefixes = ["", "O:", "D:(", "D:(A;", "O:BAG:SYD:(A;;FA;;;"];
+            let sddl = format!("{}{s}", prefixes[prefix]);
+            if let Err(e) = sddl_to_security_descriptor(&sddl) {
+                proptest::prop_assert!(sddl.is_char_boundary(e.offset));
+            }
+        }
     }
 
     #[test]
