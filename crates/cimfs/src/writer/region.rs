@@ -5,6 +5,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use zerocopy::IntoBytes;
 
@@ -13,6 +16,69 @@ use crate::format::{self, RegionOffset};
 
 const BUFFER: usize = 1 << 20;
 const ZEROS: [u8; 4096] = [0; 4096];
+/// Bytes written between two background writeback requests.
+const SYNC_EVERY: u64 = 32 << 20;
+
+/// Flushes a region's data to disk on its own thread while the writer goes on, so that the
+/// fsync at commit finds little left to write. Writeback errors are kept and reported at commit:
+/// the thread syncs through a clone of the same open file, and the kernel reports an error to
+/// only one of the syncs of that file.
+struct Syncer {
+    requests: Option<SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+    error: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+impl Syncer {
+    fn start(file: &File) -> Option<Syncer> {
+        let clone = file.try_clone().ok()?;
+        let error = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&error);
+        // Capacity 1: while a sync runs, one more may wait; further requests are dropped, as
+        // the waiting one will cover their bytes too.
+        let (tx, rx) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("cim-region-sync".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    if let Err(e) = clone.sync_data() {
+                        let mut slot = seen.lock().unwrap_or_else(|p| p.into_inner());
+                        slot.get_or_insert(e);
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Syncer {
+            requests: Some(tx),
+            thread: Some(thread),
+            error,
+        })
+    }
+
+    fn request(&self) {
+        if let Some(tx) = &self.requests {
+            // Full: a queued request covers these bytes too. Disconnected: the thread stopped
+            // on an error, which commit reports.
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// Stops the thread and returns the first writeback error it met.
+    fn stop(&mut self) -> Option<std::io::Error> {
+        self.requests = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
 pub(crate) struct RegionWriter {
     pub(crate) path: PathBuf,
@@ -24,6 +90,9 @@ pub(crate) struct RegionWriter {
     pub(crate) combined: u16,
     pub(crate) region_type: u8,
     pub(crate) objects: Vec<format::ObjectIdEntry>,
+    syncer: Option<Syncer>,
+    /// Position at which the next background writeback is requested.
+    next_sync: u64,
 }
 
 impl RegionWriter {
@@ -39,6 +108,7 @@ impl RegionWriter {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
+        let syncer = Syncer::start(&file);
         let mut w = RegionWriter {
             path,
             file: BufWriter::with_capacity(BUFFER, file),
@@ -47,6 +117,8 @@ impl RegionWriter {
             combined,
             region_type,
             objects: Vec::new(),
+            syncer,
+            next_sync: SYNC_EVERY,
         };
         let header = format::RegionHeader {
             common: format::CommonHeader::new(format::FILE_TYPE_REGION, 0x28),
@@ -79,6 +151,12 @@ impl RegionWriter {
             .write_all(bytes)
             .map_err(|e| Error::io(&self.path, e))?;
         self.pos = end;
+        if end >= self.next_sync {
+            self.next_sync = end + SYNC_EVERY;
+            if let Some(s) = &self.syncer {
+                s.request();
+            }
+        }
         Ok(())
     }
 
@@ -108,6 +186,7 @@ impl RegionWriter {
     /// Cuts the file back to `pos` (everything written after it is dropped).
     pub(crate) fn truncate(&mut self, pos: u64) -> Result<()> {
         self.file.flush().map_err(|e| Error::io(&self.path, e))?;
+        self.next_sync = self.next_sync.min(pos + SYNC_EVERY);
         let f = self.file.get_mut();
         f.set_len(pos).map_err(|e| Error::io(&self.path, e))?;
         f.seek(SeekFrom::Start(pos))
@@ -119,6 +198,9 @@ impl RegionWriter {
     /// Flushes and fsyncs the region, then writes and fsyncs its objectid file at `objectid_path`.
     pub(crate) fn finish(&mut self, objectid_path: &Path) -> Result<()> {
         self.file.flush().map_err(|e| Error::io(&self.path, e))?;
+        if let Some(e) = self.syncer.take().and_then(|mut s| s.stop()) {
+            return Err(Error::io(&self.path, e));
+        }
         self.file
             .get_ref()
             .sync_all()
@@ -165,5 +247,37 @@ impl RegionWriter {
     pub(crate) fn discard(&self) {
         // Best effort: a failed removal leaves an orphan region, never a .cim that opens.
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A region larger than several writeback periods, cut back once, comes out whole and in
+    /// order after `finish`, with the background thread stopped.
+    #[test]
+    fn background_writeback_keeps_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("region_test_0");
+        let mut w = RegionWriter::create(path.clone(), 0, 0, 0).unwrap();
+        let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        for _ in 0..80 {
+            w.write_all(&chunk).unwrap();
+        }
+        let keep = w.pos() - (10 << 20);
+        w.truncate(keep).unwrap();
+        for _ in 0..40 {
+            w.write_all(&chunk).unwrap();
+        }
+        let end = w.pos();
+        w.finish(&dir.path().join("objectid_test_0")).unwrap();
+        assert!(w.syncer.is_none());
+        let data = fs::read(&path).unwrap();
+        assert_eq!(data.len() as u64, end);
+        let body = &data[0x28..];
+        for (i, c) in body.chunks(chunk.len()).enumerate() {
+            assert_eq!(c, &chunk[..c.len()], "chunk {i}");
+        }
     }
 }
