@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         Ok(cmd::Outcome::Failed) => ExitCode::from(1),
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cimkit: error: {e:#}");
+            eprintln!("cimkit: error: {}", output::error_message(&e));
             ExitCode::from(2)
         }
     }

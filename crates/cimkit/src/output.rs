@@ -20,6 +20,23 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The error and its causes joined by ": ", leaving out a cause whose text the message already
+/// ends with (library errors often quote their source in their own text).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Buffered stdout for line-by-line output.
 pub fn stdout() -> io::BufWriter<io::StdoutLock<'static>> {
     io::BufWriter::new(io::stdout().lock())
@@ -277,6 +294,34 @@ mod tests {
         let ft = UNIX_EPOCH_FILETIME + 16_161_572_965_000_000;
         assert_eq!(filetime(ft, true), "2021-03-19 12:34:56.5000000Z");
         assert_eq!(filetime(1, false), "1601-01-01 00:00:00");
+    }
+
+    #[test]
+    fn error_causes_are_not_repeated() {
+        #[derive(Debug)]
+        struct Outer {
+            source: io::Error,
+        }
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "reading the layer tar: {}", self.source)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let e = anyhow::Error::new(Outer {
+            source: io::Error::other("bad checksum"),
+        })
+        .context("cannot import layer 1");
+        assert_eq!(
+            error_message(&e),
+            "cannot import layer 1: reading the layer tar: bad checksum"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_message(&plain), "outer: inner");
     }
 
     #[test]

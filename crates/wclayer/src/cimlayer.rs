@@ -15,7 +15,10 @@ use crate::layout::{
     cim_path_for_layer, host_path, layer_id, std_file_canonical, HIVES, HIVES_DIR, LAYOUT_CONTENTS,
     LAYOUT_FILE, REG_FILES_DIR, UTILITY_VM_DIR,
 };
-use crate::tarstream::{decompressed, write_layer_counted, CountingReader, Progress};
+use crate::tarstream::{
+    decompressed_kind, write_layer_counted, write_layer_pipelined, Compression, CountingReader,
+    Progress,
+};
 use crate::uvm;
 use crate::writer::LayerWriter;
 
@@ -759,11 +762,17 @@ pub fn import_layer(
         count: count.clone(),
     };
     let existed = opts.layer.exists();
-    let input = decompressed(counted)?;
+    let (compression, input) = decompressed_kind(counted)?;
     // Only after `new` succeeded does the layer folder hold anything of ours to clean up.
     let mut w = CimLayerWriter::new(opts)?;
     let result = (|| {
-        let stats = write_layer_counted(input, &mut w, &mut || count.get(), progress)?;
+        let stats = match compression {
+            // Decompression costs more CPU than the import itself: give it its own thread.
+            Compression::Gzip | Compression::Zstd => {
+                write_layer_pipelined(input, &mut w, &mut || count.get(), progress)?
+            }
+            Compression::None => write_layer_counted(input, &mut w, &mut || count.get(), progress)?,
+        };
         w.close()?;
         let mut notes = std::mem::take(&mut w.notes);
         if stats.global_headers > 0 {

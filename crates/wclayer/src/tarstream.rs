@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Cursor, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 
 use tar::EntryType;
 
@@ -73,7 +75,14 @@ pub fn detect_compression(head: &[u8]) -> Result<Compression> {
 }
 
 /// Wraps `input` in the decompressor its first bytes call for.
-pub fn decompressed<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>> {
+pub fn decompressed<'a, R: Read + 'a>(input: R) -> Result<Box<dyn Read + 'a>> {
+    decompressed_kind(input).map(|(_, r)| r)
+}
+
+/// [`decompressed`], also saying which compression was found.
+pub(crate) fn decompressed_kind<'a, R: Read + 'a>(
+    mut input: R,
+) -> Result<(Compression, Box<dyn Read + 'a>)> {
     let mut head = Vec::with_capacity(8);
     (&mut input)
         .take(6)
@@ -81,7 +90,7 @@ pub fn decompressed<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>
         .map_err(|source| Error::TarRead { entries: 0, source })?;
     let kind = detect_compression(&head)?;
     let whole = Cursor::new(head).chain(input);
-    Ok(match kind {
+    let reader: Box<dyn Read + 'a> = match kind {
         // Buffered: tar headers are read 512 bytes at a time; large data reads bypass the buffer.
         Compression::None => Box::new(io::BufReader::with_capacity(1 << 16, whole)),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
@@ -89,6 +98,126 @@ pub fn decompressed<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>
             zstd::stream::read::Decoder::new(whole)
                 .map_err(|source| Error::TarRead { entries: 0, source })?,
         ),
+    };
+    Ok((kind, reader))
+}
+
+/// Decompressed bytes handed from the reading thread to the importing one at a time.
+const PIPE_CHUNK: usize = 256 << 10;
+/// Chunks that may wait in the pipe: bounds the memory the pipe holds to a few MiB.
+const PIPE_DEPTH: usize = 8;
+
+/// The importing side of the pipe: reads the chunks the decompressing thread sends, and hands
+/// emptied buffers back for reuse.
+struct PipeReader {
+    chunks: mpsc::Receiver<io::Result<Vec<u8>>>,
+    spent: mpsc::Sender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.chunks.recv() {
+                Ok(Ok(next)) => {
+                    let old = std::mem::replace(&mut self.current, next);
+                    let _ = self.spent.send(old);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The sender is gone: the input ended.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// [`write_layer_counted`] with decompression on this thread and the import on a second one,
+/// so that the two overlap on a multi-core machine. Progress is reported from this thread.
+pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
+    mut input: impl Read,
+    w: &mut W,
+    bytes_read: &mut dyn FnMut() -> u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TarStats> {
+    let entries = AtomicU64::new(0);
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel(PIPE_DEPTH);
+    let (spent_tx, spent_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let entries = &entries;
+        let worker = std::thread::Builder::new()
+            .name("layer-import".into())
+            .spawn_scoped(scope, move || {
+                let reader = PipeReader {
+                    chunks: chunk_rx,
+                    spent: spent_tx,
+                    current: Vec::new(),
+                    pos: 0,
+                };
+                write_layer_counted(reader, w, &mut || 0, &mut |p| {
+                    entries.store(p.entries, Ordering::Relaxed)
+                })
+            })
+            .map_err(|source| Error::TarRead { entries: 0, source })?;
+        // A read error met here, kept whole: the importer gets a copy, and may have finished
+        // (and so not report it) before it reads that far.
+        let mut read_error = None;
+        let mut importer_stopped = false;
+        loop {
+            let mut buf = spent_rx.try_recv().unwrap_or_default();
+            buf.resize(PIPE_CHUNK, 0);
+            let item = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(buf)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let copy = io::Error::new(e.kind(), e.to_string());
+                    read_error = Some(e);
+                    Err(copy)
+                }
+            };
+            // A closed pipe means the importer stopped (done, or failed): its result says which.
+            if chunk_tx.send(item).is_err() {
+                importer_stopped = true;
+                break;
+            }
+            if read_error.is_some() {
+                break;
+            }
+            progress(Progress {
+                bytes_read: bytes_read(),
+                entries: entries.load(Ordering::Relaxed),
+            });
+        }
+        drop(chunk_tx);
+        let stats = worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let trailer = |source| Error::TarRead {
+            entries: stats.entries,
+            source,
+        };
+        if let Some(e) = read_error {
+            return Err(trailer(e));
+        }
+        if importer_stopped {
+            // The tar ended before its stream did: read the rest, so that the gzip CRC or zstd
+            // checksum at the end is checked before the import counts as good.
+            io::copy(&mut input, &mut io::sink()).map_err(trailer)?;
+        }
+        progress(Progress {
+            bytes_read: bytes_read(),
+            entries: stats.entries,
+        });
+        Ok(stats)
     })
 }
 
