@@ -4,46 +4,33 @@
 
 mod common;
 
-use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use common::{import, listing, opts, TarBuilder};
+use common::{import, listing, opts, small_base, TarBuilder};
 use wclayer::import_layer;
 
 /// A base layer whose files span many pipe chunks: hives, one large file, many small ones.
 fn layer(shared: &Path) -> Vec<u8> {
-    let hive = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
-    let mut t = TarBuilder::new();
-    for d in [
-        "Files",
-        "Files/Windows",
-        "Files/Windows/System32",
-        "Files/Windows/System32/config",
-        "Files/data",
-    ] {
-        t.dir(d, &[]);
-    }
-    for h in ["DEFAULT", "SAM", "SECURITY", "SOFTWARE", "SYSTEM"] {
-        t.file(&format!("Files/Windows/System32/config/{h}"), &[], &hive);
-    }
-    // Poorly compressible bytes, so the compressed stream is long too.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut noise = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
-    t.file("Files/data/big.bin", &[], &noise(3 << 20));
-    for i in 0..200 {
-        t.file(&format!("Files/data/f{i}.txt"), &[], &noise(1 + i * 97));
-    }
-    t.finish()
+    small_base(shared, |t| {
+        t.dir("Files/data", &[]);
+        // Poorly compressible bytes, so the compressed stream is long too.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        t.file("Files/data/big.bin", &[], &noise(3 << 20));
+        for i in 0..200 {
+            t.file(&format!("Files/data/f{i}.txt"), &[], &noise(1 + i * 97));
+        }
+    })
 }
 
 fn gzip(b: &[u8]) -> Vec<u8> {

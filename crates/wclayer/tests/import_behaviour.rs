@@ -8,32 +8,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{import, import_error, listing, opts, read_cim_file, TarBuilder};
+use common::{import, import_error, listing, opts, read_cim_file, small_base, TarBuilder};
 use wclayer::{cim_path_for_layer, import_layer, ImportOptions};
-
-/// A minimal base layer built here: the five hives (tiny real ones) and a few files.
-fn small_base(shared: &Path, extra: impl FnOnce(&mut TarBuilder)) -> Vec<u8> {
-    let hive = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
-    let mut t = TarBuilder::new();
-    t.dir("Files", &[]);
-    t.dir("Files/Windows", &[]);
-    t.dir("Files/Windows/System32", &[]);
-    t.dir("Files/Windows/System32/config", &[]);
-    for h in ["DEFAULT", "SAM", "SECURITY", "SOFTWARE", "SYSTEM"] {
-        t.file(
-            &format!("Files/Windows/System32/config/{h}"),
-            &[("MSWINDOWS.fileattr", "32".into())],
-            &hive,
-        );
-    }
-    t.file(
-        "Files/Windows/notepad.exe",
-        &[("MSWINDOWS.fileattr", "32".into())],
-        b"MZ notepad",
-    );
-    extra(&mut t);
-    t.finish()
-}
 
 #[test]
 fn readme_sample_imports_plain_and_gzip() {

@@ -140,6 +140,30 @@ pub fn hive_dir(shared: &Path, dir: &Path) -> Option<PathBuf> {
     Some(dir.to_path_buf())
 }
 
+/// A minimal base layer built here: the five hives (tiny real ones) and a few files.
+pub fn small_base(shared: &Path, extra: impl FnOnce(&mut TarBuilder)) -> Vec<u8> {
+    let hive = std::fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
+    let mut t = TarBuilder::new();
+    t.dir("Files", &[]);
+    t.dir("Files/Windows", &[]);
+    t.dir("Files/Windows/System32", &[]);
+    t.dir("Files/Windows/System32/config", &[]);
+    for h in ["DEFAULT", "SAM", "SECURITY", "SOFTWARE", "SYSTEM"] {
+        t.file(
+            &format!("Files/Windows/System32/config/{h}"),
+            &[("MSWINDOWS.fileattr", "32".into())],
+            &hive,
+        );
+    }
+    t.file(
+        "Files/Windows/notepad.exe",
+        &[("MSWINDOWS.fileattr", "32".into())],
+        b"MZ notepad",
+    );
+    extra(&mut t);
+    t.finish()
+}
+
 /// Builds tars the way go-winio writes them (PAX records before each header).
 pub struct TarBuilder {
     b: tar::Builder<Vec<u8>>,
