@@ -256,6 +256,39 @@ fn vhdx_info_describes_a_disk() {
     assert_eq!(cimkit(&["vhdx", "info", s(&junk)]).status.code(), Some(2));
 }
 
+/// A differencing disk is described even when its parent is gone, and says why it is not read.
+#[test]
+fn vhdx_info_of_a_child_without_its_parent() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = tmp.path().join("base.vhdx");
+    let child = tmp.path().join("child.vhdx");
+    vhdx::create_dynamic(&base, 1 << 30, 1 << 20, 512).expect("create base");
+    vhdx::create_differencing(&child, &base, &vhdx::ParentLocator::sibling("base.vhdx"))
+        .expect("create child");
+    let text = cimkit_ok(&["vhdx", "info", s(&child)], 0);
+    assert!(
+        text.contains("parent file:") && text.contains("base.vhdx"),
+        "{text}"
+    );
+    assert!(!text.contains("not opened"), "{text}");
+
+    std::fs::remove_file(&base).expect("remove base");
+    let text = cimkit_ok(&["vhdx", "info", s(&child)], 0);
+    assert!(text.contains("differencing"), "{text}");
+    assert!(
+        text.contains("not opened") && text.contains("parent not found"),
+        "{text}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&cimkit_ok(&["vhdx", "info", "--json", s(&child)], 0)).expect("json");
+    assert_eq!(j["parent"], serde_json::Value::Null);
+    assert!(j["parent_problem"]
+        .as_str()
+        .expect("problem")
+        .contains("base.vhdx"));
+    assert_eq!(j["virtual_size"], 1u64 << 30);
+}
+
 /// Makes a 1 GiB dynamic VHDX with qemu-img when present, else with the vhdx crate's own writer.
 fn vhdx_create(path: &Path) {
     let qemu = std::process::Command::new("qemu-img")

@@ -141,15 +141,22 @@ pub struct VhdxFile {
 impl VhdxFile {
     /// Opens a VHDX read-only; a differencing disk's parents are opened and checked too.
     pub fn open(path: &Path) -> Result<VhdxFile> {
-        Self::open_chain(path, false, 0)
+        Self::open_chain(path, false, 0, true)
     }
 
     /// Opens a VHDX for reading and writing (writes are supported on dynamic and fixed disks).
     pub fn open_rw(path: &Path) -> Result<VhdxFile> {
-        Self::open_chain(path, true, 0)
+        Self::open_chain(path, true, 0, true)
     }
 
-    fn open_chain(path: &Path, writable: bool, depth: usize) -> Result<VhdxFile> {
+    /// Opens `path`, and its parents too when `with_parents` (a differencing disk opened without
+    /// them can only be described, not read).
+    fn open_chain(
+        path: &Path,
+        writable: bool,
+        depth: usize,
+        with_parents: bool,
+    ) -> Result<VhdxFile> {
         let io = |op, offset, source| Error::Io {
             path: path.to_path_buf(),
             op,
@@ -211,7 +218,7 @@ impl VhdxFile {
         v.read_region_table()?;
         v.read_metadata()?;
         v.read_bat()?;
-        if v.disk_type() == DiskType::Differencing {
+        if v.disk_type() == DiskType::Differencing && with_parents {
             if depth >= MAX_CHAIN_DEPTH {
                 return Err(
                     v.unsupported(format!("differencing chain deeper than {MAX_CHAIN_DEPTH}"))
@@ -706,7 +713,7 @@ impl VhdxFile {
                 tried: candidates.iter().map(|p| p.display().to_string()).collect(),
             });
         };
-        let parent = VhdxFile::open_chain(found, false, depth + 1)?;
+        let parent = VhdxFile::open_chain(found, false, depth + 1, true)?;
         let linkage: Vec<Uuid> = [KEY_PARENT_LINKAGE, KEY_PARENT_LINKAGE2]
             .iter()
             .filter_map(|k| loc.get(k).and_then(parse_guid))
@@ -1051,6 +1058,7 @@ impl VhdxFile {
                 .map(|l| l.entries.clone())
                 .unwrap_or_default(),
             parent: self.parent.as_ref().map(|p| p.path.clone()),
+            parent_problem: None,
         }
     }
 }
@@ -1094,6 +1102,8 @@ pub struct VhdxInfo {
     pub parent_locator: Vec<(String, String)>,
     /// The parent file that was opened, if any.
     pub parent: Option<PathBuf>,
+    /// Why a differencing disk's parent could not be opened (missing, or not its parent).
+    pub parent_problem: Option<String>,
 }
 
 impl std::fmt::Display for VhdxInfo {
@@ -1166,13 +1176,26 @@ impl std::fmt::Display for VhdxInfo {
         if let Some(p) = &self.parent {
             writeln!(f, "parent file:          {}", p.display())?;
         }
+        if let Some(problem) = &self.parent_problem {
+            writeln!(f, "parent file:          not opened: {problem}")?;
+        }
         Ok(())
     }
 }
 
 /// Opens `path` and describes it.
+/// A differencing disk whose parent is missing or is not its parent is still described, with
+/// [`VhdxInfo::parent_problem`] saying what is wrong.
 pub fn info(path: &Path) -> Result<VhdxInfo> {
-    Ok(VhdxFile::open(path)?.info())
+    match VhdxFile::open(path) {
+        Ok(v) => Ok(v.info()),
+        Err(e @ (Error::ParentNotFound { .. } | Error::ParentMismatch { .. })) => {
+            let mut info = VhdxFile::open_chain(path, false, 0, false)?.info();
+            info.parent_problem = Some(e.to_string());
+            Ok(info)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Maps a Windows path from a parent locator to one to try here: drops `\\?\` and a drive

@@ -55,6 +55,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             "blocks_zero": info.blocks_zero,
             "parent_locator": info.parent_locator.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
             "parent": info.parent.as_ref().map(|p| p.display().to_string()),
+            "parent_problem": info.parent_problem,
         });
         output::json_line(&mut out, &v)?;
     } else {
