@@ -152,6 +152,8 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
         let entries = &entries;
         let worker = std::thread::Builder::new()
             .name("layer-import".into())
+            // The main thread's usual size: deep trees must not fail here sooner than there.
+            .stack_size(8 << 20)
             .spawn_scoped(scope, move || {
                 let reader = PipeReader {
                     chunks: chunk_rx,
