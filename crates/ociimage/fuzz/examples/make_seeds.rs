@@ -2,7 +2,8 @@
 //! `cargo run --example make_seeds`): an OCI layout tar (index -> nested index -> manifests for
 //! two platforms, layers of every compression, one foreign), docker-save tars in the old layout
 //! (layer.tar per v1 id, a symlinked layer) and the v25 one (blobs/sha256), each plain (mode 0)
-//! and to be gzipped by the target (mode 1).
+//! and to be gzipped by the target (mode 1); and OCI documents with digest placeholders for the
+//! target to assemble (mode 4 and 5).
 
 use std::io::Write;
 
@@ -140,9 +141,55 @@ fn docker_v25() -> Vec<u8> {
     a.finish()
 }
 
+/// Mode 4: index, manifest, config and layer separated by NUL, with the target's placeholders
+/// where digests and sizes go.
+fn documents(layer_media_type: &str, layer_blob: &[u8]) -> Vec<u8> {
+    let index = json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "{manifest}",
+         "size": "{manifest-size}", "platform": {"os": "windows", "architecture": "amd64"}}]});
+    let manifest = json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "{config}", "size": "{config-size}"},
+        "layers": [{"mediaType": layer_media_type, "digest": "{layer}", "size": "{layer-size}"}]});
+    let config = json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"x").to_string()]}});
+    // Sizes are JSON numbers: drop the quotes the json! macro needs around the placeholders.
+    let text = |v: &serde_json::Value| {
+        v.to_string()
+            .replace("\"{manifest-size}\"", "{manifest-size}")
+            .replace("\"{config-size}\"", "{config-size}")
+            .replace("\"{layer-size}\"", "{layer-size}")
+            .into_bytes()
+    };
+    let mut out = vec![4u8];
+    for doc in [text(&index), text(&manifest), text(&config)] {
+        out.extend_from_slice(&doc);
+        out.push(0);
+    }
+    out.extend_from_slice(layer_blob);
+    out
+}
+
 fn main() {
     let dir = std::path::Path::new("corpus/archive");
     std::fs::create_dir_all(dir).expect("corpus dir");
+    let plain = layer("Files/doc.txt", b"documents");
+    for (name, seed) in [
+        (
+            "documents-tar",
+            documents("application/vnd.oci.image.layer.v1.tar", &plain),
+        ),
+        (
+            "documents-gzip",
+            documents("application/vnd.oci.image.layer.v1.tar+gzip", &gzip(&plain)),
+        ),
+    ] {
+        std::fs::write(dir.join(name), &seed).expect("write seed");
+        let mut gz = seed.clone();
+        gz[0] |= 1;
+        std::fs::write(dir.join(format!("{name}-1")), gz).expect("write seed");
+    }
     for (name, bytes) in [
         ("oci", oci_layout()),
         ("docker-old", docker_old()),
