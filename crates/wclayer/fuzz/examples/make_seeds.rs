@@ -76,5 +76,17 @@ fn main() {
     let im = Path::new("corpus/import");
     write_seed(im, "base", &[0], &base_layer());
     write_seed(im, "child", &[1], &child_layer());
+    write_seed(
+        im,
+        "uvm-20348",
+        &[0],
+        &wclayer_fuzz::base_layer_with_uvm("20348"),
+    );
+    write_seed(
+        im,
+        "uvm-26100",
+        &[0],
+        &wclayer_fuzz::base_layer_with_uvm("26100"),
+    );
     println!("seeds written to {} and {}", bt.display(), im.display());
 }

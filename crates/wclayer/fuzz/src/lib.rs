@@ -1,6 +1,7 @@
 //! Layer tars shared by the fuzz targets and `examples/make_seeds.rs`: a small base layer (the
 //! five config hives, PAX metadata of every kind go-winio writes, a hard link, a junction and an
-//! alternate data stream) and a child layer for it (whiteouts, an opaque directory, a hive delta).
+//! alternate data stream), the same with a utility VM, and a child layer for it (whiteouts, an
+//! opaque directory, a hive delta).
 
 use std::io::Write;
 
@@ -83,6 +84,64 @@ const HIVE_NAMES: [&str; 5] = ["SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT
 /// A base layer that imports cleanly.
 pub fn base_layer() -> Vec<u8> {
     let mut t = LayerTar::new();
+    base_files(&mut t);
+    t.finish()
+}
+
+/// A SOFTWARE hive whose CurrentBuild is `build`.
+pub fn software_hive(build: &str) -> Vec<u8> {
+    let mut h = regf::Hive::new();
+    h.create_key(r"Microsoft\Windows NT\CurrentVersion")
+        .set_value("CurrentBuild", regf::REG_SZ, regf::encode_sz(build));
+    h.to_bytes().expect("hive bytes")
+}
+
+/// A BCD store like a utility VM's: a boot manager whose default is one loader.
+pub fn uvm_bcd() -> Vec<u8> {
+    use bcd::{ids, DeviceElement, ElementValue, Uuid, BOOTMGR};
+    let loader = Uuid::from_u128(0x2a8f2b41_0e1c_11ef_9b6a_00155d000001);
+    let boot = ElementValue::Device(DeviceElement {
+        options: Uuid::nil(),
+        device: bcd::Device::Boot,
+    });
+    let mut h = regf::Hive::new();
+    h.create_key("Objects");
+    bcd::create_object(&mut h, &BOOTMGR, 0x1010_0002, Some("Boot Manager")).expect("bootmgr");
+    bcd::set_element(
+        &mut h,
+        &BOOTMGR,
+        ids::DEFAULT_OBJECT,
+        &ElementValue::Object(loader),
+    )
+    .expect("default");
+    bcd::create_object(&mut h, &loader, 0x1020_0003, Some("Windows")).expect("loader");
+    for id in [ids::APPLICATION_DEVICE, ids::OS_DEVICE] {
+        bcd::set_element(&mut h, &loader, id, &boot).expect("device");
+    }
+    h.to_bytes().expect("BCD bytes")
+}
+
+/// A base layer with a utility VM of build `build` (after 20348, with the BCD and SYSTEM hive
+/// that boot-from-CIM processing edits, and the UVM disks it creates).
+pub fn base_layer_with_uvm(build: &str) -> Vec<u8> {
+    let mut t = LayerTar::new();
+    base_files(&mut t);
+    t.dir("UtilityVM", &[]);
+    t.dir("UtilityVM/Files", &[]);
+    for d in ["EFI", "EFI/Microsoft", "EFI/Microsoft/Boot"] {
+        t.dir(&format!("UtilityVM/Files/{d}"), &[]);
+    }
+    t.file("UtilityVM/Files/EFI/Microsoft/Boot/BCD", &[], &uvm_bcd());
+    for d in ["Windows", "Windows/System32", "Windows/System32/config"] {
+        t.dir(&format!("UtilityVM/Files/{d}"), &[]);
+    }
+    let config = "UtilityVM/Files/Windows/System32/config";
+    t.file(&format!("{config}/SOFTWARE"), &[], &software_hive(build));
+    t.file(&format!("{config}/SYSTEM"), &[], &hive("UVM SYSTEM"));
+    t.finish()
+}
+
+fn base_files(t: &mut LayerTar) {
     let times = [
         ("LIBARCHIVE.creationtime", "1650000000.1234567"),
         ("atime", "1650000001"),
@@ -138,7 +197,6 @@ pub fn base_layer() -> Vec<u8> {
     t.file("Files/sub/inner.bin", &[], &[7u8; 3000]);
     t.dir("Files/sub/deeper", &[]);
     t.file("Files/sub/deeper/x", &[], b"x");
-    t.finish()
 }
 
 /// A child layer of `base_layer`: adds, replaces, removes, hides a directory's content and
