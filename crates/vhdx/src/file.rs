@@ -20,6 +20,33 @@ const MAX_CHAIN_DEPTH: usize = 64;
 /// real VHDX (64 TiB of payload plus metadata), far below what would overflow.
 const MAX_LOGGED_FILE_END: u64 = 1 << 48;
 
+/// What tells two paths to the same file apart from two files, for the loop check of a
+/// differencing chain: device and inode where there are some (seeing through hard and symbolic
+/// links), else the canonical path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FileIdentity {
+    #[cfg(unix)]
+    Inode { dev: u64, ino: u64 },
+    #[cfg(not(unix))]
+    Path(PathBuf),
+}
+
+impl FileIdentity {
+    #[cfg(unix)]
+    fn of(_path: &Path, metadata: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity::Inode {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn of(path: &Path, _metadata: &std::fs::Metadata) -> FileIdentity {
+        FileIdentity::Path(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+    }
+}
+
 /// What opening a file did about its log (MS-VHDX 2.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogReplay {
@@ -141,20 +168,22 @@ pub struct VhdxFile {
 impl VhdxFile {
     /// Opens a VHDX read-only; a differencing disk's parents are opened and checked too.
     pub fn open(path: &Path) -> Result<VhdxFile> {
-        Self::open_chain(path, false, 0, true)
+        Self::open_chain(path, false, &[], true)
     }
 
     /// Opens a VHDX for reading and writing (writes are supported on dynamic and fixed disks).
     pub fn open_rw(path: &Path) -> Result<VhdxFile> {
-        Self::open_chain(path, true, 0, true)
+        Self::open_chain(path, true, &[], true)
     }
 
-    /// Opens `path`, and its parents too when `with_parents` (a differencing disk opened without
-    /// them can only be described, not read).
+    /// Opens `path` as the parent of the files in `children` (nearest last; empty for the file
+    /// the caller asked for), refusing a file that is already one of them; and its own parents
+    /// too when `with_parents` (a differencing disk opened without them can only be described,
+    /// not read).
     fn open_chain(
         path: &Path,
         writable: bool,
-        depth: usize,
+        children: &[FileIdentity],
         with_parents: bool,
     ) -> Result<VhdxFile> {
         let io = |op, offset, source| Error::Io {
@@ -168,7 +197,17 @@ impl VhdxFile {
             .write(writable)
             .open(path)
             .map_err(|e| io("open", 0, e))?;
-        let file_len = file.metadata().map_err(|e| io("stat", 0, e))?.len();
+        let metadata = file.metadata().map_err(|e| io("stat", 0, e))?;
+        let identity = FileIdentity::of(path, &metadata);
+        if children.contains(&identity) {
+            // Followed to the depth limit, a loop would keep one BAT per level in memory, and a
+            // log replayed in memory can make each of them hundreds of MiB.
+            return Err(Error::Unsupported {
+                path: path.to_path_buf(),
+                reason: "the differencing chain loops back to this file".into(),
+            });
+        }
+        let file_len = metadata.len();
         let mut v = VhdxFile {
             path: path.to_path_buf(),
             file,
@@ -219,12 +258,14 @@ impl VhdxFile {
         v.read_metadata()?;
         v.read_bat()?;
         if v.disk_type() == DiskType::Differencing && with_parents {
-            if depth >= MAX_CHAIN_DEPTH {
+            if children.len() >= MAX_CHAIN_DEPTH {
                 return Err(
                     v.unsupported(format!("differencing chain deeper than {MAX_CHAIN_DEPTH}"))
                 );
             }
-            let parent = v.open_parent(depth)?;
+            let mut chain = children.to_vec();
+            chain.push(identity);
+            let parent = v.open_parent(&chain)?;
             v.parent = Some(Box::new(parent));
         }
         Ok(v)
@@ -693,7 +734,7 @@ impl VhdxFile {
         self.params_flags & PARAM_HAS_PARENT != 0
     }
 
-    fn open_parent(&self, depth: usize) -> Result<VhdxFile> {
+    fn open_parent(&self, chain: &[FileIdentity]) -> Result<VhdxFile> {
         let Some(loc) = &self.locator else {
             return Err(self.corrupt("metadata", self.metadata_offset, "no parent locator"));
         };
@@ -713,7 +754,7 @@ impl VhdxFile {
                 tried: candidates.iter().map(|p| p.display().to_string()).collect(),
             });
         };
-        let parent = VhdxFile::open_chain(found, false, depth + 1, true)?;
+        let parent = VhdxFile::open_chain(found, false, chain, true)?;
         let linkage: Vec<Uuid> = [KEY_PARENT_LINKAGE, KEY_PARENT_LINKAGE2]
             .iter()
             .filter_map(|k| loc.get(k).and_then(parse_guid))
@@ -1190,7 +1231,7 @@ pub fn info(path: &Path) -> Result<VhdxInfo> {
     match VhdxFile::open(path) {
         Ok(v) => Ok(v.info()),
         Err(e @ (Error::ParentNotFound { .. } | Error::ParentMismatch { .. })) => {
-            let mut info = VhdxFile::open_chain(path, false, 0, false)?.info();
+            let mut info = VhdxFile::open_chain(path, false, &[], false)?.info();
             info.parent_problem = Some(e.to_string());
             Ok(info)
         }

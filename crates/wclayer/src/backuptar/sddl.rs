@@ -227,6 +227,9 @@ fn parse_number(s: &str) -> Option<u64> {
     }
 }
 
+/// Most sub-authorities a SID has ([MS-DTYP] 2.4.2.2, SID_MAX_SUB_AUTHORITIES).
+const SID_MAX_SUB_AUTHORITIES: usize = 15;
+
 /// Binary SID ([MS-DTYP] 2.4.2.2) from `S-1-<authority>-<sub>...`.
 pub fn sid_from_string(s: &str) -> Result<Vec<u8>, &'static str> {
     let mut parts = s.split('-');
@@ -244,7 +247,7 @@ pub fn sid_from_string(s: &str) -> Result<Vec<u8>, &'static str> {
         .map(|p| parse_number(p).and_then(|n| u32::try_from(n).ok()))
         .collect::<Option<_>>()
         .ok_or("bad SID sub-authority")?;
-    if subs.len() > 15 {
+    if subs.len() > SID_MAX_SUB_AUTHORITIES {
         return Err("SID has more than 15 sub-authorities");
     }
     let mut out = vec![1, subs.len() as u8];
@@ -255,10 +258,11 @@ pub fn sid_from_string(s: &str) -> Result<Vec<u8>, &'static str> {
     Ok(out)
 }
 
-/// Formats a binary SID as `S-1-...`; None when the bytes are not a SID.
+/// Formats a binary SID as `S-1-...`; None when the bytes are not a SID (revision 1, at most
+/// 15 sub-authorities, as `sid_from_string` and [MS-DTYP] 2.4.2.2 require).
 pub fn sid_to_string(b: &[u8]) -> Option<String> {
     let count = usize::from(*b.get(1)?);
-    if *b.first()? != 1 || b.len() < 8 + 4 * count {
+    if *b.first()? != 1 || count > SID_MAX_SUB_AUTHORITIES || b.len() < 8 + 4 * count {
         return None;
     }
     let mut auth = [0u8; 8];
@@ -631,6 +635,10 @@ fn format_sid(sd: &[u8], off: usize) -> Result<(String, usize), SddlError> {
         *sd.get(off + 1)
             .ok_or_else(|| format_error(off, "SID runs past the end"))?,
     );
+    if count > SID_MAX_SUB_AUTHORITIES {
+        // Such a SID would format to text that neither we nor Windows parse back.
+        return Err(format_error(off, "SID has more than 15 sub-authorities"));
+    }
     let len = 8 + 4 * count;
     let bytes = sd
         .get(off..off + len)
@@ -993,6 +1001,36 @@ mod tests {
             assert_eq!(text, sddl, "formatted back");
             assert_eq!(sddl_to_security_descriptor(&text).unwrap(), bin);
         }
+    }
+
+    /// Found by the backuptar fuzz target: a binary descriptor whose owner SID has more than 15
+    /// sub-authorities formatted to SDDL that `sddl_to_security_descriptor` refuses.
+    #[test]
+    fn sids_with_more_than_15_sub_authorities_are_refused() {
+        let sid = |count: u8| {
+            let mut b = vec![1, count, 0, 0, 0, 0, 0, 5];
+            for i in 0..u32::from(count) {
+                b.extend_from_slice(&(1000 + i).to_le_bytes());
+            }
+            b
+        };
+        let fifteen = sid_to_string(&sid(15)).unwrap();
+        assert_eq!(sid_from_string(&fifteen).unwrap(), sid(15));
+        assert_eq!(sid_to_string(&sid(16)), None);
+        assert_eq!(sid_to_string(&sid(255)), None);
+
+        let mut sd = vec![1, 0, 0, 0x80, 20, 0, 0, 0];
+        sd.extend_from_slice(&[0; 12]);
+        sd.extend_from_slice(&sid(16));
+        let e = security_descriptor_to_sddl(&sd).unwrap_err();
+        assert_eq!(
+            (e.offset, e.reason),
+            (20, "SID has more than 15 sub-authorities")
+        );
+        sd.truncate(20);
+        sd.extend_from_slice(&sid(15));
+        let text = security_descriptor_to_sddl(&sd).unwrap();
+        assert_eq!(sddl_to_security_descriptor(&text).unwrap(), sd);
     }
 
     #[test]
