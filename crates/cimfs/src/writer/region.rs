@@ -6,7 +6,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use zerocopy::IntoBytes;
@@ -20,20 +19,17 @@ const ZEROS: [u8; 4096] = [0; 4096];
 const SYNC_EVERY: u64 = 32 << 20;
 
 /// Flushes a region's data to disk on its own thread while the writer goes on, so that the
-/// fsync at commit finds little left to write. Writeback errors are kept and reported at commit:
-/// the thread syncs through a clone of the same open file, and the kernel reports an error to
-/// only one of the syncs of that file.
+/// fsync at commit finds little left to write. The thread's first writeback error is its result
+/// and is reported at commit: the thread syncs through a clone of the same open file, and the
+/// kernel reports an error to only one of the syncs of that file.
 struct Syncer {
     requests: Option<SyncSender<()>>,
-    thread: Option<JoinHandle<()>>,
-    error: Arc<Mutex<Option<std::io::Error>>>,
+    thread: Option<JoinHandle<Option<std::io::Error>>>,
 }
 
 impl Syncer {
     fn start(file: &File) -> Option<Syncer> {
         let clone = file.try_clone().ok()?;
-        let error = Arc::new(Mutex::new(None));
-        let seen = Arc::clone(&error);
         // Capacity 1: while a sync runs, one more may wait; further requests are dropped, as
         // the waiting one will cover their bytes too.
         let (tx, rx) = mpsc::sync_channel::<()>(1);
@@ -42,17 +38,15 @@ impl Syncer {
             .spawn(move || {
                 while rx.recv().is_ok() {
                     if let Err(e) = clone.sync_data() {
-                        let mut slot = seen.lock().unwrap_or_else(|p| p.into_inner());
-                        slot.get_or_insert(e);
-                        return;
+                        return Some(e);
                     }
                 }
+                None
             })
             .ok()?;
         Some(Syncer {
             requests: Some(tx),
             thread: Some(thread),
-            error,
         })
     }
 
@@ -67,10 +61,7 @@ impl Syncer {
     /// Stops the thread and returns the first writeback error it met.
     fn stop(&mut self) -> Option<std::io::Error> {
         self.requests = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.thread.take().and_then(|t| t.join().ok().flatten())
     }
 }
 
