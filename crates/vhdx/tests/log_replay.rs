@@ -5,14 +5,17 @@
 //! which replays a VHDX log when it opens the file for writing (`qemu-img check -r all`); its
 //! `convert -O raw` must give the same bytes. Broken logs must give the documented outcome.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{current_header, read_at, write_at};
 use proptest::prelude::*;
 use vhdx::format::{
-    BatEntry, Header, LogEntry, LogEntryHeader, LogWrite, HEADER1_OFFSET, HEADER2_OFFSET,
-    HEADER_SIZE, LOG_SECTOR_SIZE, PAYLOAD_FULLY_PRESENT,
+    BatEntry, LogEntry, LogEntryHeader, LogWrite, HEADER1_OFFSET, LOG_SECTOR_SIZE,
+    PAYLOAD_FULLY_PRESENT,
 };
 use vhdx::{create_dynamic, Error, LogReplay, Uuid, VhdxFile};
 
@@ -51,38 +54,6 @@ fn entry(seq: u64, tail: u32, flushed: u64, writes: Vec<LogWrite>) -> LogEntry {
             last_file_offset: 6 * MIB,
         },
         writes,
-    }
-}
-
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    use std::os::unix::fs::FileExt;
-    let mut b = vec![0u8; len];
-    fs::File::open(path)
-        .unwrap()
-        .read_exact_at(&mut b, offset)
-        .unwrap();
-    b
-}
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .write_all_at(data, offset)
-        .unwrap();
-}
-
-/// The current header and the offset of the other slot.
-fn current_header(path: &Path) -> (Header, u64) {
-    let h1 = Header::decode(&read_at(path, HEADER1_OFFSET, HEADER_SIZE));
-    let h2 = Header::decode(&read_at(path, HEADER2_OFFSET, HEADER_SIZE));
-    match (h1, h2) {
-        (Ok(a), Ok(b)) if a.sequence_number > b.sequence_number => (a, HEADER2_OFFSET),
-        (_, Ok(b)) => (b, HEADER1_OFFSET),
-        (Ok(a), Err(_)) => (a, HEADER2_OFFSET),
-        _ => panic!("no valid header in {}", path.display()),
     }
 }
 

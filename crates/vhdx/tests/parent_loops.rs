@@ -3,33 +3,14 @@
 //! in memory, and a dirty file replayed in memory can make that BAT hundreds of MiB large (its
 //! log's LastFileOffset lets the BAT region lie far past the real end of the file).
 
+mod common;
+
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use common::{current_header, write_at};
 use vhdx::format::*;
 use vhdx::{create_differencing, create_dynamic, Error, ParentLocator, Uuid, VhdxFile};
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .write_all_at(data, offset)
-        .unwrap();
-}
-
-/// The current header and the offset of the other slot.
-fn current_header(path: &Path) -> (Header, u64) {
-    let b = fs::read(path).unwrap();
-    let slot = |o: u64| Header::decode(&b[o as usize..o as usize + HEADER_SIZE]);
-    match (slot(HEADER1_OFFSET), slot(HEADER2_OFFSET)) {
-        (Ok(a), Ok(c)) if a.sequence_number > c.sequence_number => (a, HEADER2_OFFSET),
-        (_, Ok(c)) => (c, HEADER1_OFFSET),
-        (Ok(a), Err(_)) => (a, HEADER2_OFFSET),
-        _ => panic!("no valid header"),
-    }
-}
 
 /// `p.vhdx`: a differencing disk whose locator names `.\p.vhdx` and whose parent linkage is
 /// its own DataWriteGuid, so it is, by every check, its own parent.
