@@ -625,6 +625,11 @@ impl Cim {
         self.read_vec_at(off, 2, len, u64::from(u16::MAX), object)
     }
 
+    /// A `Corrupt` error located at file `id`'s entry.
+    pub(crate) fn entry_corrupt(&self, id: FileId, reason: &str) -> Error {
+        self.entry_error(id, reason)
+    }
+
     fn entry_error(&self, id: FileId, reason: &str) -> Error {
         let (file, off) = self.entry_location(id).unwrap_or((self.path.clone(), 0));
         corrupt(&self.path, &file, format!("file {id}"), off, reason)

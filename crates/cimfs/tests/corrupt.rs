@@ -2,7 +2,7 @@
 //! (naming the image) or valid-looking data, never a panic or a runaway allocation.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
 
 use cimfs::{format, Cim, CimWriter, Error, FileMetadata};
@@ -162,8 +162,9 @@ fn bit_flips_never_panic() {
                 m[pos] ^= 1 << bit;
                 fs::write(&file, &m).unwrap();
                 tried += 1;
-                if walk(&cim).is_err() {
+                if let Err(e) = walk(&cim) {
                     errors += 1;
+                    assert_names_a_file(&e);
                 }
                 let _ = walk(&base);
                 let _ = cimfs::verify::verify(&cim);
@@ -174,6 +175,84 @@ fn bit_flips_never_panic() {
     }
     // Many flips land in data or padding and are harmless; header and table flips must be caught.
     assert!(errors > 0 && errors < tried, "{errors} of {tried}");
+}
+
+/// Every error from a damaged image names an image file; a `Corrupt` one also says what it read.
+fn assert_names_a_file(e: &Error) {
+    let msg = e.to_string();
+    assert!(
+        msg.contains(".cim") || msg.contains("region_") || msg.contains("objectid_"),
+        "{msg}"
+    );
+    if let Error::Corrupt { object, .. } = e {
+        assert!(!object.is_empty(), "{msg}");
+    }
+}
+
+/// Forks `parent` into `probe.cim` with one new file and commits; removes the probe again.
+fn try_fork(dir: &Path, parent: &str) -> Result<(), Error> {
+    let mut w = CimWriter::fork(dir, parent, "probe.cim")?;
+    w.add(
+        "probe.txt",
+        &FileMetadata {
+            size: 1,
+            ..Default::default()
+        },
+    )?;
+    w.write_all(b"p").map_err(|e| Error::Io {
+        file: dir.join("probe.cim"),
+        source: e,
+    })?;
+    w.commit()?;
+    let probe = dir.join("probe.cim");
+    let files = cimfs::image_files(&probe)?;
+    for f in files.regions.iter().chain(files.objectids.iter()) {
+        fs::remove_file(f).unwrap();
+    }
+    fs::remove_file(&probe).unwrap();
+    Ok(())
+}
+
+#[test]
+fn forking_a_damaged_parent_errors_and_never_panics() {
+    let t = tempfile::tempdir().unwrap();
+    build(t.path());
+    try_fork(t.path(), "base.cim").unwrap();
+    // The fork copies the parents' SDs, EAs and reparse buffers: damage the base's metadata tail
+    // (where they live) bit by bit; each fork either commits or says which image is damaged.
+    let files = cimfs::image_files(&t.path().join("base.cim")).unwrap();
+    let meta = &files.regions[0];
+    let orig = fs::read(meta).unwrap();
+    let (mut failed, mut tried) = (0, 0);
+    for pos in orig.len().saturating_sub(0x300)..orig.len() {
+        let mut m = orig.clone();
+        m[pos] ^= 1 << (pos % 8);
+        fs::write(meta, &m).unwrap();
+        tried += 1;
+        if let Err(e) = try_fork(t.path(), "base.cim") {
+            failed += 1;
+            assert_names_a_file(&e);
+        }
+        assert!(!t.path().join("probe.cim").exists());
+    }
+    assert!(failed > 0 && failed < tried, "{failed} of {tried}");
+
+    // A reparse buffer whose count says 2 bytes (shorter than its own header).
+    let at = orig
+        .windows(6)
+        .position(|w| w == [0x0c, 0, 0x0c, 0, 0, 0xa0])
+        .expect("counted reparse buffer in the base metadata");
+    let mut m = orig.clone();
+    m[at] = 2;
+    fs::write(meta, &m).unwrap();
+    match try_fork(t.path(), "base.cim") {
+        Err(Error::Corrupt { object, reason, .. }) => {
+            assert!(object.starts_with("file "), "{object}");
+            assert!(reason.contains("reparse"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    fs::write(meta, &orig).unwrap();
 }
 
 #[test]

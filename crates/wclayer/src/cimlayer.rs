@@ -579,6 +579,16 @@ impl LayerWriter for CimLayerWriter {
             };
             return Ok(());
         }
+        // A junction or directory symlink has no entries of its own: it replaces a directory
+        // (adding a directory over one would only update it and keep the entries beneath).
+        if is_directory(info)
+            && !info.reparse_data.is_empty()
+            && self.cim()?.kind(name) == Some(cimfs::FileKind::Directory)
+        {
+            self.cim()?
+                .remove(name)
+                .map_err(|e| self.cim_err("replace", name, e))?;
+        }
         self.cim()?
             .add(name, info)
             .map_err(|e| self.cim_err("add", name, e))?;

@@ -455,8 +455,10 @@ fn child_layer_without_hive_deltas_round_trips() {
         cimfs::Cim::open(&s1.cim_path).unwrap(),
         cimfs::Cim::open(&s2.cim_path).unwrap(),
     );
-    // Import makes every symlink a non-directory, so this replaces the directory.
-    assert!(!child_cim.stat(r"Files\Data\dirlink").unwrap().is_directory);
+    // A directory symlink (attributes 0x410) replaces the directory, entries and all.
+    let dirlink = child_cim.stat(r"Files\Data\dirlink").unwrap();
+    assert!(dirlink.is_directory && !dirlink.reparse_data.is_empty());
+    assert!(child_cim.stat(r"Files\Data\dirlink\inner.txt").is_err());
     let mut tar_bytes = Vec::new();
     let summary = export_layer_changes(
         &child_cim,
@@ -467,8 +469,10 @@ fn child_layer_without_hive_deltas_round_trips() {
     .unwrap();
     assert!(summary.skipped.is_empty());
     let entries = tar_entries(&tar_bytes);
-    // The directory that became a symlink is simply replaced: no whiteout for it or its child.
-    assert!(!entries.keys().any(|k| k.contains(".wh.dirlink")));
+    // The directory that became a directory symlink is whited out first (an importer that
+    // updates a directory in place would keep its entries), its child is not.
+    assert!(entries.contains_key("Files/Data/.wh.dirlink"));
+    assert!(!entries.keys().any(|k| k.contains(".wh.inner")));
     assert_eq!(entries["Files/Data/dirlink"].kind, tar::EntryType::Symlink);
     assert!(!entries
         .keys()

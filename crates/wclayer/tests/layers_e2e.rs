@@ -261,11 +261,23 @@ fn base_and_two_child_layers() {
         "file002.dll",
         b"",
     );
+    // As go-winio writes them: a junction and a directory symlink are symlink entries whose
+    // attributes say directory (0x410); the CIM holds directory reparse points.
     t.entry(
         "Files/App/junction",
         tar::EntryType::Symlink,
-        &[("MSWINDOWS.mountpoint", "1".into())],
+        &[
+            ("MSWINDOWS.mountpoint", "1".into()),
+            ("MSWINDOWS.fileattr", "1040".into()),
+        ],
         "C:/ProgramData",
+        b"",
+    );
+    t.entry(
+        "Files/App/dirsym",
+        tar::EntryType::Symlink,
+        &pax_meta(0x410, "1650000000"),
+        "..",
         b"",
     );
     t.dir("Hives", &[]);

@@ -125,7 +125,10 @@ pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
             let r = &node.reparse;
             (
                 meta.put(&counted(r), align)?,
-                u32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+                // add() and fork() refuse buffers shorter than the 8-byte header.
+                r.get(..4)
+                    .and_then(|t| t.try_into().ok())
+                    .map_or(0, u32::from_le_bytes),
             )
         };
         let st_at = if node.streams.is_empty() {
@@ -250,7 +253,8 @@ pub(crate) fn encode_cim_header(
     out
 }
 
-/// Writes `<name>.tmp`, fsyncs it and renames it to the `.cim`.
+/// Writes `<name>.tmp` and fsyncs it and the folder (so the region and objectid files it names are
+/// durable before it can appear), then publishes it as the `.cim` without ever replacing one.
 pub(super) fn publish(w: &CimWriter) -> Result<()> {
     let bytes = encode_cim_header(&w.set, &w.parents, w.filesystem_offset);
     let tmp = tmp_path(&w.cim_path);
@@ -264,13 +268,23 @@ pub(super) fn publish(w: &CimWriter) -> Result<()> {
         f.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     }
-    if w.cim_path.exists() {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::AlreadyExists {
-            file: w.cim_path.clone(),
-        });
+    let published = sync_dir(&w.dir).and_then(|()| link_no_replace(&tmp, &w.cim_path));
+    let _ = fs::remove_file(&tmp);
+    published
+}
+
+/// Makes `from` appear at `to`, failing with `AlreadyExists` rather than replacing `to`: a hard
+/// link (atomic and never replaces), or a rename on filesystems without hard links.
+fn link_no_replace(from: &Path, to: &Path) -> Result<()> {
+    let exists = || Error::AlreadyExists {
+        file: to.to_path_buf(),
+    };
+    match fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+        Err(_) if to.exists() => Err(exists()),
+        Err(_) => fs::rename(from, to).map_err(|e| Error::io(to, e)),
     }
-    fs::rename(&tmp, &w.cim_path).map_err(|e| Error::io(&w.cim_path, e))
 }
 
 /// Fsyncs the folder so the rename is durable.

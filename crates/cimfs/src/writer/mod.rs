@@ -287,6 +287,13 @@ impl CimWriter {
 
     fn fill_node(&mut self, n: NodeIx, p: &Cim, id: u32, info: &reader::FileInfo) -> Result<()> {
         let e = p.entry(id)?;
+        // The parent's blobs are copied verbatim: a damaged parent must not reach this image.
+        blob_problem(
+            &info.security_descriptor,
+            &info.extended_attributes,
+            &info.reparse_data,
+        )
+        .map_err(|reason| p.entry_corrupt(id, &reason))?;
         let sd = self.tree.sds.intern_or_null(&info.security_descriptor);
         let table = upcase::table();
         let st = p.stream_table(id)?;
@@ -428,28 +435,12 @@ impl CimWriter {
     }
 
     fn check_blobs(&self, path: &str, meta: &FileMetadata) -> Result<()> {
-        if meta.security_descriptor.len() > 0xffff {
-            return Err(self.invalid(path, "security descriptor is longer than 65535 bytes"));
-        }
-        if meta.extended_attributes.len() > 0xffff {
-            return Err(self.invalid(path, "extended attributes are longer than 65535 bytes"));
-        }
-        if meta.reparse_data.len() > 0xffff {
-            return Err(self.invalid(path, "reparse buffer is longer than 65535 bytes"));
-        }
-        if !meta.reparse_data.is_empty() && meta.reparse_data.len() < 8 {
-            return Err(self.invalid(path, "reparse buffer is shorter than its 8-byte header"));
-        }
-        // Malformed blobs would be stored verbatim and handed to Windows at mount time: refuse them.
-        if !meta.security_descriptor.is_empty() {
-            crate::blobs::check_security_descriptor(&meta.security_descriptor)
-                .map_err(|r| self.invalid(path, r))?;
-        }
-        if !meta.extended_attributes.is_empty() {
-            crate::blobs::check_ea_chain(&meta.extended_attributes)
-                .map_err(|r| self.invalid(path, r))?;
-        }
-        Ok(())
+        blob_problem(
+            &meta.security_descriptor,
+            &meta.extended_attributes,
+            &meta.reparse_data,
+        )
+        .map_err(|r| self.invalid(path, r))
     }
 
     /// Adds (or replaces) the file or directory at `path`; its parent directory must exist.
@@ -789,11 +780,39 @@ impl CimWriter {
         self.stats.data_region_bytes = self.regions[REGION_DATA].pos();
         self.stats.small_region_bytes = self.regions[REGION_SMALL].pos();
         commit::publish(&self)?;
-        // From here the .cim exists: its regions must survive even if the folder fsync fails.
+        // The .cim is durable only once the folder is: if that fails, withdraw it (dropping
+        // `self` then removes the regions) so an error never leaves an image that opens.
+        if let Err(e) = commit::sync_dir(&self.dir) {
+            let _ = std::fs::remove_file(&self.cim_path);
+            return Err(e);
+        }
         self.done = true;
-        commit::sync_dir(&self.dir)?;
         Ok(std::mem::take(&mut self.stats))
     }
+}
+
+/// Why a security descriptor, EA chain or reparse buffer cannot be stored, if it cannot: each is
+/// stored verbatim and handed to Windows at mount time, so a malformed one would only fail there.
+fn blob_problem(sd: &[u8], ea: &[u8], reparse: &[u8]) -> std::result::Result<(), String> {
+    if sd.len() > 0xffff {
+        return Err("security descriptor is longer than 65535 bytes".into());
+    }
+    if ea.len() > 0xffff {
+        return Err("extended attributes are longer than 65535 bytes".into());
+    }
+    if reparse.len() > 0xffff {
+        return Err("reparse buffer is longer than 65535 bytes".into());
+    }
+    if !reparse.is_empty() && reparse.len() < 8 {
+        return Err("reparse buffer is shorter than its 8-byte header".into());
+    }
+    if !sd.is_empty() {
+        crate::blobs::check_security_descriptor(sd)?;
+    }
+    if !ea.is_empty() {
+        crate::blobs::check_ea_chain(ea)?;
+    }
+    Ok(())
 }
 
 /// Writes go to the stream opened by the last `add` / `add_alternate_stream` (for `io::copy`).

@@ -130,9 +130,11 @@ fn time_record(
 /// Builds a file's Windows metadata from its tar header and PAX records (go-winio
 /// `FileInfoFromHeader`, `SecurityDescriptorFromTarHeader`, `ExtendedAttributesFromTarHeader`,
 /// `EncodeReparsePointFromTarHeader`). EAs are packed sorted by name so output is deterministic.
-/// Directories always get FILE_ATTRIBUTE_DIRECTORY and other entries never do, whatever the
-/// record says, so the CIM entry kind follows the tar type; the reparse bit is set exactly when a
-/// reparse buffer is produced (hcsshim clears the tar's bit first).
+/// Directories always get FILE_ATTRIBUTE_DIRECTORY and regular files never do, whatever the
+/// record says, so the CIM entry kind follows the tar type; a symlink keeps the record's bit, as
+/// go-winio writes a junction or directory symlink as a symlink entry whose attributes say
+/// directory (hcsshim passes it on, making a directory reparse point). The reparse bit is set
+/// exactly when a reparse buffer is produced (hcsshim clears the tar's bit first).
 pub fn file_info_from_header(
     h: &HeaderFacts,
     pax: &BTreeMap<String, String>,
@@ -146,7 +148,7 @@ pub fn file_info_from_header(
     };
     if h.is_dir {
         attributes |= FILE_ATTRIBUTE_DIRECTORY;
-    } else {
+    } else if !h.is_symlink {
         attributes &= !FILE_ATTRIBUTE_DIRECTORY;
     }
     attributes &= !FILE_ATTRIBUTE_REPARSE_POINT;
@@ -327,7 +329,10 @@ mod tests {
             &pax(&[(PAX_MOUNT_POINT, "1"), (PAX_FILE_ATTRIBUTES, "16")]),
         )
         .unwrap();
-        assert_eq!(fi.attributes, FILE_ATTRIBUTE_REPARSE_POINT);
+        assert_eq!(
+            fi.attributes,
+            FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_REPARSE_POINT
+        );
         let rp = decode_reparse_point(&fi.reparse_data).unwrap();
         assert_eq!(
             rp,

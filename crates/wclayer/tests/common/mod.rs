@@ -242,6 +242,10 @@ pub struct Expected {
     pub is_dir: bool,
     pub attributes: u32,
     pub mtime: u64,
+    /// Creation, change and access times, where the tar gives them as PAX records.
+    pub other_times: [Option<u64>; 3],
+    /// Extended attributes from `MSWINDOWS.xattr.*` records: name → value.
+    pub eas: BTreeMap<String, Vec<u8>>,
     pub security_descriptor: Vec<u8>,
     pub data: Vec<u8>,
     pub streams: BTreeMap<String, Vec<u8>>,
@@ -369,11 +373,27 @@ impl Model {
             if kind == tar::EntryType::Regular {
                 self.regular_bytes += data.len() as u64;
             }
+            let other_times = ["LIBARCHIVE.creationtime", "ctime", "atime"]
+                .map(|k| pax.get(k).map(|v| pax_time_to_filetime(v)));
+            let eas = pax
+                .iter()
+                .filter_map(|(k, v)| {
+                    let name = k.strip_prefix("MSWINDOWS.xattr.")?;
+                    let value = base64::engine::general_purpose::STANDARD.decode(v).unwrap();
+                    Some((name.to_string(), value))
+                })
+                .collect();
+            // go-winio writes a junction or directory symlink as a symlink entry whose
+            // attributes say directory: it is a directory reparse point.
+            let is_dir = kind == tar::EntryType::Directory
+                || (kind == tar::EntryType::Symlink && attributes & 0x10 != 0);
             self.insert(Expected {
                 path: win.clone(),
-                is_dir: kind == tar::EntryType::Directory,
+                is_dir,
                 attributes,
                 mtime,
+                other_times,
+                eas,
                 security_descriptor: sd,
                 data,
                 streams: BTreeMap::new(),
@@ -391,6 +411,8 @@ impl Model {
             is_dir: false,
             attributes: 0,
             mtime: 0,
+            other_times: [None; 3],
+            eas: BTreeMap::new(),
             security_descriptor: vec![],
             data,
             streams: BTreeMap::new(),
@@ -405,6 +427,8 @@ impl Model {
             is_dir: true,
             attributes: 0x10,
             mtime: 0,
+            other_times: [None; 3],
+            eas: BTreeMap::new(),
             security_descriptor: vec![],
             data: vec![],
             streams: BTreeMap::new(),
@@ -439,10 +463,27 @@ pub fn compare(cim_path: &Path, model: &Model) -> usize {
         if !e.generated {
             let mut want = (e.attributes & KEPT_ATTRIBUTES) | if e.is_dir { 0x10 } else { 0 };
             if e.link_target.is_some() {
-                want = (e.attributes & KEPT_ATTRIBUTES) | 0x400;
+                want |= 0x400;
             }
             assert_eq!(info.attributes, want, "{}: attributes", e.path);
             assert_eq!(info.last_write_time, e.mtime, "{}: mtime", e.path);
+            let got = [info.creation_time, info.change_time, info.last_access_time];
+            for ((what, want), got) in ["creation time", "change time", "access time"]
+                .iter()
+                .zip(e.other_times)
+                .zip(got)
+            {
+                if let Some(want) = want {
+                    assert_eq!(got, want, "{}: {what}", e.path);
+                }
+            }
+            let eas: BTreeMap<String, Vec<u8>> =
+                wclayer::backuptar::decode_extended_attributes(&info.extended_attributes)
+                    .unwrap()
+                    .into_iter()
+                    .map(|ea| (ea.name, ea.value))
+                    .collect();
+            assert_eq!(eas, e.eas, "{}: extended attributes", e.path);
             if !e.security_descriptor.is_empty() {
                 assert_eq!(
                     info.security_descriptor, e.security_descriptor,
