@@ -158,6 +158,46 @@ fn oci_layout_imports_as_chain_and_skips_on_rerun() {
 }
 
 #[test]
+fn host_snapshots_path_must_be_a_windows_path() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    oci_layout(&layout, b"child");
+    let snaps = tmp.path().join("snaps");
+    let out = cimkit(&[
+        "import-image",
+        "-q",
+        s(&layout),
+        "--snapshots",
+        s(&snaps),
+        "--host-snapshots-path",
+        "/var/lib/containerd/snapshots",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#""/var/lib/containerd/snapshots\\1" is not an absolute Windows path"#),
+        "{err}"
+    );
+    assert!(!snaps.join("1").exists());
+    let out = cimkit(&[
+        "import-image",
+        "-q",
+        s(&layout),
+        "--snapshots",
+        s(&snaps),
+        "--host-snapshots-path",
+        r"C:\ProgramData\containerd\snapshots\",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(snaps.join("cim-layers/2.cim").is_file());
+}
+
+#[test]
 fn damaged_layer_blob_fails_and_leaves_no_layer() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let layout = tmp.path().join("layout");

@@ -129,6 +129,17 @@ impl CimLayerWriter {
     /// Creates the layer folder and starts the CIM (a fork of `parents[0]`'s CIM if any).
     pub fn new(opts: &ImportOptions) -> Result<Self> {
         let layer = opts.layer.clone();
+        if let Some(p) = opts.host_layer_path.as_deref() {
+            if !uvm::is_absolute_windows_path(p) {
+                return Err(Error::Layer {
+                    layer,
+                    reason: format!(
+                        "host layer path {p:?} is not an absolute Windows path \
+                         (C:\\... or \\\\server\\share\\...)"
+                    ),
+                });
+            }
+        }
         let id = layer_id(&layer)?;
         let cim_path = cim_path_for_layer(&layer);
         let cim_dir = cim_path.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -15,6 +15,49 @@ use crate::layout::{
 pub const LAST_BUILD_WITHOUT_CIM_BOOT: u32 = 20348;
 /// BCD boot container ID hcsshim writes into the UVM SYSTEM hive (`bcd.go` `bootContainerID`).
 pub const BOOT_CONTAINER_GUID: &str = "{b890454c-80de-4e98-a7ab-56b74b4fbd0c}";
+/// The Hyper-V "Virtual Machines" group (NT VIRTUAL MACHINE\Virtual Machines), which hcsshim's
+/// `GrantVmGroupAccess` gives read access to the utility VM disks.
+pub const VM_GROUP_SID: &str = "S-1-5-83-0";
+
+/// Whether `p` is an absolute Windows path: `C:\...`, `\\server\share\...` or `\\?\C:\...`.
+pub fn is_absolute_windows_path(p: &str) -> bool {
+    let b = p.as_bytes();
+    let sep = |c: u8| c == b'\\' || c == b'/';
+    let drive = |b: &[u8]| b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && sep(b[2]);
+    if let Some(rest) = p.strip_prefix(r"\\?\").or_else(|| p.strip_prefix(r"\\.\")) {
+        return drive(rest.as_bytes())
+            || rest
+                .get(..4)
+                .is_some_and(|u| u.eq_ignore_ascii_case("UNC\\"))
+                && rest.len() > 4;
+    }
+    if b.len() > 2 && sep(b[0]) && sep(b[1]) {
+        // \\server\share: two non-empty components
+        let mut parts = p[2..].split(['\\', '/']);
+        return matches!((parts.next(), parts.next()), (Some(s), Some(h)) if !s.is_empty() && !h.is_empty());
+    }
+    drive(b)
+}
+
+/// Refuses a dirty hive (one whose transaction logs hold changes not yet in the file): editing
+/// and saving it would drop them without a word.
+fn refuse_dirty(hive: &regf::Hive) -> std::result::Result<(), String> {
+    let dirty: Vec<&str> = hive
+        .notes
+        .iter()
+        .filter(|n| n.starts_with("dirty hive"))
+        .map(String::as_str)
+        .collect();
+    if dirty.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the hive is dirty (changes are still in its .LOG1/.LOG2 transaction logs, not in \
+             the file): replay them into the file before packing the layer: {}",
+            dirty.join("; ")
+        ))
+    }
+}
 
 /// Reads `Microsoft\Windows NT\CurrentVersion\CurrentBuild` (REG_SZ) from a SOFTWARE hive.
 pub fn current_build(software: &regf::Hive) -> Option<u32> {
@@ -117,17 +160,17 @@ pub(crate) fn process_utility_vm(
             cim_root: format!(r"\{relative_cim_path}"),
         };
         bcd::edit_store_file(&bcd_path, &params).map_err(|e| uvm_err("edit BCD", e.to_string()))?;
-        let mut system = regf::Hive::open(&system_path).map_err(|e| {
+        let system_err = |e: String| {
             uvm_err(
                 "edit SYSTEM hive",
                 format!("{}: {e}", system_path.display()),
             )
-        })?;
+        };
+        let mut system = regf::Hive::open(&system_path).map_err(|e| system_err(e.to_string()))?;
+        refuse_dirty(&system).map_err(system_err)?;
         enable_cim_boot(&mut system);
-        let bytes = system
-            .to_bytes()
-            .map_err(|e| uvm_err("edit SYSTEM hive", e.to_string()))?;
-        write_atomically(&system_path, &bytes)
+        let bytes = system.to_bytes().map_err(|e| system_err(e.to_string()))?;
+        write_atomically(&system_path, &bytes).map_err(|e| system_err(e.to_string()))
     })();
     if let Err(e) = edits {
         vhdx::remove_utility_vm_disks(&uvm_dir);
@@ -147,6 +190,31 @@ pub(crate) fn process_utility_vm(
         "utility VM build {build}: SystemTemplateBase.vhdx (disk {}, partition {}), SystemTemplate.vhdx, \
          BCD and SYSTEM edited to boot from \\{relative_cim_path}",
         partition.disk_guid, partition.partition_guid
+    ));
+    let local_cim = layer
+        .file_name()
+        .map(|n| format!("{}.cim", n.to_string_lossy()))
+        .unwrap_or_default();
+    if !relative_cim_path.ends_with(&format!(r"\{local_cim}")) {
+        notes.push(format!(
+            "the utility VM boots from \\{relative_cim_path} (named after the host layer path) \
+             while the CIM written here is {local_cim}: the Windows host must hold it under that name"
+        ));
+    }
+    // hcsshim calls GrantVmGroupAccess on both disks; file ACLs only exist on the Windows host.
+    let disk = |name: &str| match host_layer_path {
+        Some(p) => format!(
+            r"{}\{UTILITY_VM_DIR}\{name}",
+            p.trim_end_matches(['\\', '/'])
+        ),
+        None => format!(r"<layer folder>\{UTILITY_VM_DIR}\{name}"),
+    };
+    notes.push(format!(
+        "on the Windows host, grant the Virtual Machines group ({VM_GROUP_SID}) read access to \
+         both utility VM disks (hcsshim's GrantVmGroupAccess; not possible from here): \
+         icacls \"{}\" /grant *{VM_GROUP_SID}:R and icacls \"{}\" /grant *{VM_GROUP_SID}:R",
+        disk(vhdx::UTILITY_VM_BASE_VHD),
+        disk(vhdx::UTILITY_VM_VHD)
     ));
     Ok(notes)
 }

@@ -222,12 +222,36 @@ fn layer_folder_rules() {
         !child.exists(),
         "no layer folder is left by a refused import"
     );
+    // the host layer path must be an absolute Windows path
+    for bad in [
+        "/var/lib/containerd/snapshots/9",
+        "",
+        r"snapshots\9",
+        r"\\server",
+    ] {
+        let o = ImportOptions {
+            host_layer_path: Some(bad.into()),
+            ..opts(&child, &[])
+        };
+        let err = import_layer(&tar[..], &o, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absolute Windows path"), "{bad:?}: {err}");
+        assert!(!child.exists(), "{bad:?}");
+    }
+    for good in [r"C:\x\9", "d:/x/9", r"\\srv\share\9", r"\\?\C:\x\9"] {
+        assert!(wclayer::uvm::is_absolute_windows_path(good), "{good}");
+    }
 }
 
 fn uvm_layer(shared: &Path, build: &str, bcd: &[u8]) -> Vec<u8> {
+    let sys = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
+    uvm_layer_with_system(shared, build, bcd, &sys)
+}
+
+fn uvm_layer_with_system(shared: &Path, build: &str, bcd: &[u8], sys: &[u8]) -> Vec<u8> {
     small_base(shared, |t| {
         let sw = common::software_hive(build);
-        let sys = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
         t.dir("UtilityVM", &[]);
         t.dir("UtilityVM/Files", &[]);
         t.dir("UtilityVM/Files/Windows", &[]);
@@ -237,7 +261,7 @@ fn uvm_layer(shared: &Path, build: &str, bcd: &[u8]) -> Vec<u8> {
         t.file(
             "UtilityVM/Files/Windows/System32/config/SYSTEM",
             &[("MSWINDOWS.fileattr", "32".into())],
-            &sys,
+            sys,
         );
         t.dir("UtilityVM/Files/EFI", &[]);
         t.dir("UtilityVM/Files/EFI/Microsoft", &[]);
@@ -352,6 +376,13 @@ fn utility_vm_after_20348_boots_from_the_cim() {
         "{:?}",
         s.notes
     );
+    // what GrantVmGroupAccess would do is left to the Windows host, and said so
+    assert!(
+        s.notes.iter().any(|n| n.contains("S-1-5-83-0")
+            && n.contains(r"C:\ProgramData\containerd\snapshots\5\UtilityVM\SystemTemplate.vhdx")),
+        "{:?}",
+        s.notes
+    );
 
     // Independent readers agree with what the import wrote.
     let system_path = layer.join("UtilityVM/Files/Windows/System32/config/SYSTEM");
@@ -399,6 +430,20 @@ fn utility_vm_errors_name_the_step_and_leave_no_disks() {
     );
     let err = import_error(&t.finish(), &layer, &[]);
     assert!(err.contains("regular file"), "{err}");
+    assert_nothing_left(&layer, &[]);
+
+    // a dirty SYSTEM hive: saving it edited would drop what its logs hold
+    let dirty = fs::read(shared.join("testdata/hives/yarp-NewDirtyHive1/NewDirtyHive")).unwrap();
+    let bcd = fs::read(shared.join("testdata/bcd/windeploy-uefi-locate.BCD")).unwrap();
+    let err = import_error(
+        &uvm_layer_with_system(&shared, "26100", &bcd, &dirty),
+        &layer,
+        &[],
+    );
+    assert!(
+        err.contains("edit SYSTEM hive") && err.contains("dirty"),
+        "{err}"
+    );
     assert_nothing_left(&layer, &[]);
 
     // a UtilityVM folder without its SOFTWARE hive

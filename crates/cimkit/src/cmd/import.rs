@@ -21,7 +21,10 @@ pub struct Args {
     /// Parent layer folders, nearest first (repeat the option).
     #[arg(long = "parent")]
     pub parents: Vec<PathBuf>,
-    /// Windows path of the layer folder as the host will see it (for files that record it).
+    /// The layer folder as the Windows host will see it, an absolute Windows path (e.g.
+    /// `C:\ProgramData\containerd\root\io.containerd.snapshotter.v1.cimfs\snapshots\12`). Used
+    /// by utility-VM layers: SystemTemplate.vhdx records its parent disk's absolute path from it,
+    /// and its last component names the CIM the utility VM boots from.
     #[arg(long)]
     pub host_layer_path: Option<String>,
     /// No progress bar.

@@ -31,6 +31,11 @@ pub struct Args {
     /// Snapshot folder receiving the layers (created when missing).
     #[arg(long)]
     pub snapshots: PathBuf,
+    /// DIR as the Windows host will see it (e.g.
+    /// `C:\ProgramData\containerd\root\io.containerd.snapshotter.v1.cimfs\snapshots`): layer n
+    /// gets `WINPATH\n` as its host layer path (see `cimkit import --host-layer-path`).
+    #[arg(long, value_name = "WINPATH")]
+    pub host_snapshots_path: Option<String>,
     /// Which manifest of a multi-platform index to import.
     #[arg(long, default_value = "windows/amd64")]
     pub platform: String,
@@ -136,7 +141,10 @@ pub fn run(args: Args) -> Result<Outcome> {
         let opts = wclayer::ImportOptions {
             layer: dir.clone(),
             parents,
-            host_layer_path: None,
+            host_layer_path: args
+                .host_snapshots_path
+                .as_deref()
+                .map(|p| format!(r"{}\{n}", p.trim_end_matches(['\\', '/']))),
         };
         let mut blob = image
             .open_layer(layer.index)
