@@ -408,10 +408,19 @@ impl CimLayerWriter {
                     .add(&cim_path, &meta)
                     .map_err(|e| self.cim_err("add", &cim_path, e))
             }
-            PendingOp::Link { name, target } => self
-                .cim()?
-                .add_link(&name, &target)
-                .map_err(|e| self.cim_err("link", &name, e)),
+            PendingOp::Link { name, target } => match self.cim()?.add_link(&name, &target) {
+                Ok(()) => Ok(()),
+                // Its target was a hive or boot file this tar added and then removed again.
+                Err(cimfs::Error::NotFound { .. }) => Err(Error::entry(
+                    &name,
+                    format!(
+                        "hard link to {target:?}, which this tar removed later: a hive or boot \
+                         file reaches the image only at the end of the import, so a link cannot \
+                         keep its content"
+                    ),
+                )),
+                Err(e) => Err(self.cim_err("link", &name, e)),
+            },
         }
     }
 
@@ -556,9 +565,31 @@ fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+impl CimLayerWriter {
+    /// Whether `path` names something this tar added that only reaches the CIM at close: a hive
+    /// or boot file, or a hard link to one (a link to it must wait for it too).
+    fn is_pending(&self, path: &str) -> bool {
+        self.pending.iter().any(|op| match op {
+            PendingOp::AddHostFile { cim_path: p, .. } | PendingOp::Link { name: p, .. } => {
+                p.to_lowercase() == path.to_lowercase()
+            }
+            PendingOp::AddDir { .. } => false,
+        })
+    }
+
+    /// A later entry at the name of a pending hard link replaces that link.
+    fn forget_pending_link(&mut self, path: &str) {
+        let lower = path.to_lowercase();
+        self.pending.retain(
+            |op| !matches!(op, PendingOp::Link { name, .. } if name.to_lowercase() == lower),
+        );
+    }
+}
+
 impl LayerWriter for CimLayerWriter {
     fn add(&mut self, name: &str, info: &FileMetadata) -> Result<()> {
         self.finish_active()?;
+        self.forget_pending_link(name);
         if name == UTILITY_VM_DIR {
             self.has_utility_vm = true;
         }
@@ -619,8 +650,11 @@ impl LayerWriter for CimLayerWriter {
                 "a hive or boot file cannot be a hard link",
             ));
         }
+        self.forget_pending_link(name);
         self.added.push(name.to_string());
-        if is_std_file(target) {
+        // Deferred only when the target itself is: a hive already in a parent image is linked now,
+        // so a whiteout or replacement of it later in this tar leaves the link as tar order says.
+        if self.is_pending(target) {
             self.pending.push(PendingOp::Link {
                 name: name.to_string(),
                 target: target.to_string(),

@@ -1,5 +1,7 @@
 //! Tar names to layer-relative Windows paths, refusing anything that could land outside the
-//! layer: absolute paths, drive letters, `..`, and names Windows cannot hold.
+//! layer (absolute paths, drive letters, `..`) and characters no Windows file name may hold
+//! (`< > : " | ? *`, NUL and the other control characters below 0x20). Names Win32 only
+//! discourages (`CON`, a trailing dot or space) are kept: NTFS and CimFS store them.
 
 /// A normalized tar entry name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +68,15 @@ fn check_component(c: &str) -> Result<(), String> {
         "." | ".." => Err(format!("{c:?} path component")),
         _ if c.contains(':') => Err("':' in a path component (drive letter or stream)".into()),
         _ if c.contains('\0') => Err("NUL in a path component".into()),
-        _ => Ok(()),
+        _ => match c
+            .chars()
+            .find(|&ch| matches!(ch, '<' | '>' | '"' | '|' | '?' | '*' | '\u{1}'..='\u{1f}'))
+        {
+            Some(ch) => Err(format!(
+                "{ch:?} in a path component (Windows file names cannot hold it)"
+            )),
+            None => Ok(()),
+        },
     }
 }
 
@@ -145,6 +155,26 @@ mod tests {
         assert!(parse_link_target("../Files/x").is_err());
         assert!(parse_link_target("Files/x:s").is_err());
         assert_eq!(parse_link_target("Files/x").unwrap(), r"Files\x");
+    }
+
+    #[test]
+    fn characters_windows_names_cannot_hold_are_refused() {
+        for bad in [
+            "a?b",
+            "Files/a<b",
+            "x>",
+            "q\"",
+            "p|",
+            "*",
+            "tab\there",
+            "Files/\u{1f}",
+        ] {
+            let e = parse_entry_name(bad).unwrap_err();
+            assert!(e.contains("Windows file names cannot hold"), "{bad:?}: {e}");
+        }
+        for kept in ["CON", "x.", "sp ", "Files/a b (1)", "Files/élan ✓"] {
+            assert!(parse_entry_name(kept).is_ok(), "{kept:?}");
+        }
     }
 
     #[test]

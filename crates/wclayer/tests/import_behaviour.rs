@@ -46,13 +46,16 @@ fn readme_sample_imports_plain_and_gzip() {
 }
 
 /// Region-set GUID of an image, as written in its region file names.
-fn region_guid(cim_dir: &Path) -> String {
-    let name = listing(cim_dir)
+/// The region-set GUIDs of the images in `cim_dir`, in name order.
+fn region_guids(cim_dir: &Path) -> Vec<String> {
+    let mut guids: Vec<String> = listing(cim_dir)
         .into_iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("region_"))
-        .unwrap();
-    name["region_".len()..name.rfind('_').unwrap()].to_string()
+        .filter(|n| n.starts_with("region_"))
+        .map(|n| n["region_".len()..n.rfind('_').unwrap()].to_string())
+        .collect();
+    guids.dedup();
+    guids
 }
 
 /// The 16 bytes a GUID string stands for (first three fields little-endian).
@@ -88,13 +91,48 @@ fn importing_twice_gives_identical_images_but_for_the_guid() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let tar = tmp.path().join("x.tar");
+    let Some(hives) = common::hive_dir(&shared, &tmp.path().join("hives")) else {
+        return;
+    };
+    let hives = hives.to_str().unwrap();
     let Some(_) = common::gen_layer(
         &shared,
-        &["--files", "400", "--size", "2M", "--seed", "3"],
+        &[
+            "--files",
+            "400",
+            "--size",
+            "24M",
+            "--seed",
+            "3",
+            "--hives-from",
+            hives,
+        ],
         &tar,
     ) else {
         return;
     };
+    // A child layer too: a hive delta merged onto the base's, whiteouts, SDDL, EAs, links.
+    let delta = fs::read(shared.join("testdata/hives/yarp-System_Delta")).unwrap();
+    let mut t = TarBuilder::new();
+    t.file("Hives/System_Delta", &[], &delta);
+    t.file(
+        "Files/app.dll",
+        &[
+            ("MSWINDOWS.sd", "O:BAG:SYD:PAI(A;OICI;FA;;;SY)".into()),
+            ("MSWINDOWS.xattr.b", "AQI=".into()),
+            ("MSWINDOWS.xattr.a", "Aw==".into()),
+        ],
+        b"app",
+    );
+    t.entry(
+        "Files/app-link.dll",
+        tar::EntryType::Link,
+        &[],
+        "Files/app.dll",
+        b"",
+    );
+    t.file("Files/.wh.Windows", &[], b"");
+    let child_tar = t.finish();
     let mut images = vec![];
     for run in 0..2 {
         let layer = tmp.path().join(format!("run{run}/snapshots/7"));
@@ -105,19 +143,30 @@ fn importing_twice_gives_identical_images_but_for_the_guid() {
         )
         .unwrap();
         let dir = s.cim_path.parent().unwrap().to_path_buf();
-        let guid = region_guid(&dir);
-        let files: Vec<(String, Vec<u8>)> = listing(&dir)
+        let base_guid = region_guids(&dir).pop().unwrap();
+        let child = tmp.path().join(format!("run{run}/snapshots/8"));
+        import(&child_tar, &child, &[&layer]).unwrap();
+        let child_guid = region_guids(&dir)
             .into_iter()
+            .find(|g| *g != base_guid)
+            .unwrap();
+        let mut files: Vec<(String, Vec<u8>)> = listing(&dir)
+            .into_iter()
+            .chain(listing(&child.join("Hives")))
             .map(|p| {
                 let name = p
                     .file_name()
                     .unwrap()
                     .to_string_lossy()
-                    .replace(&guid, "GUID");
-                let data = replace_all(&fs::read(&p).unwrap(), &guid_bytes(&guid), &[0; 16]);
+                    .replace(&base_guid, "BASE")
+                    .replace(&child_guid, "CHILD");
+                let data = fs::read(&p).unwrap();
+                let data = replace_all(&data, &guid_bytes(&base_guid), &[0; 16]);
+                let data = replace_all(&data, &guid_bytes(&child_guid), &[1; 16]);
                 (name, data)
             })
             .collect();
+        files.sort();
         images.push(files);
     }
     assert_eq!(images[0].len(), images[1].len());
@@ -129,6 +178,7 @@ fn importing_twice_gives_identical_images_but_for_the_guid() {
             a.0
         );
     }
+    assert!(images[0].iter().any(|(n, _)| n == "SYSTEM_BASE"));
 }
 
 /// No CIM for `layer`, no file in cim-layers beyond `before`, an empty or absent layer folder.
@@ -496,6 +546,55 @@ fn whiteout_of_a_std_file_added_by_the_same_tar() {
         read_cim_file(&cim, r"Hives\SAM_BASE"),
         fs::read(child.join("Hives/SAM_BASE")).unwrap()
     );
+}
+
+#[test]
+fn links_to_std_files_follow_tar_order() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("snapshots/1");
+    import(&small_base(&shared, |_| {}), &base, &[]).unwrap();
+    let delta = fs::read(shared.join("testdata/hives/yarp-System_Delta")).unwrap();
+    let link = |t: &mut TarBuilder, name: &str, target: &str| {
+        t.entry(name, tar::EntryType::Link, &[], target, b"")
+    };
+    let mut t = TarBuilder::new();
+    t.file("Hives/System_Delta", &[], &delta);
+    // a link to a link to a hive waits for the hive too
+    link(&mut t, "Files/a", "Hives/System_Delta");
+    link(&mut t, "Files/b", "Files/a");
+    // a later entry at a pending link's name replaces the link
+    link(&mut t, "Files/c", "Hives/System_Delta");
+    t.file("Files/c", &[], b"plain file");
+    // a link to a hive of the parent image is made at once: removing the hive later keeps it
+    link(&mut t, "Files/sam", r"Files/Windows/System32/config/SAM");
+    t.file("Files/Windows/System32/config/.wh.SAM", &[], b"");
+    let child = tmp.path().join("snapshots/2");
+    let s = import(&t.finish(), &child, &[&base]).unwrap();
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(read_cim_file(&cim, r"Files\a"), delta);
+    assert_eq!(read_cim_file(&cim, r"Files\b"), delta);
+    assert_eq!(
+        cim.stat(r"Files\b").unwrap().file_id,
+        cim.stat(r"Hives\System_Delta").unwrap().file_id
+    );
+    assert_eq!(read_cim_file(&cim, r"Files\c"), b"plain file");
+    assert_eq!(
+        read_cim_file(&cim, r"Files\sam"),
+        fs::read(base.join("Hives/SAM_BASE")).unwrap()
+    );
+    assert!(cim.stat(r"Files\Windows\System32\config\SAM").is_err());
+    assert_eq!(s.size, delta.len() as u64 + 10);
+
+    // a hive this tar adds, links and removes again: the link cannot keep it, and says so
+    let mut t = TarBuilder::new();
+    t.file("Hives/System_Delta", &[], &delta);
+    link(&mut t, "Files/keep", "Hives/System_Delta");
+    t.file("Hives/.wh.System_Delta", &[], b"");
+    let err = import_error(&t.finish(), &tmp.path().join("snapshots/3"), &[&base]);
+    assert!(err.contains("which this tar removed later"), "{err}");
 }
 
 #[test]
