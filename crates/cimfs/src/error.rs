@@ -13,6 +13,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A region file the image (or one of its parents) names is not in the image's folder.
+    #[error("{}: region file {} is missing (the image or one of its parents needs it)", image.display(), file.display())]
+    MissingRegion { image: PathBuf, file: PathBuf },
+
     /// A path does not exist in the image.
     #[error("{}: {path}: not found", image.display())]
     NotFound { image: PathBuf, path: String },

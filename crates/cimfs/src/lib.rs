@@ -58,12 +58,9 @@ pub fn image_files(cim_path: &Path) -> Result<ImageFiles> {
     let dir = cim_path.parent().unwrap_or(Path::new("."));
     let mut listing = None;
     let mut find = |name: String| {
-        reader::find_in_dir(dir, &name, &mut listing).ok_or_else(|| Error::Io {
+        reader::find_in_dir(dir, &name, &mut listing).ok_or_else(|| Error::MissingRegion {
+            image: cim_path.to_path_buf(),
             file: dir.join(&name),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "region file of the image is missing",
-            ),
         })
     };
     let own = &h.header.regions;

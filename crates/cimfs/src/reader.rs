@@ -284,12 +284,9 @@ fn load_region_set(
     let mut files = Vec::new();
     for i in 0..set.count.get() {
         let name = format::region_file_name(&set.id, i);
-        let path = find_in_dir(dir, &name, listing).ok_or_else(|| Error::Io {
+        let path = find_in_dir(dir, &name, listing).ok_or_else(|| Error::MissingRegion {
+            image: cim_path.to_path_buf(),
             file: dir.join(&name),
-            source: io::Error::new(
-                io::ErrorKind::NotFound,
-                "region file of the image (or of a parent) is missing",
-            ),
         })?;
         let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();

@@ -256,6 +256,29 @@ fn forking_a_damaged_parent_errors_and_never_panics() {
 }
 
 #[test]
+fn a_missing_parent_region_names_the_image_and_the_file() {
+    let t = tempfile::tempdir().unwrap();
+    let cim = build(t.path());
+    let base_files = cimfs::image_files(&t.path().join("base.cim")).unwrap();
+    let gone = &base_files.regions[1];
+    fs::remove_file(gone).unwrap();
+    match Cim::open(&cim) {
+        Err(Error::MissingRegion { image, file }) => {
+            assert_eq!(image, cim);
+            assert_eq!(&file, gone);
+        }
+        other => panic!("expected MissingRegion, got {other:?}"),
+    }
+    let problems = cimfs::verify::verify(&cim);
+    assert!(
+        problems.iter().any(|p| p
+            .to_string()
+            .contains(&*gone.file_name().unwrap().to_string_lossy())),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn corrupt_error_names_image_object_and_offset() {
     let t = tempfile::tempdir().unwrap();
     let cim = build(t.path());
