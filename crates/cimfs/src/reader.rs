@@ -519,7 +519,8 @@ impl Cim {
                 object(),
                 off.0,
                 format!(
-                    "region index {idx} out of range ({} regions)",
+                    "the region offset (shown as the offset) names region {idx}, but the image \
+                     has {} regions",
                     self.regions.len()
                 ),
             )
@@ -920,6 +921,11 @@ impl Cim {
 
     /// Finds `name` in directory `dir` case-insensitively (binary search, like the driver).
     pub fn child(&self, dir: FileId, name: &str, path: &str) -> Result<Option<FileId>> {
+        Ok(self.child_entry(dir, name, path)?.map(|e| e.file_id))
+    }
+
+    /// [`Cim::child`] with the name as the image stores it.
+    pub fn child_entry(&self, dir: FileId, name: &str, path: &str) -> Result<Option<DirEntry>> {
         let e = self.entry(dir)?;
         let s = e.default_stream;
         if s.stream_type() != format::STREAM_TYPE_LINK_TABLE {
@@ -945,7 +951,14 @@ impl Cim {
                 Ordering::Greater => hi = mid,
                 Ordering::Equal => {
                     let b = t.entry(mid);
-                    return Ok(Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+                    let units: Vec<u16> = n
+                        .chunks_exact(2)
+                        .map(|u| u16::from_le_bytes([u[0], u[1]]))
+                        .collect();
+                    return Ok(Some(DirEntry {
+                        name: String::from_utf16_lossy(&units),
+                        file_id: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                    }));
                 }
             }
         }
@@ -970,6 +983,30 @@ impl Cim {
             }
         }
         Ok(id)
+    }
+
+    /// `path` spelled as the image stores its names (`files\windows` → `Files\Windows`),
+    /// components joined by `\`, no leading separator; "" for the root.
+    pub fn stored_path(&self, path: &str) -> Result<String> {
+        let mut id = self.root;
+        let mut walked = String::new();
+        let mut stored = String::new();
+        for c in names::components(path) {
+            walked.push('\\');
+            walked.push_str(c);
+            let e = self
+                .child_entry(id, c, &walked)?
+                .ok_or_else(|| Error::NotFound {
+                    image: self.path.clone(),
+                    path: path.to_string(),
+                })?;
+            if !stored.is_empty() {
+                stored.push('\\');
+            }
+            stored.push_str(&e.name);
+            id = e.file_id;
+        }
+        Ok(stored)
     }
 
     /// Metadata of the file at `path`.

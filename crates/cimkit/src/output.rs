@@ -21,18 +21,29 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// The error and its causes joined by ": ", leaving out a cause whose text the message already
-/// ends with (library errors often quote their source in their own text).
+/// ends with (library errors often quote their source in their own text) and a context that the
+/// next cause repeats at its start (both name the same file and path).
 pub fn error_message(e: &anyhow::Error) -> String {
+    let texts: Vec<String> = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
     let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || out.ends_with(&text) {
+    for (i, text) in texts.iter().enumerate() {
+        if texts
+            .get(i + 1)
+            .is_some_and(|next| next.starts_with(text.as_str()))
+        {
+            continue;
+        }
+        if out.ends_with(text.as_str()) {
             continue;
         }
         if !out.is_empty() {
             out.push_str(": ");
         }
-        out.push_str(&text);
+        out.push_str(text);
     }
     out
 }

@@ -29,6 +29,16 @@ pub fn normalize(path: &str) -> String {
         .join("\\")
 }
 
+/// Resolves a user-given path inside the image at `cim_path`: its stored spelling (names as the
+/// image has them, `\` separators, "" for the root) and its file id.
+pub fn resolve(cim: &Cim, cim_path: &std::path::Path, user_path: &str) -> Result<(String, FileId)> {
+    let normal = normalize(user_path);
+    let ctx = || format!("{}: {}", cim_path.display(), display(&normal));
+    let stored = cim.stored_path(&normal).with_context(ctx)?;
+    let id = cim.lookup(&stored).with_context(ctx)?;
+    Ok((stored, id))
+}
+
 /// Visits every entry below `start` (not `start` itself), parents before children, each
 /// directory's entries in stored order; `recursive = false` visits only the direct children.
 /// A directory reached twice (only possible in a damaged image) is an error, not a loop.

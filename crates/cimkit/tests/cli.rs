@@ -67,9 +67,22 @@ fn import_prints_total_size_and_ls_lists() {
     assert!(files.contains("link -> hello.txt"), "{files}");
     assert!(files.contains("junction -> C:\\ProgramData"), "{files}");
     assert!(files.contains(" 300000 "), "{files}");
-    let rec = cimkit_ok(&["ls", "-R", s(&cim), "/Files/dir"], 0);
-    assert!(rec.lines().any(|l| l == "\u{fc}nic\u{f6}de.txt"), "{rec}");
-    assert!(rec.lines().any(|l| l == LONG_NAME), "{rec}");
+    // -R prints full paths from the root, spelled as stored whatever case the argument has
+    let rec = cimkit_ok(&["ls", "-R", s(&cim), "/files/DIR"], 0);
+    assert!(
+        rec.lines()
+            .any(|l| l == "Files\\dir\\\u{fc}nic\u{f6}de.txt"),
+        "{rec}"
+    );
+    assert!(
+        rec.lines().any(|l| l == format!("Files\\dir\\{LONG_NAME}")),
+        "{rec}"
+    );
+    let json = json_lines(&cimkit_ok(&["ls", "-R", "--json", s(&cim), "FILES/dir"], 0));
+    assert!(json.iter().all(|j| j["path"]
+        .as_str()
+        .expect("path")
+        .starts_with("Files\\dir\\")));
 }
 
 #[test]
@@ -149,10 +162,29 @@ fn stat_shows_metadata_and_names_missing_paths() {
     let j = json_lines(&cimkit_ok(&["stat", "--json", s(&cim), "Files/link"], 0));
     assert_eq!(j[0]["link_target"], "hello.txt");
 
+    // one alternate stream, as cat names it
+    let st = cimkit_ok(&["stat", s(&cim), "files/HELLO.txt:zone:$DATA"], 0);
+    assert!(st.contains("Path:        Files\\hello.txt:zone"), "{st}");
+    assert!(st.contains("Size:        26"), "{st}");
+    let j = json_lines(&cimkit_ok(
+        &["stat", "--json", s(&cim), "Files/hello.txt:zone"],
+        0,
+    ));
+    assert_eq!(j[0]["size"], 26);
+    assert_eq!(j[0]["stream"], "zone");
+    assert_eq!(
+        cimkit(&["stat", s(&cim), "Files/hello.txt:nope"])
+            .status
+            .code(),
+        Some(2)
+    );
+
     let out = cimkit(&["stat", s(&cim), "Files/nope.txt"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("1.cim") && err.contains("nope.txt"), "{err}");
+    // the image and path are said once, not once per layer of context
+    assert_eq!(err.matches("nope.txt").count(), 1, "{err}");
 }
 
 #[test]
@@ -183,6 +215,12 @@ fn cat_prints_data_and_streams() {
             .code(),
         Some(2)
     );
+    // a symlink has no data of its own: empty output and a note naming its target
+    let link = cimkit(&["cat", s(&cim), "Files/link"]);
+    assert_eq!(link.status.code(), Some(0));
+    assert!(link.stdout.is_empty());
+    let note = String::from_utf8_lossy(&link.stderr);
+    assert!(note.contains("symlink to hello.txt"), "{note}");
 }
 
 #[test]
@@ -205,9 +243,9 @@ fn verify_du_destroy() {
     cimkit_ok(&["destroy", "--layer", s(&layer)], 0);
     assert!(!cim.exists());
     assert_eq!(cimkit(&["ls", s(&cim)]).status.code(), Some(2));
-    // Destroying again is a no-op that says so.
+    // Destroying again is an input error that says so.
     let again = cimkit(&["destroy", "--layer", s(&layer)]);
-    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("not a CIM layer"));
 }
 
@@ -291,7 +329,29 @@ fn extract_writes_tree_links_and_sidecar() {
     use std::os::unix::fs::MetadataExt as _;
     let tmp = tempfile::tempdir().expect("tempdir");
     let (_, cim) = import_sample(tmp.path());
+    // a failed extraction (a path that is not in the image) leaves no folder behind
     let dir = tmp.path().join("out");
+    let failed = cimkit(&["extract", s(&cim), s(&dir), "--path", "Files/nope"]);
+    assert_eq!(failed.status.code(), Some(2));
+    assert!(!dir.exists());
+    // --metadata - puts the sidecar on stdout and the summary on stderr
+    let single = tmp.path().join("single");
+    let out = cimkit(&[
+        "extract",
+        s(&cim),
+        s(&single),
+        "--path",
+        "Files/hello.txt",
+        "--metadata",
+        "-",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let sidecar = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(sidecar.len(), 1);
+    assert_eq!(sidecar[0]["path"], "Files\\hello.txt");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metadata in stdout"));
+    assert!(!single.join("-").exists() && single.join("hello.txt").is_file());
+
     let out = cimkit_ok(&["extract", s(&cim), s(&dir)], 0);
     assert!(out.contains("symlinks"), "{out}");
     let hello = dir.join("Files/hello.txt");

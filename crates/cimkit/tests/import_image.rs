@@ -155,6 +155,33 @@ fn oci_layout_imports_as_chain_and_skips_on_rerun() {
         cimkit_ok(&["cat", s(&top), "Files/child.txt"], 0),
         "child two"
     );
+
+    // destroy takes import-image's digest record with the CIM: the folder can be imported into
+    let layer2 = snaps.join("2");
+    cimkit_ok(&["destroy", "--layer", s(&layer2)], 0);
+    assert!(!layer2.join(".cimkit-digest").exists());
+    let tar = tmp.path().join("child.tar");
+    std::fs::write(&tar, child_layer(b"by hand")).expect("write");
+    cimkit_ok(
+        &[
+            "import",
+            "-q",
+            s(&tar),
+            "--layer",
+            s(&layer2),
+            "--parent",
+            s(&snaps.join("1")),
+        ],
+        0,
+    );
+    assert_eq!(
+        cimkit_ok(&["cat", s(&top), "Files/child.txt"], 0),
+        "by hand"
+    );
+    let layers = cimkit_ok(&["image-layers", "--json", s(&layout2)], 0);
+    let first: serde_json::Value =
+        serde_json::from_str(layers.lines().next().expect("line")).expect("json");
+    assert_eq!(first["layer"], 1, "layers count from 1 as in DIR/<n>");
 }
 
 #[test]

@@ -9,7 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading a file on disk (or a member of the archive) failed.
-    #[error("{source_path}: {member}: {error}")]
+    #[error("{}{}: {error}", source_path.display(), member_suffix(member))]
     Io {
         source_path: PathBuf,
         member: String,
@@ -20,27 +20,30 @@ pub enum Error {
     #[error("{0}: not an OCI image layout (no oci-layout + index.json) nor a docker-save archive (no manifest.json)")]
     UnknownFormat(PathBuf),
     /// A member named by the image (blob, manifest) is not present.
-    #[error("{source_path}: {member}: not found in the image")]
+    #[error("{source_path}{}: not found in the image", member_suffix(member))]
     MissingMember {
         source_path: PathBuf,
         member: String,
     },
     /// A JSON document does not parse or lacks a required field.
-    #[error("{source_path}: {member}: invalid JSON: {message}")]
+    #[error("{source_path}{}: invalid JSON: {message}", member_suffix(member))]
     Json {
         source_path: PathBuf,
         member: String,
         message: String,
     },
     /// A document is structurally valid JSON but not what the format requires.
-    #[error("{source_path}: {member}: {message}")]
+    #[error("{source_path}{}: {message}", member_suffix(member))]
     Invalid {
         source_path: PathBuf,
         member: String,
         message: String,
     },
     /// A digest string is malformed or uses an unsupported algorithm.
-    #[error("{source_path}: {member}: bad digest {digest:?}: {message}")]
+    #[error(
+        "{source_path}{}: bad digest {digest:?}: {message}",
+        member_suffix(member)
+    )]
     BadDigest {
         source_path: PathBuf,
         member: String,
@@ -48,7 +51,10 @@ pub enum Error {
         message: String,
     },
     /// The bytes of a blob do not hash to the digest that names them.
-    #[error("{source_path}: {member}: digest mismatch: expected {expected}, got {actual} after {bytes} bytes")]
+    #[error(
+        "{source_path}{}: digest mismatch: expected {expected}, got {actual} after {bytes} bytes",
+        member_suffix(member)
+    )]
     DigestMismatch {
         source_path: PathBuf,
         member: String,
@@ -57,7 +63,10 @@ pub enum Error {
         bytes: u64,
     },
     /// The blob is shorter or longer than its descriptor says.
-    #[error("{source_path}: {member}: size mismatch: descriptor says {expected} bytes, blob has {actual}")]
+    #[error(
+        "{source_path}{}: size mismatch: descriptor says {expected} bytes, blob has {actual}",
+        member_suffix(member)
+    )]
     SizeMismatch {
         source_path: PathBuf,
         member: String,
@@ -97,4 +106,13 @@ pub enum Error {
         size: u64,
         limit: u64,
     },
+}
+
+/// `": member"`, or nothing for an error about the source itself.
+fn member_suffix(member: &str) -> String {
+    if member.is_empty() {
+        String::new()
+    } else {
+        format!(": {member}")
+    }
 }

@@ -12,8 +12,8 @@ use cimfs::{CimWriter, FileMetadata};
 use crate::backuptar::{is_directory, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL};
 use crate::error::{Error, Result};
 use crate::layout::{
-    cim_path_for_layer, host_path, layer_id, std_file_canonical, HIVES, HIVES_DIR, LAYOUT_CONTENTS,
-    LAYOUT_FILE, REG_FILES_DIR, UTILITY_VM_DIR,
+    cim_path_for_layer, host_path, is_cim_layer, layer_id, std_file_canonical, HIVES, HIVES_DIR,
+    LAYOUT_CONTENTS, LAYOUT_FILE, REG_FILES_DIR, UTILITY_VM_DIR,
 };
 use crate::tarstream::{
     decompressed_kind, write_layer_counted, write_layer_pipelined, Compression, CountingReader,
@@ -139,6 +139,20 @@ impl CimLayerWriter {
                     ),
                 });
             }
+        }
+        for (i, parent) in opts.parents.iter().enumerate() {
+            let reason = if opts.parents[..i].contains(parent) {
+                format!("parent layer {} is given twice", parent.display())
+            } else if !is_cim_layer(parent) {
+                format!(
+                    "parent layer {} has no CIM ({} does not exist)",
+                    parent.display(),
+                    cim_path_for_layer(parent).display()
+                )
+            } else {
+                continue;
+            };
+            return Err(Error::Layer { layer, reason });
         }
         let id = layer_id(&layer)?;
         let cim_path = cim_path_for_layer(&layer);

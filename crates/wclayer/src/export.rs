@@ -771,8 +771,9 @@ fn region_chain(cim: &cimfs::Cim) -> Vec<(cimfs::format::Guid, u16)> {
         .collect()
 }
 
+/// A region set's GUID as its region file names spell it.
 fn guid_text(g: &cimfs::format::Guid) -> String {
-    g.0.iter().map(|b| format!("{b:02x}")).collect()
+    g.to_file_string()
 }
 
 /// Checks that `parent` is the nearest parent image of fork `cim`: its region sets (its

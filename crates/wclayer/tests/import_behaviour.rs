@@ -272,6 +272,12 @@ fn layer_folder_rules() {
         !child.exists(),
         "no layer folder is left by a refused import"
     );
+    // parents must be imported layers, each named once
+    let err = import_error(&tar, &child, &[&tmp.path().join("snapshots/9")]);
+    assert!(err.contains("has no CIM"), "{err}");
+    let err = import_error(&tar, &child, &[&layer, &layer]);
+    assert!(err.contains("given twice"), "{err}");
+    assert!(!child.exists());
     // the host layer path must be an absolute Windows path
     for bad in [
         "/var/lib/containerd/snapshots/9",

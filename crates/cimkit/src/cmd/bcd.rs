@@ -51,7 +51,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     let hive = regf::Hive::parse(&bytes).with_context(|| format!("{name}: not a readable hive"))?;
     let mut out = output::stdout();
     if json {
-        let st = bcd::Store::open(&hive).with_context(|| format!("{name}: not a BCD store"))?;
+        let st = bcd::Store::open(&hive).with_context(|| name.clone())?;
         for o in st.objects() {
             let elements: Vec<serde_json::Value> = o
                 .elements()
@@ -79,7 +79,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             )?;
         }
     } else {
-        bcd::show(&hive, &mut out).with_context(|| format!("{name}: not a BCD store"))?;
+        bcd::show(&hive, &mut out).with_context(|| name.clone())?;
     }
     out.flush()?;
     Ok(Outcome::Ok)

@@ -34,9 +34,19 @@ pub fn split_stream(spec: &str) -> (&str, Option<&str>) {
 pub fn run(args: Args) -> Result<Outcome> {
     let cim = open_cim(&args.cim)?;
     let (path, stream) = split_stream(&args.path);
-    let path = walk::normalize(path);
+    let (path, id) = walk::resolve(&cim, &args.cim, path)?;
     let ctx = || format!("{}: {}", args.cim.display(), args.path);
-    let info = cim.stat(&path).with_context(ctx)?;
+    let info = cim.file(id).with_context(ctx)?;
+    if stream.is_none() {
+        if let Some(target) = crate::output::link_target(&info) {
+            eprintln!(
+                "cimkit: note: {}: {} is a symlink to {target}; it has no data of its own \
+                 (links are not followed inside an image)",
+                args.cim.display(),
+                walk::display(&path)
+            );
+        }
+    }
     if info.is_directory && stream.is_none() {
         bail!(
             "{}: {}: is a directory",

@@ -1,5 +1,6 @@
-//! `cimkit destroy`: remove a CIM layer's .cim and its own region/objectid files, refusing
-//! (unless --force) while another image in the same folder still reads those regions.
+//! `cimkit destroy`: remove a CIM layer's .cim and its own region/objectid files (and the
+//! `.cimkit-digest` record import-image left for it), refusing (unless --force) while another
+//! image in the same folder still reads those regions. The layer folder itself is left.
 
 use std::path::{Path, PathBuf};
 
@@ -45,12 +46,11 @@ fn dependents(cim: &Path) -> Result<Vec<PathBuf>> {
 pub fn run(args: Args) -> Result<Outcome> {
     let cim = wclayer::cim_path_for_layer(&args.layer);
     if !wclayer::is_cim_layer(&args.layer) {
-        eprintln!(
-            "cimkit: {}: not a CIM layer ({} does not exist); nothing removed",
+        bail!(
+            "{}: not a CIM layer ({} does not exist); nothing removed",
             args.layer.display(),
             cim.display()
         );
-        return Ok(Outcome::Ok);
     }
     let children = dependents(&cim)?;
     if !children.is_empty() && !args.force {
@@ -63,6 +63,14 @@ pub fn run(args: Args) -> Result<Outcome> {
     }
     wclayer::destroy_layer(&args.layer)
         .with_context(|| format!("cannot destroy layer {}", args.layer.display()))?;
+    // import-image's record of which blob made this CIM describes nothing any more.
+    let digest = args.layer.join(super::import_image::DIGEST_FILE);
+    match std::fs::remove_file(&digest) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", digest.display()))
+        }
+        _ => {}
+    }
     println!("removed {}", cim.display());
     Ok(Outcome::Ok)
 }

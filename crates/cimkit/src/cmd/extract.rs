@@ -30,7 +30,8 @@ sidecar DIR/.cimkit-metadata.jsonl (or --metadata FILE): one JSON object per ent
 prints it (path, type, attributes, the four FILETIMEs, file_id, sd/ea/reparse base64, sha256, \
 streams) where each stream also carries its bytes in `data` (base64). No xattrs are written. \
 DIR must be empty or absent; names that cannot be a single Linux path component (containing / \
-or NUL, `.`, `..`) stop the extraction."
+or NUL, `.`, `..`) stop the extraction. A failed extraction removes what it had written, so DIR \
+is left empty (or absent, when it did not exist)."
 )]
 pub struct Args {
     /// The .cim file.
@@ -40,7 +41,8 @@ pub struct Args {
     /// Only this directory (or file) of the image.
     #[arg(long, default_value = "")]
     pub path: String,
-    /// Where to write the metadata sidecar (default DIR/.cimkit-metadata.jsonl).
+    /// Where to write the metadata sidecar (default DIR/.cimkit-metadata.jsonl); `-` is stdout
+    /// (the summary then goes to stderr).
     #[arg(long)]
     pub metadata: Option<PathBuf>,
     /// Print a summary as JSON.
@@ -123,10 +125,51 @@ fn copy_hashing(mut r: impl Read, w: &mut dyn Write) -> std::io::Result<(u64, St
 
 pub fn run(args: Args) -> Result<Outcome> {
     let cim = open_cim(&args.cim)?;
-    let start = walk::normalize(&args.path);
-    let start_id = cim
-        .lookup(&start)
-        .with_context(|| format!("{}: {}", args.cim.display(), walk::display(&start)))?;
+    let created = !args.dir.exists();
+    // Only an extraction into an absent or empty DIR is undone: then all in it is ours.
+    let pristine = created
+        || fs::read_dir(&args.dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+    let sidecar_was_there = args.metadata.as_ref().is_some_and(|m| m.exists());
+    let result = extract(&args, &cim);
+    if result.is_err() && pristine && args.dir.is_dir() {
+        // DIR was absent or empty: everything in it is a half-done extraction; leave none of it.
+        let cleaned = if created {
+            fs::remove_dir_all(&args.dir)
+        } else {
+            fs::read_dir(&args.dir).and_then(|entries| {
+                for e in entries {
+                    let p = e?.path();
+                    if p.is_dir() && !p.is_symlink() {
+                        fs::remove_dir_all(&p)?;
+                    } else {
+                        fs::remove_file(&p)?;
+                    }
+                }
+                Ok(())
+            })
+        };
+        let partial_sidecar = args
+            .metadata
+            .as_ref()
+            .filter(|m| m.as_os_str() != "-" && !sidecar_was_there);
+        let cleaned = cleaned.and_then(|()| match partial_sidecar {
+            Some(m) if m.is_file() => fs::remove_file(m),
+            _ => Ok(()),
+        });
+        if let Err(e) = cleaned {
+            eprintln!(
+                "cimkit: could not remove the partial extraction in {}: {e}",
+                args.dir.display()
+            );
+        }
+    }
+    result
+}
+
+fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
+    let (start, start_id) = walk::resolve(cim, &args.cim, &args.path)?;
     if args.dir.exists() {
         let mut entries = fs::read_dir(&args.dir)
             .with_context(|| format!("{} is not a folder", args.dir.display()))?;
@@ -141,16 +184,21 @@ pub fn run(args: Args) -> Result<Outcome> {
         .metadata
         .clone()
         .unwrap_or_else(|| args.dir.join(SIDECAR));
+    let sidecar_to_stdout = sidecar_path.as_os_str() == "-";
     if args.metadata.is_none() && cim.lookup(&walk::join(&start, SIDECAR)).is_ok() {
         bail!(
             "{}: the image has its own {SIDECAR}; pass --metadata FILE",
             args.cim.display()
         );
     }
-    let mut sidecar = std::io::BufWriter::new(
-        File::create(&sidecar_path)
-            .with_context(|| format!("cannot create {}", sidecar_path.display()))?,
-    );
+    let mut sidecar: Box<dyn Write> = if sidecar_to_stdout {
+        Box::new(output::stdout())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            File::create(&sidecar_path)
+                .with_context(|| format!("cannot create {}", sidecar_path.display()))?,
+        ))
+    };
 
     let start_info = cim
         .file(start_id)
@@ -173,7 +221,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         let rel = path.get(base_len..).unwrap_or(path);
         let host = host_path(&args.dir, rel, &args.cim)?;
         let ctx = || format!("{}: {path} -> {}", args.cim.display(), host.display());
-        let mut record = output::entry_json(&cim, path, info, false)?;
+        let mut record = output::entry_json(cim, path, info, false)?;
         let is_link_reparse = output::link_target(info).is_some();
         if is_link_reparse {
             let target = output::link_target(info)
@@ -181,6 +229,10 @@ pub fn run(args: Args) -> Result<Outcome> {
                 .replace('\\', "/");
             symlinks.push((host, target));
             n_symlinks += 1;
+            if !info.is_directory {
+                // As `ls --json` has it: the hash of the link's own (empty) data.
+                record["sha256"] = Value::String(output::sha256_of(std::io::empty())?);
+            }
         } else if info.is_directory {
             fs::create_dir(&host).with_context(ctx)?;
             dirs.push((host, info.clone()));
@@ -224,7 +276,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     };
 
     if start_info.is_directory {
-        walk::walk(&cim, &start, start_id, true, &mut |e| {
+        walk::walk(cim, &start, start_id, true, &mut |e| {
             extract_one(&e.path, &e.info)
         })?;
     } else {
@@ -240,17 +292,24 @@ pub fn run(args: Args) -> Result<Outcome> {
     sidecar.flush()?;
     let summary = json!({"dir": args.dir.display().to_string(), "metadata": sidecar_path.display().to_string(),
         "files": n_files, "directories": n_dirs, "hard_links": n_links, "symlinks": n_symlinks, "data_bytes": bytes});
-    if args.json {
-        let mut out = output::stdout();
-        output::json_line(&mut out, &summary)?;
-        out.flush()?;
+    drop(sidecar);
+    // With the sidecar on stdout, the summary goes to stderr.
+    let mut out: Box<dyn Write> = if sidecar_to_stdout {
+        Box::new(std::io::stderr().lock())
     } else {
-        println!(
+        Box::new(output::stdout())
+    };
+    if args.json {
+        output::json_line(&mut out, &summary)?;
+    } else {
+        writeln!(
+            out,
             "{}: {n_files} files ({}), {n_dirs} directories, {n_links} hard links, {n_symlinks} symlinks; metadata in {}",
             args.dir.display(),
             output::human_size(bytes),
-            sidecar_path.display()
-        );
+            if sidecar_to_stdout { "stdout".into() } else { sidecar_path.display().to_string() }
+        )?;
     }
+    out.flush()?;
     Ok(Outcome::Ok)
 }

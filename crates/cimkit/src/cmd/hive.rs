@@ -55,6 +55,7 @@ pub enum HiveCommand {
         key: String,
         /// Value name ("" for the default value); omit to list the key.
         value: Option<String>,
+        /// Print the value (or the key's values and subkeys) as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -104,6 +105,7 @@ pub enum HiveCommand {
     Check {
         #[command(flatten)]
         source: Source,
+        /// Print the result as one JSON object: {hive, ok, problems: [...]}.
         #[arg(long)]
         json: bool,
     },

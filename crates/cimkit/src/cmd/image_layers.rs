@@ -48,7 +48,8 @@ pub fn run(args: Args) -> Result<Outcome> {
             output::json_line(
                 &mut out,
                 &json!({
-                    "index": l.index,
+                    // 1 = base layer, as the text listing and import-image's DIR/<n> count.
+                    "layer": l.index + 1,
                     "digest": l.digest.to_string(),
                     "diff_id": l.diff_id.as_ref().map(|d| d.to_string()),
                     "media_type": l.media_type,

@@ -34,10 +34,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let cim = open_cim(&args.cim)?;
-    let start = walk::normalize(&args.path);
-    let id = cim
-        .lookup(&start)
-        .with_context(|| format!("{}: {}", args.cim.display(), walk::display(&start)))?;
+    let (start, id) = walk::resolve(&cim, &args.cim, &args.path)?;
     let info = cim
         .file(id)
         .with_context(|| format!("{}: {}", args.cim.display(), walk::display(&start)))?;
@@ -75,10 +72,9 @@ pub fn run(args: Args) -> Result<Outcome> {
         };
         print(&e, &start)?;
     } else {
-        let base_len = if start.is_empty() { 0 } else { start.len() + 1 };
         walk::walk(&cim, &start, id, args.recursive, &mut |e| {
             let name = if args.recursive {
-                e.path.get(base_len..).unwrap_or(&e.path)
+                &e.path
             } else {
                 e.path.rsplit('\\').next().unwrap_or(&e.path)
             };

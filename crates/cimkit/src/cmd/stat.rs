@@ -13,7 +13,8 @@ use crate::walk;
 pub struct Args {
     /// The .cim file.
     pub cim: PathBuf,
-    /// File or directory inside the image (`\` or `/`; "" or `\` is the root).
+    /// File or directory inside the image (`\` or `/`; "" or `\` is the root); `PATH:stream`
+    /// shows one alternate data stream.
     pub path: String,
     /// Print the same JSON object as `ls --json`.
     #[arg(long)]
@@ -22,10 +23,40 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let cim = open_cim(&args.cim)?;
-    let path = walk::normalize(&args.path);
+    let (file, stream) = super::cat::split_stream(&args.path);
+    let (path, id) = walk::resolve(&cim, &args.cim, file)?;
     let ctx = || format!("{}: {}", args.cim.display(), walk::display(&path));
-    let info = cim.stat(&path).with_context(ctx)?;
+    let info = cim.file(id).with_context(ctx)?;
     let mut out = output::stdout();
+    if let Some(name) = stream.filter(|s| !s.is_empty()) {
+        let streams = cim.streams_id(id).with_context(ctx)?;
+        let Some(s) = streams.iter().find(|s| s.name.eq_ignore_ascii_case(name)) else {
+            anyhow::bail!(
+                "{}: {}: no alternate data stream {name:?}",
+                args.cim.display(),
+                walk::display(&path)
+            );
+        };
+        let r = cim.open_id(id, Some(&s.name)).with_context(ctx)?;
+        let sha = output::sha256_of(r).with_context(ctx)?;
+        if args.json {
+            let v =
+                serde_json::json!({"path": path, "stream": s.name, "size": s.size, "sha256": sha});
+            output::json_line(&mut out, &v)?;
+        } else {
+            writeln!(out, "Path:        {}:{}", walk::display(&path), s.name)?;
+            writeln!(out, "Type:        alternate data stream of file {id}")?;
+            writeln!(
+                out,
+                "Size:        {} ({})",
+                s.size,
+                output::human_size(s.size)
+            )?;
+            writeln!(out, "SHA-256:     {sha}")?;
+        }
+        out.flush()?;
+        return Ok(Outcome::Ok);
+    }
     if args.json {
         let v = output::entry_json(&cim, &path, &info, true)?;
         output::json_line(&mut out, &v)?;

@@ -22,6 +22,7 @@ pub enum VhdxCommand {
     Info {
         /// The .vhdx file.
         file: PathBuf,
+        /// Print the description as one JSON object.
         #[arg(long)]
         json: bool,
     },
