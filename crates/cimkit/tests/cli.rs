@@ -39,6 +39,20 @@ fn usage_errors_exit_2_and_help_exits_0() {
     let out = cimkit(&["ls", "/nonexistent/x.cim"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.cim"));
+
+    // Not a tar: said plainly, with how far the input was read, and nothing left behind.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let junk = tmp.path().join("junk.tar");
+    std::fs::write(&junk, b"hello, this is no tar archive").expect("write");
+    let snaps = tmp.path().join("snaps");
+    let out = cimkit(&["import", "-q", s(&junk), "--layer", s(&snaps.join("1"))]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a readable tar archive") && err.contains("up to byte 29"),
+        "{err}"
+    );
+    assert!(!snaps.exists(), "a failed import leaves no snapshot folder");
 }
 
 #[test]

@@ -833,6 +833,12 @@ pub fn import_layer(
     let existed = opts.layer.exists();
     let (compression, input) = decompressed_kind(counted)?;
     // Only after `new` succeeded does the layer folder hold anything of ours to clean up.
+    let cim_dir = cim_path_for_layer(&opts.layer)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let cim_dir_existed = cim_dir.exists();
+    let snapshots_existed = cim_dir.parent().is_none_or(Path::exists);
     let mut w = CimLayerWriter::new(opts)?;
     let result = (|| {
         let stats = match compression {
@@ -861,6 +867,14 @@ pub fn import_layer(
         // Drop the CIM writer first: it removes its partial region/objectid files.
         drop(w);
         cleanup_failed_layer(&opts.layer, existed);
+        if !cim_dir_existed {
+            // Made for this import and, the writer's files gone, empty (remove_dir keeps it
+            // otherwise).
+            let _ = fs::remove_dir(&cim_dir);
+            if let Some(snapshots) = cim_dir.parent().filter(|_| !snapshots_existed) {
+                let _ = fs::remove_dir(snapshots);
+            }
+        }
     }
     result
 }

@@ -11,8 +11,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Why a layer could not be imported or processed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading the layer tar after {entries} entries: {source}")]
-    TarRead { entries: u64, source: io::Error },
+    #[error("{}", tar_read_message(*entries, *offset, error))]
+    TarRead {
+        entries: u64,
+        /// How many bytes of the input (as given: compressed or not) had been read.
+        offset: Option<u64>,
+        /// The tar reader's error, quoted in the message (not a separate cause).
+        error: io::Error,
+    },
     #[error("layer tar compression {0} is not supported (gzip, zstd or plain tar)")]
     UnsupportedCompression(&'static str),
     #[error("tar entry {entry:?}: {source}")]
@@ -60,5 +66,20 @@ impl Error {
             entry: entry.to_string(),
             reason: reason.into(),
         }
+    }
+}
+
+/// What went wrong reading the tar: how far it got, and the reader's complaint with any binary
+/// junk it quotes escaped and cut short.
+fn tar_read_message(entries: u64, offset: Option<u64>, source: &io::Error) -> String {
+    let near = offset.map_or_else(String::new, |o| format!(" (input read up to byte {o})"));
+    let mut why: String = source.to_string().escape_debug().collect();
+    if why.chars().count() > 160 {
+        why = why.chars().take(160).collect::<String>() + "…";
+    }
+    if entries == 0 {
+        format!("the input is not a readable tar archive{near}: {why}")
+    } else {
+        format!("reading the layer tar after {entries} entries{near}: {why}")
     }
 }

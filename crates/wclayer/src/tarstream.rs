@@ -87,17 +87,24 @@ pub(crate) fn decompressed_kind<'a, R: Read + 'a>(
     (&mut input)
         .take(6)
         .read_to_end(&mut head)
-        .map_err(|source| Error::TarRead { entries: 0, source })?;
+        .map_err(|source| Error::TarRead {
+            entries: 0,
+            offset: None,
+            error: source,
+        })?;
     let kind = detect_compression(&head)?;
     let whole = Cursor::new(head).chain(input);
     let reader: Box<dyn Read + 'a> = match kind {
         // Buffered: tar headers are read 512 bytes at a time; large data reads bypass the buffer.
         Compression::None => Box::new(io::BufReader::with_capacity(1 << 16, whole)),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(whole)
-                .map_err(|source| Error::TarRead { entries: 0, source })?,
-        ),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(whole).map_err(
+            |source| Error::TarRead {
+                entries: 0,
+                offset: None,
+                error: source,
+            },
+        )?),
     };
     Ok((kind, reader))
 }
@@ -165,7 +172,11 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
                     entries.store(p.entries, Ordering::Relaxed)
                 })
             })
-            .map_err(|source| Error::TarRead { entries: 0, source })?;
+            .map_err(|source| Error::TarRead {
+                entries: 0,
+                offset: None,
+                error: source,
+            })?;
         // A read error met here, kept whole: the importer gets a copy, and may have finished
         // (and so not report it) before it reads that far.
         let mut read_error = None;
@@ -205,7 +216,8 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         let trailer = |source| Error::TarRead {
             entries: stats.entries,
-            source,
+            offset: None,
+            error: source,
         };
         if let Some(e) = read_error {
             return Err(trailer(e));
@@ -294,11 +306,35 @@ pub(crate) fn write_layer_counted(
     bytes_read: &mut dyn FnMut() -> u64,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TarStats> {
+    let result = write_entries(input, w, bytes_read, progress);
+    // A tar that cannot be read says how far into the input it went wrong.
+    result.map_err(|e| match e {
+        Error::TarRead {
+            entries,
+            offset: None,
+            error,
+        } => Error::TarRead {
+            entries,
+            offset: Some(bytes_read()),
+            error,
+        },
+        other => other,
+    })
+}
+
+fn write_entries(
+    input: impl Read,
+    w: &mut dyn LayerWriter,
+    bytes_read: &mut dyn FnMut() -> u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TarStats> {
     let mut stats = TarStats::default();
     let mut archive = tar::Archive::new(input);
-    let entries = archive
-        .entries()
-        .map_err(|source| Error::TarRead { entries: 0, source })?;
+    let entries = archive.entries().map_err(|source| Error::TarRead {
+        entries: 0,
+        offset: None,
+        error: source,
+    })?;
     // Windows path of the last file or directory added: following `<it>:<stream>` entries are
     // its alternate data streams.
     let mut last_added: Option<String> = None;
@@ -306,7 +342,8 @@ pub(crate) fn write_layer_counted(
     for entry in entries {
         let mut entry = entry.map_err(|source| Error::TarRead {
             entries: stats.entries,
-            source,
+            offset: None,
+            error: source,
         })?;
         let kind = entry.header().entry_type();
         if kind == EntryType::XGlobalHeader {
@@ -320,12 +357,14 @@ pub(crate) fn write_layer_counted(
         let mut pax = BTreeMap::new();
         if let Some(exts) = entry.pax_extensions().map_err(|source| Error::TarRead {
             entries: stats.entries,
-            source,
+            offset: None,
+            error: source,
         })? {
             for ext in exts {
                 let ext = ext.map_err(|source| Error::TarRead {
                     entries: stats.entries,
-                    source,
+                    offset: None,
+                    error: source,
                 })?;
                 let key = ext
                     .key()
