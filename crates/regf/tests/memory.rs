@@ -1,6 +1,6 @@
-//! Memory on deep trees: the reader and the validator must not keep a key path per nesting
-//! level (depth^2 x name length); paths are rendered only for an error or a problem, and still
-//! name the whole path there.
+//! Memory on deep trees: the reader, the validator and the writer must not keep a key path per
+//! nesting level (depth^2 x name length) or per queued key (depth x width); paths are rendered
+//! only for an error or a problem, and still name the whole path there.
 //!
 //! The memory checks run again in a child process of this test binary (one test each, so the
 //! peak is that of the work alone) and compare its peak RSS (`VmHWM`) with a limit; they are
@@ -214,6 +214,20 @@ fn a_deep_tree_validates_without_a_path_per_level() {
         assert_eq!(regf::validate::validate(&bytes), []);
         BASELINE + 16 * bytes.len() as u64
     });
+}
+
+#[test]
+fn a_deep_wide_tree_writes_without_a_path_per_queued_key() {
+    // 1000 keys queued at depth 301, each of whose paths was 230 KB.
+    in_child(
+        "a_deep_wide_tree_writes_without_a_path_per_queued_key",
+        || {
+            let hive = deep_tree(300, 1000);
+            let bytes = hive.to_bytes().expect("write");
+            assert_eq!(hive.key_count(), 1 + 300 + 1000);
+            BASELINE + 16 * bytes.len() as u64
+        },
+    );
 }
 
 #[test]
