@@ -341,7 +341,7 @@ impl<'t> Writer<'t> {
             .map(|(_, k)| k.class.as_ref().map_or(0, Vec::len))
             .max()
             .unwrap_or(0) as u32;
-        let (subkey_list, slots) = self.subkey_index(&kids)?;
+        let (subkey_list, slots) = self.subkey_index(&kids, LEAF_CAPACITY, job.node)?;
 
         let mut flags = key.flags & !(KEY_COMP_NAME | KEY_HIVE_ENTRY);
         if compressed {
@@ -486,19 +486,33 @@ impl<'t> Writer<'t> {
         Ok(db)
     }
 
-    /// Writes the lh or lf leaf (or ri + leaves) for sorted children; returns its offset and
-    /// the buffer positions where each child's nk offset goes.
-    fn subkey_index(&mut self, kids: &[(Vec<u16>, &Key)]) -> Result<(u32, Vec<usize>)> {
+    /// Writes the lh or lf leaf (or ri + leaves) for the sorted children of `nodes[node]`,
+    /// at most `capacity` (1..=[`LEAF_CAPACITY`]) to a leaf; returns its offset and the buffer
+    /// positions where each child's nk offset goes.
+    fn subkey_index(
+        &mut self,
+        kids: &[(Vec<u16>, &Key)],
+        capacity: usize,
+        node: usize,
+    ) -> Result<(u32, Vec<usize>)> {
         if kids.is_empty() {
             return Ok((NIL, Vec::new()));
         }
+        let capacity = capacity.clamp(1, LEAF_CAPACITY);
         let mut slots = Vec::with_capacity(kids.len());
-        let leaves: Vec<&[(Vec<u16>, &Key)]> = kids.chunks(LEAF_CAPACITY).collect();
+        let leaves: Vec<&[(Vec<u16>, &Key)]> = kids.chunks(capacity).collect();
         let mut leaf_offs = Vec::with_capacity(leaves.len());
         let ri = if leaves.len() > 1 {
+            // An ri counts its leaves in 16 bits: at most 65535 x 507 subkeys per key.
+            let count = u16::try_from(leaves.len()).map_err(|_| {
+                self.invalid(
+                    node,
+                    format!("{} subkeys need more than 65535 leaves", kids.len()),
+                )
+            })?;
             let ri = self.alloc(4 + 4 * leaves.len())?;
             self.put(ri, 0, b"ri");
-            self.put(ri, 2, &(leaves.len() as u16).to_le_bytes());
+            self.put(ri, 2, &count.to_le_bytes());
             Some(ri)
         } else {
             None
@@ -529,5 +543,37 @@ impl<'t> Writer<'t> {
             }
             None => Ok((leaf_offs[0], slots)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ri_counting_more_than_65535_leaves_is_an_error() {
+        let key = Key::new("k");
+        let kids: Vec<(Vec<u16>, &Key)> = (0..65536).map(|_| (Vec::new(), &key)).collect();
+        let writer = || {
+            let mut w = Writer::default();
+            w.nodes.push(Node {
+                key: &key,
+                parent: None,
+            });
+            w
+        };
+        // One entry a leaf: 65536 leaves, one more than the ri's 16-bit count holds (this
+        // used to wrap to 0). 65535 x 507 entries would take gigabytes of keys.
+        match writer().subkey_index(&kids, 1, 0) {
+            Err(Error::Invalid { reason, .. }) => {
+                assert!(reason.contains("65535 leaves"), "{reason}")
+            }
+            other => panic!("expected an error, got {:?}", other.map(|_| ())),
+        }
+        let mut w = writer();
+        let (ri, slots) = w.subkey_index(&kids[1..], 1, 0).expect("65535 leaves");
+        assert_eq!(slots.len(), 65535);
+        assert_eq!(&w.buf[ri as usize + 4..ri as usize + 6], b"ri");
+        assert_eq!(le_u16(&w.buf, ri as usize + 6), Some(65535));
     }
 }
