@@ -98,9 +98,10 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Hive> {
         leaves: HashSet::new(),
         security: HashMap::new(),
         notes,
+        chain: Vec::new(),
     };
     let root_off = field(BB_ROOT);
-    let root = r.key(root_off, String::new(), 0)?;
+    let root = r.key(root_off, 0)?;
     Ok(Hive {
         root,
         minor_version: minor,
@@ -123,14 +124,26 @@ struct Reader<'a> {
     leaves: HashSet<u32>,
     security: HashMap<u32, Vec<u8>>,
     notes: Vec<String>,
+    /// Where the names of the keys being read (below the root, outermost first) are stored
+    /// in `bins`. The path of the current key is rendered from it only when an error names
+    /// it: building it at every level would cost depth x name length per key, and keeping
+    /// one per level depth^2 x name length, none of it charged to the budget.
+    chain: Vec<NameAt>,
 }
 
-fn corrupt(offset: u32, what: &'static str, key: &str, reason: impl Into<String>) -> Error {
-    Error::Corrupt {
-        offset,
-        what,
-        key: key.to_string(),
-        reason: reason.into(),
+/// A key name in the hive bins, as decoded by [`decode_name`].
+struct NameAt {
+    start: usize,
+    len: usize,
+    compressed: bool,
+}
+
+/// A key or value name as stored: Latin-1 when `compressed`, else UTF-16LE.
+fn decode_name(bytes: &[u8], compressed: bool) -> String {
+    if compressed {
+        latin1(bytes)
+    } else {
+        utf16(bytes)
     }
 }
 
@@ -147,47 +160,66 @@ fn utf16(b: &[u8]) -> String {
 }
 
 impl<'a> Reader<'a> {
-    /// Payload of the cell at `offset` (after its 4-byte size field).
-    fn cell(&self, offset: u32, what: &'static str, key: &str) -> Result<&'a [u8]> {
+    /// Path of the key being read ("" for the root), rendered from `chain`.
+    fn path(&self) -> String {
+        let mut out = String::new();
+        for (i, n) in self.chain.iter().enumerate() {
+            if i > 0 {
+                out.push('\\');
+            }
+            let bytes = self.bins.get(n.start..n.start + n.len).unwrap_or_default();
+            out.push_str(&decode_name(bytes, n.compressed));
+        }
+        out
+    }
+
+    /// A damaged-cell error naming the current key, or its value `value` when given.
+    fn corrupt(
+        &self,
+        offset: u32,
+        what: &'static str,
+        value: Option<&str>,
+        reason: impl Into<String>,
+    ) -> Error {
+        let mut key = self.path();
+        if let Some(name) = value {
+            key.push('\\');
+            key.push_str(name);
+        }
+        Error::Corrupt {
+            offset,
+            what,
+            key,
+            reason: reason.into(),
+        }
+    }
+
+    /// Payload of the cell at `offset` (after its 4-byte size field). Errors name the
+    /// current key, or its value `value` when given.
+    fn cell(&self, offset: u32, what: &'static str, value: Option<&str>) -> Result<&'a [u8]> {
         let bins: &'a [u8] = self.bins;
+        let bad = |reason: String| self.corrupt(offset, what, value, reason);
         if offset == NIL {
-            return Err(corrupt(
-                offset,
-                what,
-                key,
-                "reference to no cell (0xFFFFFFFF)",
-            ));
+            return Err(bad("reference to no cell (0xFFFFFFFF)".into()));
         }
         let at = offset as usize;
         if at & 3 != 0 {
-            return Err(corrupt(offset, what, key, "cell offset not 4-byte aligned"));
+            return Err(bad("cell offset not 4-byte aligned".into()));
         }
-        let raw = le_u32(bins, at)
-            .ok_or_else(|| corrupt(offset, what, key, "cell offset beyond the hive bins"))?;
+        let raw = le_u32(bins, at).ok_or_else(|| bad("cell offset beyond the hive bins".into()))?;
         let size = (raw as i32).unsigned_abs() as usize;
         if size < 8 {
-            return Err(corrupt(
-                offset,
-                what,
-                key,
-                format!("cell size {size} too small"),
-            ));
+            return Err(bad(format!("cell size {size} too small")));
         }
-        bins.get(at + 4..at + size).ok_or_else(|| {
-            corrupt(
-                offset,
-                what,
-                key,
-                format!("cell of {size} bytes runs past the hive bins"),
-            )
-        })
+        bins.get(at + 4..at + size)
+            .ok_or_else(|| bad(format!("cell of {size} bytes runs past the hive bins")))
     }
 
-    fn charge(&mut self, bytes: usize, key: &str) -> Result<()> {
+    fn charge(&mut self, bytes: usize) -> Result<()> {
         let n = bytes as u64;
         if n > self.budget {
             return Err(Error::Budget {
-                key: key.to_string(),
+                key: self.path(),
                 budget: self.budget_total,
             });
         }
@@ -204,7 +236,7 @@ impl<'a> Reader<'a> {
                 // Notes name the key path, which can be as long as the file: charge them so a
                 // long list of damaged children cannot make notes grow with count x path length.
                 let note = format!("skipped: {e}");
-                self.charge(note.len(), "")?;
+                self.charge(note.len())?;
                 self.notes.push(note);
                 Ok(None)
             }
@@ -212,50 +244,56 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn key(&mut self, offset: u32, parent_path: String, depth: usize) -> Result<Key> {
-        let nk = self.cell(offset, "key node", &parent_path)?;
+    /// Reads the key node at `offset` and its subtree; `depth` is 0 for the root. Errors
+    /// about the node itself name the parent key (the one listing it).
+    fn key(&mut self, offset: u32, depth: usize) -> Result<Key> {
+        let nk = self.cell(offset, "key node", None)?;
         if nk.len() < NK_NAME || &nk[..2] != b"nk" {
-            return Err(corrupt(
-                offset,
-                "key node",
-                &parent_path,
-                "no \"nk\" signature",
-            ));
+            return Err(self.corrupt(offset, "key node", None, "no \"nk\" signature"));
         }
         // Checked before the name is decoded: a leaf listing one key with a 64 KiB name thousands
         // of times must cost a set lookup per entry, not a name decode.
         if !self.visited.insert(offset) {
             return Err(Error::Cycle {
                 offset,
-                key: parent_path,
+                key: self.path(),
+            });
+        }
+        let flags = le_u16(nk, NK_FLAGS).unwrap_or(0);
+        let name_len = usize::from(le_u16(nk, NK_NAME_LEN).unwrap_or(0));
+        let compressed = flags & KEY_COMP_NAME != 0;
+        let name = match nk.get(NK_NAME..NK_NAME + name_len) {
+            Some(bytes) => decode_name(bytes, compressed),
+            None => {
+                return Err(self.corrupt(offset, "key node", None, "name runs past the cell"));
+            }
+        };
+        // The root's name is not part of key paths.
+        if depth == 0 {
+            return self.key_contents(nk, name, depth);
+        }
+        self.chain.push(NameAt {
+            start: offset as usize + 4 + NK_NAME,
+            len: name_len,
+            compressed,
+        });
+        let key = self.key_contents(nk, name, depth);
+        self.chain.pop();
+        key
+    }
+
+    /// The rest of [`Reader::key`], with the key's name on `chain`.
+    fn key_contents(&mut self, nk: &'a [u8], name: String, depth: usize) -> Result<Key> {
+        if depth > MAX_DEPTH {
+            return Err(Error::TooDeep {
+                key: self.path(),
+                limit: MAX_DEPTH,
             });
         }
         let u16_at = |at| le_u16(nk, at).unwrap_or(0);
         let u32_at = |at| le_u32(nk, at).unwrap_or(0);
         let flags = u16_at(NK_FLAGS);
-        let name_len = usize::from(u16_at(NK_NAME_LEN));
-        let name_bytes = nk
-            .get(NK_NAME..NK_NAME + name_len)
-            .ok_or_else(|| corrupt(offset, "key node", &parent_path, "name runs past the cell"))?;
-        let name = if flags & KEY_COMP_NAME != 0 {
-            latin1(name_bytes)
-        } else {
-            utf16(name_bytes)
-        };
-        let path = if depth == 0 {
-            String::new()
-        } else if parent_path.is_empty() {
-            name.clone()
-        } else {
-            format!("{parent_path}\\{name}")
-        };
-        if depth > MAX_DEPTH {
-            return Err(Error::TooDeep {
-                key: path,
-                limit: MAX_DEPTH,
-            });
-        }
-        self.charge(std::mem::size_of::<Key>() + name.len(), &path)?;
+        self.charge(std::mem::size_of::<Key>() + name.len())?;
         let layer_byte = if self.differencing { nk[NK_LAYER] } else { 0 };
         let mut key = Key {
             name,
@@ -273,27 +311,27 @@ impl<'a> Reader<'a> {
 
         let sk = u32_at(NK_SECURITY);
         if sk != NIL {
-            let sd = self.security(sk, &path);
+            let sd = self.security(sk);
             key.security = self.tolerate(sd)?;
         }
 
         let class_len = usize::from(u16_at(NK_CLASS_LEN));
         let class_off = u32_at(NK_CLASS);
         if class_len > 0 && class_off != NIL {
-            let class = self.class(class_off, class_len, &path);
+            let class = self.class(class_off, class_len);
             key.class = self.tolerate(class)?;
         }
 
         let value_count = u32_at(NK_VALUE_COUNT) as usize;
         if value_count > 0 {
             let list_off = u32_at(NK_VALUE_LIST);
-            let list = self.cell(list_off, "value list", &path);
+            let list = self.cell(list_off, "value list", None);
             if let Some(list) = self.tolerate(list)? {
                 let usable = if value_count * 4 > list.len() {
-                    let e = corrupt(
+                    let e = self.corrupt(
                         list_off,
                         "value list",
-                        &path,
+                        None,
                         format!("{value_count} values do not fit a {}-byte list", list.len()),
                     );
                     self.tolerate::<()>(Err(e))?;
@@ -304,7 +342,7 @@ impl<'a> Reader<'a> {
                 key.values.reserve(usable);
                 for i in 0..usable {
                     let vk = le_u32(list, i * 4).unwrap_or(NIL);
-                    let v = self.value(vk, &path);
+                    let v = self.value(vk);
                     if let Some(v) = self.tolerate(v)? {
                         key.values.push(v);
                     }
@@ -315,11 +353,11 @@ impl<'a> Reader<'a> {
         let subkey_count = u32_at(NK_SUBKEY_COUNT);
         let list_off = u32_at(NK_SUBKEY_LIST);
         if subkey_count > 0 && list_off != NIL {
-            let children = self.subkey_offsets(list_off, &path);
+            let children = self.subkey_offsets(list_off);
             if let Some(children) = self.tolerate(children)? {
                 key.subkeys.reserve(children.len());
                 for child in children {
-                    let k = self.key(child, path.clone(), depth + 1);
+                    let k = self.key(child, depth + 1);
                     if let Some(k) = self.tolerate(k)? {
                         key.subkeys.push(k);
                     }
@@ -329,20 +367,20 @@ impl<'a> Reader<'a> {
         Ok(key)
     }
 
-    fn security(&mut self, offset: u32, path: &str) -> Result<Vec<u8>> {
+    fn security(&mut self, offset: u32) -> Result<Vec<u8>> {
         let sd = match self.security.get(&offset) {
             Some(sd) => sd.clone(),
             None => {
-                let sk = self.cell(offset, "security", path)?;
+                let sk = self.cell(offset, "security", None)?;
                 if sk.len() < 20 || &sk[..2] != b"sk" {
-                    return Err(corrupt(offset, "security", path, "no \"sk\" signature"));
+                    return Err(self.corrupt(offset, "security", None, "no \"sk\" signature"));
                 }
                 let n = le_u32(sk, 16).unwrap_or(0) as usize;
                 let sd = sk.get(20..20 + n).ok_or_else(|| {
-                    corrupt(
+                    self.corrupt(
                         offset,
                         "security",
-                        path,
+                        None,
                         format!("descriptor of {n} bytes runs past the cell"),
                     )
                 })?;
@@ -350,91 +388,84 @@ impl<'a> Reader<'a> {
                 sd.to_vec()
             }
         };
-        self.charge(sd.len(), path)?;
+        self.charge(sd.len())?;
         Ok(sd)
     }
 
-    fn class(&mut self, offset: u32, len: usize, path: &str) -> Result<Vec<u8>> {
-        let cell = self.cell(offset, "class name", path)?;
+    fn class(&mut self, offset: u32, len: usize) -> Result<Vec<u8>> {
+        let cell = self.cell(offset, "class name", None)?;
         let class = cell.get(..len).ok_or_else(|| {
-            corrupt(
+            self.corrupt(
                 offset,
                 "class name",
-                path,
+                None,
                 format!("class of {len} bytes runs past the cell"),
             )
         })?;
-        self.charge(len, path)?;
+        self.charge(len)?;
         Ok(class.to_vec())
     }
 
     /// Offsets of the nk cells listed by a subkey index (li/lf/lh, or ri of those).
-    fn subkey_offsets(&mut self, offset: u32, path: &str) -> Result<Vec<u32>> {
+    fn subkey_offsets(&mut self, offset: u32) -> Result<Vec<u32>> {
         let mut out = Vec::new();
-        let cell = self.cell(offset, "subkey list", path)?;
+        let cell = self.cell(offset, "subkey list", None)?;
         if cell.len() >= 2 && &cell[..2] == b"ri" {
             let count = usize::from(le_u16(cell, 2).unwrap_or(0));
             if 4 + count * 4 > cell.len() {
-                return Err(corrupt(
+                return Err(self.corrupt(
                     offset,
                     "subkey list",
-                    path,
+                    None,
                     format!("ri of {count} entries runs past the cell"),
                 ));
             }
             for i in 0..count {
                 let leaf = le_u32(cell, 4 + i * 4).unwrap_or(NIL);
-                let r = self.leaf(leaf, path, &mut out);
+                let r = self.leaf(leaf, &mut out);
                 self.tolerate(r)?;
             }
         } else {
-            self.leaf(offset, path, &mut out)?;
+            self.leaf(offset, &mut out)?;
         }
         Ok(out)
     }
 
-    fn leaf(&mut self, offset: u32, path: &str, out: &mut Vec<u32>) -> Result<()> {
-        let cell = self.cell(offset, "subkey list", path)?;
+    fn leaf(&mut self, offset: u32, out: &mut Vec<u32>) -> Result<()> {
+        let cell = self.cell(offset, "subkey list", None)?;
         let sig = cell.get(..2).unwrap_or_default();
         let stride = match sig {
             b"li" => 4,
             b"lf" | b"lh" => 8,
-            b"ri" => return Err(corrupt(offset, "subkey list", path, "ri nested in ri")),
-            _ => {
-                return Err(corrupt(
-                    offset,
-                    "subkey list",
-                    path,
-                    "no li/lf/lh/ri signature",
-                ))
-            }
+            b"ri" => return Err(self.corrupt(offset, "subkey list", None, "ri nested in ri")),
+            _ => return Err(self.corrupt(offset, "subkey list", None, "no li/lf/lh/ri signature")),
         };
         if !self.leaves.insert(offset) {
-            return Err(corrupt(
+            return Err(self.corrupt(
                 offset,
                 "subkey list",
-                path,
+                None,
                 "subkey list reached a second time",
             ));
         }
         let count = usize::from(le_u16(cell, 2).unwrap_or(0));
         if 4 + count * stride > cell.len() {
-            return Err(corrupt(
+            return Err(self.corrupt(
                 offset,
                 "subkey list",
-                path,
+                None,
                 format!("{count} entries run past the cell"),
             ));
         }
-        self.charge(count * 4, path)?;
+        self.charge(count * 4)?;
         out.extend((0..count).map(|i| le_u32(cell, 4 + i * stride).unwrap_or(NIL)));
         Ok(())
     }
 
-    fn value(&mut self, offset: u32, path: &str) -> Result<Value> {
-        let vk = self.cell(offset, "value", path)?;
+    fn value(&mut self, offset: u32) -> Result<Value> {
+        let vk = self.cell(offset, "value", None)?;
         if vk.len() < VK_NAME || &vk[..2] != b"vk" {
-            return Err(corrupt(offset, "value", path, "no \"vk\" signature"));
+            return Err(self.corrupt(offset, "value", None, "no \"vk\" signature"));
         }
         let name_len = usize::from(le_u16(vk, VK_NAME_LEN).unwrap_or(0));
         let size = le_u32(vk, VK_DATA_SIZE).unwrap_or(0);
@@ -443,21 +474,16 @@ impl<'a> Reader<'a> {
         let flags = le_u16(vk, VK_FLAGS).unwrap_or(0);
         let name_bytes = vk
             .get(VK_NAME..VK_NAME + name_len)
-            .ok_or_else(|| corrupt(offset, "value", path, "name runs past the cell"))?;
-        let name = if flags & VALUE_COMP_NAME != 0 {
-            latin1(name_bytes)
-        } else {
-            utf16(name_bytes)
-        };
-        self.charge(std::mem::size_of::<Value>() + name.len(), path)?;
-        let vpath = || format!("{path}\\{name}");
+            .ok_or_else(|| self.corrupt(offset, "value", None, "name runs past the cell"))?;
+        let name = decode_name(name_bytes, flags & VALUE_COMP_NAME != 0);
+        self.charge(std::mem::size_of::<Value>() + name.len())?;
         let len = (size & !DATA_INLINE) as usize;
         let data = if size & DATA_INLINE != 0 {
             if len > 4 {
-                return Err(corrupt(
+                return Err(self.corrupt(
                     offset,
                     "value",
-                    &vpath(),
+                    Some(&name),
                     format!("inline data of {len} bytes (> 4)"),
                 ));
             }
@@ -465,8 +491,8 @@ impl<'a> Reader<'a> {
         } else if len == 0 {
             Vec::new()
         } else {
-            self.charge(len, path)?;
-            self.data(data_off, len, &vpath())?
+            self.charge(len)?;
+            self.data(data_off, len, &name)?
         };
         Ok(Value {
             name,
@@ -476,8 +502,9 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn data(&mut self, offset: u32, len: usize, vpath: &str) -> Result<Vec<u8>> {
-        let cell = self.cell(offset, "value data", vpath)?;
+    /// Data of the value named `value` of the current key.
+    fn data(&mut self, offset: u32, len: usize, value: &str) -> Result<Vec<u8>> {
+        let cell = self.cell(offset, "value data", Some(value))?;
         // db big data exists from format 1.4 on, for data above one cell's worth (regf.md §1.8).
         if len > MAX_SINGLE_CELL_DATA
             && self.minor >= MINOR_BIG_DATA
@@ -485,12 +512,12 @@ impl<'a> Reader<'a> {
         {
             let count = usize::from(le_u16(cell, 2).unwrap_or(0));
             let list_off = le_u32(cell, 4).unwrap_or(NIL);
-            let list = self.cell(list_off, "big data segment list", vpath)?;
+            let list = self.cell(list_off, "big data segment list", Some(value))?;
             if count * 4 > list.len() {
-                return Err(corrupt(
+                return Err(self.corrupt(
                     list_off,
                     "big data segment list",
-                    vpath,
+                    Some(value),
                     format!("{count} segments do not fit the list"),
                 ));
             }
@@ -500,25 +527,25 @@ impl<'a> Reader<'a> {
                     break;
                 }
                 let seg_off = le_u32(list, i * 4).unwrap_or(NIL);
-                let seg = self.cell(seg_off, "big data segment", vpath)?;
+                let seg = self.cell(seg_off, "big data segment", Some(value))?;
                 let take = (len - out.len()).min(DB_SEGMENT_DATA).min(seg.len());
                 out.extend_from_slice(&seg[..take]);
             }
             if out.len() < len {
-                return Err(corrupt(
+                return Err(self.corrupt(
                     offset,
                     "big data",
-                    vpath,
+                    Some(value),
                     format!("segments hold {} of {len} bytes", out.len()),
                 ));
             }
             return Ok(out);
         }
         cell.get(..len).map(<[u8]>::to_vec).ok_or_else(|| {
-            corrupt(
+            self.corrupt(
                 offset,
                 "value data",
-                vpath,
+                Some(value),
                 format!("{len} bytes of data do not fit a {}-byte cell", cell.len()),
             )
         })

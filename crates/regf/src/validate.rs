@@ -15,8 +15,10 @@ use crate::format::*;
 pub struct Problem {
     /// Offset of the offending cell relative to the hive bins data, when there is one.
     pub offset: Option<u32>,
-    /// Path of the key concerned ("" for the root or the file as a whole).
+    /// Path of the key concerned ("" for the root or the file as a whole). A path longer
+    /// than [`PATH_LIMIT`] bytes is shortened to "…" and its last [`PATH_LIMIT`] bytes.
     pub key: String,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -28,6 +30,18 @@ impl fmt::Display for Problem {
         }
         write!(f, " (key \"{}\"): {}", self.key, self.message)
     }
+}
+
+/// Longest key path (in UTF-8 bytes) a [`Problem`] names in full. Real paths are far shorter;
+/// hostile ones (hundreds of levels of 32767-unit names) would otherwise make up to 1000
+/// problems hold megabytes each.
+pub const PATH_LIMIT: usize = 4096;
+
+/// Where a key name is stored in the hive bins.
+struct NameAt {
+    start: usize,
+    len: usize,
+    compressed: bool,
 }
 
 /// What a leaf entry says about its key's name besides the nk offset.
@@ -60,6 +74,9 @@ struct Validator<'a> {
     /// sk offset -> number of nk cells pointing at it.
     sk_users: HashMap<u32, u32>,
     problems: Vec<Problem>,
+    /// Names of the keys being checked, below the root, outermost first: the current key's
+    /// path, rendered only for a problem (a path per level would cost depth^2 x name length).
+    chain: Vec<NameAt>,
 }
 
 impl<'a> Validator<'a> {
@@ -71,6 +88,50 @@ impl<'a> Validator<'a> {
                 message: message.into(),
             });
         }
+    }
+
+    /// Reports a problem with the key being checked.
+    fn report_here(&mut self, offset: Option<u32>, message: impl Into<String>) {
+        if self.problems.len() < 1000 {
+            let key = self.path();
+            self.report(offset, &key, message);
+        }
+    }
+
+    /// Path of the key being checked, shortened to its tail beyond [`PATH_LIMIT`] bytes; only
+    /// the names that fit are decoded.
+    fn path(&self) -> String {
+        let mut names = Vec::new();
+        let mut len = 0;
+        let mut cut = false;
+        for n in self.chain.iter().rev() {
+            if len > PATH_LIMIT {
+                cut = true;
+                break;
+            }
+            let bytes = self.bins.get(n.start..n.start + n.len).unwrap_or_default();
+            let units: Vec<u16> = if n.compressed {
+                bytes.iter().map(|&b| u16::from(b)).collect()
+            } else {
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect()
+            };
+            let name = String::from_utf16_lossy(&units);
+            len += name.len() + usize::from(!names.is_empty());
+            names.push(name);
+        }
+        names.reverse();
+        let path = names.join("\\");
+        if !cut && path.len() <= PATH_LIMIT {
+            return path;
+        }
+        let mut from = path.len().saturating_sub(PATH_LIMIT);
+        while !path.is_char_boundary(from) {
+            from += 1;
+        }
+        format!("…{}", &path[from..])
     }
 
     fn run(&mut self, bytes: &'a [u8]) {
@@ -120,7 +181,7 @@ impl<'a> Validator<'a> {
         self.scan_bins();
         let root = f(BB_ROOT);
         let mut seen = HashSet::new();
-        let root_sk = self.key(root, NIL, String::new(), &mut seen, 0);
+        let root_sk = self.key(root, NIL, &mut seen, 0);
         self.check_sk_list(root_sk);
         let mut unreferenced: Vec<u32> = self
             .cells
@@ -185,11 +246,10 @@ impl<'a> Validator<'a> {
     }
 
     /// Payload of a referenced cell, counting the reference and checking minimal size.
-    fn cell(&mut self, off: u32, key: &str, needed: Option<usize>) -> Option<&'a [u8]> {
+    fn cell(&mut self, off: u32, needed: Option<usize>) -> Option<&'a [u8]> {
         let Some(&len) = self.cells.get(&off) else {
-            self.report(
+            self.report_here(
                 Some(off),
-                key,
                 "reference to something that is not an allocated cell",
             );
             return None;
@@ -197,9 +257,8 @@ impl<'a> Validator<'a> {
         *self.refs.entry(off).or_insert(0) += 1;
         if let Some(n) = needed {
             if cell_size(n) != len {
-                self.report(
+                self.report_here(
                     Some(off),
-                    key,
                     format!("cell of {len} bytes, minimal is {}", cell_size(n)),
                 );
             }
@@ -208,23 +267,16 @@ impl<'a> Validator<'a> {
         b.get(off as usize + 4..off as usize + len)
     }
 
-    fn key(
-        &mut self,
-        off: u32,
-        parent: u32,
-        path: String,
-        seen: &mut HashSet<u32>,
-        depth: usize,
-    ) -> u32 {
+    fn key(&mut self, off: u32, parent: u32, seen: &mut HashSet<u32>, depth: usize) -> u32 {
         if !seen.insert(off) || depth > MAX_DEPTH {
-            self.report(Some(off), &path, "key reached twice or nested too deep");
+            self.report_here(Some(off), "key reached twice or nested too deep");
             return NIL;
         }
-        let Some(nk) = self.cell(off, &path, None) else {
+        let Some(nk) = self.cell(off, None) else {
             return NIL;
         };
         if nk.len() < NK_NAME || &nk[..2] != b"nk" {
-            self.report(Some(off), &path, "not an nk cell");
+            self.report_here(Some(off), "not an nk cell");
             return NIL;
         }
         let u16_at = |at| le_u16(nk, at).unwrap_or(0);
@@ -232,7 +284,7 @@ impl<'a> Validator<'a> {
         let flags = u16_at(NK_FLAGS);
         let name_len = usize::from(u16_at(NK_NAME_LEN));
         if cell_size(NK_NAME + name_len) != nk.len() + 4 {
-            self.report(Some(off), &path, "nk cell not minimal");
+            self.report_here(Some(off), "nk cell not minimal");
         }
         let name_bytes = nk.get(NK_NAME..NK_NAME + name_len).unwrap_or_default();
         let units: Vec<u16> = if flags & KEY_COMP_NAME != 0 {
@@ -244,32 +296,26 @@ impl<'a> Validator<'a> {
                 .collect()
         };
         if units.is_empty() {
-            self.report(Some(off), &path, "empty key name");
+            self.report_here(Some(off), "empty key name");
         }
         if (flags & KEY_COMP_NAME != 0) != is_compressible(&units) {
-            self.report(
-                Some(off),
-                &path,
-                "compressed-name flag does not match the name",
-            );
+            self.report_here(Some(off), "compressed-name flag does not match the name");
         }
         if parent == NIL && flags & KEY_HIVE_ENTRY == 0 {
-            self.report(Some(off), &path, "root without KEY_HIVE_ENTRY");
+            self.report_here(Some(off), "root without KEY_HIVE_ENTRY");
         }
         if parent != NIL && u32_at(NK_PARENT) != parent {
-            self.report(
+            self.report_here(
                 Some(off),
-                &path,
                 format!("parent {:#x}, expected {parent:#x}", u32_at(NK_PARENT)),
             );
         }
         if u32_at(NK_VOLATILE_SUBKEY_COUNT) != 0 {
-            self.report(Some(off), &path, "volatile subkey count on disk");
+            self.report_here(Some(off), "volatile subkey count on disk");
         }
         if !self.layered && nk[NK_LAYER] != 0 {
-            self.report(
+            self.report_here(
                 Some(off),
-                &path,
                 "layer bits in a hive without the layered-keys flag",
             );
         }
@@ -277,20 +323,20 @@ impl<'a> Validator<'a> {
         let sk = u32_at(NK_SECURITY);
         *self.sk_users.entry(sk).or_insert(0) += 1;
         if self.sk_users[&sk] == 1 {
-            match self.cell(sk, &path, None) {
+            match self.cell(sk, None) {
                 Some(c) if c.len() >= 20 && &c[..2] == b"sk" => {
                     let n = le_u32(c, 16).unwrap_or(0) as usize;
                     if cell_size(20 + n) != c.len() + 4 {
-                        self.report(Some(sk), &path, "sk cell not minimal");
+                        self.report_here(Some(sk), "sk cell not minimal");
                     }
                 }
-                _ => self.report(Some(sk), &path, "not an sk cell"),
+                _ => self.report_here(Some(sk), "not an sk cell"),
             }
         }
         // Class.
         let class_len = usize::from(u16_at(NK_CLASS_LEN));
         if class_len > 0 {
-            self.cell(u32_at(NK_CLASS), &path, Some(class_len));
+            self.cell(u32_at(NK_CLASS), Some(class_len));
         }
         // Values.
         let (mut max_vname, mut max_vdata) = (0u32, 0u32);
@@ -298,21 +344,20 @@ impl<'a> Validator<'a> {
         if nvalues > 0 {
             let list_off = u32_at(NK_VALUE_LIST);
             let list = self
-                .cell(list_off, &path, Some(4 * nvalues))
-                .filter(|_| !self.walked_before(list_off, &path));
+                .cell(list_off, Some(4 * nvalues))
+                .filter(|_| !self.walked_before(list_off));
             if let Some(list) = list {
                 for i in 0..nvalues.min(list.len() / 4) {
                     let vk = le_u32(list, 4 * i).unwrap_or(NIL);
-                    let (n, d) = self.value(vk, &path);
+                    let (n, d) = self.value(vk);
                     max_vname = max_vname.max(n);
                     max_vdata = max_vdata.max(d);
                 }
             }
         }
         if (u32_at(NK_MAX_VALUE_NAME), u32_at(NK_MAX_VALUE_DATA)) != (max_vname, max_vdata) {
-            self.report(
+            self.report_here(
                 Some(off),
-                &path,
                 format!(
                     "largest value name/data fields {}/{} not exact ({max_vname}/{max_vdata})",
                     u32_at(NK_MAX_VALUE_NAME),
@@ -323,14 +368,13 @@ impl<'a> Validator<'a> {
         // Subkeys.
         let count = u32_at(NK_SUBKEY_COUNT) as usize;
         let children = if count > 0 {
-            self.subkeys(u32_at(NK_SUBKEY_LIST), &path)
+            self.subkeys(u32_at(NK_SUBKEY_LIST))
         } else {
             Vec::new()
         };
         if children.len() != count {
-            self.report(
+            self.report_here(
                 Some(off),
-                &path,
                 format!("subkey count {count}, lists hold {}", children.len()),
             );
         }
@@ -340,7 +384,7 @@ impl<'a> Validator<'a> {
             // Decoding a child's name costs up to 64 KiB: a key listed many times is reported
             // once by `key` and skipped here.
             if seen.contains(&child) {
-                self.report(Some(child), &path, "key reached twice or nested too deep");
+                self.report_here(Some(child), "key reached twice or nested too deep");
                 continue;
             }
             let Some(c) = self.bins.get(child as usize + 4..) else {
@@ -359,12 +403,11 @@ impl<'a> Validator<'a> {
             let cname = String::from_utf16_lossy(&cu);
             match check {
                 NameCheck::Hash(h) if h != lh_hash(&cu) => {
-                    self.report(Some(child), &path, format!("lh hash of \"{cname}\" wrong"));
+                    self.report_here(Some(child), format!("lh hash of \"{cname}\" wrong"));
                 }
                 NameCheck::Hint(h) if h != lf_hint(&cu) => {
-                    self.report(
+                    self.report_here(
                         Some(child),
-                        &path,
                         format!(
                             "lf hint of \"{cname}\" is {h:02x?}, expected {:02x?}",
                             lf_hint(&cu)
@@ -375,31 +418,28 @@ impl<'a> Validator<'a> {
             }
             if let Some(p) = &prev {
                 if !upcase::compare(p, &cu).is_lt() {
-                    self.report(
-                        Some(child),
-                        &path,
-                        format!("subkey \"{cname}\" out of order"),
-                    );
+                    self.report_here(Some(child), format!("subkey \"{cname}\" out of order"));
                 }
             }
             max_name = max_name.max(cu.len() as u32 * 2);
             max_class = max_class.max(u32::from(le_u16(c, NK_CLASS_LEN).unwrap_or(0)));
             prev = Some(cu);
-            let cpath = if path.is_empty() {
-                cname
-            } else {
-                format!("{path}\\{cname}")
-            };
-            self.key(child, off, cpath, seen, depth + 1);
+            drop(cname);
+            self.chain.push(NameAt {
+                start: child as usize + 4 + NK_NAME,
+                len: cb.len(),
+                compressed: cflags & KEY_COMP_NAME != 0,
+            });
+            self.key(child, off, seen, depth + 1);
+            self.chain.pop();
         }
         if (
             u32_at(NK_MAX_SUBKEY_NAME) & 0xFFFF,
             u32_at(NK_MAX_SUBKEY_CLASS),
         ) != (max_name, max_class)
         {
-            self.report(
+            self.report_here(
                 Some(off),
-                &path,
                 format!(
                     "largest subkey name/class fields {:#x}/{} not exact ({max_name}/{max_class})",
                     u32_at(NK_MAX_SUBKEY_NAME),
@@ -411,38 +451,37 @@ impl<'a> Validator<'a> {
     }
 
     /// (child offset, hash or hint) of every entry of a subkey index.
-    fn subkeys(&mut self, off: u32, path: &str) -> Vec<(u32, NameCheck)> {
+    fn subkeys(&mut self, off: u32) -> Vec<(u32, NameCheck)> {
         let mut out = Vec::new();
-        let Some(c) = self.cell(off, path, None) else {
+        let Some(c) = self.cell(off, None) else {
             return out;
         };
         let count = usize::from(le_u16(c, 2).unwrap_or(0));
         if c.get(..2) == Some(b"ri") {
-            if self.walked_before(off, path) {
+            if self.walked_before(off) {
                 return out;
             }
             if cell_size(4 + 4 * count) != c.len() + 4 {
-                self.report(Some(off), path, "ri cell not minimal");
+                self.report_here(Some(off), "ri cell not minimal");
             }
             for i in 0..count {
                 let leaf = le_u32(c, 4 + 4 * i).unwrap_or(NIL);
-                self.leaf(leaf, path, &mut out);
+                self.leaf(leaf, &mut out);
             }
         } else {
             // The leaf is the list itself: count one reference, not two.
             self.refs.entry(off).and_modify(|n| *n -= 1);
-            self.leaf(off, path, &mut out);
+            self.leaf(off, &mut out);
         }
         out
     }
 
     /// True (after reporting it) when the list cell at `off` was already walked: a cell named n
     /// times must not be walked n times (count x count entries from one small cell).
-    fn walked_before(&mut self, off: u32, path: &str) -> bool {
+    fn walked_before(&mut self, off: u32) -> bool {
         if self.refs.get(&off).is_some_and(|&n| n > 1) {
-            self.report(
+            self.report_here(
                 Some(off),
-                path,
                 "list cell reached a second time; not walked again",
             );
             return true;
@@ -450,11 +489,11 @@ impl<'a> Validator<'a> {
         false
     }
 
-    fn leaf(&mut self, off: u32, path: &str, out: &mut Vec<(u32, NameCheck)>) {
-        let Some(c) = self.cell(off, path, None) else {
+    fn leaf(&mut self, off: u32, out: &mut Vec<(u32, NameCheck)>) {
+        let Some(c) = self.cell(off, None) else {
             return;
         };
-        if self.walked_before(off, path) {
+        if self.walked_before(off) {
             return;
         }
         let count = usize::from(le_u16(c, 2).unwrap_or(0));
@@ -463,24 +502,23 @@ impl<'a> Validator<'a> {
             b"lh" | b"lf" => 8,
             b"li" => 4,
             _ => {
-                self.report(Some(off), path, "not an li/lf/lh leaf");
+                self.report_here(Some(off), "not an li/lf/lh leaf");
                 return;
             }
         };
         // Windows uses lh from 1.5 on and lf before (regf.md §1.6); an lh leaf in an older
         // hive is unknown to the Windows versions that format is meant for.
         if self.minor >= MINOR_HASH_LEAVES && sig != b"lh" {
-            self.report(Some(off), path, "format 1.5+ hive with a non-lh leaf");
+            self.report_here(Some(off), "format 1.5+ hive with a non-lh leaf");
         }
         if self.minor < MINOR_HASH_LEAVES && sig == b"lh" {
-            self.report(
+            self.report_here(
                 Some(off),
-                path,
                 format!("format 1.{} hive with an lh leaf", self.minor),
             );
         }
         if cell_size(4 + stride * count) != c.len() + 4 {
-            self.report(Some(off), path, "leaf cell not minimal");
+            self.report_here(Some(off), "leaf cell not minimal");
         }
         for i in 0..count.min(c.len().saturating_sub(4) / stride) {
             let child = le_u32(c, 4 + stride * i).unwrap_or(NIL);
@@ -495,23 +533,22 @@ impl<'a> Validator<'a> {
     }
 
     /// Checks one vk and its data; returns (name length as UTF-16 bytes, data length).
-    fn value(&mut self, off: u32, path: &str) -> (u32, u32) {
-        let Some(vk) = self.cell(off, path, None) else {
+    fn value(&mut self, off: u32) -> (u32, u32) {
+        let Some(vk) = self.cell(off, None) else {
             return (0, 0);
         };
         if vk.len() < VK_NAME || &vk[..2] != b"vk" {
-            self.report(Some(off), path, "not a vk cell");
+            self.report_here(Some(off), "not a vk cell");
             return (0, 0);
         }
         let name_len = usize::from(le_u16(vk, VK_NAME_LEN).unwrap_or(0));
         if cell_size(VK_NAME + name_len) != vk.len() + 4 {
-            self.report(Some(off), path, "vk cell not minimal");
+            self.report_here(Some(off), "vk cell not minimal");
         }
         let flags = le_u16(vk, VK_FLAGS).unwrap_or(0);
         if flags & VALUE_TOMBSTONE != 0 && !self.layered {
-            self.report(
+            self.report_here(
                 Some(off),
-                path,
                 "tombstone value in a hive without the layered-keys flag",
             );
         }
@@ -525,34 +562,30 @@ impl<'a> Validator<'a> {
         let len = (size & !DATA_INLINE) as usize;
         if size & DATA_INLINE != 0 {
             if len > 4 {
-                self.report(Some(off), path, "inline data longer than 4 bytes");
+                self.report_here(Some(off), "inline data longer than 4 bytes");
             }
         } else if len > 0 && len <= 4 {
-            self.report(Some(off), path, "data of 1-4 bytes not stored inline");
+            self.report_here(Some(off), "data of 1-4 bytes not stored inline");
         } else if len > MAX_SINGLE_CELL_DATA && self.minor >= MINOR_BIG_DATA {
             let segs = len.div_ceil(DB_SEGMENT_DATA);
             let db = self
-                .cell(data, path, Some(8))
-                .filter(|_| !self.walked_before(data, path));
+                .cell(data, Some(8))
+                .filter(|_| !self.walked_before(data));
             if let Some(db) = db {
                 let count = usize::from(le_u16(db, 2).unwrap_or(0));
                 if db.get(..2) != Some(b"db") || count != segs {
-                    self.report(
-                        Some(data),
-                        path,
-                        format!("db record: expected {segs} segments"),
-                    );
+                    self.report_here(Some(data), format!("db record: expected {segs} segments"));
                 }
                 let list_off = le_u32(db, 4).unwrap_or(NIL);
-                if let Some(list) = self.cell(list_off, path, Some(4 * count)) {
+                if let Some(list) = self.cell(list_off, Some(4 * count)) {
                     for i in 0..count.min(list.len() / 4) {
                         let seg = le_u32(list, 4 * i).unwrap_or(NIL);
-                        self.cell(seg, path, Some(DB_SEGMENT_DATA + 4));
+                        self.cell(seg, Some(DB_SEGMENT_DATA + 4));
                     }
                 }
             }
         } else if len > 0 {
-            self.cell(data, path, Some(len));
+            self.cell(data, Some(len));
         }
         (name_units as u32 * 2, len as u32)
     }

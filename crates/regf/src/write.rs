@@ -104,11 +104,24 @@ struct Writer<'t> {
     hash_leaves: bool,
     /// db records for data above one cell's worth (format >= 1.4) instead of one big cell.
     big_data: bool,
+    /// Every key queued so far, in queue order, with its parent's index: key paths are
+    /// rendered from it only for an error (a path per queued key would cost depth x width).
+    nodes: Vec<Node<'t>>,
+}
+
+/// A key of the tree and the index of its parent in `Writer::nodes` (`None` for the root).
+struct Node<'t> {
+    key: &'t Key,
+    parent: Option<usize>,
 }
 
 struct Job<'t> {
     key: &'t Key,
-    path: String,
+    /// Index of this key in `Writer::nodes`.
+    node: usize,
+    /// 0 for the root.
+    depth: usize,
+    /// Offset of the parent's nk cell (NIL for the root).
     parent: u32,
     /// Byte position in `buf` where this key's nk offset must be patched in.
     slot: Option<usize>,
@@ -128,6 +141,26 @@ fn stored_name(units: &[u16]) -> (Vec<u8>, bool) {
 }
 
 impl<'t> Writer<'t> {
+    /// Path of `nodes[node]` below the root ("" for the root).
+    fn path(&self, node: usize) -> String {
+        let mut names = Vec::new();
+        let mut at = Some(node);
+        while let Some(i) = at {
+            let n = &self.nodes[i];
+            if n.parent.is_some() {
+                names.push(n.key.name.as_str());
+            }
+            at = n.parent;
+        }
+        names.reverse();
+        names.join("\\")
+    }
+
+    /// An error about the key `nodes[node]`.
+    fn invalid(&self, node: usize, reason: impl Into<String>) -> Error {
+        invalid(&self.path(node), reason)
+    }
+
     fn new_bin(&mut self, size: usize) -> usize {
         let start = self.buf.len();
         self.buf.resize(start + size, 0);
@@ -227,21 +260,22 @@ impl<'t> Writer<'t> {
     /// Writes the whole tree breadth-first; returns the root's offset.
     fn tree(&mut self, root: &'t Key) -> Result<u32> {
         let mut queue = VecDeque::new();
+        self.nodes.push(Node {
+            key: root,
+            parent: None,
+        });
         queue.push_back(Job {
             key: root,
-            path: String::new(),
+            node: 0,
+            depth: 0,
             parent: NIL,
             slot: None,
             inherited_sd: &DEFAULT_ROOT_SECURITY,
         });
         let mut root_off = None;
         while let Some(job) = queue.pop_front() {
-            let depth = job.path.matches('\\').count() + usize::from(!job.path.is_empty());
-            if depth > MAX_DEPTH {
-                return Err(invalid(
-                    &job.path,
-                    format!("deeper than {MAX_DEPTH} levels"),
-                ));
+            if job.depth > MAX_DEPTH {
+                return Err(self.invalid(job.node, format!("deeper than {MAX_DEPTH} levels")));
             }
             let off = self.key(job, &mut queue)?;
             root_off.get_or_insert(off);
@@ -254,13 +288,13 @@ impl<'t> Writer<'t> {
         let is_root = job.slot.is_none();
         let units = name_units(&key.name);
         if units.is_empty() || units.len() > MAX_KEY_NAME_CHARS {
-            return Err(invalid(
-                &job.path,
+            return Err(self.invalid(
+                job.node,
                 format!("key name of {} UTF-16 units (1..=255 allowed)", units.len()),
             ));
         }
         if !is_root && key.name.contains('\\') {
-            return Err(invalid(&job.path, "key name contains a backslash"));
+            return Err(self.invalid(job.node, "key name contains a backslash"));
         }
         let (name, compressed) = stored_name(&units);
         let nk = self.alloc(NK_NAME + name.len())?;
@@ -278,13 +312,13 @@ impl<'t> Writer<'t> {
         let (class_off, class_len) = match key.class.as_deref() {
             Some(c) if !c.is_empty() => {
                 let len = u16::try_from(c.len())
-                    .map_err(|_| invalid(&job.path, "class name longer than 65535 bytes"))?;
+                    .map_err(|_| self.invalid(job.node, "class name longer than 65535 bytes"))?;
                 (self.cell_with(c)?, len)
             }
             _ => (NIL, 0),
         };
 
-        let (value_list, max_value_name, max_value_data) = self.values(key, &job.path)?;
+        let (value_list, max_value_name, max_value_data) = self.values(key, job.node)?;
 
         // Subkeys sorted by upcased UTF-16 units (ReactOS cmindex.c compare; regf.md §1.6).
         let mut kids: Vec<(Vec<u16>, &'t Key)> = key
@@ -295,8 +329,8 @@ impl<'t> Writer<'t> {
         kids.sort_by(|a, b| upcase::compare(&a.0, &b.0));
         for pair in kids.windows(2) {
             if upcase::compare(&pair[0].0, &pair[1].0).is_eq() {
-                return Err(invalid(
-                    &job.path,
+                return Err(self.invalid(
+                    job.node,
                     format!("two subkeys named \"{}\"", pair[1].1.name),
                 ));
             }
@@ -307,7 +341,7 @@ impl<'t> Writer<'t> {
             .map(|(_, k)| k.class.as_ref().map_or(0, Vec::len))
             .max()
             .unwrap_or(0) as u32;
-        let (subkey_list, slots) = self.subkey_index(&kids)?;
+        let (subkey_list, slots) = self.subkey_index(&kids, LEAF_CAPACITY, job.node)?;
 
         let mut flags = key.flags & !(KEY_COMP_NAME | KEY_HIVE_ENTRY);
         if compressed {
@@ -350,14 +384,14 @@ impl<'t> Writer<'t> {
         self.put(nk, NK_NAME, &name);
 
         for ((_, child), slot) in kids.into_iter().zip(slots) {
-            let path = if job.path.is_empty() {
-                child.name.clone()
-            } else {
-                format!("{}\\{}", job.path, child.name)
-            };
+            self.nodes.push(Node {
+                key: child,
+                parent: Some(job.node),
+            });
             queue.push_back(Job {
                 key: child,
-                path,
+                node: self.nodes.len() - 1,
+                depth: job.depth + 1,
                 parent: nk,
                 slot: Some(slot),
                 inherited_sd: sd,
@@ -367,7 +401,7 @@ impl<'t> Writer<'t> {
     }
 
     /// Writes the value list and values; returns (list offset, largest name, largest data).
-    fn values(&mut self, key: &Key, path: &str) -> Result<(u32, u32, u32)> {
+    fn values(&mut self, key: &Key, node: usize) -> Result<(u32, u32, u32)> {
         if key.values.is_empty() {
             return Ok((NIL, 0, 0));
         }
@@ -375,13 +409,13 @@ impl<'t> Writer<'t> {
         for v in &key.values {
             let upper: Vec<u16> = v.name.encode_utf16().map(upcase::upcase).collect();
             if !seen.insert(upper) {
-                return Err(invalid(path, format!("two values named \"{}\"", v.name)));
+                return Err(self.invalid(node, format!("two values named \"{}\"", v.name)));
             }
         }
         let list = self.alloc(4 * key.values.len())?;
         let (mut max_name, mut max_data) = (0u32, 0u32);
         for (i, v) in key.values.iter().enumerate() {
-            let vk = self.value(v, path)?;
+            let vk = self.value(v, node)?;
             self.put32(list, 4 * i, vk);
             max_name = max_name.max(v.name.encode_utf16().count() as u32 * 2);
             max_data = max_data.max(v.data.len() as u32);
@@ -389,19 +423,16 @@ impl<'t> Writer<'t> {
         Ok((list, max_name, max_data))
     }
 
-    fn value(&mut self, v: &Value, path: &str) -> Result<u32> {
+    fn value(&mut self, v: &Value, node: usize) -> Result<u32> {
         let units = name_units(&v.name);
         if units.len() > MAX_VALUE_NAME_CHARS {
-            return Err(invalid(
-                path,
-                format!("value name of {} UTF-16 units", units.len()),
-            ));
+            return Err(self.invalid(node, format!("value name of {} UTF-16 units", units.len())));
         }
         let (name, compressed) = stored_name(&units);
         let len = u32::try_from(v.data.len())
             .ok()
             .filter(|&l| l < DATA_INLINE)
-            .ok_or_else(|| invalid(path, format!("value \"{}\" too large", v.name)))?;
+            .ok_or_else(|| self.invalid(node, format!("value \"{}\" too large", v.name)))?;
         let vk = self.alloc(VK_NAME + name.len())?;
         let (size, data_off) = if v.data.is_empty() && v.tombstone {
             // Tombstone values carry no data: size 0, no cell (as in yarp System_Delta).
@@ -415,7 +446,7 @@ impl<'t> Writer<'t> {
             // not fit a 4096-byte bin (regf.md §1.9).
             (len, self.cell_with(&v.data)?)
         } else {
-            (len, self.big_data(&v.data, path)?)
+            (len, self.big_data(&v.data, node)?)
         };
         // offreg sets VALUE_COMP_NAME only on named values (default value: flags 0; measured).
         let mut flags = if compressed && !units.is_empty() {
@@ -437,10 +468,10 @@ impl<'t> Writer<'t> {
     }
 
     /// db record + segment list + 16352-byte segment cells (regf.md §2.7).
-    fn big_data(&mut self, data: &[u8], path: &str) -> Result<u32> {
+    fn big_data(&mut self, data: &[u8], node: usize) -> Result<u32> {
         let count = data.len().div_ceil(DB_SEGMENT_DATA);
         let count16 = u16::try_from(count)
-            .map_err(|_| invalid(path, "value data needs more than 65535 segments"))?;
+            .map_err(|_| self.invalid(node, "value data needs more than 65535 segments"))?;
         let db = self.alloc(8)?;
         let list = self.alloc(4 * count)?;
         self.put(db, 0, b"db");
@@ -455,19 +486,33 @@ impl<'t> Writer<'t> {
         Ok(db)
     }
 
-    /// Writes the lh or lf leaf (or ri + leaves) for sorted children; returns its offset and
-    /// the buffer positions where each child's nk offset goes.
-    fn subkey_index(&mut self, kids: &[(Vec<u16>, &Key)]) -> Result<(u32, Vec<usize>)> {
+    /// Writes the lh or lf leaf (or ri + leaves) for the sorted children of `nodes[node]`,
+    /// at most `capacity` (1..=[`LEAF_CAPACITY`]) to a leaf; returns its offset and the buffer
+    /// positions where each child's nk offset goes.
+    fn subkey_index(
+        &mut self,
+        kids: &[(Vec<u16>, &Key)],
+        capacity: usize,
+        node: usize,
+    ) -> Result<(u32, Vec<usize>)> {
         if kids.is_empty() {
             return Ok((NIL, Vec::new()));
         }
+        let capacity = capacity.clamp(1, LEAF_CAPACITY);
         let mut slots = Vec::with_capacity(kids.len());
-        let leaves: Vec<&[(Vec<u16>, &Key)]> = kids.chunks(LEAF_CAPACITY).collect();
+        let leaves: Vec<&[(Vec<u16>, &Key)]> = kids.chunks(capacity).collect();
         let mut leaf_offs = Vec::with_capacity(leaves.len());
         let ri = if leaves.len() > 1 {
+            // An ri counts its leaves in 16 bits: at most 65535 x 507 subkeys per key.
+            let count = u16::try_from(leaves.len()).map_err(|_| {
+                self.invalid(
+                    node,
+                    format!("{} subkeys need more than 65535 leaves", kids.len()),
+                )
+            })?;
             let ri = self.alloc(4 + 4 * leaves.len())?;
             self.put(ri, 0, b"ri");
-            self.put(ri, 2, &(leaves.len() as u16).to_le_bytes());
+            self.put(ri, 2, &count.to_le_bytes());
             Some(ri)
         } else {
             None
@@ -498,5 +543,37 @@ impl<'t> Writer<'t> {
             }
             None => Ok((leaf_offs[0], slots)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ri_counting_more_than_65535_leaves_is_an_error() {
+        let key = Key::new("k");
+        let kids: Vec<(Vec<u16>, &Key)> = (0..65536).map(|_| (Vec::new(), &key)).collect();
+        let writer = || {
+            let mut w = Writer::default();
+            w.nodes.push(Node {
+                key: &key,
+                parent: None,
+            });
+            w
+        };
+        // One entry a leaf: 65536 leaves, one more than the ri's 16-bit count holds (this
+        // used to wrap to 0). 65535 x 507 entries would take gigabytes of keys.
+        match writer().subkey_index(&kids, 1, 0) {
+            Err(Error::Invalid { reason, .. }) => {
+                assert!(reason.contains("65535 leaves"), "{reason}")
+            }
+            other => panic!("expected an error, got {:?}", other.map(|_| ())),
+        }
+        let mut w = writer();
+        let (ri, slots) = w.subkey_index(&kids[1..], 1, 0).expect("65535 leaves");
+        assert_eq!(slots.len(), 65535);
+        assert_eq!(&w.buf[ri as usize + 4..ri as usize + 6], b"ri");
+        assert_eq!(le_u16(&w.buf, ri as usize + 6), Some(65535));
     }
 }
