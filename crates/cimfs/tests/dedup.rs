@@ -138,3 +138,81 @@ fn verify_digests_catches_changed_data() {
     assert_eq!(p.len(), 1, "{p:?}");
     assert_eq!(p[0].offset, Some(4096));
 }
+
+#[test]
+fn a_fork_reuses_what_a_grandparent_stored() {
+    let t = tempfile::tempdir().unwrap();
+    let big = content(200_000, 4);
+    let file = |size: usize| FileMetadata {
+        size: size as u64,
+        ..Default::default()
+    };
+    let mut w = CimWriter::create(t.path(), "g.cim").unwrap();
+    w.add("big", &file(big.len())).unwrap();
+    w.write(&big).unwrap();
+    w.commit().unwrap();
+    // The middle image stores other content only.
+    let mut m = CimWriter::fork(t.path(), "g.cim", "m.cim").unwrap();
+    m.add("other", &file(5000)).unwrap();
+    m.write(&content(5000, 5)).unwrap();
+    m.commit().unwrap();
+    let mut c = CimWriter::fork(t.path(), "m.cim", "c.cim").unwrap();
+    c.add("again", &file(big.len())).unwrap();
+    c.write(&big).unwrap();
+    let stats = c.commit().unwrap();
+    assert_eq!(stats.dedup_hits, 1);
+    assert_eq!(stats.dedup_bytes, big.len() as u64);
+    assert_eq!(stats.data_region_bytes, 0x28, "only the region header");
+    let cim = Cim::open(&t.path().join("c.cim")).unwrap();
+    let mut got = Vec::new();
+    cim.open_file("AGAIN")
+        .unwrap()
+        .read_to_end(&mut got)
+        .unwrap();
+    assert!(got == big);
+}
+
+#[test]
+fn each_distinct_security_descriptor_is_stored_once() {
+    // Self-relative, owner S-1-5-18 at offset 20; a second one differs in the owner's RID.
+    let sd = |rid: u8| {
+        vec![
+            1, 0, 4, 0x80, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 5,
+            rid, 0, 0, 0,
+        ]
+    };
+    let (a, b) = (sd(18), sd(19));
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "s.cim").unwrap();
+    for i in 0..10 {
+        let meta = FileMetadata {
+            security_descriptor: if i == 7 { b.clone() } else { a.clone() },
+            ..Default::default()
+        };
+        w.add(&format!("f{i}"), &meta).unwrap();
+    }
+    w.commit().unwrap();
+    let mut f = CimWriter::fork(t.path(), "s.cim", "s2.cim").unwrap();
+    let meta = FileMetadata {
+        security_descriptor: a.clone(),
+        ..Default::default()
+    };
+    f.add("g", &meta).unwrap();
+    f.commit().unwrap();
+    for (image, files) in [("s.cim", 10), ("s2.cim", 11)] {
+        let path = t.path().join(image);
+        let meta_region = &cimfs::image_files(&path).unwrap().regions[0];
+        let bytes = std::fs::read(meta_region).unwrap();
+        let count = |needle: &[u8]| bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        assert_eq!(count(&a), 1, "{image}: the shared SD once");
+        assert_eq!(count(&b), 1, "{image}: the other SD once");
+        let cim = Cim::open(&path).unwrap();
+        assert_eq!(cim.stat("f7").unwrap().security_descriptor, b);
+        assert_eq!(cim.stat("f3").unwrap().security_descriptor, a);
+        assert_eq!(
+            cimfs::verify::verify(&path),
+            vec![],
+            "{image}: {files} files"
+        );
+    }
+}
