@@ -330,3 +330,33 @@ fn bcd_show_lists_a_real_store() {
     std::fs::write(&junk, b"junk").expect("write");
     assert_eq!(cimkit(&["bcd", "show", s(&junk)]).status.code(), Some(2));
 }
+
+#[test]
+fn hive_dump_lenient_reads_a_damaged_hive_as_far_as_it_is_sound() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hive = tmp.path().join("h");
+    let h = s(&hive);
+    cimkit_ok(&["hive", "set", "--create", h, "A", "good", "kept"], 0);
+    let marker = "0123456789abcdef".repeat(8);
+    cimkit_ok(&["hive", "set", h, "B", "bad", &marker], 0);
+    // Make the cell holding B's data claim far more bytes than the file has.
+    let mut bytes = std::fs::read(&hive).expect("read");
+    let utf16: Vec<u8> = marker.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let at = bytes
+        .windows(utf16.len())
+        .position(|w| w == utf16.as_slice())
+        .expect("value data in the hive");
+    bytes[at - 4..at].copy_from_slice(&(-0x0100_0000i32).to_le_bytes());
+    std::fs::write(&hive, &bytes).expect("write");
+
+    let strict = cimkit(&["hive", "dump", h]);
+    assert_eq!(strict.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("--lenient"));
+    let lenient = cimkit(&["hive", "dump", "--lenient", h]);
+    assert_eq!(lenient.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&lenient.stdout);
+    assert!(out.contains("good") && out.contains("kept"), "{out}");
+    assert!(!out.contains(&marker), "{out}");
+    let err = String::from_utf8_lossy(&lenient.stderr);
+    assert!(err.contains("skipped") && err.contains(r#"key "B\bad""#), "{err}");
+}

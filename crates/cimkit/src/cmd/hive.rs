@@ -29,6 +29,10 @@ pub struct Source {
     /// HIVE.LOG2) found beside it.
     #[arg(long)]
     pub no_logs: bool,
+    /// dump, get: read a damaged hive as far as it is sound; damaged keys and values are
+    /// skipped and listed on stderr (the base block and the root key must still be readable).
+    #[arg(long)]
+    pub lenient: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -237,7 +241,23 @@ fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> Vec<u
 
 fn load(source: &Source) -> Result<(regf::Hive, String)> {
     let (bytes, name) = read_bytes(source)?;
-    let hive = regf::Hive::parse(&bytes).with_context(|| format!("{name}: not a readable hive"))?;
+    let parsed = if source.lenient {
+        regf::Hive::parse_lenient(&bytes)
+    } else {
+        regf::Hive::parse(&bytes)
+    };
+    let hive = parsed.with_context(|| {
+        if source.lenient {
+            format!("{name}: not a readable hive")
+        } else {
+            format!("{name}: not a readable hive (--lenient reads what is sound)")
+        }
+    })?;
+    if source.lenient {
+        for note in hive.notes.iter().filter(|n| !n.starts_with("dirty hive")) {
+            eprintln!("cimkit: {name}: {note}");
+        }
+    }
     Ok((hive, name))
 }
 
