@@ -1,8 +1,10 @@
 //! `cimkit mount` through FUSE: runs where /dev/fuse and fusermount3 are usable and says clearly
-//! when it is skipped. Checks listing, data, sizes, times, symlinks, xattrs and Ctrl-C unmount.
+//! when it is skipped. Checks listing, data, sizes, times, symlinks, xattrs, link counts and
+//! Ctrl-C unmount; the refusal of a non-empty mount point needs no FUSE and always runs.
 
 mod common;
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,27 +63,40 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
-#[test]
-fn mount_serves_the_image_and_unmounts_on_ctrl_c() {
-    if let Err(why) = fuse_usable() {
-        eprintln!("skipping mount test: {why}");
-        return;
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (_, cim) = import_sample(tmp.path());
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    let log = tmp.path().join("mount.log");
+/// Starts `cimkit mount CIM MNT` with stderr in `log`; the guard ends it if the test fails.
+fn spawn_mount(cim: &Path, mnt: &Path, log: &Path) -> MountGuard {
     let child = Command::new(env!("CARGO_BIN_EXE_cimkit"))
-        .args(["mount", s(&cim), s(&mnt)])
+        .args(["mount", s(cim), s(mnt)])
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
+        .stderr(std::fs::File::create(log).expect("log"))
         .spawn()
         .expect("spawn mount");
-    let mut guard = MountGuard {
+    MountGuard {
         child: Some(child),
-        mountpoint: mnt.clone(),
-    };
+        mountpoint: mnt.to_path_buf(),
+    }
+}
+
+/// A mounted sample image.
+struct Mounted {
+    guard: MountGuard,
+    cim: PathBuf,
+    mnt: PathBuf,
+    log: PathBuf,
+}
+
+/// Imports the sample layer under `dir` and mounts it on `dir/mnt`; None (after saying why on
+/// stderr) when FUSE is not usable here, so the calling test skips.
+fn mount_sample(test: &str, dir: &Path) -> Option<Mounted> {
+    if let Err(why) = fuse_usable() {
+        eprintln!("skipping {test}: {why}");
+        return None;
+    }
+    let (_, cim) = import_sample(dir);
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let log = dir.join("mount.log");
+    let mut guard = spawn_mount(&cim, &mnt, &log);
     let mounted = wait_for("the mount", || {
         if let Some(Ok(Some(_))) = guard.child.as_mut().map(|c| c.try_wait()) {
             return true; // exited early: reported below
@@ -92,8 +107,8 @@ fn mount_serves_the_image_and_unmounts_on_ctrl_c() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         guard.child = None;
         if text.contains("cannot mount") {
-            eprintln!("skipping mount test: FUSE mount not permitted here: {text}");
-            return;
+            eprintln!("skipping {test}: FUSE mount not permitted here: {text}");
+            return None;
         }
         panic!("cimkit mount exited with {status}: {text}");
     }
@@ -102,6 +117,39 @@ fn mount_serves_the_image_and_unmounts_on_ctrl_c() {
         "mount did not appear: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    Some(Mounted {
+        guard,
+        cim,
+        mnt,
+        log,
+    })
+}
+
+/// Runs a Python snippet (CIMKIT_PYTHON or python3) and returns its stdout; None (after saying
+/// why on stderr) when Python is missing or the snippet fails, so the caller skips those checks.
+fn python(what: &str, script: &str) -> Option<String> {
+    let python = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".into());
+    match Command::new(&python).args(["-c", script]).output() {
+        Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+        other => {
+            eprintln!("skipping {what}: {python} unavailable or failed: {other:?}");
+            None
+        }
+    }
+}
+
+#[test]
+fn mount_serves_the_image_and_unmounts_on_ctrl_c() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(Mounted {
+        mut guard,
+        mnt,
+        log,
+        ..
+    }) = mount_sample("mount_serves_the_image_and_unmounts_on_ctrl_c", tmp.path())
+    else {
+        return;
+    };
 
     let mut names: Vec<String> = std::fs::read_dir(mnt.join("Files"))
         .expect("readdir")
@@ -153,26 +201,21 @@ fn mount_serves_the_image_and_unmounts_on_ctrl_c() {
         "read-only"
     );
 
-    let python = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!(
         "import os\np={:?}\nprint(sorted(os.listxattr(p)))\nprint(os.getxattr(p,'user.cimfs.stream.zone').decode())\nprint(os.getxattr(p,'user.cimfs.attributes').decode())\nprint(len(os.getxattr(p,'user.cimfs.sd')))",
         s(&mnt.join("Files/hello.txt"))
     );
-    match Command::new(&python).args(["-c", &script]).output() {
-        Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                text.contains("'user.cimfs.sd'") && text.contains("'user.cimfs.stream.zone'"),
-                "{text}"
-            );
-            assert!(text.contains("ZoneId=3"), "{text}");
-            let lines: Vec<&str> = text.lines().collect();
-            let n = lines.len();
-            assert_eq!(lines[n - 2], "32", "attributes (ARCHIVE): {text}");
-            let sd_len = (SD_B64.len() / 4) * 3 - SD_B64.matches('=').count();
-            assert_eq!(lines[n - 1], sd_len.to_string(), "SD length: {text}");
-        }
-        other => eprintln!("skipping xattr checks: {python} unavailable or failed: {other:?}"),
+    if let Some(text) = python("xattr checks", &script) {
+        assert!(
+            text.contains("'user.cimfs.sd'") && text.contains("'user.cimfs.stream.zone'"),
+            "{text}"
+        );
+        assert!(text.contains("ZoneId=3"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        let n = lines.len();
+        assert_eq!(lines[n - 2], "32", "attributes (ARCHIVE): {text}");
+        let sd_len = (SD_B64.len() / 4) * 3 - SD_B64.matches('=').count();
+        assert_eq!(lines[n - 1], sd_len.to_string(), "SD length: {text}");
     }
 
     let pid = guard.child.as_ref().map(|c| c.id()).expect("child");
@@ -200,4 +243,158 @@ fn mount_serves_the_image_and_unmounts_on_ctrl_c() {
     assert!(std::fs::read_to_string(&log)
         .unwrap_or_default()
         .contains("unmounted"));
+}
+
+#[test]
+fn mount_symlinks_list_no_xattrs_and_stat_json_has_their_bytes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(Mounted {
+        guard, cim, mnt, ..
+    }) = mount_sample(
+        "mount_symlinks_list_no_xattrs_and_stat_json_has_their_bytes",
+        tmp.path(),
+    )
+    else {
+        return;
+    };
+    assert_eq!(
+        std::fs::read_link(mnt.join("Files/link")).expect("readlink"),
+        PathBuf::from("hello.txt")
+    );
+    assert_eq!(
+        std::fs::read_link(mnt.join("Files/junction")).expect("readlink"),
+        PathBuf::from("C:/ProgramData")
+    );
+    // Every listed name must be readable: the kernel refuses user.* on symlinks, so none is listed.
+    let script = format!(
+        "import os\n\
+         for p in ({:?}, {:?}):\n\
+         \x20   print(sorted(os.listxattr(p, follow_symlinks=False)))\n\
+         \x20   try:\n\
+         \x20       os.getxattr(p, 'user.cimfs.reparse', follow_symlinks=False)\n\
+         \x20       print('readable')\n\
+         \x20   except OSError as e:\n\
+         \x20       print('refused', e.errno)\n\
+         d = {:?}\n\
+         print(sorted(os.listxattr(d)))\n\
+         print(len(os.getxattr(d, 'user.cimfs.sd')))",
+        s(&mnt.join("Files/link")),
+        s(&mnt.join("Files/junction")),
+        s(&mnt.join("Files/dir")),
+    );
+    if let Some(text) = python("symlink xattr checks", &script) {
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        for i in [0, 2] {
+            assert_eq!(lines[i], "[]", "a symlink lists no xattrs: {text}");
+            assert!(lines[i + 1].starts_with("refused"), "{text}");
+        }
+        assert!(
+            lines[4].contains("'user.cimfs.attributes'") && lines[4].contains("'user.cimfs.sd'"),
+            "a directory still lists its xattrs: {text}"
+        );
+        let sd_len = (SD_B64.len() / 4) * 3 - SD_B64.matches('=').count();
+        assert_eq!(lines[5], sd_len.to_string(), "{text}");
+    }
+    // What a symlink cannot expose as xattrs, `stat --json` prints.
+    for path in ["Files/link", "Files/junction"] {
+        let out = cimkit_ok(&["stat", "--json", s(&cim), path], 0);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert!(v["link_target"].is_string(), "{path}: {out}");
+        assert_eq!(v["sd"], SD_B64, "{path}: {out}");
+        assert!(
+            v["reparse"].as_str().is_some_and(|r| !r.is_empty()),
+            "{path}: {out}"
+        );
+    }
+    drop(guard);
+}
+
+#[test]
+fn mount_reports_link_counts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(Mounted { guard, mnt, .. }) = mount_sample("mount_reports_link_counts", tmp.path())
+    else {
+        return;
+    };
+    let files = mnt.join("Files");
+    let hello = std::fs::metadata(files.join("hello.txt")).expect("stat");
+    let link = std::fs::metadata(files.join("hello-link.txt")).expect("stat");
+    assert_eq!(hello.ino(), link.ino(), "hard links share an inode");
+    assert_eq!(hello.nlink(), 2, "hello.txt has two names");
+    assert_eq!(link.nlink(), 2, "hello-link.txt has two names");
+    assert_eq!(
+        std::fs::metadata(files.join("big.bin"))
+            .expect("stat")
+            .nlink(),
+        1
+    );
+    assert_eq!(
+        std::fs::symlink_metadata(files.join("link"))
+            .expect("lstat")
+            .nlink(),
+        1
+    );
+    // Directories: 2 + subdirectories. Files holds dir and Windows (the junction is a symlink).
+    assert_eq!(std::fs::metadata(&files).expect("stat").nlink(), 4);
+    assert_eq!(
+        std::fs::metadata(files.join("dir")).expect("stat").nlink(),
+        2
+    );
+    assert_eq!(
+        std::fs::metadata(files.join("Windows"))
+            .expect("stat")
+            .nlink(),
+        3,
+        "Windows holds System32"
+    );
+    let root_subdirs = std::fs::read_dir(&mnt)
+        .expect("readdir")
+        .filter(|e| {
+            e.as_ref()
+                .expect("entry")
+                .file_type()
+                .expect("type")
+                .is_dir()
+        })
+        .count() as u64;
+    assert!(root_subdirs >= 1, "the root holds Files");
+    assert_eq!(
+        std::fs::metadata(&mnt).expect("stat").nlink(),
+        2 + root_subdirs
+    );
+    drop(guard);
+}
+
+#[test]
+fn mount_refuses_a_non_empty_mountpoint() {
+    // Runs without FUSE: the check comes before anything is mounted.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    std::fs::write(mnt.join("keep.txt"), b"mine").expect("write");
+    let log = tmp.path().join("mount.log");
+    let mut guard = spawn_mount(&cim, &mnt, &log);
+    let mut status = None;
+    let exited = wait_for("cimkit mount to refuse", || {
+        status = guard
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        status.is_some()
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        exited,
+        "cimkit mount did not exit on a non-empty folder: {text}"
+    );
+    guard.child = None;
+    assert_eq!(status.and_then(|c| c.code()), Some(2), "{text}");
+    assert!(
+        text.contains("is not empty") && text.contains("keep.txt"),
+        "{text}"
+    );
+    assert!(!mnt.join("Files").exists(), "nothing was mounted");
+    assert_eq!(std::fs::read(mnt.join("keep.txt")).expect("read"), b"mine");
 }

@@ -2,6 +2,8 @@
 //! an external unmount. Directories, files, sizes, times and symlinks map to POSIX; Windows
 //! metadata is exposed as xattrs: `user.cimfs.attributes` (decimal), `user.cimfs.sd`,
 //! `user.cimfs.ea`, `user.cimfs.reparse` (raw bytes) and `user.cimfs.stream.<name>` (ADS data).
+//! Symlinks have no xattrs (Linux allows `user.*` only on files and directories). Hard links
+//! share an inode and report how many names they have.
 
 use std::path::PathBuf;
 
@@ -15,13 +17,17 @@ use super::Outcome;
 0444, directories 0555, owned by the mount point's owner. xattrs: user.cimfs.attributes \
 (decimal FILE_ATTRIBUTE_* bits), user.cimfs.sd (self-relative security descriptor), \
 user.cimfs.ea (FILE_FULL_EA_INFORMATION chain), user.cimfs.reparse (REPARSE_DATA_BUFFER), \
-user.cimfs.stream.<name> (alternate data stream bytes, up to 64 KiB). Stop with Ctrl-C or \
-`fusermount3 -u MOUNTPOINT`."
+user.cimfs.stream.<name> (alternate data stream bytes, up to 64 KiB). Symlinks and mount \
+points are symlinks: readlink gives the target, and they have no xattrs because Linux allows \
+user.* xattrs only on files and directories; `cimkit stat --json CIM PATH` prints their SD, EA \
+and reparse bytes. Hard links share an inode and their link count is their number of names; a \
+directory's link count is 2 + its subdirectories. Stop with Ctrl-C or `fusermount3 -u \
+MOUNTPOINT`."
 )]
 pub struct Args {
     /// The .cim file.
     pub cim: PathBuf,
-    /// An existing empty folder.
+    /// An existing empty folder (a non-empty one is refused).
     pub mountpoint: PathBuf,
 }
 
@@ -37,7 +43,7 @@ pub fn run(args: Args) -> Result<Outcome> {
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     use std::ffi::OsStr;
     use std::os::unix::fs::MetadataExt as _;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +78,70 @@ mod linux {
         /// Open directory listings: handle -> (ino, kind, name).
         dirs: Mutex<HashMap<u64, DirListing>>,
         next_handle: AtomicU64,
+        /// Link counts above 1 by file id (see [`count_links`]).
+        links: HashMap<cimfs::FileId, u32>,
+    }
+
+    /// What [`count_links`] found.
+    struct LinkCounts {
+        /// Link counts above 1 by file id; an id that is missing has 1 (a file) or 2 (a directory).
+        links: HashMap<cimfs::FileId, u32>,
+        /// Directories and entries that could not be read.
+        unreadable: usize,
+        first_error: Option<cimfs::Error>,
+    }
+
+    /// Link counts as the mount shows them, from one walk of the whole tree. A file's count is its
+    /// number of names. A directory's is 2 + its subdirectories (its name, its "." and each
+    /// child's ".."), the Unix convention tools such as find rely on; junctions and directory
+    /// symlinks show as symlinks, so they count as names, not as subdirectories. Unreadable
+    /// entries are counted in `unreadable` and skipped: the mount reports them as I/O errors.
+    fn count_links(cim: &cimfs::Cim) -> LinkCounts {
+        let root = cim.root();
+        let mut links: HashMap<cimfs::FileId, u32> = HashMap::from([(root, 2)]);
+        let mut seen_dirs: HashSet<cimfs::FileId> = HashSet::from([root]);
+        let mut todo = vec![root];
+        let mut unreadable = 0;
+        let mut first_error = None;
+        while let Some(dir) = todo.pop() {
+            let entries = match cim.read_dir_id(dir) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    unreadable += 1;
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            for entry in entries {
+                let info = match cim.file(entry.file_id) {
+                    Ok(info) => info,
+                    Err(e) => {
+                        unreadable += 1;
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                };
+                if CimFs::kind(&info) == FileType::Directory {
+                    let n = links.entry(dir).or_insert(2);
+                    *n = n.saturating_add(1);
+                    links.entry(entry.file_id).or_insert(2);
+                    // A directory listed twice (a damaged image) is walked once.
+                    if seen_dirs.insert(entry.file_id) {
+                        todo.push(entry.file_id);
+                    }
+                } else {
+                    let n = links.entry(entry.file_id).or_insert(0);
+                    *n = n.saturating_add(1);
+                }
+            }
+        }
+        // Most files have one name: keeping only the others keeps the map small.
+        links.retain(|_, n| *n > 1);
+        LinkCounts {
+            links,
+            unreadable,
+            first_error,
+        }
     }
 
     /// A FILETIME as a SystemTime; 0 ("not set") shows as the Unix epoch rather than 1601.
@@ -150,7 +220,11 @@ mod linux {
                     FileType::Symlink => 0o777,
                     _ => 0o444,
                 },
-                nlink: if kind == FileType::Directory { 2 } else { 1 },
+                nlink: self
+                    .links
+                    .get(&info.file_id)
+                    .copied()
+                    .unwrap_or(if kind == FileType::Directory { 2 } else { 1 }),
                 uid: self.uid,
                 gid: self.gid,
                 rdev: 0,
@@ -163,8 +237,11 @@ mod linux {
             self.cim.file(self.file_id(ino)).map_err(|e| errno(&e))
         }
 
-        /// Names and values of the xattrs of one entry.
+        /// The value of xattr `name` of one entry.
         fn xattr(&self, info: &cimfs::FileInfo, name: &str) -> Result<Vec<u8>, Errno> {
+            if Self::kind(info) == FileType::Symlink {
+                return Err(Errno::NO_XATTR);
+            }
             match name.strip_prefix(XATTR_PREFIX) {
                 Some("attributes") => Ok(info.attributes.to_string().into_bytes()),
                 Some("sd") if !info.security_descriptor.is_empty() => {
@@ -208,7 +285,12 @@ mod linux {
             }
         }
 
+        /// The names of the xattrs of one entry, each NUL-terminated. Symlinks have none: Linux
+        /// refuses to read user.* xattrs of anything but files and directories.
         fn xattr_names(&self, info: &cimfs::FileInfo) -> Result<Vec<u8>, Errno> {
+            if Self::kind(info) == FileType::Symlink {
+                return Ok(Vec::new());
+            }
             let mut names = vec![format!("{XATTR_PREFIX}attributes")];
             if !info.security_descriptor.is_empty() {
                 names.push(format!("{XATTR_PREFIX}sd"));
@@ -407,10 +489,34 @@ mod linux {
         if !meta.is_dir() {
             bail!("mount point {} is not a folder", args.mountpoint.display());
         }
+        let first = std::fs::read_dir(&args.mountpoint)
+            .with_context(|| format!("cannot list mount point {}", args.mountpoint.display()))?
+            .next();
+        if let Some(entry) = first {
+            let entry = entry.with_context(|| {
+                format!("cannot list mount point {}", args.mountpoint.display())
+            })?;
+            bail!(
+                "mount point {} is not empty (it holds {:?}); mount on an empty folder",
+                args.mountpoint.display(),
+                entry.file_name()
+            );
+        }
         if !std::path::Path::new("/dev/fuse").exists() {
             bail!("FUSE is not available here: /dev/fuse does not exist (load the fuse module or run where FUSE is allowed)");
         }
+        let counted = count_links(&cim);
+        if let Some(e) = counted.first_error {
+            eprintln!(
+                "cimkit: {}: {} entries could not be read while counting links (first: {}); \
+                 they show as I/O errors and link counts near them may be too low",
+                args.cim.display(),
+                counted.unreadable,
+                e
+            );
+        }
         let fs = CimFs {
+            links: counted.links,
             cim,
             uid: meta.uid(),
             gid: meta.gid(),
