@@ -19,7 +19,8 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 const SE_SELF_RELATIVE: u16 = 0x8000;
 
 /// Checks a SECURITY_DESCRIPTOR_RELATIVE: revision 1, the self-relative bit, and every owner,
-/// group, SACL and DACL offset either 0 or pointing at a SID / ACL that fits in the buffer.
+/// group, SACL and DACL offset either 0 or pointing at a SID / ACL that fits in the buffer, each
+/// ACL with a known revision and an ACE list that fits in it.
 pub(crate) fn check_security_descriptor(sd: &[u8]) -> Result<(), String> {
     if sd.len() < 20 {
         return Err(format!(
@@ -78,6 +79,34 @@ pub(crate) fn check_security_descriptor(sd: &[u8]) -> Result<(), String> {
                 sd.len()
             ));
         }
+        if !is_sid {
+            check_acl(&sd[off..end])
+                .map_err(|why| format!("security descriptor {what} at {off}: {why}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks an ACL (exactly AclSize bytes): revision 2 to 4 (ACL_REVISION..ACL_REVISION_DS) and
+/// AceCount ACEs whose headers and AceSize each stay inside the ACL.
+fn check_acl(acl: &[u8]) -> Result<(), String> {
+    let revision = acl[0];
+    if !(2..=4).contains(&revision) {
+        return Err(format!("ACL revision {revision} (expected 2 to 4)"));
+    }
+    let count = u16_at(acl, 4).unwrap_or(0);
+    let mut at = 8usize;
+    for i in 0..count {
+        let size = u16_at(acl, at + 2)
+            .map(usize::from)
+            .ok_or_else(|| format!("ACE {i} of {count} starts past the ACL's end"))?;
+        if size < 4 || at + size > acl.len() {
+            return Err(format!(
+                "ACE {i} at {at} has size {size}, outside the {}-byte ACL",
+                acl.len()
+            ));
+        }
+        at += size;
     }
     Ok(())
 }
@@ -138,6 +167,29 @@ mod tests {
         let mut bad_owner = crate::format::NULL_DACL_SD.to_vec();
         bad_owner[4] = 200;
         assert!(check_security_descriptor(&bad_owner).is_err());
+    }
+
+    #[test]
+    fn walks_the_aces_of_an_acl() {
+        // DACL at 20: revision 2, AclSize 28, one ACCESS_ALLOWED ACE of 20 bytes (S-1-5-18).
+        let mut sd = vec![
+            1, 0, 4, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0,
+        ];
+        sd.extend_from_slice(&[2, 0, 28, 0, 1, 0, 0, 0]);
+        sd.extend_from_slice(&[0, 0, 20, 0, 0xff, 1, 0x1f, 0]);
+        sd.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0]);
+        assert!(check_security_descriptor(&sd).is_ok());
+        for (at, v, why) in [
+            (20, 9, "ACL revision 9"),
+            (24, 2, "ACE 1 of 2 starts past"),
+            (30, 21, "ACE 0 at 8 has size 21"),
+            (30, 2, "ACE 0 at 8 has size 2"),
+        ] {
+            let mut bad = sd.clone();
+            bad[at] = v;
+            let e = check_security_descriptor(&bad).unwrap_err();
+            assert!(e.contains("DACL at 20") && e.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -140,6 +140,18 @@ impl std::fmt::Debug for Cim {
 pub(crate) struct LinkTable<T> {
     pub(crate) names: Vec<Vec<u16>>,
     pub(crate) entries: Vec<T>,
+    /// Where each name (its u16 length) sits, in bytes from the start of the table.
+    pub(crate) name_offsets: Vec<u32>,
+}
+
+impl<T> LinkTable<T> {
+    fn empty() -> LinkTable<T> {
+        LinkTable {
+            names: Vec::new(),
+            entries: Vec::new(),
+            name_offsets: Vec::new(),
+        }
+    }
 }
 
 fn corrupt(
@@ -829,6 +841,7 @@ impl Cim {
         let t = self.raw_link_table(off, len, entry_size, object)?;
         let mut names = Vec::with_capacity(t.count);
         let mut entries = Vec::with_capacity(t.count);
+        let mut name_offsets = Vec::with_capacity(t.count);
         // Every link may point at the same long name: without this cap the decoded names grow
         // with count x name length (gigabytes from a 1 MiB table), not with the table's size.
         let mut name_bytes = 0usize;
@@ -853,8 +866,13 @@ impl Cim {
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             );
+            name_offsets.push(t.name_offset(i));
         }
-        Ok(LinkTable { names, entries })
+        Ok(LinkTable {
+            names,
+            entries,
+            name_offsets,
+        })
     }
 
     /// The directory link table of `id` (which must be a directory).
@@ -873,10 +891,7 @@ impl Cim {
         }
         if s.length() == 0 {
             // cimfs.dll's encoding of an empty directory is unknown; the hcsshim reader treats size 0 as empty.
-            return Ok(LinkTable {
-                names: Vec::new(),
-                entries: Vec::new(),
-            });
+            return Ok(LinkTable::empty());
         }
         self.read_link_table(
             s.offset(),
@@ -892,10 +907,7 @@ impl Cim {
         let e = self.entry(id)?;
         let off = RegionOffset(e.stream_table_offset.get());
         if off.is_null() {
-            return Ok(LinkTable {
-                names: Vec::new(),
-                entries: Vec::new(),
-            });
+            return Ok(LinkTable::empty());
         }
         let object = || format!("stream table of file {id}");
         let mut hdr = [0u8; 8];
@@ -1213,6 +1225,17 @@ impl RawLinkTable {
     /// Entry `i` (the header check guarantees entries and name offsets fit in the table).
     fn entry(&self, i: usize) -> &[u8] {
         &self.bytes[8 + i * self.entry_size..8 + (i + 1) * self.entry_size]
+    }
+
+    /// The stored offset of name `i` from the table start, as stored (`link_name` checks it).
+    fn name_offset(&self, i: usize) -> u32 {
+        let o = 8 + self.count * self.entry_size + i * format::LINK_NAME_OFFSET_SIZE;
+        u32::from_le_bytes([
+            self.bytes[o],
+            self.bytes[o + 1],
+            self.bytes[o + 2],
+            self.bytes[o + 3],
+        ])
     }
 }
 

@@ -1,9 +1,10 @@
 //! Full consistency check of an image for `cimkit verify`: headers of every file, region and
 //! objectid ranges, the file tables, every reachable directory and stream table (bounds, sort
-//! order, alignment), every stream's data range, and unreachable file ids; `verify_digests`
-//! additionally re-hashes stored objects against the objectid files.
+//! order, alignment, names a lookup can reach and Windows can hold), every stream's data range,
+//! every file entry's flag bits, reparse tag, security descriptor and EA chain, and unreachable
+//! file ids; `verify_digests` additionally re-hashes stored objects against the objectid files.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use zerocopy::FromBytes;
 use crate::error::Error;
 use crate::format::{self, RegionOffset};
 use crate::names;
-use crate::reader::{self, Cim, FileId};
+use crate::reader::{self, Cim, FileId, FileInfo, LinkTable};
 
 /// One thing wrong with an image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +76,68 @@ struct Checker<'a> {
     meta: Vec<(u16, u64, u64)>,
     /// Data streams seen: (region index, start, end, what).
     data: Vec<(u16, u64, u64, String)>,
+    /// Security descriptors already checked, by offset (files share them).
+    sds: HashSet<RegionOffset>,
+}
+
+/// Bits 57–63 of a stream's LengthAndType, which the format does not define.
+const STREAM_UNDEFINED_BITS: u64 = !((1 << 57) - 1);
+
+/// Offsets inside a file entry of the fields reported on.
+const ENTRY_FLAGS: u64 = 0x00;
+const ENTRY_EA_LENGTH: u64 = 0x02;
+const ENTRY_REPARSE_TAG: u64 = 0x04;
+const ENTRY_DEFAULT_STREAM_LENGTH: u64 = 0x30;
+const ENTRY_SD_OFFSET: u64 = 0x38;
+
+/// Why a stored link name cannot be a Windows name, if it cannot: not UTF-16, too long, `.` or
+/// `..`, or holding NUL, `\`, `/` or `:` (what the writer refuses and a path cannot spell).
+fn name_problem(units: &[u16]) -> Option<String> {
+    let mut at = 0;
+    for r in char::decode_utf16(units.iter().copied()) {
+        match r {
+            Ok(c) => at += c.len_utf16(),
+            Err(e) => {
+                return Some(format!(
+                    "is not valid UTF-16 (unpaired surrogate {:#06x} at unit {at}), so no path can name it",
+                    e.unpaired_surrogate()
+                ))
+            }
+        }
+    }
+    if units.len() > format::MAX_NAME_UNITS {
+        return Some(format!(
+            "is {} UTF-16 units long, over the {} a name may have",
+            units.len(),
+            format::MAX_NAME_UNITS
+        ));
+    }
+    let dot = u16::from(b'.');
+    if units == [dot] || units == [dot, dot] {
+        return Some("is \".\" or \"..\", which no file may be named".into());
+    }
+    let bad = [0u16, u16::from(b'\\'), u16::from(b'/'), u16::from(b':')];
+    if let Some(&u) = units.iter().find(|u| bad.contains(u)) {
+        return Some(format!(
+            "holds {:?}, which a name cannot hold",
+            char::from_u32(u32::from(u)).unwrap_or('?')
+        ));
+    }
+    None
+}
+
+/// The link a binary search for `key` lands on, compared as `Cim::child` compares.
+fn binary_search(names: &[Vec<u16>], key: &[u16], up: &[u16]) -> Option<usize> {
+    let (mut lo, mut hi) = (0usize, names.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match names::compare_units(&names[mid], key, up) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Some(mid),
+        }
+    }
+    None
 }
 
 impl Checker<'_> {
@@ -327,6 +390,121 @@ impl Checker<'_> {
         }
     }
 
+    /// Reports problems of one file entry that need no other object: flag bits the format does
+    /// not define, a reparse tag without a reparse buffer, a missing security descriptor, an EA
+    /// offset with no EA bytes.
+    fn check_entry_fields(&mut self, cim: &Cim, id: FileId, object: &str, e: &format::File) {
+        let (file, at) = cim
+            .entry_location(id)
+            .unwrap_or((cim.path().to_path_buf(), 0));
+        let defined = format::attributes_to_flags(u32::MAX);
+        let flags = e.flags.get();
+        if flags & !defined != 0 {
+            self.push(
+                &file,
+                object,
+                Some(at + ENTRY_FLAGS),
+                format!(
+                    "flags {flags:#06x} set bits {:#06x} that the format does not define (defined: {defined:#06x})",
+                    flags & !defined
+                ),
+            );
+        }
+        let lt = e.default_stream.length_and_type.get();
+        if lt & STREAM_UNDEFINED_BITS != 0 {
+            self.push(
+                &file,
+                object,
+                Some(at + ENTRY_DEFAULT_STREAM_LENGTH),
+                format!("default stream length/type {lt:#018x} sets bits 57-63, which the format does not define"),
+            );
+        }
+        let tag = e.reparse_tag.get();
+        if tag != 0 && RegionOffset(e.reparse_offset.get()).is_null() {
+            self.push(
+                &file,
+                object,
+                Some(at + ENTRY_REPARSE_TAG),
+                format!("reparse tag {tag:#x} but no reparse buffer (null reparse offset)"),
+            );
+        }
+        if RegionOffset(e.sd_offset.get()).is_null() {
+            self.push(
+                &file,
+                object,
+                Some(at + ENTRY_SD_OFFSET),
+                "no security descriptor (null offset; writers always store one)",
+            );
+        }
+        if !RegionOffset(e.ea_offset.get()).is_null() && e.ea_length.get() == 0 {
+            self.push(
+                &file,
+                object,
+                Some(at + ENTRY_EA_LENGTH),
+                "EA offset set but EA length 0 (an EA chain has at least one 8-byte entry)",
+            );
+        }
+    }
+
+    /// Reports a security descriptor, EA chain or reparse buffer Windows could not take; a
+    /// descriptor shared by several files is checked (and reported) once.
+    fn check_blobs(
+        &mut self,
+        cim: &Cim,
+        id: FileId,
+        object: &str,
+        e: &format::File,
+        info: &FileInfo,
+    ) {
+        let sd = RegionOffset(e.sd_offset.get());
+        if !sd.is_null() && self.sds.insert(sd) {
+            if let Err(why) = crate::blobs::check_security_descriptor(&info.security_descriptor) {
+                let (file, at) = cim.locate(sd);
+                self.push(&file, object, Some(at), why);
+            }
+        }
+        let ea = RegionOffset(e.ea_offset.get());
+        if !ea.is_null() && !info.extended_attributes.is_empty() {
+            if let Err(why) = crate::blobs::check_ea_chain(&info.extended_attributes) {
+                let (file, at) = cim.locate(ea);
+                self.push(&file, object, Some(at), why);
+            }
+        }
+        let rp = RegionOffset(e.reparse_offset.get());
+        if rp.is_null() {
+            return;
+        }
+        let data = &info.reparse_data;
+        if data.len() < 8 {
+            let (file, at) = cim.locate(rp);
+            self.push(
+                &file,
+                object,
+                Some(at),
+                format!(
+                    "reparse buffer is {} bytes, shorter than its 8-byte header",
+                    data.len()
+                ),
+            );
+            return;
+        }
+        let stored = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+        if stored != e.reparse_tag.get() {
+            let (file, at) = cim
+                .entry_location(id)
+                .unwrap_or((cim.path().to_path_buf(), 0));
+            self.push(
+                &file,
+                object,
+                Some(at + ENTRY_REPARSE_TAG),
+                format!(
+                    "reparse tag {:#x} differs from the stored reparse buffer's tag {stored:#x}",
+                    e.reparse_tag.get()
+                ),
+            );
+        }
+    }
+
     fn check_file(&mut self, cim: &Cim, id: FileId, path: &str) -> Option<bool> {
         let object = format!("file {id} ({path})");
         let e = match cim.entry(id) {
@@ -336,6 +514,7 @@ impl Checker<'_> {
                 return None;
             }
         };
+        self.check_entry_fields(cim, id, &object, &e);
         match cim.file(id) {
             Ok(info) => {
                 self.meta_object(
@@ -348,23 +527,7 @@ impl Checker<'_> {
                 );
                 let rp = RegionOffset(e.reparse_offset.get());
                 self.meta_object(rp, 2 + info.reparse_data.len() as u64);
-                if !rp.is_null() {
-                    let stored = info
-                        .reparse_data
-                        .get(..4)
-                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                    if stored != Some(e.reparse_tag.get()) {
-                        let (file, off) = cim
-                            .entry_location(id)
-                            .unwrap_or((cim.path().to_path_buf(), 0));
-                        self.push(
-                            &file,
-                            &object,
-                            Some(off + 4),
-                            format!("reparse tag {:#x} differs from the stored reparse buffer's tag {stored:#x?}", e.reparse_tag.get()),
-                        );
-                    }
-                }
+                self.check_blobs(cim, id, &object, &e, &info);
             }
             Err(err) => self.err(&object, err),
         }
@@ -381,6 +544,7 @@ impl Checker<'_> {
             match cim.stream_table(id) {
                 Ok(t) => {
                     self.check_sorted(cim, &format!("stream table of {object}"), &t.names, st);
+                    self.check_stream_names(cim, &object, &t, st);
                     for (n, s) in t.names.iter().zip(t.entries.iter()) {
                         let so = format!("stream {:?} of {object}", String::from_utf16_lossy(n));
                         if s.stream_type() != format::STREAM_TYPE_DATA {
@@ -400,6 +564,106 @@ impl Checker<'_> {
         }
         Some(is_dir)
     }
+
+    /// Reports alternate stream names Windows cannot hold or a stream lookup cannot reach (it
+    /// takes the first name equal ignoring case), and stream descriptors with undefined bits.
+    fn check_stream_names(
+        &mut self,
+        cim: &Cim,
+        object: &str,
+        t: &LinkTable<format::Stream>,
+        at: RegionOffset,
+    ) {
+        let (file, base) = cim.locate(at);
+        let up = cim.upcase_table();
+        let mut first: HashMap<Vec<u16>, usize> = HashMap::with_capacity(t.names.len());
+        for (i, (name, s)) in t.names.iter().zip(t.entries.iter()).enumerate() {
+            let so = format!("stream {:?} of {object}", String::from_utf16_lossy(name));
+            let name_at = base + u64::from(t.name_offsets.get(i).copied().unwrap_or(0));
+            if let Some(why) = name_problem(name) {
+                self.push(&file, &so, Some(name_at), format!("stream name {why}"));
+            }
+            match first.entry(names::upcase_key(name, up)) {
+                std::collections::hash_map::Entry::Occupied(o) => self.push(
+                    &file,
+                    &so,
+                    Some(name_at),
+                    format!(
+                        "a stream lookup finds stream {} ({:?}) instead: the names are equal ignoring case",
+                        o.get(),
+                        String::from_utf16_lossy(&t.names[*o.get()])
+                    ),
+                ),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+            }
+            let lt = s.length_and_type.get();
+            if lt & STREAM_UNDEFINED_BITS != 0 {
+                let desc = (8 + i * format::LINK_STREAM_ENTRY_SIZE + 8) as u64;
+                self.push(
+                    &file,
+                    &so,
+                    Some(base + desc),
+                    format!(
+                        "length/type {lt:#018x} sets bits 57-63, which the format does not define"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Reports directory links whose name Windows cannot hold, or which `Cim::lookup` of their
+    /// own path would not find (it binary-searches, so an unsorted table or a name equal to a
+    /// sibling's ignoring case hides links).
+    fn check_dir_names(&mut self, cim: &Cim, dir: &str, t: &LinkTable<FileId>, at: RegionOffset) {
+        let (file, base) = cim.locate(at);
+        let up = cim.upcase_table();
+        for (i, (name, &child)) in t.names.iter().zip(t.entries.iter()).enumerate() {
+            let object = format!("file {child} ({})", link_path(dir, name));
+            let name_at = base + u64::from(t.name_offsets.get(i).copied().unwrap_or(0));
+            if let Some(why) = name_problem(name) {
+                self.push(
+                    &file,
+                    &object,
+                    Some(name_at),
+                    format!("name in directory {dir} {why}"),
+                );
+                continue;
+            }
+            match binary_search(&t.names, name, up) {
+                Some(j) if t.entries[j] == child => {}
+                Some(j) => self.push(
+                    &file,
+                    &object,
+                    Some(name_at),
+                    format!(
+                        "a lookup of this path finds file {} ({:?}, link {j}) instead: the names are equal ignoring case",
+                        t.entries[j],
+                        String::from_utf16_lossy(&t.names[j])
+                    ),
+                ),
+                None => self.push(
+                    &file,
+                    &object,
+                    Some(name_at),
+                    format!(
+                        "a lookup of this path finds nothing: directory {dir} is not in the order its binary search needs (link {i})"
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+/// The path of link `name` in directory `dir` (names that are not UTF-16 are shown lossily).
+fn link_path(dir: &str, name: &[u16]) -> String {
+    let name = String::from_utf16_lossy(name);
+    if dir == "\\" {
+        format!("\\{name}")
+    } else {
+        format!("{dir}\\{name}")
+    }
 }
 
 fn read_prefix(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
@@ -416,6 +680,7 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
         problems: Vec::new(),
         meta: Vec::new(),
         data: Vec::new(),
+        sds: HashSet::new(),
     };
     let header = match reader::read_image_header(cim_path) {
         Ok(h) => h,
@@ -466,13 +731,10 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
                 &t.names,
                 e.default_stream.offset(),
             );
+            c.check_dir_names(&cim, &path, &t, e.default_stream.offset());
         }
         for (name, &child) in t.names.iter().zip(t.entries.iter()) {
-            let child_path = if path == "\\" {
-                format!("\\{}", String::from_utf16_lossy(name))
-            } else {
-                format!("{path}\\{}", String::from_utf16_lossy(name))
-            };
+            let child_path = link_path(&path, name);
             if child == 0 || u64::from(child) > count {
                 c.push(
                     cim.path(),
@@ -530,6 +792,7 @@ pub fn verify_digests(cim_path: &Path) -> Vec<Problem> {
         problems: Vec::new(),
         meta: Vec::new(),
         data: Vec::new(),
+        sds: HashSet::new(),
     };
     let files = match crate::image_files(cim_path) {
         Ok(f) => f,
