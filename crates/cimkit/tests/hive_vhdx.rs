@@ -358,5 +358,8 @@ fn hive_dump_lenient_reads_a_damaged_hive_as_far_as_it_is_sound() {
     assert!(out.contains("good") && out.contains("kept"), "{out}");
     assert!(!out.contains(&marker), "{out}");
     let err = String::from_utf8_lossy(&lenient.stderr);
-    assert!(err.contains("skipped") && err.contains(r#"key "B\bad""#), "{err}");
+    assert!(
+        err.contains("skipped") && err.contains(r#"key "B\bad""#),
+        "{err}"
+    );
 }

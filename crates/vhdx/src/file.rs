@@ -869,16 +869,10 @@ impl VhdxFile {
     /// Fills `buf` with the virtual-disk bytes at `offset`; the range must lie inside the disk.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
-        let bs = u64::from(self.geometry.block_size);
-        let mut pos = offset;
-        let mut rest = buf;
-        while !rest.is_empty() {
-            let in_block = pos % bs;
-            let n = rest.len().min((bs - in_block) as usize);
-            let (head, tail) = rest.split_at_mut(n);
-            self.read_in_block(pos, head)?;
-            pos += n as u64;
-            rest = tail;
+        for (pos, span) in block_spans(offset, buf.len(), self.geometry.block_size) {
+            if let Some(part) = buf.get_mut(span) {
+                self.read_in_block(pos, part)?;
+            }
         }
         Ok(())
     }
@@ -974,16 +968,10 @@ impl VhdxFile {
             return Err(self.unsupported("writes to differencing disks"));
         }
         self.check_range(offset, data.len())?;
-        let bs = u64::from(self.geometry.block_size);
-        let mut pos = offset;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let in_block = pos % bs;
-            let n = rest.len().min((bs - in_block) as usize);
-            let (head, tail) = rest.split_at(n);
-            self.write_in_block(pos, head)?;
-            pos += n as u64;
-            rest = tail;
+        for (pos, span) in block_spans(offset, data.len(), self.geometry.block_size) {
+            if let Some(part) = data.get(span) {
+                self.write_in_block(pos, part)?;
+            }
         }
         Ok(())
     }
@@ -1250,6 +1238,28 @@ fn windows_to_unix(p: &str) -> String {
         p
     };
     p.replace('\\', "/")
+}
+
+/// Splits `len` bytes at virtual `offset` into the pieces that each lie in one block: the
+/// virtual position of each piece and its range within the caller's buffer.
+fn block_spans(
+    offset: u64,
+    len: usize,
+    block_size: u32,
+) -> impl Iterator<Item = (u64, std::ops::Range<usize>)> {
+    let bs = u64::from(block_size).max(1);
+    let mut done = 0usize;
+    std::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let pos = offset + done as u64;
+        let room = usize::try_from(bs - pos % bs).unwrap_or(usize::MAX);
+        let n = (len - done).min(room);
+        let span = done..done + n;
+        done += n;
+        Some((pos, span))
+    })
 }
 
 #[cfg(test)]
