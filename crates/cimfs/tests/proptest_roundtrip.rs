@@ -1,7 +1,12 @@
 //! Property test: random operation sequences (dirs, deep directory chains, files of 0 bytes to
-//! 20 MiB, Unicode and case-colliding names, ADS, hard links, removes, SD/EA/reparse blobs), in a chain of up to four
-//! images (a base and forks), are applied to the writer and to an in-memory model; every image
-//! must read back exactly as the model was when it was committed.
+//! 20 MiB written fully, partly or not at all, Unicode and case-colliding names, ADS of up to
+//! 100 KiB on files, directories and the root, hard links, removes of files, links and streams,
+//! replacement of files that have streams or other names, empty mount-point directories,
+//! SD/EA/reparse blobs), in a chain of up to four images (a base and forks), are applied to the
+//! writer and to an in-memory model; every image must read back exactly as the model was when it
+//! was committed.
+//!
+//! 24 cases by default (a few seconds in release); set PROPTEST_CASES for more.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -26,6 +31,26 @@ enum Name {
     CaseOf(usize),
 }
 
+/// How much of a declared stream size is given through `write`; the rest must read as zeros.
+#[derive(Clone, Copy, Debug)]
+enum Fill {
+    All,
+    /// No bytes at all: the writer stores a sparse stream with no backing data.
+    Nothing,
+    /// `size * k / 65536` bytes (0 for small sizes, which is `Nothing` again).
+    Part(u16),
+}
+
+impl Fill {
+    fn written(self, size: usize) -> usize {
+        match self {
+            Fill::All => size,
+            Fill::Nothing => 0,
+            Fill::Part(k) => (size as u64 * u64::from(k) / 65536) as usize,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Dir {
@@ -37,13 +62,17 @@ enum Op {
         parent: usize,
         name: Name,
         size: usize,
+        fill: Fill,
         seed: u8,
         meta: Meta,
     },
+    /// An alternate stream on a file, or (`on_dir`) on a directory or the root.
     Ads {
-        file: usize,
+        target: usize,
+        on_dir: bool,
         name: String,
         size: usize,
+        fill: Fill,
         seed: u8,
     },
     Link {
@@ -61,24 +90,103 @@ enum Op {
         size: usize,
         seed: u8,
     },
+    /// Adds a new file over one name of an existing file, one with streams if there is one: the
+    /// name gets a file without streams, other names of the old file keep it and its streams.
+    Replace {
+        file: usize,
+        size: usize,
+        fill: Fill,
+        seed: u8,
+        meta: Meta,
+    },
+    /// Removes one name of a file that has several (linking one first, `parent`/`name`/`file` as
+    /// in `Link`, when none has): the other names keep the file and its data.
+    RemoveLinked {
+        which: usize,
+        parent: usize,
+        name: Name,
+        file: usize,
+    },
+    /// Removes one alternate stream (of a file or directory that has one), named with its case
+    /// flipped when that names the same stream, with or without the ":$DATA" suffix.
+    RemoveStream {
+        target: usize,
+        which: usize,
+        flip: bool,
+        suffix: bool,
+    },
+    /// An empty directory that is a mount point: attributes DIRECTORY|REPARSE_POINT (plus
+    /// `attributes`) and an IO_REPARSE_TAG_MOUNT_POINT buffer aimed at `C:\target`. Whatever
+    /// held the name is removed first, and no operation adds entries under it.
+    MountPoint {
+        parent: usize,
+        name: String,
+        target: String,
+        attributes: u32,
+    },
 }
 
 #[derive(Clone, Debug)]
 enum Kind {
     Dir(BTreeMap<Vec<u16>, (String, usize)>),
-    File { size: usize, seed: u8 },
+    /// `size` bytes declared, the first `written` of them given (pattern `seed`), the rest zeros.
+    File {
+        size: usize,
+        seed: u8,
+        written: usize,
+    },
+}
+
+/// An alternate stream in the model: its name as given and its content, as for `Kind::File`.
+#[derive(Clone, Debug)]
+struct Stream {
+    name: String,
+    size: usize,
+    seed: u8,
+    written: usize,
 }
 
 #[derive(Clone, Debug)]
 struct Node {
     kind: Kind,
     meta: Meta,
-    ads: BTreeMap<Vec<u16>, (String, usize, u8)>,
+    ads: BTreeMap<Vec<u16>, Stream>,
 }
 
 #[derive(Clone, Debug)]
 struct Model {
     nodes: Vec<Node>,
+}
+
+const IO_REPARSE_TAG_MOUNT_POINT: u32 = 0xA000_0003;
+
+/// The tag (first 4 bytes) of a reparse buffer, 0 for none.
+fn reparse_tag(buf: &[u8]) -> u32 {
+    buf.get(..4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A REPARSE_DATA_BUFFER for a mount point (junction) to `C:\<target>`: tag, data length,
+/// reserved, then MountPointReparseBuffer (substitute name `\??\C:\<target>` and print name
+/// `C:\<target>`, each NUL-terminated, offsets and lengths in bytes without the NUL).
+fn mount_point_buffer(target: &str) -> Vec<u8> {
+    let utf16 = |s: String| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+    let substitute = utf16(format!("\\??\\C:\\{target}"));
+    let print = utf16(format!("C:\\{target}"));
+    let print_offset = substitute.len() + 2;
+    let path_buffer_len = print_offset + print.len() + 2;
+    let mut b = Vec::new();
+    b.extend_from_slice(&IO_REPARSE_TAG_MOUNT_POINT.to_le_bytes());
+    b.extend_from_slice(&((8 + path_buffer_len) as u16).to_le_bytes());
+    b.extend_from_slice(&[0, 0]);
+    for v in [0, substitute.len(), print_offset, print.len()] {
+        b.extend_from_slice(&(v as u16).to_le_bytes());
+    }
+    b.extend_from_slice(&substitute);
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&print);
+    b.extend_from_slice(&[0, 0]);
+    b
 }
 
 fn key(s: &str) -> Vec<u16> {
@@ -156,6 +264,27 @@ impl Model {
         v
     }
 
+    /// Directories new entries may go into: all but mount points, which stay empty.
+    fn parent_dirs(&self) -> Vec<(String, usize)> {
+        self.dirs()
+            .into_iter()
+            .filter(|d| reparse_tag(&self.nodes[d.1].meta.reparse) != IO_REPARSE_TAG_MOUNT_POINT)
+            .collect()
+    }
+
+    /// (path, node, parent node) of every name of a file that has more than one name.
+    fn multi_linked(&self) -> Vec<(String, usize, usize)> {
+        let entries = self.entries();
+        let mut names: HashMap<usize, usize> = HashMap::new();
+        for e in &entries {
+            *names.entry(e.1).or_default() += 1;
+        }
+        entries
+            .into_iter()
+            .filter(|e| matches!(self.nodes[e.1].kind, Kind::File { .. }) && names[&e.1] > 1)
+            .collect()
+    }
+
     fn files(&self) -> Vec<(String, usize)> {
         self.entries()
             .into_iter()
@@ -220,76 +349,198 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// Adds a file at `dir\name` with `size` declared and `written` bytes given, in writer and model.
+#[allow(clippy::too_many_arguments)]
+fn add_file(
+    w: &mut CimWriter,
+    m: &mut Model,
+    dpath: &str,
+    dnode: usize,
+    name: String,
+    meta: &Meta,
+    size: usize,
+    written: usize,
+    seed: u8,
+) {
+    let mut meta = meta.clone();
+    meta.attributes &= !format::FILE_ATTRIBUTE_DIRECTORY;
+    w.add(&join(dpath, &name), &to_meta(&meta, size as u64))
+        .unwrap();
+    write_stream(w, written, seed);
+    m.nodes.push(Node {
+        kind: Kind::File {
+            size,
+            seed,
+            written,
+        },
+        meta,
+        ads: BTreeMap::new(),
+    });
+    let n = m.nodes.len() - 1;
+    m.children(dnode).insert(key(&name), (name, n));
+}
+
+/// Adds (or, over an existing directory, updates) directory `dir\name` in writer and model.
+fn add_dir(w: &mut CimWriter, m: &mut Model, dpath: &str, dnode: usize, name: String, meta: &Meta) {
+    let mut meta = meta.clone();
+    meta.attributes |= format::FILE_ATTRIBUTE_DIRECTORY;
+    w.add(&join(dpath, &name), &to_meta(&meta, 0)).unwrap();
+    let k = key(&name);
+    let existing = m.children(dnode).get(&k).map(|e| e.1);
+    match existing {
+        // Re-adding an existing directory keeps its entries and streams, updates its metadata.
+        Some(old) if matches!(m.nodes[old].kind, Kind::Dir(_)) => {
+            m.nodes[old].meta = meta;
+            m.children(dnode).insert(k, (name, old));
+        }
+        _ => {
+            m.nodes.push(Node {
+                kind: Kind::Dir(BTreeMap::new()),
+                meta,
+                ads: BTreeMap::new(),
+            });
+            let n = m.nodes.len() - 1;
+            m.children(dnode).insert(k, (name, n));
+        }
+    }
+}
+
 fn apply(w: &mut CimWriter, m: &mut Model, op: &Op) {
     match op {
         Op::Dir { parent, name, meta } => {
-            let dirs = m.dirs();
+            let dirs = m.parent_dirs();
             let (dpath, dnode) = dirs[parent % dirs.len()].clone();
             let name = m.resolve_name(dnode, name);
-            let mut meta = meta.clone();
-            meta.attributes |= format::FILE_ATTRIBUTE_DIRECTORY;
-            w.add(&join(&dpath, &name), &to_meta(&meta, 0)).unwrap();
-            let k = key(&name);
-            let existing = m.children(dnode).get(&k).map(|e| e.1);
-            match existing {
-                Some(old) if matches!(m.nodes[old].kind, Kind::Dir(_)) => {
-                    m.nodes[old].meta = meta;
-                    m.children(dnode).insert(k, (name, old));
-                }
-                _ => {
-                    m.nodes.push(Node {
-                        kind: Kind::Dir(BTreeMap::new()),
-                        meta,
-                        ads: BTreeMap::new(),
-                    });
-                    let n = m.nodes.len() - 1;
-                    m.children(dnode).insert(k, (name, n));
-                }
+            add_dir(w, m, &dpath, dnode, name, meta);
+        }
+        Op::MountPoint {
+            parent,
+            name,
+            target,
+            attributes,
+        } => {
+            let dirs = m.parent_dirs();
+            let (dpath, dnode) = dirs[parent % dirs.len()].clone();
+            let meta = Meta {
+                attributes: attributes
+                    | format::FILE_ATTRIBUTE_DIRECTORY
+                    | format::FILE_ATTRIBUTE_REPARSE_POINT,
+                times: [3; 4],
+                sd: vec![],
+                ea: vec![],
+                reparse: mount_point_buffer(target),
+            };
+            // Adding a directory over an existing one keeps its entries; a mount point is to be
+            // empty, so whatever holds the name goes first.
+            if m.children(dnode).remove(&key(name)).is_some() {
+                w.remove(&join(&dpath, name)).unwrap();
             }
+            add_dir(w, m, &dpath, dnode, name.clone(), &meta);
         }
         Op::File {
             parent,
             name,
             size,
+            fill,
             seed,
             meta,
         } => {
-            let dirs = m.dirs();
+            let dirs = m.parent_dirs();
             let (dpath, dnode) = dirs[parent % dirs.len()].clone();
             let name = m.resolve_name(dnode, name);
-            let mut meta = meta.clone();
-            meta.attributes &= !format::FILE_ATTRIBUTE_DIRECTORY;
-            w.add(&join(&dpath, &name), &to_meta(&meta, *size as u64))
-                .unwrap();
-            write_stream(w, *size, *seed);
-            m.nodes.push(Node {
-                kind: Kind::File {
-                    size: *size,
-                    seed: *seed,
-                },
-                meta,
-                ads: BTreeMap::new(),
-            });
-            let n = m.nodes.len() - 1;
-            m.children(dnode).insert(key(&name), (name, n));
+            let written = fill.written(*size);
+            add_file(w, m, &dpath, dnode, name, meta, *size, written, *seed);
         }
-        Op::Ads {
+        Op::Replace {
             file,
-            name,
             size,
+            fill,
             seed,
+            meta,
         } => {
-            let files = m.files();
-            if files.is_empty() {
+            let files: Vec<(String, usize, usize)> = m
+                .entries()
+                .into_iter()
+                .filter(|e| matches!(m.nodes[e.1].kind, Kind::File { .. }))
+                .collect();
+            let with_streams: Vec<_> = files
+                .iter()
+                .filter(|e| !m.nodes[e.1].ads.is_empty())
+                .cloned()
+                .collect();
+            let pool = if with_streams.is_empty() {
+                files
+            } else {
+                with_streams
+            };
+            if pool.is_empty() {
                 return;
             }
-            let (fpath, fnode) = files[file % files.len()].clone();
-            w.add_alternate_stream(&format!("{fpath}:{name}:$DATA"), *size as u64)
+            let (path, _, dnode) = pool[file % pool.len()].clone();
+            let (dpath, name) = match path.rsplit_once('\\') {
+                Some((d, n)) => (d.to_string(), n.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            let written = fill.written(*size);
+            add_file(w, m, &dpath, dnode, name, meta, *size, written, *seed);
+        }
+        Op::Ads {
+            target,
+            on_dir,
+            name,
+            size,
+            fill,
+            seed,
+        } => {
+            let targets = if *on_dir { m.dirs() } else { m.files() };
+            if targets.is_empty() {
+                return;
+            }
+            let (path, node) = targets[target % targets.len()].clone();
+            // The writer accepts streams on directories (NTFS has them); the root is path "".
+            w.add_alternate_stream(&format!("{path}:{name}:$DATA"), *size as u64)
                 .unwrap();
-            write_stream(w, *size, *seed);
-            m.nodes[fnode]
-                .ads
-                .insert(key(name), (name.clone(), *size, *seed));
+            let written = fill.written(*size);
+            write_stream(w, written, *seed);
+            m.nodes[node].ads.insert(
+                key(name),
+                Stream {
+                    name: name.clone(),
+                    size: *size,
+                    seed: *seed,
+                    written,
+                },
+            );
+        }
+        Op::RemoveStream {
+            target,
+            which,
+            flip,
+            suffix,
+        } => {
+            let with: Vec<(String, usize)> = m
+                .dirs()
+                .into_iter()
+                .chain(m.files())
+                .filter(|t| !m.nodes[t.1].ads.is_empty())
+                .collect();
+            if with.is_empty() {
+                return;
+            }
+            let (path, node) = with[target % with.len()].clone();
+            let ads = &m.nodes[node].ads;
+            let k = ads.keys().nth(which % ads.len()).unwrap().clone();
+            let mut sname = ads[&k].name.clone();
+            if *flip && key(&flip_case(&sname)) == k {
+                sname = flip_case(&sname);
+            }
+            let spec = if *suffix {
+                format!("{path}:{sname}:$DATA")
+            } else {
+                format!("{path}:{sname}")
+            };
+            w.remove(&spec).unwrap();
+            m.nodes[node].ads.remove(&k);
         }
         Op::Link { parent, name, file } => {
             let files = m.files();
@@ -297,7 +548,7 @@ fn apply(w: &mut CimWriter, m: &mut Model, op: &Op) {
                 return;
             }
             let (fpath, fnode) = files[file % files.len()].clone();
-            let dirs = m.dirs();
+            let dirs = m.parent_dirs();
             let (dpath, dnode) = dirs[parent % dirs.len()].clone();
             let name = m.resolve_name(dnode, name);
             w.add_link(&join(&dpath, &name), &fpath).unwrap();
@@ -312,7 +563,7 @@ fn apply(w: &mut CimWriter, m: &mut Model, op: &Op) {
             size,
             seed,
         } => {
-            let dirs = m.dirs();
+            let dirs = m.parent_dirs();
             let (mut dpath, mut dnode) = dirs[parent % dirs.len()].clone();
             let dir_meta = Meta {
                 attributes: format::FILE_ATTRIBUTE_DIRECTORY,
@@ -327,47 +578,25 @@ fn apply(w: &mut CimWriter, m: &mut Model, op: &Op) {
                 if path.encode_utf16().count() + 300 > format::MAX_PATH_UNITS {
                     break;
                 }
-                let k = key(name);
-                let next = match m.children(dnode).get(&k).map(|e| e.1) {
-                    Some(existing) if matches!(m.nodes[existing].kind, Kind::Dir(_)) => {
-                        // Re-adding an existing directory keeps its children, updates its metadata.
-                        w.add(&path, &to_meta(&dir_meta, 0)).unwrap();
-                        m.nodes[existing].meta = dir_meta.clone();
-                        m.children(dnode).insert(k, (name.clone(), existing));
-                        existing
-                    }
-                    _ => {
-                        w.add(&path, &to_meta(&dir_meta, 0)).unwrap();
-                        m.nodes.push(Node {
-                            kind: Kind::Dir(BTreeMap::new()),
-                            meta: dir_meta.clone(),
-                            ads: BTreeMap::new(),
-                        });
-                        let n = m.nodes.len() - 1;
-                        m.children(dnode).insert(k, (name.clone(), n));
-                        n
-                    }
-                };
+                add_dir(w, m, &dpath, dnode, name.clone(), &dir_meta);
                 dpath = path;
-                dnode = next;
+                dnode = m.children(dnode)[&key(name)].1;
             }
             let file_meta = Meta {
                 attributes: 0,
                 ..dir_meta
             };
-            w.add(&join(&dpath, "leaf"), &to_meta(&file_meta, *size as u64))
-                .unwrap();
-            write_stream(w, *size, *seed);
-            m.nodes.push(Node {
-                kind: Kind::File {
-                    size: *size,
-                    seed: *seed,
-                },
-                meta: file_meta,
-                ads: BTreeMap::new(),
-            });
-            let n = m.nodes.len() - 1;
-            m.children(dnode).insert(key("leaf"), ("leaf".into(), n));
+            add_file(
+                w,
+                m,
+                &dpath,
+                dnode,
+                "leaf".into(),
+                &file_meta,
+                *size,
+                *size,
+                *seed,
+            );
         }
         Op::Remove { target } => {
             let entries = m.entries();
@@ -378,6 +607,29 @@ fn apply(w: &mut CimWriter, m: &mut Model, op: &Op) {
             w.remove(&path).unwrap();
             let last = path.rsplit('\\').next().unwrap_or(&path).to_string();
             m.children(parent).remove(&key(&last));
+        }
+        Op::RemoveLinked {
+            which,
+            parent,
+            name,
+            file,
+        } => {
+            if m.multi_linked().is_empty() {
+                let link = Op::Link {
+                    parent: *parent,
+                    name: name.clone(),
+                    file: *file,
+                };
+                apply(w, m, &link);
+            }
+            let linked = m.multi_linked();
+            if linked.is_empty() {
+                return;
+            }
+            let (path, _, dnode) = linked[which % linked.len()].clone();
+            w.remove(&path).unwrap();
+            let last = path.rsplit('\\').next().unwrap_or(&path).to_string();
+            m.children(dnode).remove(&key(&last));
         }
     }
 }
@@ -391,14 +643,98 @@ fn read_all(cim: &Cim, id: FileId, stream: Option<&str>) -> Vec<u8> {
     v
 }
 
-fn expect_content(got: &[u8], size: usize, seed: u8) -> bool {
-    got.len() == size && got.iter().enumerate().all(|(i, &b)| b == byte_at(seed, i))
+/// Where `got` differs from `size` bytes whose first `written` follow pattern `seed` and the rest
+/// are zeros, if anywhere.
+fn content_mismatch(got: &[u8], size: usize, written: usize, seed: u8) -> Option<String> {
+    if got.len() != size {
+        return Some(format!("{} bytes read, {size} expected", got.len()));
+    }
+    let at = got.iter().enumerate().position(|(i, &b)| {
+        let want = if i < written { byte_at(seed, i) } else { 0 };
+        b != want
+    })?;
+    Some(format!(
+        "byte {at} of {size} ({written} written) is {:#x}",
+        got[at]
+    ))
+}
+
+/// Checks one file or directory (metadata, default stream, alternate streams) against node `n`.
+fn check_node(cim: &Cim, m: &Model, n: usize, id: FileId, name: &str) -> Result<(), TestCaseError> {
+    let node = &m.nodes[n];
+    let info = cim.file(id).unwrap();
+    let mm = &node.meta;
+    let mut attrs =
+        mm.attributes & (format::REPRESENTABLE_ATTRIBUTES & !format::FILE_ATTRIBUTE_REPARSE_POINT);
+    if !mm.reparse.is_empty() {
+        attrs |= format::FILE_ATTRIBUTE_REPARSE_POINT;
+    }
+    prop_assert_eq!(info.attributes, attrs, "{}", name);
+    prop_assert_eq!(
+        [
+            info.creation_time,
+            info.last_write_time,
+            info.change_time,
+            info.last_access_time
+        ],
+        mm.times
+    );
+    let sd = if mm.sd.is_empty() {
+        format::NULL_DACL_SD.to_vec()
+    } else {
+        mm.sd.clone()
+    };
+    prop_assert_eq!(&info.security_descriptor, &sd);
+    prop_assert_eq!(&info.extended_attributes, &mm.ea);
+    prop_assert_eq!(&info.reparse_data, &mm.reparse);
+    prop_assert_eq!(info.reparse_tag, reparse_tag(&mm.reparse));
+    match &node.kind {
+        Kind::Dir(children) => {
+            prop_assert!(info.is_directory);
+            prop_assert!(!info.sparse);
+            if info.reparse_tag == IO_REPARSE_TAG_MOUNT_POINT {
+                // No operation puts entries under a mount point.
+                prop_assert!(children.is_empty(), "{}", name);
+                prop_assert!(cim.read_dir_id(id).unwrap().is_empty(), "{}", name);
+            }
+        }
+        Kind::File {
+            size,
+            seed,
+            written,
+        } => {
+            prop_assert!(!info.is_directory);
+            prop_assert_eq!(info.size, *size as u64);
+            // FORMAT-CHOICES.md: declared size > 0 with no bytes written is stored sparse.
+            prop_assert_eq!(info.sparse, *size > 0 && *written == 0, "{}", name);
+            let got = read_all(cim, id, None);
+            if let Some(why) = content_mismatch(&got, *size, *written, *seed) {
+                prop_assert!(false, "content of {}: {}", name, why);
+            }
+        }
+    }
+    let streams = cim.streams_id(id).unwrap();
+    let want: Vec<(&String, u64)> = node
+        .ads
+        .values()
+        .map(|a| (&a.name, a.size as u64))
+        .collect();
+    let got: Vec<(&String, u64)> = streams.iter().map(|s| (&s.name, s.size)).collect();
+    prop_assert_eq!(got, want, "streams of {}", name);
+    for a in node.ads.values() {
+        let got = read_all(cim, id, Some(&a.name));
+        if let Some(why) = content_mismatch(&got, a.size, a.written, a.seed) {
+            prop_assert!(false, "stream {}:{}: {}", name, a.name, why);
+        }
+    }
+    Ok(())
 }
 
 fn check(cim_path: &Path, m: &Model) -> Result<(), TestCaseError> {
     let cim = Cim::open(cim_path).unwrap();
     let mut ids: HashMap<usize, FileId> = HashMap::new();
     let mut by_id: HashMap<FileId, usize> = HashMap::new();
+    check_node(&cim, m, 0, cim.root(), "\\")?;
     let mut stack = vec![(0usize, cim.root())];
     while let Some((n, id)) = stack.pop() {
         let Kind::Dir(children) = &m.nodes[n].kind else {
@@ -422,64 +758,10 @@ fn check(cim_path: &Path, m: &Model) -> Result<(), TestCaseError> {
                 "{}",
                 name
             );
-            let node = &m.nodes[*child];
-            let info = cim.file(e.file_id).unwrap();
-            let mm = &node.meta;
-            let mut attrs = mm.attributes
-                & (format::REPRESENTABLE_ATTRIBUTES & !format::FILE_ATTRIBUTE_REPARSE_POINT);
-            if !mm.reparse.is_empty() {
-                attrs |= format::FILE_ATTRIBUTE_REPARSE_POINT;
-            }
-            prop_assert_eq!(info.attributes, attrs, "{}", name);
-            prop_assert_eq!(
-                [
-                    info.creation_time,
-                    info.last_write_time,
-                    info.change_time,
-                    info.last_access_time
-                ],
-                mm.times
-            );
-            let sd = if mm.sd.is_empty() {
-                format::NULL_DACL_SD.to_vec()
-            } else {
-                mm.sd.clone()
-            };
-            prop_assert_eq!(&info.security_descriptor, &sd);
-            prop_assert_eq!(&info.extended_attributes, &mm.ea);
-            prop_assert_eq!(&info.reparse_data, &mm.reparse);
-            let tag = mm
-                .reparse
-                .get(..4)
-                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            prop_assert_eq!(info.reparse_tag, tag);
-            match &node.kind {
-                Kind::Dir(_) => {
-                    prop_assert!(info.is_directory);
-                    if !stack.iter().any(|s| s.0 == *child) {
-                        stack.push((*child, e.file_id));
-                    }
-                }
-                Kind::File { size, seed } => {
-                    prop_assert!(!info.is_directory);
-                    prop_assert_eq!(info.size, *size as u64);
-                    prop_assert!(
-                        expect_content(&read_all(&cim, e.file_id, None), *size, *seed),
-                        "content of {}",
-                        name
-                    );
-                }
-            }
-            let streams = cim.streams_id(e.file_id).unwrap();
-            let want: Vec<(&String, u64)> = node.ads.values().map(|a| (&a.0, a.1 as u64)).collect();
-            let got: Vec<(&String, u64)> = streams.iter().map(|s| (&s.name, s.size)).collect();
-            prop_assert_eq!(got, want);
-            for (sname, size, seed) in node.ads.values() {
-                prop_assert!(expect_content(
-                    &read_all(&cim, e.file_id, Some(sname)),
-                    *size,
-                    *seed
-                ));
+            check_node(&cim, m, *child, e.file_id, name)?;
+            if matches!(m.nodes[*child].kind, Kind::Dir(_)) && !stack.iter().any(|s| s.0 == *child)
+            {
+                stack.push((*child, e.file_id));
             }
         }
     }
@@ -582,6 +864,8 @@ fn meta_strategy() -> impl Strategy<Value = Meta> {
             format::FILE_ATTRIBUTE_SPARSE_FILE,
             0x80,   // NORMAL: not representable, must be dropped
             0x2000, // NOT_CONTENT_INDEXED: likewise
+            // REPARSE_POINT: read back only when there is a reparse buffer.
+            format::FILE_ATTRIBUTE_REPARSE_POINT,
         ],
         0..4,
     )
@@ -620,21 +904,69 @@ fn name_or_case() -> impl Strategy<Value = Name> {
     prop_oneof![4 => name_strategy().prop_map(Name::Fresh), 1 => any::<usize>().prop_map(Name::CaseOf)]
 }
 
+/// Alternate stream sizes: mostly small-region streams, some of a page or more (data region).
+fn ads_size_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        6 => 0usize..64,
+        4 => 64usize..4096,
+        1 => Just(4095usize),
+        1 => Just(4096usize),
+        1 => Just(4097usize),
+        3 => 4097usize..=100 << 10,
+    ]
+}
+
+fn fill_strategy() -> impl Strategy<Value = Fill> {
+    prop_oneof![
+        6 => Just(Fill::All),
+        1 => Just(Fill::Nothing),
+        2 => (1u16..).prop_map(Fill::Part),
+    ]
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (any::<usize>(), name_or_case(), meta_strategy()).prop_map(|(parent, name, meta)| Op::Dir { parent, name, meta }),
-        8 => (any::<usize>(), name_or_case(), size_strategy(), 0u8..4, meta_strategy())
-            .prop_map(|(parent, name, size, seed, meta)| Op::File { parent, name, size, seed, meta }),
-        2 => (any::<usize>(), name_strategy(), 0usize..3000, 0u8..4).prop_map(|(file, name, size, seed)| Op::Ads { file, name, size, seed }),
+        8 => (any::<usize>(), name_or_case(), size_strategy(), fill_strategy(), 0u8..4, meta_strategy())
+            .prop_map(|(parent, name, size, fill, seed, meta)| Op::File { parent, name, size, fill, seed, meta }),
+        3 => (any::<usize>(), proptest::bool::weighted(0.3), name_strategy(), ads_size_strategy(), fill_strategy(), 0u8..4)
+            .prop_map(|(target, on_dir, name, size, fill, seed)| Op::Ads { target, on_dir, name, size, fill, seed }),
         2 => (any::<usize>(), name_or_case(), any::<usize>()).prop_map(|(parent, name, file)| Op::Link { parent, name, file }),
         2 => any::<usize>().prop_map(|target| Op::Remove { target }),
         1 => (any::<usize>(), proptest::collection::vec(name_strategy(), 10..70), 0usize..5000, 0u8..4)
             .prop_map(|(parent, names, size, seed)| Op::Nest { parent, names, size, seed }),
+        2 => (any::<usize>(), size_strategy(), fill_strategy(), 0u8..4, meta_strategy())
+            .prop_map(|(file, size, fill, seed, meta)| Op::Replace { file, size, fill, seed, meta }),
+        1 => (any::<usize>(), any::<usize>(), name_or_case(), any::<usize>())
+            .prop_map(|(which, parent, name, file)| Op::RemoveLinked { which, parent, name, file }),
+        1 => (any::<usize>(), any::<usize>(), any::<bool>(), any::<bool>())
+            .prop_map(|(target, which, flip, suffix)| Op::RemoveStream { target, which, flip, suffix }),
+        1 => (any::<usize>(), name_strategy(), name_strategy(), proptest::sample::subsequence(
+                vec![format::FILE_ATTRIBUTE_READONLY, format::FILE_ATTRIBUTE_HIDDEN, format::FILE_ATTRIBUTE_SYSTEM, format::FILE_ATTRIBUTE_ARCHIVE],
+                0..3,
+            ))
+            .prop_map(|(parent, name, target, attrs)| Op::MountPoint { parent, name, target, attributes: attrs.into_iter().fold(0, |a, b| a | b) }),
     ]
 }
 
+/// 24 cases and 64 shrink steps unless PROPTEST_CASES / PROPTEST_MAX_SHRINK_ITERS say otherwise
+/// (`ProptestConfig::default()` reads them).
+fn config() -> ProptestConfig {
+    let d = ProptestConfig::default();
+    let set = |v: &str| std::env::var_os(v).is_some();
+    ProptestConfig {
+        cases: if set("PROPTEST_CASES") { d.cases } else { 24 },
+        max_shrink_iters: if set("PROPTEST_MAX_SHRINK_ITERS") {
+            d.max_shrink_iters
+        } else {
+            64
+        },
+        ..d
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 64, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn roundtrip_with_forks(stages in proptest::collection::vec(proptest::collection::vec(op_strategy(), 0..30), 1..5)) {
@@ -658,4 +990,27 @@ proptest! {
             check(&t.path().join(name), m)?;
         }
     }
+}
+
+/// The generator's mount-point buffer is what Windows expects: ReparseDataLength counts what
+/// follows the 8-byte header, and both names are where their offsets and lengths say.
+#[test]
+fn mount_point_buffer_layout() {
+    let b = mount_point_buffer("Target Σ😀");
+    let u16_at = |i: usize| usize::from(u16::from_le_bytes([b[i], b[i + 1]]));
+    assert_eq!(reparse_tag(&b), 0xA000_0003);
+    assert_eq!(u16_at(4) + 8, b.len());
+    assert_eq!(u16_at(6), 0);
+    let name = |off: usize, len: usize| {
+        let bytes = &b[16 + off..16 + off + len];
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(&b[16 + off + len..16 + off + len + 2], &[0, 0]);
+        String::from_utf16(&units).unwrap()
+    };
+    assert_eq!(name(u16_at(8), u16_at(10)), "\\??\\C:\\Target Σ😀");
+    assert_eq!(name(u16_at(12), u16_at(14)), "C:\\Target Σ😀");
+    assert_eq!(16 + u16_at(12) + u16_at(14) + 2, b.len());
 }
