@@ -584,3 +584,43 @@ fn ctrl_c_during_import_leaves_no_layer_behind() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn extract_streams_large_alternate_streams_into_the_sidecar() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let big = pattern(200_001, 3);
+    let mut t = LayerTar::new();
+    t.dir("Files").base_hives();
+    t.file("Files/a.txt", b"a");
+    t.stream("Files/a.txt:big", &big);
+    t.stream("Files/a.txt:small", b"s");
+    let tar = tmp.path().join("s.tar");
+    std::fs::write(&tar, t.finish()).expect("write");
+    import_tar(&tar, &tmp.path().join("snap/1"), &[]);
+    let cim = tmp.path().join("snap/cim-layers/1.cim");
+    let dir = tmp.path().join("out");
+    cimkit_ok(&["extract", s(&cim), s(&dir)], 0);
+    let sidecar = std::fs::read_to_string(dir.join(".cimkit-metadata.jsonl")).expect("sidecar");
+    let records = json_lines(&sidecar);
+    let a = records
+        .iter()
+        .find(|v| v["path"] == "Files\\a.txt")
+        .expect("record");
+    let streams = a["streams"].as_array().expect("streams");
+    assert_eq!(streams.len(), 2);
+    for st in streams {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(st["data"].as_str().expect("data"))
+            .expect("base64");
+        let want: &[u8] = if st["name"] == "big" { &big } else { b"s" };
+        assert!(data == want, "{}", st["name"]);
+        assert_eq!(st["size"], want.len());
+        let sha: String = sha2::Sha256::digest(want)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(st["sha256"], sha);
+    }
+}

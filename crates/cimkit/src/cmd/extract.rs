@@ -255,23 +255,44 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
             n_files += 1;
             bytes += n;
         }
-        if !info.is_directory {
-            let mut streams = Vec::new();
-            for s in cim
-                .streams_id(info.file_id)
-                .with_context(|| format!("{}: {path}", args.cim.display()))?
-            {
-                let r = cim
-                    .open_id(info.file_id, Some(&s.name))
-                    .with_context(|| format!("{}: {path}:{}", args.cim.display(), s.name))?;
-                let mut data = Vec::new();
-                let (_, sha) = copy_hashing(r, &mut data)
-                    .with_context(|| format!("{}: {path}:{}", args.cim.display(), s.name))?;
-                streams.push(json!({"name": s.name, "size": s.size, "sha256": sha, "data": output::base64(&data)}));
-            }
-            record["streams"] = Value::Array(streams);
+        if info.is_directory {
+            output::json_line(&mut sidecar, &record)?;
+            return Ok(());
         }
-        output::json_line(&mut sidecar, &record)?;
+        // Streams last, each one's bytes base64-encoded straight into the sidecar (never held
+        // whole in memory), its hash after them.
+        let streams = cim
+            .streams_id(info.file_id)
+            .with_context(|| format!("{}: {path}", args.cim.display()))?;
+        if let Some(fields) = record.as_object_mut() {
+            fields.remove("streams");
+        }
+        let mut head = serde_json::to_vec(&record)?;
+        head.pop(); // the closing brace
+        sidecar.write_all(&head)?;
+        sidecar.write_all(br#","streams":["#)?;
+        for (i, s) in streams.iter().enumerate() {
+            let sctx = || format!("{}: {path}:{}", args.cim.display(), s.name);
+            let r = cim
+                .open_id(info.file_id, Some(&s.name))
+                .with_context(sctx)?;
+            let name = serde_json::to_string(&s.name)?;
+            let sep = if i == 0 { "" } else { "," };
+            write!(
+                sidecar,
+                r#"{sep}{{"name":{name},"size":{},"data":""#,
+                s.size
+            )?;
+            let mut encoder = base64::write::EncoderWriter::new(
+                &mut sidecar,
+                &base64::engine::general_purpose::STANDARD,
+            );
+            let (_, sha) = copy_hashing(r, &mut encoder).with_context(sctx)?;
+            encoder.finish().with_context(sctx)?;
+            drop(encoder);
+            write!(sidecar, r#"","sha256":"{sha}"}}"#)?;
+        }
+        sidecar.write_all(b"]}\n")?;
         Ok(())
     };
 
