@@ -1,7 +1,9 @@
 //! Fuzzes the reader and `verify`: each input damages one file of a small forked image built at
 //! start-up (XOR bytes at an offset, or truncate), then everything a user can trigger is read:
 //! open, a recursive walk with stat by id and by path, every stream (alternate ones included),
-//! `image_files`, `verify` and (for inputs with bit 0x40 of the first byte) `verify_digests`.
+//! `image_files`, `verify` and (for inputs with bit 0x40 of the first byte) `verify_digests`;
+//! for inputs with bit 0x01 of the second byte, the damaged image is also forked and committed
+//! (a fork copies its parents' metadata, so a damaged parent must give an error, not a panic).
 //! Run with `cargo +nightly fuzz run reader` from crates/cimfs.
 
 #![no_main]
@@ -136,6 +138,29 @@ fn walk(cim_path: &Path) -> cimfs::Result<()> {
     Ok(())
 }
 
+/// Forks the (damaged) child image with one new file and commits; walks and verifies the result
+/// when it commits; leaves the folder as it was.
+fn fork_probe(dir: &Path) {
+    let probe = dir.join("probe.cim");
+    if let Ok(mut w) = CimWriter::fork(dir, "child.cim", "probe.cim") {
+        let meta = FileMetadata {
+            size: 1,
+            ..Default::default()
+        };
+        let added = w.add("probe.txt", &meta).and_then(|()| w.write(b"p"));
+        if added.is_ok() && w.commit().is_ok() {
+            let _ = walk(&probe);
+            let _ = cimfs::verify::verify(&probe);
+        }
+    }
+    if let Ok(files) = cimfs::image_files(&probe) {
+        for f in files.regions.iter().chain(files.objectids.iter()) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    let _ = std::fs::remove_file(&probe);
+}
+
 fuzz_target!(|data: &[u8]| {
     let s = seed();
     if data.len() < 5 || s.files.is_empty() {
@@ -162,6 +187,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = cimfs::verify::verify(&child);
     if data[0] & 0x40 != 0 {
         let _ = cimfs::verify::verify_digests(&child);
+    }
+    if data[1] & 0x01 != 0 {
+        fork_probe(&s.dir);
     }
     std::fs::write(path, orig).expect("restore file");
 });
