@@ -554,20 +554,28 @@ fn apply_new(
 }
 
 /// The log files Windows keeps beside the hive at `path` that exist: `<path>.LOG1` and
-/// `<path>.LOG2` (or the lower-case `.log1`/`.log2` spellings a copy may have).
+/// `<path>.LOG2` (or the lower-case `.log1`/`.log2` spellings a copy may have); when there is
+/// neither, the single `<path>.LOG` (`.log`) of Windows XP and Server 2003 (old format).
 pub fn log_paths(path: &Path) -> Vec<PathBuf> {
-    ["1", "2"]
+    let existing = |suffixes: [String; 2]| {
+        suffixes
+            .iter()
+            .map(|suffix| {
+                let mut p = path.as_os_str().to_owned();
+                p.push(suffix);
+                PathBuf::from(p)
+            })
+            .find(|p| p.is_file())
+    };
+    let dual: Vec<PathBuf> = ["1", "2"]
         .iter()
-        .filter_map(|n| {
-            [format!(".LOG{n}"), format!(".log{n}")]
-                .iter()
-                .map(|suffix| {
-                    let mut p = path.as_os_str().to_owned();
-                    p.push(suffix);
-                    PathBuf::from(p)
-                })
-                .find(|p| p.is_file())
-        })
+        .filter_map(|n| existing([format!(".LOG{n}"), format!(".log{n}")]))
+        .collect();
+    if !dual.is_empty() {
+        return dual;
+    }
+    existing([".LOG".to_string(), ".log".to_string()])
+        .into_iter()
         .collect()
 }
 

@@ -618,3 +618,22 @@ fn recover_file_finds_the_logs_beside_the_hive() {
     let e = regf::recover_file(&hive).expect_err("not a hive");
     assert!(e.to_string().contains("SYSTEM"), "{e}");
 }
+
+#[test]
+fn a_single_dot_log_beside_the_hive_is_found_and_applied() {
+    // Windows XP / Server 2003 keep one old-format HIVE.LOG; it is used only when there is no
+    // HIVE.LOG1 / HIVE.LOG2.
+    let (primary, to) = before_and_after();
+    let log = old_log(&primary, &to, u32_at(&primary, 4));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hive = dir.path().join("SYSTEM");
+    std::fs::write(&hive, &primary).expect("write");
+    std::fs::write(dir.path().join("SYSTEM.LOG"), &log).expect("write");
+    assert_eq!(regf::log_paths(&hive), vec![dir.path().join("SYSTEM.LOG")]);
+    let r = regf::recover_file(&hive).expect("recover");
+    assert_eq!(r.recovery.entries_applied(), 1);
+    assert_eq!(value_v(&r.recovery.bytes).as_deref(), Some("after!"));
+    // With a .LOG1 present, the single .LOG is not one of the logs.
+    std::fs::write(dir.path().join("SYSTEM.LOG1"), &log).expect("write");
+    assert_eq!(regf::log_paths(&hive), vec![dir.path().join("SYSTEM.LOG1")]);
+}

@@ -137,13 +137,19 @@ fn read_bytes(source: &Source) -> Result<(Vec<u8>, String)> {
                 return Ok((bytes, name));
             }
             // Windows keeps the logs beside the hive; lookups in a CIM are case-insensitive.
+            // The single .LOG of XP / Server 2003 counts only when there is no .LOG1/.LOG2.
             let mut logs = Vec::new();
-            for suffix in [".LOG1", ".LOG2"] {
-                let log_name = format!("{}{suffix}", source.hive);
-                if let Some(log) = read_cim_file(&cim, &log_name)
-                    .with_context(|| format!("{}:{log_name}", cim_path.display()))?
-                {
-                    logs.push((format!("{}:{log_name}", cim_path.display()), log));
+            for suffixes in [&[".LOG1", ".LOG2"][..], &[".LOG"][..]] {
+                for suffix in suffixes {
+                    let log_name = format!("{}{suffix}", source.hive);
+                    if let Some(log) = read_cim_file(&cim, &log_name)
+                        .with_context(|| format!("{}:{log_name}", cim_path.display()))?
+                    {
+                        logs.push((format!("{}:{log_name}", cim_path.display()), log));
+                    }
+                }
+                if !logs.is_empty() {
+                    break;
                 }
             }
             Ok((apply_logs(bytes, &name, &logs), name))
