@@ -23,10 +23,12 @@ pub fn dump(hive: &Hive, out: &mut dyn Write) -> io::Result<()> {
     for note in &hive.notes {
         writeln!(out, "note: {note}")?;
     }
-    dump_key(&hive.root, "", out)
+    dump_key(&hive.root, &mut String::new(), out)
 }
 
-fn dump_key(key: &Key, path: &str, out: &mut dyn Write) -> io::Result<()> {
+/// `path` is one buffer for the whole walk (each level appends its name and cuts it off again),
+/// so a deep tree costs one path, not one per level.
+fn dump_key(key: &Key, path: &mut String, out: &mut dyn Write) -> io::Result<()> {
     write!(out, "\\{path}  [{}]", filetime_to_string(key.last_written))?;
     if let Some(class) = key.class_name() {
         write!(out, " class={class:?}")?;
@@ -56,13 +58,15 @@ fn dump_key(key: &Key, path: &str, out: &mut dyn Write) -> io::Result<()> {
             .unwrap_or_else(|| format!("type {:#x}", v.kind));
         writeln!(out, "  {name} {kind} = {}", render_data(v))?;
     }
+    let len = path.len();
     for k in &key.subkeys {
-        let child = if path.is_empty() {
-            k.name.clone()
-        } else {
-            format!("{path}\\{}", k.name)
-        };
-        dump_key(k, &child, out)?;
+        if len > 0 {
+            path.push('\\');
+        }
+        path.push_str(&k.name);
+        let done = dump_key(k, path, out);
+        path.truncate(len);
+        done?;
     }
     Ok(())
 }
@@ -130,14 +134,15 @@ pub fn filetime_to_string(ft: u64) -> String {
 /// differencing hive are written as deletions ("[-key]", "name"=-).
 pub fn export_reg(hive: &Hive, prefix: &str, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "Windows Registry Editor Version 5.00")?;
-    reg_key(&hive.root, prefix, out)
+    reg_key(&hive.root, &mut prefix.to_string(), out)
 }
 
 fn reg_quote(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-fn reg_key(key: &Key, path: &str, out: &mut dyn Write) -> io::Result<()> {
+/// `path` is one buffer for the whole walk, as in `dump_key`.
+fn reg_key(key: &Key, path: &mut String, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out)?;
     if key.layer == LayerSemantics::Tombstone {
         return writeln!(out, "[-{path}]");
@@ -155,8 +160,13 @@ fn reg_key(key: &Key, path: &str, out: &mut dyn Write) -> io::Result<()> {
         }
         writeln!(out, "{name}={}", reg_data(v))?;
     }
+    let len = path.len();
     for k in &key.subkeys {
-        reg_key(k, &format!("{path}\\{}", k.name), out)?;
+        path.push('\\');
+        path.push_str(&k.name);
+        let done = reg_key(k, path, out);
+        path.truncate(len);
+        done?;
     }
     Ok(())
 }

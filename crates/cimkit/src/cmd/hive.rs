@@ -320,15 +320,19 @@ fn key_json(k: &regf::Key, path: &str) -> Json {
     })
 }
 
-fn dump_json(out: &mut dyn Write, k: &regf::Key, path: &str) -> Result<()> {
+/// One JSON line per key below `k`; `path` is one buffer for the whole walk (each level appends
+/// its name and cuts it off again), so a deep tree costs one path, not one per level.
+fn dump_json(out: &mut dyn Write, k: &regf::Key, path: &mut String) -> Result<()> {
     output::json_line(out, &key_json(k, path))?;
+    let len = path.len();
     for sub in &k.subkeys {
-        let p = if path.is_empty() {
-            sub.name.clone()
-        } else {
-            format!("{path}\\{}", sub.name)
-        };
-        dump_json(out, sub, &p)?;
+        if len > 0 {
+            path.push('\\');
+        }
+        path.push_str(&sub.name);
+        let done = dump_json(out, sub, path);
+        path.truncate(len);
+        done?;
     }
     Ok(())
 }
@@ -395,7 +399,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             let path = key_path(&key);
             let k = find_key(&hive, &path, &name)?;
             if json {
-                dump_json(&mut out, k, &path)?;
+                dump_json(&mut out, k, &mut path.clone())?;
             } else if let Some(root) = reg {
                 let mut sub = regf::Hive::new();
                 sub.root = k.clone();
