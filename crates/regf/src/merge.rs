@@ -18,10 +18,22 @@ pub fn merge(base: &Hive, delta: &Hive) -> Result<Hive> {
 pub fn merge_all(base: &Hive, deltas: &[&Hive]) -> Result<Hive> {
     let mut root = strip(&base.root);
     for delta in deltas {
+        let base_security = root.security.clone();
         root = merge_key(Some(&root), &delta.root).ok_or_else(|| Error::Invalid {
             key: String::new(),
             reason: "the delta's root key is a tombstone; a hive root cannot be deleted".into(),
         })?;
+        // A delta's root is the key ORCreateHive made, with a descriptor of its own rather
+        // than a copy of the base root's (the real delta's root has 144 bytes where real
+        // SYSTEM roots have 236, while most of its merge keys carry copies of their base
+        // keys' descriptors): the root keeps the base's. Other keys take the delta's
+        // (UNKNOWN (a), regf.md §3.3).
+        if root.security.is_some()
+            && base_security.is_some()
+            && delta.root.layer == LayerSemantics::Merge
+        {
+            root.security = base_security;
+        }
     }
     // Output format: the base's, which the writer keeps (a 1.3 base gives 1.3). What
     // ORSaveHive(10, 0) picks is UNKNOWN (e) in regf.md §3.3; container bases are 1.5.

@@ -256,6 +256,14 @@ fn real_delta_onto_real_system_hive() {
     let m = merge(&base, &delta).expect("merge");
     assert_plain(&m.root, "");
     assert_eq!(m.root.name, base.root.name);
+    // The delta's root descriptor is not a copy of a base root's: the merged root keeps the base's.
+    eprintln!(
+        "root SD: base {} bytes, delta {} bytes",
+        base.root.security.as_ref().map_or(0, Vec::len),
+        delta.root.security.as_ref().map_or(0, Vec::len)
+    );
+    assert_ne!(base.root.security, delta.root.security);
+    assert_eq!(m.root.security, base.root.security);
     check_against_delta(Some(&base.root), &delta.root, Some(&m.root), "", false);
     // Some concrete facts from the delta (regf.md §1.12 / SOURCES.txt).
     assert!(m.key("ControlSet001\\Services\\XBOXGIP").is_none());
