@@ -162,19 +162,10 @@ pub fn apply_cim_boot_edits(hive: &mut Hive, p: &CimBootParams) -> Result<()> {
 /// replaces the file only after the edited hive was written beside it.
 pub fn edit_store_file(path: &Path, p: &CimBootParams) -> Result<()> {
     let mut hive = Hive::open(path)?;
-    let dirty: Vec<&String> = hive
-        .notes
-        .iter()
-        .filter(|n| n.starts_with("dirty hive"))
-        .collect();
-    if !dirty.is_empty() {
+    if let Some(notes) = hive.dirty_notes() {
         return Err(Error::Dirty {
             path: path.to_path_buf(),
-            notes: dirty
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
+            notes,
         });
     }
     apply_cim_boot_edits(&mut hive, p)?;

@@ -23,12 +23,13 @@ pub fn dump(hive: &Hive, out: &mut dyn Write) -> io::Result<()> {
     for note in &hive.notes {
         writeln!(out, "note: {note}")?;
     }
-    dump_key(&hive.root, &mut String::new(), out)
+    hive.root.walk(&mut String::new(), &mut |key, path| {
+        dump_key(key, path, out)
+    })
 }
 
-/// `path` is one buffer for the whole walk (each level appends its name and cuts it off again),
-/// so a deep tree costs one path, not one per level.
-fn dump_key(key: &Key, path: &mut String, out: &mut dyn Write) -> io::Result<()> {
+/// One key's line and its values' lines.
+fn dump_key(key: &Key, path: &str, out: &mut dyn Write) -> io::Result<()> {
     write!(out, "\\{path}  [{}]", filetime_to_string(key.last_written))?;
     if let Some(class) = key.class_name() {
         write!(out, " class={class:?}")?;
@@ -57,16 +58,6 @@ fn dump_key(key: &Key, path: &mut String, out: &mut dyn Write) -> io::Result<()>
             .map(str::to_string)
             .unwrap_or_else(|| format!("type {:#x}", v.kind));
         writeln!(out, "  {name} {kind} = {}", render_data(v))?;
-    }
-    let len = path.len();
-    for k in &key.subkeys {
-        if len > 0 {
-            path.push('\\');
-        }
-        path.push_str(&k.name);
-        let done = dump_key(k, path, out);
-        path.truncate(len);
-        done?;
     }
     Ok(())
 }

@@ -128,6 +128,9 @@ pub struct Hive {
     pub notes: Vec<String>,
 }
 
+/// How a note about a dirty file starts (see [`Hive::dirty_notes`]).
+pub const DIRTY_NOTE: &str = "dirty hive: ";
+
 /// Current time as a Windows FILETIME (100 ns since 1601-01-01).
 pub fn now_filetime() -> u64 {
     let since_unix = std::time::SystemTime::now()
@@ -211,6 +214,18 @@ impl Hive {
             Some(parent) => parent.delete_subkey(last),
             None => false,
         }
+    }
+
+    /// The notes saying the file was dirty when read (its transaction logs hold changes it
+    /// lacks), joined by "; "; None for a clean hive.
+    pub fn dirty_notes(&self) -> Option<String> {
+        let dirty: Vec<&str> = self
+            .notes
+            .iter()
+            .filter(|n| n.starts_with(DIRTY_NOTE))
+            .map(String::as_str)
+            .collect();
+        (!dirty.is_empty()).then(|| dirty.join("; "))
     }
 
     /// True when any key or value carries layered-key bits.
@@ -352,6 +367,28 @@ impl Key {
             self.last_written = now_filetime();
         }
         removed
+    }
+
+    /// Visits this key and every key below it, parents first, each with its path: `path`
+    /// extended by the names below this key, `\` between names (none before the first when
+    /// `path` is empty). One buffer serves the whole walk, so a deep tree costs one path.
+    pub fn walk<E>(
+        &self,
+        path: &mut String,
+        visit: &mut dyn FnMut(&Key, &str) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        visit(self, path)?;
+        let len = path.len();
+        for k in &self.subkeys {
+            if len > 0 {
+                path.push('\\');
+            }
+            path.push_str(&k.name);
+            let done = k.walk(path, visit);
+            path.truncate(len);
+            done?;
+        }
+        Ok(())
     }
 
     /// The class name decoded from UTF-16LE.

@@ -65,7 +65,8 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Hive> {
     let (seq1, seq2) = (field(BB_SEQ1), field(BB_SEQ2));
     if seq1 != seq2 {
         notes.push(format!(
-            "dirty hive: sequence numbers {seq1} != {seq2} (read without logs)"
+            "{}sequence numbers {seq1} != {seq2} (read without logs)",
+            crate::model::DIRTY_NOTE
         ));
     }
     let stored = field(BB_CHECKSUM);

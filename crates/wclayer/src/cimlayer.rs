@@ -583,9 +583,10 @@ impl CimLayerWriter {
     /// Whether `path` names something this tar added that only reaches the CIM at close: a hive
     /// or boot file, or a hard link to one (a link to it must wait for it too).
     fn is_pending(&self, path: &str) -> bool {
+        let lower = path.to_lowercase();
         self.pending.iter().any(|op| match op {
             PendingOp::AddHostFile { cim_path: p, .. } | PendingOp::Link { name: p, .. } => {
-                p.to_lowercase() == path.to_lowercase()
+                p.to_lowercase() == lower
             }
             PendingOp::AddDir { .. } => false,
         })
@@ -593,6 +594,14 @@ impl CimLayerWriter {
 
     /// A later entry at the name of a pending hard link replaces that link.
     fn forget_pending_link(&mut self, path: &str) {
+        // Called for every entry: most layers have no pending link, so no lower-casing then.
+        if !self
+            .pending
+            .iter()
+            .any(|op| matches!(op, PendingOp::Link { .. }))
+        {
+            return;
+        }
         let lower = path.to_lowercase();
         self.pending.retain(
             |op| !matches!(op, PendingOp::Link { name, .. } if name.to_lowercase() == lower),

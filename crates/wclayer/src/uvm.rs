@@ -42,20 +42,12 @@ pub fn is_absolute_windows_path(p: &str) -> bool {
 /// Refuses a dirty hive (one whose transaction logs hold changes not yet in the file): editing
 /// and saving it would drop them without a word.
 fn refuse_dirty(hive: &regf::Hive) -> std::result::Result<(), String> {
-    let dirty: Vec<&str> = hive
-        .notes
-        .iter()
-        .filter(|n| n.starts_with("dirty hive"))
-        .map(String::as_str)
-        .collect();
-    if dirty.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
+    match hive.dirty_notes() {
+        None => Ok(()),
+        Some(notes) => Err(format!(
             "the hive is dirty (changes are still in its .LOG1/.LOG2 transaction logs, not in \
-             the file): replay them into the file before packing the layer: {}",
-            dirty.join("; ")
-        ))
+             the file): replay them into the file before packing the layer: {notes}"
+        )),
     }
 }
 

@@ -260,7 +260,11 @@ fn load(source: &Source) -> Result<(regf::Hive, String)> {
         }
     })?;
     if source.lenient {
-        for note in hive.notes.iter().filter(|n| !n.starts_with("dirty hive")) {
+        for note in hive
+            .notes
+            .iter()
+            .filter(|n| !n.starts_with(regf::DIRTY_NOTE))
+        {
             eprintln!("cimkit: {name}: {note}");
         }
     }
@@ -320,20 +324,11 @@ fn key_json(k: &regf::Key, path: &str) -> Json {
     })
 }
 
-/// One JSON line per key below `k`; `path` is one buffer for the whole walk (each level appends
-/// its name and cuts it off again), so a deep tree costs one path, not one per level.
-fn dump_json(out: &mut dyn Write, k: &regf::Key, path: &mut String) -> Result<()> {
-    output::json_line(out, &key_json(k, path))?;
-    let len = path.len();
-    for sub in &k.subkeys {
-        if len > 0 {
-            path.push('\\');
-        }
-        path.push_str(&sub.name);
-        let done = dump_json(out, sub, path);
-        path.truncate(len);
-        done?;
-    }
+/// One JSON line per key, `k` and every key below it.
+fn dump_json(out: &mut dyn Write, k: &regf::Key, path: &str) -> Result<()> {
+    k.walk(&mut path.to_string(), &mut |key, p| {
+        output::json_line(out, &key_json(key, p))
+    })?;
     Ok(())
 }
 
@@ -399,7 +394,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             let path = key_path(&key);
             let k = find_key(&hive, &path, &name)?;
             if json {
-                dump_json(&mut out, k, &mut path.clone())?;
+                dump_json(&mut out, k, &path)?;
             } else if let Some(root) = reg {
                 let mut sub = regf::Hive::new();
                 sub.root = k.clone();
