@@ -233,25 +233,24 @@ pub fn entry_json(
     } else {
         Value::Null
     };
+    // Directories and reparse points can carry alternate streams too.
     let mut streams = Vec::new();
-    if !info.is_directory {
-        for s in cim
-            .streams_id(info.file_id)
-            .with_context(|| format!("{}: {path}: streams", cim.path().display()))?
-        {
-            let digest = if hash {
-                let r = cim
-                    .open_id(info.file_id, Some(&s.name))
-                    .with_context(|| format!("{}: {path}:{}", cim.path().display(), s.name))?;
-                Value::String(
-                    sha256_of(r)
-                        .with_context(|| format!("{}: {path}:{}", cim.path().display(), s.name))?,
-                )
-            } else {
-                Value::Null
-            };
-            streams.push(json!({"name": s.name, "size": s.size, "sha256": digest}));
-        }
+    for s in cim
+        .streams_id(info.file_id)
+        .with_context(|| format!("{}: {path}: streams", cim.path().display()))?
+    {
+        let digest = if hash {
+            let r = cim
+                .open_id(info.file_id, Some(&s.name))
+                .with_context(|| format!("{}: {path}:{}", cim.path().display(), s.name))?;
+            Value::String(
+                sha256_of(r)
+                    .with_context(|| format!("{}: {path}:{}", cim.path().display(), s.name))?,
+            )
+        } else {
+            Value::Null
+        };
+        streams.push(json!({"name": s.name, "size": s.size, "sha256": digest}));
     }
     Ok(json!({
         "path": path,

@@ -142,6 +142,10 @@ fn ls_recursive_json_has_every_field() {
     );
     assert_eq!(hello["streams"][0]["name"], "zone");
     assert_eq!(hello["streams"][0]["size"], 26);
+    let dir = find("Files\\dir");
+    assert_eq!(dir["type"], "dir");
+    assert_eq!(dir["streams"][0]["name"], "tag");
+    assert_eq!(dir["streams"][0]["size"], 20);
     // 1650000000.1234567 s after 1970 in FILETIME ticks.
     assert_eq!(
         hello["last_write_time"],
@@ -277,7 +281,7 @@ fn export_import_round_trip_has_no_differences() {
     );
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(
-        summary.contains("1 hard links") && summary.contains("1 streams"),
+        summary.contains("1 hard links") && summary.contains("2 streams"),
         "{summary}"
     );
     let layer2 = tmp.path().join("snap2/7");
@@ -329,7 +333,9 @@ fn diff_reports_added_removed_changed() {
     assert!(lines.contains(&"M Files\\link (reparse)"), "{out}");
     assert!(lines.contains(&"- Files\\junction"), "{out}");
     assert!(lines.contains(&"+ Files\\new.txt"), "{out}");
-    assert_eq!(lines.len(), 6, "{out}");
+    // A directory's alternate streams count too: b's Files\dir has none.
+    assert!(lines.contains(&"M Files\\dir (streams)"), "{out}");
+    assert_eq!(lines.len(), 7, "{out}");
     let j = json_lines(&cimkit_ok(&["diff", "--json", s(&cim), s(&cim_b)], 1));
     assert!(j
         .iter()

@@ -193,6 +193,7 @@ fn main() -> anyhow::Result<()> {
         layer: snapshots.join("1"),
         parents: vec![],
         host_layer_path: None,
+        skip_utility_vm_processing: false,
     };
     let start = Instant::now();
     let summary = wclayer::import_layer(fs::File::open(&tar)?, &opts, &mut |_| {})?;

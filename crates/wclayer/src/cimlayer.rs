@@ -34,6 +34,10 @@ pub struct ImportOptions {
     /// differs from the local folder name), and it gives SystemTemplate.vhdx the absolute
     /// Windows path of its parent disk.
     pub host_layer_path: Option<String>,
+    /// Store a `UtilityVM` tree exactly as the tar has it: no `uvmbuildversion`, no VHDX disks,
+    /// no BCD or SYSTEM edits. hcsshim has done so since its utility-VM processing was removed
+    /// (commit e0c52cd23, March 2024); the default follows the earlier seed, which processes it.
+    pub skip_utility_vm_processing: bool,
 }
 
 /// The result of an import.
@@ -110,6 +114,7 @@ pub struct CimLayerWriter {
     active: Active,
     pending: Vec<PendingOp>,
     has_utility_vm: bool,
+    skip_utility_vm_processing: bool,
     missing_whiteouts: u64,
     /// Opaque markers whose directory no parent layer has.
     missing_opaque_dirs: u64,
@@ -222,6 +227,7 @@ impl CimLayerWriter {
             active: Active::None,
             pending: Vec::new(),
             has_utility_vm: false,
+            skip_utility_vm_processing: opts.skip_utility_vm_processing,
             missing_whiteouts: 0,
             missing_opaque_dirs: 0,
             added: Vec::new(),
@@ -441,7 +447,13 @@ impl CimLayerWriter {
     /// Layer processing, then the pending operations, then the CIM commit.
     fn finish(&mut self) -> Result<()> {
         self.finish_active()?;
-        if self.has_utility_vm {
+        if self.has_utility_vm && self.skip_utility_vm_processing {
+            self.notes.push(
+                "UtilityVM stored as the tar has it (utility-VM processing skipped: no \
+                 uvmbuildversion, disks, BCD or SYSTEM edits)"
+                    .to_string(),
+            );
+        } else if self.has_utility_vm {
             let report = uvm::process_utility_vm(
                 &self.layer,
                 &self.relative_cim_path,
@@ -864,6 +876,9 @@ pub fn import_layer(
                 "{} global PAX headers skipped",
                 stats.global_headers
             ));
+        }
+        if stats.root_entries > 0 {
+            notes.push("the tar's entry for the layer root (\"./\") was skipped".to_string());
         }
         Ok(ImportSummary {
             size: stats.size,

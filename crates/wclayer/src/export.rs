@@ -626,7 +626,7 @@ fn tar_name(image: &str, path: &str) -> Result<String, ExportError> {
     Ok(path.replace('\\', "/"))
 }
 
-/// Writes one entry in full: directory, symlink / mount point, or file with its data and
+/// Writes one entry in full: directory, symlink / mount point, or file with its data; then its
 /// alternate streams.
 fn write_full<W: Write>(
     tar: &mut TarOut<'_, W>,
@@ -644,17 +644,17 @@ fn write_full<W: Write>(
             backuptar::decode_reparse_point(&info.reparse_data).map_err(dialect(&image, &name))?;
         tar.header(&name, Kind::Symlink(&rp.target), mtime, pax)?;
         tar.summary.symlinks += 1;
-        return Ok(());
-    }
-    if info.is_directory {
+    } else if info.is_directory {
         tar.header(&name, Kind::Dir, mtime, pax)?;
         tar.summary.directories += 1;
-        return Ok(());
+    } else {
+        tar.header(&name, Kind::File(info.size), mtime, pax)?;
+        let reader = cim.open_id(info.file_id, None)?;
+        tar.data(&name, reader, info.size)?;
+        tar.summary.files += 1;
     }
-    tar.header(&name, Kind::File(info.size), mtime, pax)?;
-    let reader = cim.open_id(info.file_id, None)?;
-    tar.data(&name, reader, info.size)?;
-    tar.summary.files += 1;
+    // Directories and reparse points can have alternate streams too; the importer takes a
+    // stream entry right after any file, directory or symlink entry.
     for stream in cim.streams_id(info.file_id)? {
         let stream_name = format!("{name}:{}", stream.name);
         let mut pax = BTreeMap::new();

@@ -32,6 +32,8 @@ pub struct TarStats {
     pub entries: u64,
     /// Global PAX headers skipped.
     pub global_headers: u64,
+    /// Entries for the layer root itself (`./`, as `tar -C DIR -c .` writes) skipped.
+    pub root_entries: u64,
 }
 
 const COPY_CHUNK: usize = 1 << 20;
@@ -353,6 +355,12 @@ fn write_entries(
             continue;
         }
         let raw_name = utf8(&entry.path_bytes(), "entry name")?.to_string();
+        if kind == EntryType::Directory && raw_name.trim_end_matches('/') == "." {
+            // The root of a CIM has no entry of its own to give metadata to (hcsshim would
+            // hand cimfs.dll a file named "."): a tar made with `tar -C DIR -c .` starts so.
+            stats.root_entries += 1;
+            continue;
+        }
         let name = parse_entry_name(&raw_name).map_err(|r| Error::entry(&raw_name, r))?;
         let mut pax = BTreeMap::new();
         if let Some(exts) = entry.pax_extensions().map_err(|source| Error::TarRead {

@@ -350,29 +350,28 @@ pub fn compare_entries(
     if x.reparse_data != y.reparse_data {
         what.push(Change::Reparse);
     }
-    if !x.is_directory {
-        let mut streams_a = a.streams_id(x.file_id).map_err(cim_err(a, &ea.path))?;
-        let mut streams_b = b.streams_id(y.file_id).map_err(cim_err(b, &eb.path))?;
-        streams_a.sort_by_key(|s| path_key(a, &s.name));
-        streams_b.sort_by_key(|s| path_key(b, &s.name));
-        let mut same = streams_a.len() == streams_b.len();
-        if same {
-            for (p, q) in streams_a.iter().zip(&streams_b) {
-                if path_key(a, &p.name) != path_key(b, &q.name)
-                    || p.size != q.size
-                    || !same_stream(a, x.file_id, b, y.file_id, Some(&p.name), &ea.path)?
-                {
-                    same = false;
-                    break;
-                }
+    // Directories and reparse points can have alternate streams too.
+    let mut streams_a = a.streams_id(x.file_id).map_err(cim_err(a, &ea.path))?;
+    let mut streams_b = b.streams_id(y.file_id).map_err(cim_err(b, &eb.path))?;
+    streams_a.sort_by_key(|s| path_key(a, &s.name));
+    streams_b.sort_by_key(|s| path_key(b, &s.name));
+    let mut same = streams_a.len() == streams_b.len();
+    if same {
+        for (p, q) in streams_a.iter().zip(&streams_b) {
+            if path_key(a, &p.name) != path_key(b, &q.name)
+                || p.size != q.size
+                || !same_stream(a, x.file_id, b, y.file_id, Some(&p.name), &ea.path)?
+            {
+                same = false;
+                break;
             }
         }
-        if !same {
-            what.push(Change::Streams);
-        }
-        if !opts.ignore_links && ea.link_group != eb.link_group {
-            what.push(Change::Links);
-        }
+    }
+    if !same {
+        what.push(Change::Streams);
+    }
+    if !x.is_directory && !opts.ignore_links && ea.link_group != eb.link_group {
+        what.push(Change::Links);
     }
     Ok(what)
 }

@@ -86,6 +86,10 @@ fn base_tar(hives: &Path) -> Vec<u8> {
         "keep.txt",
         b"",
     );
+    // Directories and symlinks can carry alternate streams as well.
+    t.file("Files/Data/sym:why", &[], b"a symlink's stream");
+    t.dir("Files/Data/streamdir", &dir_meta());
+    t.file("Files/Data/streamdir:info", &[], b"a directory's stream");
     t.finish()
 }
 
@@ -119,6 +123,7 @@ fn child_tar(delta: Option<&[u8]>) -> Vec<u8> {
     );
     t.dir("Files/Data/restyled", &pax_meta(0x12, "1650000000"));
     t.dir("Files/Data/New", &dir_meta());
+    t.file("Files/Data/New:tag", &[], b"new directory stream");
     t.file("Files/Data/New/new.txt", &m, b"brand new");
     t.file("Files/Data/New/new.txt:extra", &[], b"new stream");
     link(
@@ -235,6 +240,7 @@ fn child_layer_export_round_trips() {
         "Files/Data/New/new-link.txt",
         "Files/Data/New/new-link.txt:extra",
         "Files/Data/New/new.txt",
+        "Files/Data/New:tag",
         "Files/Data/ads.txt",
         "Files/Data/ads.txt:Zone.Identifier",
         "Files/Data/becomes-file",

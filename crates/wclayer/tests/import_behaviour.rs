@@ -862,3 +862,90 @@ fn vhdiinfo_follows_the_parent(diff: &Path) {
     assert!(out.contains("Differential"), "{out}");
     assert!(out.contains("SystemTemplateBase.vhdx"), "{out}");
 }
+
+/// A layer packed with GNU tar from a folder (`tar -C DIR -c .`) starts with a `./` entry for
+/// the root and names everything `./Files/...`: the root entry is skipped (with a note), the
+/// rest imports as usual.
+#[test]
+fn root_entry_of_tar_made_from_a_folder_is_skipped() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let config = src.join("Files/Windows/System32/config");
+    fs::create_dir_all(&config).unwrap();
+    for h in ["DEFAULT", "SAM", "SECURITY", "SOFTWARE", "SYSTEM"] {
+        fs::copy(shared.join("testdata/hives/yarp-OffHive"), config.join(h)).unwrap();
+    }
+    fs::create_dir_all(src.join("Files/Data")).unwrap();
+    fs::write(src.join("Files/Data/a.txt"), b"from a folder").unwrap();
+    let packed = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .args(["-cf", "-", "."])
+        .output();
+    let Some(packed) = packed.ok().filter(|o| o.status.success()) else {
+        eprintln!("skipping: no working `tar` command");
+        return;
+    };
+    assert!(packed.stdout.len() > 512 && packed.stdout[..2] == *b"./");
+    let layer = tmp.path().join("snapshots/1");
+    let s = import(&packed.stdout, &layer, &[]).unwrap();
+    assert!(
+        s.notes.iter().any(|n| n.contains("layer root")),
+        "{:?}",
+        s.notes
+    );
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(read_cim_file(&cim, r"Files\Data\a.txt"), b"from a folder");
+    assert!(cim.stat(".").is_err(), "no file named \".\" in the root");
+
+    // A root entry that is not a directory is still refused.
+    let mut t = TarBuilder::new();
+    t.file("./", &[], b"");
+    let err = import_error(&t.finish(), &tmp.path().join("snapshots/2"), &[]);
+    assert!(err.contains("empty path"), "{err}");
+}
+
+/// With utility-VM processing skipped (hcsshim's behaviour since 2024), a UtilityVM layer of a
+/// build that would be prepared for CIM boot is stored exactly as the tar has it, and a
+/// UtilityVM without a SOFTWARE hive is accepted.
+#[test]
+fn utility_vm_processing_can_be_skipped() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let bcd = fs::read(shared.join("testdata/bcd/windeploy-uefi-locate.BCD")).unwrap();
+    let sys = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
+    let layer = tmp.path().join("snapshots/1");
+    let o = ImportOptions {
+        skip_utility_vm_processing: true,
+        ..opts(&layer, &[])
+    };
+    let s = import_layer(&uvm_layer(&shared, "26100", &bcd)[..], &o, &mut |_| {}).unwrap();
+    assert!(s.notes.iter().any(|n| n.contains("processing skipped")));
+    assert!(!layer.join("uvmbuildversion").exists());
+    assert!(!layer.join("UtilityVM/SystemTemplateBase.vhdx").exists());
+    assert!(!layer.join("UtilityVM/SystemTemplate.vhdx").exists());
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    let uvm_config = r"UtilityVM\Files\Windows\System32\config";
+    assert_eq!(
+        read_cim_file(&cim, r"UtilityVM\Files\EFI\Microsoft\Boot\BCD"),
+        bcd
+    );
+    assert_eq!(read_cim_file(&cim, &format!(r"{uvm_config}\SYSTEM")), sys);
+
+    // No SOFTWARE hive in the UtilityVM: refused when processing, accepted when skipping.
+    let bare = small_base(&shared, |t| t.dir("UtilityVM", &[]));
+    let err = import_error(&bare, &tmp.path().join("snapshots/2"), &[]);
+    assert!(err.contains("read build number"), "{err}");
+    let o = ImportOptions {
+        skip_utility_vm_processing: true,
+        ..opts(&tmp.path().join("snapshots/3"), &[])
+    };
+    let s = import_layer(&bare[..], &o, &mut |_| {}).unwrap();
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert!(cim.stat("UtilityVM").unwrap().is_directory);
+}

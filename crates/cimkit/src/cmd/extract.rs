@@ -255,11 +255,7 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
             n_files += 1;
             bytes += n;
         }
-        if info.is_directory {
-            output::json_line(&mut sidecar, &record)?;
-            return Ok(());
-        }
-        // Streams last, each one's bytes base64-encoded straight into the sidecar (never held
+        // Streams last (files, directories and reparse points all can have them), each one's bytes base64-encoded straight into the sidecar (never held
         // whole in memory), its hash after them.
         let streams = cim
             .streams_id(info.file_id)

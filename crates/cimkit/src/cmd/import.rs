@@ -27,6 +27,11 @@ pub struct Args {
     /// and its last component names the CIM the utility VM boots from.
     #[arg(long)]
     pub host_layer_path: Option<String>,
+    /// Store a UtilityVM tree as the tar has it, as hcsshim has done since 2024 (its utility-VM
+    /// processing was removed): no uvmbuildversion, no VHDX disks, no BCD or SYSTEM edits. By
+    /// default a UtilityVM is prepared to boot from the CIM, as the earlier hcsshim did.
+    #[arg(long)]
+    pub no_utility_vm_processing: bool,
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
@@ -50,7 +55,13 @@ pub fn import_stream(
         progress.update(count.get(), p.entries)
     });
     progress.finish();
-    Ok(result?)
+    result.map_err(|e| match e {
+        wclayer::Error::UtilityVm { .. } => anyhow::anyhow!(
+            "{e} (--no-utility-vm-processing imports the UtilityVM tree unchanged, as hcsshim \
+             does since 2024)"
+        ),
+        e => e.into(),
+    })
 }
 
 pub fn print_summary(summary: &wclayer::ImportSummary, layer: &Path, json: bool) -> Result<()> {
@@ -88,6 +99,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         layer: args.layer.clone(),
         parents: args.parents.clone(),
         host_layer_path: args.host_layer_path.clone(),
+        skip_utility_vm_processing: args.no_utility_vm_processing,
     };
     let ctx = || {
         format!(

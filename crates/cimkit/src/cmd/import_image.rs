@@ -36,6 +36,11 @@ pub struct Args {
     /// gets `WINPATH\n` as its host layer path (see `cimkit import --host-layer-path`).
     #[arg(long, value_name = "WINPATH")]
     pub host_snapshots_path: Option<String>,
+    /// Store a UtilityVM tree as the tar has it, as hcsshim has done since 2024 (its utility-VM
+    /// processing was removed): no uvmbuildversion, no VHDX disks, no BCD or SYSTEM edits. By
+    /// default a UtilityVM is prepared to boot from the CIM, as the earlier hcsshim did.
+    #[arg(long)]
+    pub no_utility_vm_processing: bool,
     /// Which manifest of a multi-platform index to import.
     #[arg(long, default_value = "windows/amd64")]
     pub platform: String,
@@ -145,6 +150,7 @@ pub fn run(args: Args) -> Result<Outcome> {
                 .host_snapshots_path
                 .as_deref()
                 .map(|p| format!(r"{}\{n}", p.trim_end_matches(['\\', '/']))),
+            skip_utility_vm_processing: args.no_utility_vm_processing,
         };
         let mut blob = image
             .open_layer(layer.index)

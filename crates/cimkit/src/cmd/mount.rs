@@ -255,9 +255,6 @@ mod linux {
                     let Some(stream) = name.strip_prefix(STREAM_PREFIX) else {
                         return Err(Errno::NO_XATTR);
                     };
-                    if info.is_directory {
-                        return Err(Errno::NO_XATTR);
-                    }
                     let streams = self.cim.streams_id(info.file_id).map_err(|e| errno(&e))?;
                     let Some(s) = streams.iter().find(|s| s.name.eq_ignore_ascii_case(stream))
                     else {
@@ -301,10 +298,8 @@ mod linux {
             if !info.reparse_data.is_empty() {
                 names.push(format!("{XATTR_PREFIX}reparse"));
             }
-            if !info.is_directory {
-                for s in self.cim.streams_id(info.file_id).map_err(|e| errno(&e))? {
-                    names.push(format!("{STREAM_PREFIX}{}", s.name));
-                }
+            for s in self.cim.streams_id(info.file_id).map_err(|e| errno(&e))? {
+                names.push(format!("{STREAM_PREFIX}{}", s.name));
             }
             let mut out = Vec::new();
             for n in names {

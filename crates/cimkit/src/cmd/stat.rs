@@ -142,16 +142,14 @@ pub fn run(args: Args) -> Result<Outcome> {
             info.reparse_data.len()
         )?;
     }
-    if !info.is_directory {
-        for s in cim.streams_id(info.file_id).with_context(ctx)? {
-            writeln!(
-                out,
-                "Stream:      {}:{} ({} bytes)",
-                walk::display(&path),
-                s.name,
-                s.size
-            )?;
-        }
+    for s in cim.streams_id(info.file_id).with_context(ctx)? {
+        writeln!(
+            out,
+            "Stream:      {}:{} ({} bytes)",
+            walk::display(&path),
+            s.name,
+            s.size
+        )?;
     }
     out.flush()?;
     Ok(Outcome::Ok)

@@ -205,7 +205,8 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
 
 pub const LONG_NAME: &str = "a-very-long-file-name-that-does-not-fit-in-the-hundred-byte-ustar-name-field-of-a-tar-header-so-it-goes-elsewhere.txt";
 
-/// A base layer with every kind of entry: dirs, files with times/attributes/SD, an EA, an ADS,
+/// A base layer with every kind of entry: dirs, files with times/attributes/SD, an EA, ADS (on a
+/// file and a directory),
 /// a hard link, a relative symlink, a junction, a Unicode and a long name, an empty and a big file.
 pub fn sample_base_layer() -> Vec<u8> {
     let mut t = LayerTar::new();
@@ -213,6 +214,7 @@ pub fn sample_base_layer() -> Vec<u8> {
     t.file("Files/hello.txt", b"hello world\n");
     t.stream("Files/hello.txt:zone", b"[ZoneTransfer]\r\nZoneId=3\r\n");
     t.dir("Files/dir");
+    t.stream("Files/dir:tag", b"a directory's stream");
     t.file_with(
         "Files/dir/\u{fc}nic\u{f6}de.txt",
         b"unicode",

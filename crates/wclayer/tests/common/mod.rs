@@ -56,6 +56,7 @@ pub fn opts(layer: &Path, parents: &[&Path]) -> ImportOptions {
         layer: layer.to_path_buf(),
         parents: parents.iter().map(|p| p.to_path_buf()).collect(),
         host_layer_path: None,
+        skip_utility_vm_processing: false,
     }
 }
 
