@@ -257,9 +257,24 @@ fn verify_du_destroy() {
     let text = cimkit_ok(&["du", s(&cim)], 0);
     assert!(text.contains("own total"), "{text}");
 
+    // A copy of the image shares its region set: destroying the copy keeps those files.
+    let copy = tmp.path().join("snap/cim-layers/copy.cim");
+    std::fs::copy(&cim, &copy).expect("copy the .cim");
+    std::fs::create_dir(tmp.path().join("snap/copy")).expect("layer folder of the copy");
+    let out = cimkit_ok(&["destroy", "--layer", s(&tmp.path().join("snap/copy"))], 0);
+    assert!(out.contains("removed") && out.contains("and 0 region/objectid files"), "{out}");
+    assert!(out.contains("kept") && out.contains("another image"), "{out}");
+    assert!(!copy.exists());
+    cimkit_ok(&["verify", s(&cim)], 0);
+
     let layer = tmp.path().join("snap/1");
-    cimkit_ok(&["destroy", "--layer", s(&layer)], 0);
+    let out = cimkit_ok(&["destroy", "--layer", s(&layer)], 0);
+    assert!(!out.contains("kept"), "{out}");
     assert!(!cim.exists());
+    let left: Vec<_> = std::fs::read_dir(tmp.path().join("snap/cim-layers"))
+        .expect("list cim-layers")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     assert_eq!(cimkit(&["ls", s(&cim)]).status.code(), Some(2));
     // Destroying again is an input error that says so.
     let again = cimkit(&["destroy", "--layer", s(&layer)]);

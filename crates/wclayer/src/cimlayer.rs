@@ -916,20 +916,58 @@ fn cleanup_failed_layer(layer: &Path, existed: bool) {
     }
 }
 
-/// Removes a layer's CIM and its own region/objectid files (not its parents'); a layer that has
-/// no CIM is left alone (hcsshim `DestroyCimLayer`). The layer folder itself is the caller's.
-pub fn destroy_layer(layer: &Path) -> Result<()> {
+/// What [`destroy_layer`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DestroyReport {
+    /// Files removed: the `.cim` last, after its region and objectid files.
+    pub removed: Vec<PathBuf>,
+    /// Region or objectid files left because another `.cim` in the folder lists them as its own
+    /// (a copy of the image shares its region set).
+    pub kept: Vec<PathBuf>,
+}
+
+/// Removes a layer's CIM and its own region/objectid files (not its parents', nor any that
+/// another `.cim` in the same folder also lists as its own); a layer that has no CIM is left
+/// alone (hcsshim `DestroyCimLayer`). The layer folder itself is the caller's.
+pub fn destroy_layer(layer: &Path) -> Result<DestroyReport> {
+    let mut report = DestroyReport::default();
     let Some(files) = layer_image_files(layer)? else {
-        return Ok(());
+        return Ok(report);
     };
+    let owned_elsewhere = files_owned_by_other_images(&files.cim)?;
     for f in files.regions.iter().chain(&files.objectids) {
+        if owned_elsewhere.contains(f) {
+            report.kept.push(f.clone());
+            continue;
+        }
         match fs::remove_file(f) {
-            Ok(()) => {}
+            Ok(()) => report.removed.push(f.clone()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(f, e)),
         }
     }
-    fs::remove_file(&files.cim).map_err(|e| Error::io(&files.cim, e))
+    fs::remove_file(&files.cim).map_err(|e| Error::io(&files.cim, e))?;
+    report.removed.push(files.cim);
+    Ok(report)
+}
+
+/// The region and objectid files that the other `.cim` files beside `cim` list as their own.
+/// A neighbour that cannot be read names nothing (it cannot be checked).
+fn files_owned_by_other_images(cim: &Path) -> Result<std::collections::HashSet<PathBuf>> {
+    let mut owned = std::collections::HashSet::new();
+    let Some(dir) = cim.parent() else {
+        return Ok(owned);
+    };
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path == cim || path.extension().and_then(|e| e.to_str()) != Some("cim") {
+            continue;
+        }
+        if let Ok(other) = cimfs::image_files(&path) {
+            owned.extend(other.regions.into_iter().chain(other.objectids));
+        }
+    }
+    Ok(owned)
 }
 
 /// The files of a layer's CIM, or None when the layer has no CIM.

@@ -14,7 +14,8 @@ pub mod uvm;
 mod writer;
 
 pub use cimlayer::{
-    destroy_layer, import_layer, layer_disk_usage, CimLayerWriter, ImportOptions, ImportSummary,
+    destroy_layer, import_layer, layer_disk_usage, CimLayerWriter, DestroyReport, ImportOptions,
+    ImportSummary,
 };
 pub use error::{Error, Result};
 pub use layout::{cim_path_for_layer, is_cim_layer};

@@ -1,6 +1,7 @@
 //! `cimkit destroy`: remove a CIM layer's .cim and its own region/objectid files (and the
 //! `.cimkit-digest` record import-image left for it), refusing (unless --force) while another
-//! image in the same folder still reads those regions. The layer folder itself is left.
+//! image in the same folder still reads those regions, and keeping any file another `.cim` there
+//! lists as its own. The layer folder itself is left.
 
 use std::path::{Path, PathBuf};
 
@@ -61,7 +62,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             list.join(", ")
         );
     }
-    wclayer::destroy_layer(&args.layer)
+    let report = wclayer::destroy_layer(&args.layer)
         .with_context(|| format!("cannot destroy layer {}", args.layer.display()))?;
     // import-image's record of which blob made this CIM describes nothing any more.
     let digest = args.layer.join(super::import_image::DIGEST_FILE);
@@ -71,6 +72,17 @@ pub fn run(args: Args) -> Result<Outcome> {
         }
         _ => {}
     }
-    println!("removed {}", cim.display());
+    println!(
+        "removed {} and {} region/objectid files",
+        cim.display(),
+        report.removed.len().saturating_sub(1)
+    );
+    if !report.kept.is_empty() {
+        println!(
+            "kept {} files that another image in {} also lists as its own",
+            report.kept.len(),
+            cim.parent().unwrap_or(Path::new(".")).display()
+        );
+    }
     Ok(Outcome::Ok)
 }

@@ -61,7 +61,7 @@ fn recorded_digest(layer_dir: &Path) -> Option<String> {
 /// Removes a layer folder this command wrote earlier (its CIM files too).
 fn remove_layer(layer_dir: &Path) -> Result<()> {
     if wclayer::is_cim_layer(layer_dir) {
-        wclayer::destroy_layer(layer_dir)
+        let _ = wclayer::destroy_layer(layer_dir)
             .with_context(|| format!("cannot destroy stale layer {}", layer_dir.display()))?;
     }
     if layer_dir.exists() {
