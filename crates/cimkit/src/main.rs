@@ -71,6 +71,12 @@ fn main() -> ExitCode {
             };
         }
     };
+    // A reader that stops early (`| head`) is normal for listings; for an archive, a sidecar or
+    // file data it means the consumer got a truncated copy, which must not look like success.
+    let whole_output_matters = matches!(
+        cli.command,
+        Command::Export(_) | Command::Extract(_) | Command::Cat(_)
+    );
     let result = match cli.command {
         Command::Import(a) => cmd::import::run(a),
         Command::ImportImage(a) => cmd::import_image::run(a),
@@ -92,7 +98,11 @@ fn main() -> ExitCode {
     match result {
         Ok(cmd::Outcome::Ok) => ExitCode::SUCCESS,
         Ok(cmd::Outcome::Failed) => ExitCode::from(1),
-        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if output::is_broken_pipe(&e) && !whole_output_matters => ExitCode::SUCCESS,
+        Err(e) if output::is_broken_pipe(&e) => {
+            eprintln!("cimkit: error: the output was closed before it was complete (broken pipe)");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("cimkit: error: {}", output::error_message(&e));
             ExitCode::from(2)

@@ -262,8 +262,14 @@ fn verify_du_destroy() {
     std::fs::copy(&cim, &copy).expect("copy the .cim");
     std::fs::create_dir(tmp.path().join("snap/copy")).expect("layer folder of the copy");
     let out = cimkit_ok(&["destroy", "--layer", s(&tmp.path().join("snap/copy"))], 0);
-    assert!(out.contains("removed") && out.contains("and 0 region/objectid files"), "{out}");
-    assert!(out.contains("kept") && out.contains("another image"), "{out}");
+    assert!(
+        out.contains("removed") && out.contains("and 0 region/objectid files"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kept") && out.contains("another image"),
+        "{out}"
+    );
     assert!(!copy.exists());
     cimkit_ok(&["verify", s(&cim)], 0);
 
@@ -644,4 +650,68 @@ fn extract_streams_large_alternate_streams_into_the_sidecar() {
             .collect();
         assert_eq!(st["sha256"], sha);
     }
+}
+
+/// An extraction that fails half-way (a region truncated under big.bin's data) leaves neither
+/// the folder nor a partial sidecar, and a file already at --metadata FILE keeps its content.
+#[test]
+fn failed_extract_keeps_an_existing_metadata_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let cim_dir = cim.parent().expect("cim-layers");
+    let mut regions: Vec<_> = std::fs::read_dir(cim_dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("region_"))
+        })
+        .collect();
+    regions.sort_by_key(|p| std::fs::metadata(p).expect("size").len());
+    let largest = regions.last().expect("a region file");
+    let len = std::fs::metadata(largest).expect("size").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(largest)
+        .expect("open region")
+        .set_len(len / 2)
+        .expect("truncate");
+
+    let keep = tmp.path().join("important.jsonl");
+    std::fs::write(&keep, "keep me\n").expect("write");
+    let dir = tmp.path().join("out");
+    let failed = cimkit(&["extract", "--metadata", s(&keep), s(&cim), s(&dir)]);
+    assert_eq!(failed.status.code(), Some(2), "{failed:?}");
+    assert_eq!(std::fs::read_to_string(&keep).expect("read"), "keep me\n");
+    assert!(!dir.exists());
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n.to_string_lossy().contains("partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A reader that closes the pipe early: a truncated export is an error (exit 2), a truncated
+/// listing is not.
+#[test]
+fn broken_pipe_fails_an_export_but_not_a_listing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let run_closed = |args: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cimkit"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn cimkit");
+        drop(child.stdout.take());
+        child.wait_with_output().expect("wait")
+    };
+    // The sample's export is far larger than a pipe buffer, so the write must fail.
+    let out = run_closed(&["export", s(&cim), "-o", "-"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken pipe"));
+    let out = run_closed(&["ls", "-R", "--json", s(&cim)]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 }

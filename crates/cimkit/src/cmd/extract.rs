@@ -131,8 +131,14 @@ pub fn run(args: Args) -> Result<Outcome> {
         || fs::read_dir(&args.dir)
             .map(|mut d| d.next().is_none())
             .unwrap_or(false);
-    let sidecar_was_there = args.metadata.as_ref().is_some_and(|m| m.exists());
     let result = extract(&args, &cim);
+    if result.is_err() {
+        // The sidecar is written beside its final name and renamed only on success, so a file
+        // already at --metadata FILE is never clobbered by a failed run.
+        if let Some(m) = args.metadata.as_ref().filter(|m| m.as_os_str() != "-") {
+            let _ = fs::remove_file(partial_path(m));
+        }
+    }
     if result.is_err() && pristine && args.dir.is_dir() {
         // DIR was absent or empty: everything in it is a half-done extraction; leave none of it.
         let cleaned = if created {
@@ -150,14 +156,6 @@ pub fn run(args: Args) -> Result<Outcome> {
                 Ok(())
             })
         };
-        let partial_sidecar = args
-            .metadata
-            .as_ref()
-            .filter(|m| m.as_os_str() != "-" && !sidecar_was_there);
-        let cleaned = cleaned.and_then(|()| match partial_sidecar {
-            Some(m) if m.is_file() => fs::remove_file(m),
-            _ => Ok(()),
-        });
         if let Err(e) = cleaned {
             eprintln!(
                 "cimkit: could not remove the partial extraction in {}: {e}",
@@ -166,6 +164,13 @@ pub fn run(args: Args) -> Result<Outcome> {
         }
     }
     result
+}
+
+/// Where the sidecar bound for `path` is written until the extraction has succeeded.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".cimkit-partial");
+    path.with_file_name(name)
 }
 
 fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
@@ -191,12 +196,13 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
             args.cim.display()
         );
     }
+    let sidecar_partial = partial_path(&sidecar_path);
     let mut sidecar: Box<dyn Write> = if sidecar_to_stdout {
         Box::new(output::stdout())
     } else {
         Box::new(std::io::BufWriter::new(
-            File::create(&sidecar_path)
-                .with_context(|| format!("cannot create {}", sidecar_path.display()))?,
+            File::create(&sidecar_partial)
+                .with_context(|| format!("cannot create {}", sidecar_partial.display()))?,
         ))
     };
 
@@ -310,6 +316,15 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
     let summary = json!({"dir": args.dir.display().to_string(), "metadata": sidecar_path.display().to_string(),
         "files": n_files, "directories": n_dirs, "hard_links": n_links, "symlinks": n_symlinks, "data_bytes": bytes});
     drop(sidecar);
+    if !sidecar_to_stdout {
+        fs::rename(&sidecar_partial, &sidecar_path).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                sidecar_partial.display(),
+                sidecar_path.display()
+            )
+        })?;
+    }
     // With the sidecar on stdout, the summary goes to stderr.
     let mut out: Box<dyn Write> = if sidecar_to_stdout {
         Box::new(std::io::stderr().lock())
