@@ -239,6 +239,19 @@ fn cat_prints_data_and_streams() {
     assert!(link.stdout.is_empty());
     let note = String::from_utf8_lossy(&link.stderr);
     assert!(note.contains("symlink to hello.txt"), "{note}");
+    // so has a junction (a directory reparse point): the same, not "is a directory"
+    let junction = cimkit(&["cat", s(&cim), "Files/junction"]);
+    assert_eq!(junction.status.code(), Some(0), "{junction:?}");
+    assert!(junction.stdout.is_empty());
+    let note = String::from_utf8_lossy(&junction.stderr);
+    assert!(
+        note.contains("directory symlink to C:\\ProgramData") && !note.contains("error"),
+        "{note}"
+    );
+    // a missing stream is named once, as the image spells the path
+    let missing = cimkit(&["cat", s(&cim), "Files/hello.txt:nostream"]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(err.matches("hello.txt").count(), 1, "{err}");
 }
 
 #[test]
@@ -714,4 +727,40 @@ fn broken_pipe_fails_an_export_but_not_a_listing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken pipe"));
     let out = run_closed(&["ls", "-R", "--json", s(&cim)]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+/// Mixing up a layer folder and its `.cim` gets a message that names the right one.
+#[test]
+fn layer_folder_and_cim_file_mix_ups_are_explained() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (tar, cim) = import_sample(tmp.path());
+    let layer = tmp.path().join("snap/1");
+    for args in [
+        vec!["verify", s(&layer)],
+        vec!["ls", s(&layer)],
+        vec!["du", s(&layer)],
+    ] {
+        let out = cimkit(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is a layer folder") && err.contains("1.cim"),
+            "{args:?}: {err}"
+        );
+    }
+    let child = tmp.path().join("snap/2");
+    let out = cimkit(&[
+        "import",
+        "-q",
+        s(&tar),
+        "--layer",
+        s(&child),
+        "--parent",
+        s(&cim),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give the layer folder"), "{err}");
+    assert!(err.contains(&format!("here {}", layer.display())), "{err}");
+    assert!(!child.exists());
 }

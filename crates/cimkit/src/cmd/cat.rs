@@ -35,16 +35,29 @@ pub fn run(args: Args) -> Result<Outcome> {
     let cim = open_cim(&args.cim)?;
     let (path, stream) = split_stream(&args.path);
     let (path, id) = walk::resolve(&cim, &args.cim, path)?;
-    let ctx = || format!("{}: {}", args.cim.display(), args.path);
+    // Spelled as the reader's own errors spell it, so the message does not name it twice.
+    let shown = match stream {
+        Some(s) => format!("{}:{s}", walk::display(&path)),
+        None => walk::display(&path).to_string(),
+    };
+    let ctx = || format!("{}: {shown}", args.cim.display());
     let info = cim.file(id).with_context(ctx)?;
     if stream.is_none() {
         if let Some(target) = crate::output::link_target(&info) {
+            let kind = if info.is_directory {
+                "junction or directory symlink"
+            } else {
+                "symlink"
+            };
             eprintln!(
-                "cimkit: note: {}: {} is a symlink to {target}; it has no data of its own \
+                "cimkit: note: {}: {} is a {kind} to {target}; it has no data of its own \
                  (links are not followed inside an image)",
                 args.cim.display(),
                 walk::display(&path)
             );
+            if info.is_directory {
+                return Ok(Outcome::Ok);
+            }
         }
     }
     if info.is_directory && stream.is_none() {

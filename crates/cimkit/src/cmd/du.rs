@@ -32,6 +32,7 @@ fn total(paths: &[PathBuf]) -> Result<u64> {
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
+    super::check_cim_path(&args.cim)?;
     let files = cimfs::image_files(&args.cim)
         .with_context(|| format!("cannot list the files of {}", args.cim.display()))?;
     let cim_bytes = size_of(&files.cim)?;

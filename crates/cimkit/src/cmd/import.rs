@@ -94,7 +94,33 @@ pub fn print_summary(summary: &wclayer::ImportSummary, layer: &Path, json: bool)
     Ok(())
 }
 
+/// Refuses a `.cim` file where a layer folder is wanted, naming the folder it belongs to.
+fn check_layer_folder(option: &str, path: &Path) -> Result<()> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("cim"))
+        || path.is_file()
+    {
+        let folder = match (path.parent(), path.file_stem()) {
+            (Some(dir), Some(id)) if dir.file_name().is_some_and(|n| n == "cim-layers") => dir
+                .parent()
+                .map(|snapshots| format!(" (here {})", snapshots.join(id).display())),
+            _ => None,
+        };
+        anyhow::bail!(
+            "{option} {}: give the layer folder SNAPSHOTS/<id>, not a file{}",
+            path.display(),
+            folder.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<Outcome> {
+    check_layer_folder("--layer", &args.layer)?;
+    for p in &args.parents {
+        check_layer_folder("--parent", p)?;
+    }
     let opts = wclayer::ImportOptions {
         layer: args.layer.clone(),
         parents: args.parents.clone(),

@@ -30,5 +30,22 @@ pub enum Outcome {
 /// Opens a CIM, naming the file on failure.
 pub fn open_cim(path: &std::path::Path) -> anyhow::Result<cimfs::Cim> {
     use anyhow::Context as _;
+    check_cim_path(path)?;
     cimfs::Cim::open(path).with_context(|| format!("cannot open CIM {}", path.display()))
+}
+
+/// Refuses a folder where a `.cim` file is wanted, naming the layer's image when the folder is
+/// a CIM layer (`SNAPSHOTS/<id>` → `SNAPSHOTS/cim-layers/<id>.cim`).
+pub fn check_cim_path(path: &std::path::Path) -> anyhow::Result<()> {
+    if !path.is_dir() {
+        return Ok(());
+    }
+    if wclayer::is_cim_layer(path) {
+        anyhow::bail!(
+            "{} is a layer folder, not a .cim file: its image is {}",
+            path.display(),
+            wclayer::cim_path_for_layer(path).display()
+        );
+    }
+    anyhow::bail!("{} is a folder, not a .cim file", path.display())
 }

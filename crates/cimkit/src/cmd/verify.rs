@@ -24,6 +24,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
+    super::check_cim_path(&args.cim)?;
     if !args.cim.is_file() {
         bail!("{}: no such file", args.cim.display());
     }
