@@ -248,6 +248,12 @@ fn cat_prints_data_and_streams() {
         note.contains("directory symlink to C:\\ProgramData") && !note.contains("error"),
         "{note}"
     );
+    // ls lists a junction as itself
+    let listed = cimkit_ok(&["ls", "-l", s(&cim), "Files/junction"], 0);
+    assert!(
+        listed.contains("Files\\junction -> C:\\ProgramData"),
+        "{listed}"
+    );
     // a missing stream is named once, as the image spells the path
     let missing = cimkit(&["cat", s(&cim), "Files/hello.txt:nostream"]);
     let err = String::from_utf8_lossy(&missing.stderr);

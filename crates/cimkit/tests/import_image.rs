@@ -85,7 +85,10 @@ fn oci_layout_imports_as_chain_and_skips_on_rerun() {
 
     let listing = cimkit_ok(&["image-layers", s(&layout)], 0);
     assert!(
-        listing.contains("2 layers") && listing.contains("zstd") && listing.contains("gzip"),
+        listing.contains("(OCI image layout, windows/amd64), 2 layers")
+            && listing.contains("DIGEST")
+            && listing.contains("zstd")
+            && listing.contains("gzip"),
         "{listing}"
     );
 

@@ -81,7 +81,8 @@ pub enum Error {
         available: String,
     },
     /// A layer media type this crate does not know how to read.
-    #[error("{source_path}: layer {index} ({digest}): unsupported media type {media_type:?}")]
+    /// `index` counts from 0 (the base layer); messages count from 1, as `cimkit` does.
+    #[error("{source_path}: layer {} ({digest}): unsupported media type {media_type:?}", .index + 1)]
     UnsupportedMediaType {
         source_path: PathBuf,
         index: usize,
@@ -89,7 +90,8 @@ pub enum Error {
         media_type: String,
     },
     /// A foreign (non-distributable) layer whose blob is not in the layout.
-    #[error("{source_path}: layer {index} ({digest}) is a foreign layer not included in the image; fetch it from {urls}")]
+    /// `index` counts from 0 (the base layer); messages count from 1, as `cimkit` does.
+    #[error("{source_path}: layer {} ({digest}) is a foreign layer not included in the image; fetch it from {urls}", .index + 1)]
     ForeignLayerMissing {
         source_path: PathBuf,
         index: usize,

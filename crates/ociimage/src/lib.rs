@@ -40,6 +40,15 @@ pub enum Format {
     DockerSave,
 }
 
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::OciLayout => "OCI image layout",
+            Format::DockerSave => "docker save archive",
+        })
+    }
+}
+
 /// How a layer blob is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -256,7 +265,10 @@ impl Image {
         let layer = self.layers.get(index).ok_or_else(|| Error::Invalid {
             source_path: self.source().to_path_buf(),
             member: String::new(),
-            message: format!("no layer {index} (image has {})", self.layers.len()),
+            message: format!(
+                "no layer with index {index} (image has {}, from 0)",
+                self.layers.len()
+            ),
         })?;
         if !layer.present {
             return Err(missing_layer(&self.store, layer));

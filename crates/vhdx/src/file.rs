@@ -741,7 +741,13 @@ impl VhdxFile {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(rel) = loc.get(KEY_RELATIVE_PATH) {
-            candidates.push(dir.join(windows_to_unix(rel)));
+            // `.\base.vhdx` names the file beside this one: drop the `.` components.
+            let rel = PathBuf::from(windows_to_unix(rel));
+            let rel: PathBuf = rel
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            candidates.push(dir.join(rel));
         }
         for key in [KEY_VOLUME_PATH, KEY_ABSOLUTE_WIN32_PATH] {
             if let Some(abs) = loc.get(key) {
@@ -1186,7 +1192,7 @@ impl std::fmt::Display for VhdxInfo {
             };
             writeln!(
                 f,
-                "region {:<13} offset {:#x} length {:#x} required {}",
+                "region {:<14} offset {:#x} length {:#x} required {}",
                 format!("{name}:"),
                 r.file_offset,
                 r.length,

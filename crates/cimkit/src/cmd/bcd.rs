@@ -26,7 +26,8 @@ pub enum BcdCommand {
         /// Read the store from inside this CIM.
         #[arg(long)]
         cim: Option<PathBuf>,
-        /// One JSON object per BCD object and line: {identifier, type, elements: [{id, name, value}]}.
+        /// One JSON object per BCD object and line: {identifier, type, elements: [{id, name, value, error}]}
+        /// (`error` says why an element could not be decoded; `value` is then null).
         #[arg(long)]
         json: bool,
     },

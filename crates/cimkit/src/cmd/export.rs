@@ -27,7 +27,9 @@ DELTA is written; import rebuilds the BASE).\n\n\
 An image that is not a fork, or any image with --flatten, is exported whole (its merged view) and \
 imports as a base layer: `cimkit import layer.tar --layer SNAPSHOTS/<id>`. The Hives\\ folder and \
 layout file that base-layer import generates are then left out.\n\n\
---include-generated keeps what import generates."
+--include-generated keeps what import generates.\n\n\
+Examples:\n  cimkit export /var/snapshots/cim-layers/2.cim -o child.tar      # changes against 1.cim\n  \
+cimkit export --flatten /var/snapshots/cim-layers/2.cim -o - | zstd > whole.tar.zst"
 )]
 pub struct Args {
     /// The .cim file.

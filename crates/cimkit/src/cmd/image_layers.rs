@@ -33,7 +33,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     if !args.json {
         writeln!(
             out,
-            "{} ({:?}{}), {} layers",
+            "{} ({}{}), {} layers",
             args.source.display(),
             image.format(),
             image
@@ -41,6 +41,11 @@ pub fn run(args: Args) -> Result<Outcome> {
                 .map(|p| format!(", {p}"))
                 .unwrap_or_default(),
             image.layers().len()
+        )?;
+        writeln!(
+            out,
+            "{:>3} {:<71} {:>12} {:<5} MEDIA TYPE",
+            "#", "DIGEST", "BYTES", "COMPR"
         )?;
     }
     for l in image.layers() {
@@ -63,7 +68,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         } else {
             writeln!(
                 out,
-                "{:>3} {} {:>12} {:<5} {}{}",
+                "{:>3} {:<71} {:>12} {:<5} {}{}",
                 l.index + 1,
                 l.digest,
                 l.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),

@@ -12,20 +12,26 @@ use crate::output;
 use crate::progress::{CountingReader, Progress};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  cimkit import base.tar.gz --layer /var/snapshots/1\n  \
+cimkit import update.tar.zst --layer /var/snapshots/3 --parent /var/snapshots/2 --parent \
+/var/snapshots/1\n  curl -sL URL | cimkit import - --layer /var/snapshots/4 --parent \
+/var/snapshots/3 --parent /var/snapshots/2 --parent /var/snapshots/1"
+)]
 pub struct Args {
     /// Layer tar: uncompressed, gzip or zstd (detected from the bytes); `-` reads stdin.
     pub tar: PathBuf,
     /// The new layer's folder, SNAPSHOTS/<id>; the CIM goes to SNAPSHOTS/cim-layers/<id>.cim.
-    #[arg(long)]
+    #[arg(long, value_name = "SNAPSHOTS/ID")]
     pub layer: PathBuf,
     /// Parent layer folders, nearest first (repeat the option).
-    #[arg(long = "parent")]
+    #[arg(long = "parent", value_name = "SNAPSHOTS/ID")]
     pub parents: Vec<PathBuf>,
     /// The layer folder as the Windows host will see it, an absolute Windows path (e.g.
     /// `C:\ProgramData\containerd\root\io.containerd.snapshotter.v1.cimfs\snapshots\12`). Used
     /// by utility-VM layers: SystemTemplate.vhdx records its parent disk's absolute path from it,
     /// and its last component names the CIM the utility VM boots from.
-    #[arg(long)]
+    #[arg(long, value_name = "WINPATH")]
     pub host_layer_path: Option<String>,
     /// Store a UtilityVM tree as the tar has it, as hcsshim has done since 2024 (its utility-VM
     /// processing was removed): no uvmbuildversion, no VHDX disks, no BCD or SYSTEM edits. By

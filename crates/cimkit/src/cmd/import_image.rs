@@ -22,14 +22,17 @@ pub const DIGEST_FILE: &str = ".cimkit-digest";
 its CIM is DIR/cim-layers/n.cim. DIR/n/.cimkit-digest records the layer blob's digest so that a \
 second run skips layers already imported; from the first layer that differs on, existing layer \
 folders written by cimkit are destroyed and imported again. Every blob is checked against its \
-digest; a mismatch removes the layer just imported and fails."
+digest; a mismatch removes the layer just imported and fails.\n\n\
+Examples:\n  cimkit import-image servercore.tar --snapshots /var/snapshots\n  \
+cimkit import-image ./oci-layout --snapshots /var/snapshots \\\n    \
+--host-snapshots-path 'C:\\ProgramData\\containerd\\root\\io.containerd.snapshotter.v1.cimfs\\snapshots'"
 )]
 pub struct Args {
     /// OCI image layout (folder or tar) or `docker save` archive (tar or extracted folder); a tar
     /// may be gzip or zstd compressed.
     pub source: PathBuf,
     /// Snapshot folder receiving the layers (created when missing).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub snapshots: PathBuf,
     /// DIR as the Windows host will see it (e.g.
     /// `C:\ProgramData\containerd\root\io.containerd.snapshotter.v1.cimfs\snapshots`): layer n

@@ -18,8 +18,8 @@ sd/ea/reparse (base64 or null), link_target, sha256 of the data and streams [{na
 pub struct Args {
     /// The .cim file.
     pub cim: PathBuf,
-    /// Directory or file inside the image (`\` or `/`; default the root).
-    #[arg(default_value = "")]
+    /// Directory or file inside the image (`\` or `/`); the root when left out.
+    #[arg(default_value = "", hide_default_value = true)]
     pub path: String,
     /// Long listing: mode letters (darhsl), size, last write time (UTC), name -> link target.
     #[arg(short = 'l', long)]
@@ -65,7 +65,9 @@ pub fn run(args: Args) -> Result<Outcome> {
         }
         Ok(())
     };
-    if !info.is_directory {
+    // A junction or directory symlink is listed as itself, as `ls` lists a symlink it is given:
+    // links are not followed inside an image.
+    if !info.is_directory || output::link_target(&info).is_some() {
         let e = Entry {
             path: start.clone(),
             info,

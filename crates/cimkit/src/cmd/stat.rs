@@ -16,7 +16,8 @@ pub struct Args {
     /// File or directory inside the image (`\` or `/`; "" or `\` is the root); `PATH:stream`
     /// shows one alternate data stream.
     pub path: String,
-    /// Print the same JSON object as `ls --json`.
+    /// Print the same JSON object as `ls --json` (for `PATH:stream`: path, stream, size and
+    /// sha256).
     #[arg(long)]
     pub json: bool,
 }
