@@ -786,7 +786,25 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
 /// Reads all stored data once; objectid files written by other tools may use another digest and
 /// would then all be reported.
 pub fn verify_digests(cim_path: &Path) -> Vec<Problem> {
+    verify_digests_report(cim_path).problems
+}
+
+/// What [`verify_digests_report`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DigestReport {
+    /// Objects whose bytes were read and hashed.
+    pub objects: u64,
+    /// Objects that no longer match their digest (each naming, when the image can be walked,
+    /// the paths whose data it is), and objects that could not be read.
+    pub problems: Vec<Problem>,
+}
+
+/// [`verify_digests`], also counting the objects re-hashed.
+pub fn verify_digests_report(cim_path: &Path) -> DigestReport {
     use sha2::{Digest, Sha256};
+    let mut objects = 0u64;
+    // (region file, byte offset) of each object whose bytes changed, with its problem's index.
+    let mut changed: Vec<(PathBuf, u64, usize)> = Vec::new();
     let mut c = Checker {
         cim_path,
         problems: Vec::new(),
@@ -798,14 +816,20 @@ pub fn verify_digests(cim_path: &Path) -> Vec<Problem> {
         Ok(f) => f,
         Err(e) => {
             c.err("image", e);
-            return c.problems;
+            return DigestReport {
+                objects,
+                problems: c.problems,
+            };
         }
     };
     let header = match reader::read_image_header(cim_path) {
         Ok(h) => h,
         Err(e) => {
             c.err("filesystem header", e);
-            return c.problems;
+            return DigestReport {
+                objects,
+                problems: c.problems,
+            };
         }
     };
     let set = header.header.regions;
@@ -829,11 +853,14 @@ pub fn verify_digests(cim_path: &Path) -> Vec<Problem> {
         let size = region.metadata().map(|m| m.len()).unwrap_or(0);
         let mut buf = vec![0u8; 1 << 20];
         let problems = &mut c.problems;
+        let changed = &mut changed;
+        let objects = &mut objects;
         let _ = file.for_each(|k, _, e| {
             let (off, len) = (e.offset.get(), e.length.get());
             if off == 0 || off.checked_add(len).is_none_or(|end| end > size) {
                 return; // reported by verify()
             }
+            *objects += 1;
             let mut hasher = Sha256::new();
             let mut done = 0u64;
             while done < len {
@@ -851,6 +878,7 @@ pub fn verify_digests(cim_path: &Path) -> Vec<Problem> {
                 done += n as u64;
             }
             if done == len && hasher.finalize()[..format::DIGEST_LEN] != e.digest {
+                changed.push((region_path.clone(), off, problems.len()));
                 problems.push(Problem {
                     file: region_path.clone(),
                     object: format!("object {k}"),
@@ -860,5 +888,80 @@ pub fn verify_digests(cim_path: &Path) -> Vec<Problem> {
             }
         });
     }
-    c.problems
+    let mut problems = c.problems;
+    if !changed.is_empty() {
+        name_changed_objects(cim_path, &changed, &mut problems);
+    }
+    DigestReport { objects, problems }
+}
+
+/// Adds to each changed object's problem the paths (and streams) whose data it is, found by
+/// walking the image; nothing is added when the image cannot be opened or walked.
+fn name_changed_objects(
+    cim_path: &Path,
+    changed: &[(PathBuf, u64, usize)],
+    problems: &mut [Problem],
+) {
+    const MAX_NAMES: usize = 3;
+    let Ok(cim) = Cim::open(cim_path) else {
+        return;
+    };
+    let mut users: HashMap<(PathBuf, u64), Vec<String>> = changed
+        .iter()
+        .map(|(file, off, _)| ((file.clone(), *off), Vec::new()))
+        .collect();
+    let mut note = |stream: &format::Stream, path: &str| {
+        if stream.offset().is_null() || stream.stream_type() == format::STREAM_TYPE_LINK_TABLE {
+            return;
+        }
+        if let Some(names) = users.get_mut(&cim.locate(stream.offset())) {
+            names.push(path.to_string());
+        }
+    };
+    let mut seen = HashSet::new();
+    let mut stack = vec![(cim.root(), String::new())];
+    while let Some((id, path)) = stack.pop() {
+        let Ok(entry) = cim.entry(id) else { continue };
+        note(&entry.default_stream, &path);
+        if let Ok(streams) = cim.stream_table(id) {
+            for (name, s) in streams.names.iter().zip(streams.entries.iter()) {
+                note(s, &format!("{path}:{}", String::from_utf16_lossy(name)));
+            }
+        }
+        // Every name of a hard-linked file is noted; a directory is entered once.
+        if entry.default_stream.stream_type() == format::STREAM_TYPE_LINK_TABLE && seen.insert(id) {
+            if let Ok(children) = cim.read_dir_id(id) {
+                for child in children {
+                    let child_path = if path.is_empty() {
+                        child.name
+                    } else {
+                        format!("{path}\\{}", child.name)
+                    };
+                    stack.push((child.file_id, child_path));
+                }
+            }
+        }
+    }
+    for (file, off, index) in changed {
+        let Some(names) = users.get(&(file.clone(), *off)) else {
+            continue;
+        };
+        let Some(problem) = problems.get_mut(*index) else {
+            continue;
+        };
+        if names.is_empty() {
+            continue;
+        }
+        let mut names = names.clone();
+        names.sort();
+        let more = names.len().saturating_sub(MAX_NAMES);
+        names.truncate(MAX_NAMES);
+        problem
+            .message
+            .push_str(&format!(" (the data of {}", names.join(", ")));
+        if more > 0 {
+            problem.message.push_str(&format!(" and {more} more"));
+        }
+        problem.message.push(')');
+    }
 }

@@ -137,6 +137,13 @@ fn verify_digests_catches_changed_data() {
     let p = cimfs::verify::verify_digests(&cim);
     assert_eq!(p.len(), 1, "{p:?}");
     assert_eq!(p[0].offset, Some(4096));
+    assert!(
+        p[0].message.ends_with("(the data of f)"),
+        "{}",
+        p[0].message
+    );
+    let report = cimfs::verify::verify_digests_report(&cim);
+    assert_eq!((report.objects, report.problems), (1, p));
 }
 
 #[test]

@@ -29,8 +29,11 @@ pub fn run(args: Args) -> Result<Outcome> {
         bail!("{}: no such file", args.cim.display());
     }
     let mut problems = cimfs::verify::verify(&args.cim);
+    let mut rehashed = None;
     if args.digests {
-        problems.extend(cimfs::verify::verify_digests(&args.cim));
+        let report = cimfs::verify::verify_digests_report(&args.cim);
+        rehashed = Some(report.objects);
+        problems.extend(report.problems);
     }
     let mut out = output::stdout();
     if args.json {
@@ -48,10 +51,18 @@ pub fn run(args: Args) -> Result<Outcome> {
             .collect();
         output::json_line(
             &mut out,
-            &json!({"cim": args.cim.display().to_string(), "ok": list.is_empty(), "problems": list}),
+            &json!({"cim": args.cim.display().to_string(), "ok": list.is_empty(),
+                "objects_rehashed": rehashed, "problems": list}),
         )?;
     } else if problems.is_empty() {
-        writeln!(out, "{}: OK", args.cim.display())?;
+        match rehashed {
+            Some(n) => writeln!(
+                out,
+                "{}: OK ({n} stored objects re-hashed, all match)",
+                args.cim.display()
+            )?,
+            None => writeln!(out, "{}: OK", args.cim.display())?,
+        }
     } else {
         for p in &problems {
             writeln!(out, "{p}")?;
