@@ -225,7 +225,8 @@ pub fn entry_json(
 ) -> anyhow::Result<Value> {
     use anyhow::Context as _;
     let kind = entry_type(info);
-    let sha256 = if hash && !info.is_directory {
+    // Files only: a symlink or junction has no data of its own (null, whichever kind it is).
+    let sha256 = if hash && !info.is_directory && link_target(info).is_none() {
         let r = cim
             .open_id(info.file_id, None)
             .with_context(|| format!("{}: {path}", cim.path().display()))?;

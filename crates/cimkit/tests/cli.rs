@@ -142,6 +142,9 @@ fn ls_recursive_json_has_every_field() {
     );
     assert_eq!(hello["streams"][0]["name"], "zone");
     assert_eq!(hello["streams"][0]["size"], 26);
+    // links have no data of their own, file symlink or junction alike
+    assert_eq!(find("Files\\link")["sha256"], serde_json::Value::Null);
+    assert_eq!(find("Files\\junction")["sha256"], serde_json::Value::Null);
     let dir = find("Files\\dir");
     assert_eq!(dir["type"], "dir");
     assert_eq!(dir["streams"][0]["name"], "tag");

@@ -235,10 +235,6 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
                 .replace('\\', "/");
             symlinks.push((host, target));
             n_symlinks += 1;
-            if !info.is_directory {
-                // As `ls --json` has it: the hash of the link's own (empty) data.
-                record["sha256"] = Value::String(output::sha256_of(std::io::empty())?);
-            }
         } else if info.is_directory {
             fs::create_dir(&host).with_context(ctx)?;
             dirs.push((host, info.clone()));
