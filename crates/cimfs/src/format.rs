@@ -63,6 +63,18 @@ pub const FILE_ATTRIBUTE_ARCHIVE: u32 = 0x20;
 pub const FILE_ATTRIBUTE_SPARSE_FILE: u32 = 0x200;
 pub const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
 
+/// Reparse tag bit of name surrogates (symlinks, junctions): a directory carrying such a tag
+/// stands for another one, and NTFS refuses to set one on a directory that has entries.
+pub const REPARSE_TAG_NAME_SURROGATE: u32 = 0x2000_0000;
+
+/// Whether a reparse buffer's tag (its first four bytes) is a name surrogate.
+pub fn is_name_surrogate(reparse: &[u8]) -> bool {
+    match reparse {
+        [a, b, c, d, ..] => u32::from_le_bytes([*a, *b, *c, *d]) & REPARSE_TAG_NAME_SURROGATE != 0,
+        _ => false,
+    }
+}
+
 /// The security descriptor hcsshim passes when a file has none: revision 1,
 /// SE_SELF_RELATIVE|SE_DACL_PRESENT, no owner/group/DACL ("D:NO_ACCESS_CONTROL").
 pub const NULL_DACL_SD: [u8; 20] = [

@@ -724,6 +724,20 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
             }
         };
         c.meta_object(e.default_stream.offset(), e.default_stream.length());
+        let tag = e.reparse_tag.get();
+        if !t.names.is_empty() && tag & format::REPARSE_TAG_NAME_SURROGATE != 0 {
+            c.push(
+                cim.path(),
+                format!("directory {path}"),
+                None,
+                format!(
+                    "is a directory symlink or junction (reparse tag {tag:#010x}) yet has {} \
+                     entries: Windows cannot hold entries beneath one, so they cannot be reached \
+                     or extracted",
+                    t.names.len()
+                ),
+            );
+        }
         if e.default_stream.length() > 0 {
             c.check_sorted(
                 &cim,

@@ -160,6 +160,9 @@ struct Model {
 
 const IO_REPARSE_TAG_MOUNT_POINT: u32 = 0xA000_0003;
 
+/// Reparse tag bit of name surrogates (symlinks, mount points).
+const NAME_SURROGATE: u32 = 0x2000_0000;
+
 /// The tag (first 4 bytes) of a reparse buffer, 0 for none.
 fn reparse_tag(buf: &[u8]) -> u32 {
     buf.get(..4)
@@ -264,11 +267,12 @@ impl Model {
         v
     }
 
-    /// Directories new entries may go into: all but mount points, which stay empty.
+    /// Directories new entries may go into: all but name-surrogate reparse points (mount points,
+    /// symlinks), which NTFS keeps empty and `verify` reports when they are not.
     fn parent_dirs(&self) -> Vec<(String, usize)> {
         self.dirs()
             .into_iter()
-            .filter(|d| reparse_tag(&self.nodes[d.1].meta.reparse) != IO_REPARSE_TAG_MOUNT_POINT)
+            .filter(|d| reparse_tag(&self.nodes[d.1].meta.reparse) & NAME_SURROGATE == 0)
             .collect()
     }
 
@@ -384,9 +388,15 @@ fn add_file(
 fn add_dir(w: &mut CimWriter, m: &mut Model, dpath: &str, dnode: usize, name: String, meta: &Meta) {
     let mut meta = meta.clone();
     meta.attributes |= format::FILE_ATTRIBUTE_DIRECTORY;
-    w.add(&join(dpath, &name), &to_meta(&meta, 0)).unwrap();
     let k = key(&name);
     let existing = m.children(dnode).get(&k).map(|e| e.1);
+    let has_entries =
+        existing.is_some_and(|o| matches!(&m.nodes[o].kind, Kind::Dir(c) if !c.is_empty()));
+    if has_entries && reparse_tag(&meta.reparse) & NAME_SURROGATE != 0 {
+        // NTFS sets no symlink or mount point on a directory with entries.
+        meta.reparse.clear();
+    }
+    w.add(&join(dpath, &name), &to_meta(&meta, 0)).unwrap();
     match existing {
         // Re-adding an existing directory keeps its entries and streams, updates its metadata.
         Some(old) if matches!(m.nodes[old].kind, Kind::Dir(_)) => {

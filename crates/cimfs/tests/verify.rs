@@ -531,3 +531,67 @@ fn links_a_lookup_of_their_own_path_cannot_find() {
         "finds stream 0",
     );
 }
+
+/// A junction or directory symlink with entries beneath it (which NTFS cannot hold) is reported,
+/// with its path and how many entries it has; the writer says where the nearest one above a path
+/// is, parents' entries included, and a reparse point that is not a name surrogate is not one.
+#[test]
+fn directory_reparse_points_with_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut w = CimWriter::create(dir, "base.cim").unwrap();
+    w.add("Files", &dir_meta()).unwrap();
+    w.add(
+        "Files\\jct",
+        &FileMetadata {
+            attributes: format::FILE_ATTRIBUTE_DIRECTORY | format::FILE_ATTRIBUTE_REPARSE_POINT,
+            reparse_data: link_buffer(IO_REPARSE_TAG_MOUNT_POINT, "C:\\ProgramData"),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // A directory with a tag that is not a name surrogate (0x9000001A, cloud files) may hold
+    // entries on NTFS.
+    let mut cloud = 0x9000_001Au32.to_le_bytes().to_vec();
+    cloud.extend_from_slice(&[0, 0, 0, 0]);
+    w.add(
+        "Files\\cloud",
+        &FileMetadata {
+            attributes: format::FILE_ATTRIBUTE_DIRECTORY | format::FILE_ATTRIBUTE_REPARSE_POINT,
+            reparse_data: cloud,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    add_file(&mut w, "Files\\cloud\\kept.txt", b"k");
+    assert_eq!(
+        w.reparse_point_above("Files\\jct\\x.txt").as_deref(),
+        Some("Files\\jct")
+    );
+    assert_eq!(
+        w.reparse_point_above("files/JCT/deeper/x.txt").as_deref(),
+        Some("files\\JCT")
+    );
+    assert_eq!(w.reparse_point_above("Files\\jct"), None);
+    assert_eq!(w.reparse_point_above("Files\\cloud\\kept.txt"), None);
+    w.commit().unwrap();
+    assert_eq!(verify(&dir.join("base.cim")), vec![]);
+
+    // The writer itself does not refuse entries beneath one: verify reports them.
+    let mut c = CimWriter::fork(dir, "base.cim", "child.cim").unwrap();
+    assert_eq!(
+        c.reparse_point_above("Files\\jct\\a\\b").as_deref(),
+        Some("Files\\jct")
+    );
+    add_file(&mut c, "Files\\jct\\x.txt", b"x");
+    add_file(&mut c, "Files\\jct\\y.txt", b"y");
+    c.commit().unwrap();
+    let problems = verify(&dir.join("child.cim"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].object, "directory \\Files\\jct");
+    assert!(
+        problems[0].message.contains("junction") && problems[0].message.contains("has 2 entries"),
+        "{}",
+        problems[0].message
+    );
+}

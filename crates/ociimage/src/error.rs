@@ -81,19 +81,19 @@ pub enum Error {
         available: String,
     },
     /// A layer media type this crate does not know how to read.
-    /// `index` counts from 0 (the base layer); messages count from 1, as `cimkit` does.
-    #[error("{source_path}: layer {} ({digest}): unsupported media type {media_type:?}", .index + 1)]
+    #[error("{source_path}: layer {} ({digest}): unsupported media type {media_type:?}", index + 1)]
     UnsupportedMediaType {
         source_path: PathBuf,
+        /// 0-based position in the manifest (messages count layers from 1, as cimkit does).
         index: usize,
         digest: String,
         media_type: String,
     },
     /// A foreign (non-distributable) layer whose blob is not in the layout.
-    /// `index` counts from 0 (the base layer); messages count from 1, as `cimkit` does.
-    #[error("{source_path}: layer {} ({digest}) is a foreign layer not included in the image; fetch it from {urls}", .index + 1)]
+    #[error("{source_path}: layer {} ({digest}) is a foreign layer not included in the image; fetch it from {urls}", index + 1)]
     ForeignLayerMissing {
         source_path: PathBuf,
+        /// 0-based position in the manifest (messages count layers from 1, as cimkit does).
         index: usize,
         digest: String,
         urls: String,

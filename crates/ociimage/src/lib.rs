@@ -596,7 +596,10 @@ fn open_docker(store: Store, platform: &Platform) -> Result<Image> {
             None => diff_id.clone().ok_or_else(|| Error::Invalid {
                 source_path: store.path().to_path_buf(),
                 member: member.clone(),
-                message: format!("layer {index}: no digest (config has no diff_id for it)"),
+                message: format!(
+                    "layer {}: no digest (config has no diff_id for it)",
+                    index + 1
+                ),
             })?,
         };
         let source = diff_id

@@ -242,6 +242,8 @@ fn missing_foreign_layer_names_its_urls() {
         err.to_string().contains("https://example.invalid/base"),
         "{err}"
     );
+    // Counted from 1, as cimkit numbers layers ("layer 1/2: ...").
+    assert!(err.to_string().contains(": layer 1 (sha256:"), "{err}");
 }
 
 #[test]
@@ -259,6 +261,7 @@ fn unknown_layer_media_type_is_refused() {
     std::fs::write(tmp.path().join("index.json"), index.to_string()).expect("w");
     let err = Image::open(tmp.path(), &Platform::windows_amd64()).expect_err("bad type");
     assert!(matches!(err, Error::UnsupportedMediaType { .. }), "{err}");
+    assert!(err.to_string().contains(": layer 1 (sha256:"), "{err}");
 }
 
 fn append_file(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) {

@@ -123,6 +123,9 @@ pub struct CimLayerWriter {
     added: Vec<String>,
     /// The nearest parent's CIM, opened at the first opaque marker to list inherited children.
     parent_image: Option<cimfs::Cim>,
+    /// The last parent directory found to have no directory symlink or junction at or above
+    /// it: entries come grouped by directory, so most need no walk of their path.
+    clear_dir: Option<String>,
     notes: Vec<String>,
 }
 
@@ -232,6 +235,7 @@ impl CimLayerWriter {
             missing_opaque_dirs: 0,
             added: Vec::new(),
             parent_image: None,
+            clear_dir: None,
             notes: Vec::new(),
         })
     }
@@ -621,9 +625,38 @@ impl CimLayerWriter {
     }
 }
 
+impl CimLayerWriter {
+    /// Refuses `name` when a directory above it, in this layer or a parent's, is a directory
+    /// symlink or junction: NTFS cannot hold entries beneath one, so extract would fail on it
+    /// and export would drop it.
+    fn refuse_under_reparse_point(&mut self, name: &str) -> Result<()> {
+        let (dir, _) = crate::paths::split_parent(name);
+        if dir.is_empty() || self.clear_dir.as_deref() == Some(dir) {
+            return Ok(());
+        }
+        if let Some(above) = self.cim()?.reparse_point_above(name) {
+            return Err(Error::entry(
+                name,
+                format!(
+                    "{} is a directory symlink or junction: Windows cannot hold entries \
+                     beneath one",
+                    crate::error::quoted(&above)
+                ),
+            ));
+        }
+        self.clear_dir = Some(dir.to_string());
+        Ok(())
+    }
+}
+
 impl LayerWriter for CimLayerWriter {
     fn add(&mut self, name: &str, info: &FileMetadata) -> Result<()> {
         self.finish_active()?;
+        self.refuse_under_reparse_point(name)?;
+        if !info.reparse_data.is_empty() {
+            // It may turn the directory last found clear (or one above it) into a reparse point.
+            self.clear_dir = None;
+        }
         self.forget_pending_link(name);
         if name == UTILITY_VM_DIR {
             self.has_utility_vm = true;
@@ -685,6 +718,7 @@ impl LayerWriter for CimLayerWriter {
                 "a hive or boot file cannot be a hard link",
             ));
         }
+        self.refuse_under_reparse_point(name)?;
         self.forget_pending_link(name);
         self.added.push(name.to_string());
         // Deferred only when the target itself is: a hive already in a parent image is linked now,
@@ -865,7 +899,7 @@ pub fn import_layer(
         let stats = match compression {
             // Decompression costs more CPU than the import itself: give it its own thread.
             Compression::Gzip | Compression::Zstd => {
-                write_layer_pipelined(input, &mut w, &mut || count.get(), progress)?
+                write_layer_pipelined(input, compression, &mut w, &mut || count.get(), progress)?
             }
             Compression::None => write_layer_counted(input, &mut w, &mut || count.get(), progress)?,
         };
@@ -879,6 +913,12 @@ pub fn import_layer(
         }
         if stats.root_entries > 0 {
             notes.push("the tar's entry for the layer root (\"./\") was skipped".to_string());
+        }
+        if stats.aufs_link_entries > 0 {
+            notes.push(format!(
+                "{} AUFS hard-link entries (.wh..wh.plnk) skipped",
+                stats.aufs_link_entries
+            ));
         }
         Ok(ImportSummary {
             size: stats.size,

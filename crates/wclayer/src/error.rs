@@ -1,7 +1,7 @@
 //! The crate's error type: every variant names the layer file, tar entry or image path involved.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::backuptar::DialectError;
 
@@ -19,19 +19,31 @@ pub enum Error {
         /// The tar reader's error, quoted in the message (not a separate cause).
         error: io::Error,
     },
+    /// The gzip or zstd stream around the tar is damaged: the decompressor's complaint.
+    #[error("{}", decompress_message(compression, *entries, *offset, error))]
+    Decompress {
+        /// "gzip" or "zstd".
+        compression: &'static str,
+        /// Tar entries imported before the failure was seen.
+        entries: u64,
+        /// How many bytes of the compressed input had been read.
+        offset: u64,
+        /// The decompressor's error, quoted in the message (not a separate cause).
+        error: io::Error,
+    },
     #[error("layer tar compression {0} is not supported (gzip, zstd or plain tar)")]
     UnsupportedCompression(&'static str),
-    #[error("tar entry {entry:?}: {source}")]
+    #[error("tar entry {}: {source}", quoted(entry))]
     Dialect { entry: String, source: DialectError },
-    #[error("tar entry {entry:?}: {reason}")]
+    #[error("tar entry {}: {reason}", quoted(entry))]
     BadEntry { entry: String, reason: String },
-    #[error("reading data of tar entry {entry:?}: {source}")]
+    #[error("reading data of tar entry {}: {source}", quoted(entry))]
     TarData { entry: String, source: io::Error },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("layer {}: {reason}", layer.display())]
     Layer { layer: PathBuf, reason: String },
-    #[error("CIM {}: {op} {path:?}: {source}", image.display())]
+    #[error("{}", cim_message(image, op, path, source))]
     Cim {
         image: PathBuf,
         op: &'static str,
@@ -69,14 +81,87 @@ impl Error {
     }
 }
 
+/// Names longer than this many characters are shortened in messages.
+const SHORT_NAME_CHARS: usize = 160;
+/// Characters kept from each end of a shortened name.
+const SHORT_NAME_KEEP: usize = 60;
+
+/// `s` for an error message: whole when short, else its start and end with its length between,
+/// so that a hostile 40,000-character name or link target does not fill the terminal.
+pub(crate) fn shorten(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= SHORT_NAME_CHARS {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(SHORT_NAME_KEEP).collect();
+    let tail: String = s.chars().skip(n - SHORT_NAME_KEEP).collect();
+    format!("{head}…[{n} characters]…{tail}")
+}
+
+/// [`shorten`], quoted and escaped as `{:?}` would.
+pub(crate) fn quoted(s: &str) -> String {
+    format!("{:?}", shorten(s))
+}
+
+/// A library's complaint, with control characters and binary junk it quotes escaped (but not
+/// quotes or apostrophes) and cut short.
+fn complaint(source: &io::Error) -> String {
+    let mut why = String::new();
+    for c in source.to_string().chars() {
+        if c.is_control() {
+            why.extend(c.escape_debug());
+        } else {
+            why.push(c);
+        }
+    }
+    if why.chars().count() > SHORT_NAME_CHARS {
+        why = why.chars().take(SHORT_NAME_CHARS).collect::<String>() + "…";
+    }
+    why
+}
+
+/// A decompression failure: which decompressor, how far it got, and what it said.
+fn decompress_message(compression: &str, entries: u64, offset: u64, source: &io::Error) -> String {
+    let mut why = complaint(source);
+    if source.kind() == io::ErrorKind::UnexpectedEof {
+        why.push_str(&format!(" (the {compression} stream is truncated)"));
+    }
+    let plural = if entries == 1 { "y" } else { "ies" };
+    format!(
+        "{compression} decompression failed after {entries} tar entr{plural} \
+         (compressed input read up to byte {offset}): {why}"
+    )
+}
+
+/// A CIM operation's failure, naming the image and path once: the CIM library's message repeats
+/// them, so its copy of the image is dropped and its copies of the path shortened.
+fn cim_message(image: &Path, op: &str, path: &str, source: &cimfs::Error) -> String {
+    let image_prefix = format!("{}: ", image.display());
+    let full = source.to_string();
+    let mut rest = full
+        .strip_prefix(&image_prefix)
+        .unwrap_or(&full)
+        .to_string();
+    if !path.is_empty() {
+        if let Some(r) = rest.strip_prefix(&format!("{path}: ")) {
+            rest = r.to_string();
+        } else if path.chars().count() > SHORT_NAME_CHARS {
+            rest = rest.replace(path, &shorten(path));
+        }
+    }
+    let image = image.display();
+    if path.is_empty() {
+        format!("CIM {image}: {op}: {rest}")
+    } else {
+        format!("CIM {image}: {op} {}: {rest}", quoted(path))
+    }
+}
+
 /// What went wrong reading the tar: how far it got, and the reader's complaint with any binary
 /// junk it quotes escaped and cut short.
 fn tar_read_message(entries: u64, offset: Option<u64>, source: &io::Error) -> String {
     let near = offset.map_or_else(String::new, |o| format!(" (input read up to byte {o})"));
-    let mut why: String = source.to_string().escape_debug().collect();
-    if why.chars().count() > 160 {
-        why = why.chars().take(160).collect::<String>() + "…";
-    }
+    let why = complaint(source);
     if entries == 0 {
         format!("the input is not a readable tar archive{near}: {why}")
     } else {

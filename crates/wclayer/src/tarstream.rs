@@ -34,7 +34,14 @@ pub struct TarStats {
     pub global_headers: u64,
     /// Entries for the layer root itself (`./`, as `tar -C DIR -c .` writes) skipped.
     pub root_entries: u64,
+    /// AUFS hard-link entries (`.wh..wh.plnk` and what is under it) skipped.
+    pub aufs_link_entries: u64,
 }
+
+/// The AUFS hard-link directory: docker's aufs storage driver kept hard-link targets there, and
+/// old layers may carry it. It has no meaning in an image layer (docker skips AUFS metadata
+/// when applying a layer), so its entries are skipped rather than refused.
+const AUFS_LINK_DIR: &str = ".wh..wh.plnk";
 
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -42,6 +49,71 @@ const COPY_CHUNK: usize = 1 << 20;
 pub(crate) struct CountingReader<R> {
     pub(crate) inner: R,
     pub(crate) count: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+/// A gzip stream of one or more members (what `gzip` and `pigz` write, and `cat a.gz b.gz`),
+/// decoded in turn. Unlike flate2's `MultiGzDecoder`, bytes after the last member that do not
+/// start another one are reported as trailing data, not as a damaged gzip header.
+struct GzipMembers<R: io::BufRead> {
+    state: GzipState<R>,
+    members: u64,
+}
+
+enum GzipState<R: io::BufRead> {
+    Member(flate2::bufread::GzDecoder<R>),
+    Between(R),
+    Done,
+}
+
+impl<R: io::BufRead> GzipMembers<R> {
+    fn new(input: R) -> Self {
+        GzipMembers {
+            state: GzipState::Member(flate2::bufread::GzDecoder::new(input)),
+            members: 0,
+        }
+    }
+}
+
+impl<R: io::BufRead> Read for GzipMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match std::mem::replace(&mut self.state, GzipState::Done) {
+                GzipState::Member(mut d) => {
+                    let n = d.read(buf)?;
+                    if n > 0 {
+                        self.state = GzipState::Member(d);
+                        return Ok(n);
+                    }
+                    self.members += 1;
+                    self.state = GzipState::Between(d.into_inner());
+                }
+                GzipState::Between(mut r) => {
+                    let next = r.fill_buf()?;
+                    match next.first() {
+                        None => return Ok(0),
+                        Some(0x1f) => {
+                            self.state = GzipState::Member(flate2::bufread::GzDecoder::new(r));
+                        }
+                        Some(_) => {
+                            let members = self.members;
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "trailing data after the gzip stream (after {members} \
+                                     complete gzip member{})",
+                                    if members == 1 { "" } else { "s" }
+                                ),
+                            ));
+                        }
+                    }
+                }
+                GzipState::Done => return Ok(0),
+            }
+        }
+    }
 }
 
 impl<R: Read> Read for CountingReader<R> {
@@ -60,12 +132,29 @@ pub enum Compression {
     Zstd,
 }
 
-/// Detects compression from magic bytes: gzip `1f 8b`, zstd `28 b5 2f fd`; xz and bzip2 are
-/// recognised only to refuse them clearly.
+impl Compression {
+    /// The name used in messages ("gzip", "zstd", "none").
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Whether `head` starts with a zstd skippable frame (magic 0x184D2A50 to 0x184D2A5F, little
+/// endian), as pzstd and other multi-frame writers put before the data frames.
+fn is_zstd_skippable_frame(head: &[u8]) -> bool {
+    matches!(head, [lo, 0x2a, 0x4d, 0x18, ..] if lo & 0xf0 == 0x50)
+}
+
+/// Detects compression from magic bytes: gzip `1f 8b`, zstd `28 b5 2f fd` or a zstd skippable
+/// frame (`5X 2a 4d 18`); xz and bzip2 are recognised only to refuse them clearly.
 pub fn detect_compression(head: &[u8]) -> Result<Compression> {
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Compression::Gzip)
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || is_zstd_skippable_frame(head) {
         Ok(Compression::Zstd)
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Err(Error::UnsupportedCompression("xz"))
@@ -99,14 +188,20 @@ pub(crate) fn decompressed_kind<'a, R: Read + 'a>(
     let reader: Box<dyn Read + 'a> = match kind {
         // Buffered: tar headers are read 512 bytes at a time; large data reads bypass the buffer.
         Compression::None => Box::new(io::BufReader::with_capacity(1 << 16, whole)),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(whole).map_err(
-            |source| Error::TarRead {
-                entries: 0,
-                offset: None,
-                error: source,
-            },
-        )?),
+        Compression::Gzip => Box::new(GzipMembers::new(io::BufReader::with_capacity(
+            1 << 16,
+            whole,
+        ))),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(whole).map_err(|error| {
+                Error::Decompress {
+                    compression: kind.name(),
+                    entries: 0,
+                    offset: 0,
+                    error,
+                }
+            })?)
+        }
     };
     Ok((kind, reader))
 }
@@ -148,17 +243,23 @@ impl Read for PipeReader {
 
 /// [`write_layer_counted`] with decompression on this thread and the import on a second one,
 /// so that the two overlap on a multi-core machine. Progress is reported from this thread.
+/// A read error from `input` (the `compression` decompressor) is reported as such, whatever the
+/// importer made of the stream before it.
 pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
     mut input: impl Read,
+    compression: Compression,
     w: &mut W,
     bytes_read: &mut dyn FnMut() -> u64,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TarStats> {
     let entries = AtomicU64::new(0);
+    // Compressed bytes read so far, for the importer's messages.
+    let consumed = AtomicU64::new(0);
     let (chunk_tx, chunk_rx) = mpsc::sync_channel(PIPE_DEPTH);
     let (spent_tx, spent_rx) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
         let entries = &entries;
+        let consumed = &consumed;
         let worker = std::thread::Builder::new()
             .name("layer-import".into())
             // The main thread's usual size: deep trees must not fail here sooner than there.
@@ -170,9 +271,12 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
                     current: Vec::new(),
                     pos: 0,
                 };
-                write_layer_counted(reader, w, &mut || 0, &mut |p| {
-                    entries.store(p.entries, Ordering::Relaxed)
-                })
+                write_layer_counted(
+                    reader,
+                    w,
+                    &mut || consumed.load(Ordering::Relaxed),
+                    &mut |p| entries.store(p.entries, Ordering::Relaxed),
+                )
             })
             .map_err(|source| Error::TarRead {
                 entries: 0,
@@ -186,7 +290,9 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
         loop {
             let mut buf = spent_rx.try_recv().unwrap_or_default();
             buf.resize(PIPE_CHUNK, 0);
-            let item = match input.read(&mut buf) {
+            let got = input.read(&mut buf);
+            consumed.store(bytes_read(), Ordering::Relaxed);
+            let item = match got {
                 Ok(0) => break,
                 Ok(n) => {
                     buf.truncate(n);
@@ -213,21 +319,29 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
             });
         }
         drop(chunk_tx);
-        let stats = worker
+        let result = worker
             .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        let trailer = |source| Error::TarRead {
-            entries: stats.entries,
-            offset: None,
-            error: source,
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let entries_done = match &result {
+            Ok(stats) => stats.entries,
+            Err(_) => entries.load(Ordering::Relaxed),
         };
+        let mut damaged = |error| Error::Decompress {
+            compression: compression.name(),
+            entries: entries_done,
+            offset: bytes_read(),
+            error,
+        };
+        // The importer saw the stream only up to the damage: whatever it said (a tar it cannot
+        // read, an entry cut short) follows from it.
         if let Some(e) = read_error {
-            return Err(trailer(e));
+            return Err(damaged(e));
         }
+        let stats = result?;
         if importer_stopped {
             // The tar ended before its stream did: read the rest, so that the gzip CRC or zstd
             // checksum at the end is checked before the import counts as good.
-            io::copy(&mut input, &mut io::sink()).map_err(trailer)?;
+            io::copy(&mut input, &mut io::sink()).map_err(&mut damaged)?;
         }
         progress(Progress {
             bytes_read: bytes_read(),
@@ -362,6 +476,14 @@ fn write_entries(
             continue;
         }
         let name = parse_entry_name(&raw_name).map_err(|r| Error::entry(&raw_name, r))?;
+        let entry_path = match &name {
+            EntryName::Path(p) => p.as_str(),
+            EntryName::Stream { file, .. } => file.as_str(),
+        };
+        if entry_path.split('\\').any(|c| c == AUFS_LINK_DIR) {
+            stats.aufs_link_entries += 1;
+            continue;
+        }
         let mut pax = BTreeMap::new();
         if let Some(exts) = entry.pax_extensions().map_err(|source| Error::TarRead {
             entries: stats.entries,
@@ -381,6 +503,16 @@ fn write_entries(
                     Error::entry(&raw_name, format!("PAX record {key} is not UTF-8"))
                 })?;
                 pax.insert(key.to_string(), value.to_string());
+            }
+        }
+        if let Some(v) = pax.get("size") {
+            // tar-rs uses a PAX size only when it parses, and silently keeps the header's
+            // otherwise; Go's archive/tar refuses the entry, and so do we.
+            if !v.parse::<i64>().is_ok_and(|n| n >= 0) {
+                return Err(Error::entry(
+                    &raw_name,
+                    format!("PAX record size={} is not a size", crate::error::quoted(v)),
+                ));
             }
         }
         let size = if kind == EntryType::GNUSparse {
@@ -434,8 +566,9 @@ fn write_entries(
                         }
                         w.opaque(dir)?;
                     } else if hidden.starts_with(WHITEOUT_PREFIX) {
-                        // `.wh..wh.` names are reserved for whiteout metadata (aufs `.wh..wh.plnk`
-                        // ...); only the opaque marker has a meaning in an image layer.
+                        // `.wh..wh.` names are reserved for whiteout metadata; only the opaque
+                        // marker has a meaning in an image layer (`.wh..wh.plnk` was skipped
+                        // above).
                         return Err(Error::entry(
                             &raw_name,
                             "reserved whiteout metadata name (only .wh..wh..opq is defined)",
@@ -457,7 +590,10 @@ fn write_entries(
                         .ok_or_else(|| Error::entry(&raw_name, "hard link without a target"))?;
                     let link = utf8(&link, "link target")?;
                     let target = parse_link_target(link).map_err(|r| {
-                        Error::entry(&raw_name, format!("link target {link:?}: {r}"))
+                        Error::entry(
+                            &raw_name,
+                            format!("link target {}: {r}", crate::error::quoted(link)),
+                        )
                     })?;
                     w.add_link(&path, &target)?;
                 } else {

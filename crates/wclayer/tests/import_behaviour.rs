@@ -949,3 +949,354 @@ fn utility_vm_processing_can_be_skipped() {
     let cim = cimfs::Cim::open(&s.cim_path).unwrap();
     assert!(cim.stat("UtilityVM").unwrap().is_directory);
 }
+
+/// A symlink entry whose attributes say directory: a junction (`mountpoint`) or a directory
+/// symlink, as go-winio writes them.
+fn dir_link(t: &mut TarBuilder, name: &str, target: &str, junction: bool) {
+    let mut pax = vec![("MSWINDOWS.fileattr", "16".to_string())];
+    if junction {
+        pax.push(("MSWINDOWS.mountpoint", "1".to_string()));
+    }
+    t.entry(name, tar::EntryType::Symlink, &pax, target, b"");
+}
+
+/// NTFS holds no entries beneath a junction or directory symlink: a tar entry (file, directory
+/// or hard link) under one, added by the same layer or inherited from a parent layer, is refused
+/// with the entry and the reparse point named. A layer that first turns the junction back into a
+/// plain directory may add beneath it.
+#[test]
+fn entries_beneath_a_junction_or_directory_symlink_are_refused() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let snapshots = tmp.path().join("snapshots");
+    for (i, junction) in [true, false].into_iter().enumerate() {
+        let tar = small_base(&shared, |t| {
+            dir_link(t, "Files/jct", "C:/ProgramData", junction);
+            t.file("Files/jct/x.txt", &[], b"lost");
+        });
+        let err = import_error(&tar, &snapshots.join(format!("bad{i}")), &[]);
+        assert!(
+            err.contains(r#""Files\\jct\\x.txt""#) && err.contains("directory symlink or junction"),
+            "{err}"
+        );
+        assert!(!snapshots.join(format!("cim-layers/bad{i}.cim")).exists());
+    }
+
+    let base = snapshots.join("1");
+    let tar = small_base(&shared, |t| {
+        dir_link(t, "Files/jct", "C:/ProgramData", true);
+        t.dir("Files/plain", &[]);
+    });
+    let s = import(&tar, &base, &[]).unwrap();
+    assert!(cimfs::verify::verify(&s.cim_path).is_empty());
+
+    // A child layer adding under the parent's junction, deeper or through a hard link.
+    type Build = fn(&mut TarBuilder);
+    let children: [(&str, Build); 3] = [
+        ("file", |t| t.file("Files/jct/new.txt", &[], b"x")),
+        ("dir", |t| {
+            t.dir("Files/JCT/sub", &[]);
+        }),
+        ("link", |t| {
+            t.entry(
+                "Files/jct/l",
+                tar::EntryType::Link,
+                &[],
+                "Files/Windows/notepad.exe",
+                b"",
+            )
+        }),
+    ];
+    for (what, build) in children {
+        let mut t = TarBuilder::new();
+        build(&mut t);
+        let layer = snapshots.join(format!("child-{what}"));
+        let err = import_error(&t.finish(), &layer, &[&base]);
+        assert!(
+            err.contains("directory symlink or junction")
+                && err.to_lowercase().contains(r#""files\\jct""#),
+            "{what}: {err}"
+        );
+    }
+
+    // The same layer turns it back into a directory first: its entries are fine.
+    let mut t = TarBuilder::new();
+    t.dir("Files/jct", &[]);
+    t.file("Files/jct/new.txt", &[], b"now a directory");
+    let s = import(&t.finish(), &snapshots.join("2"), &[&base]).unwrap();
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(
+        read_cim_file(&cim, r"Files\jct\new.txt"),
+        b"now a directory"
+    );
+    assert!(cimfs::verify::verify(&s.cim_path).is_empty());
+
+    // A plain directory made a junction by a later entry loses what it held, and a later
+    // entry beneath it is refused.
+    let mut t = TarBuilder::new();
+    t.file("Files/plain/a.txt", &[], b"a");
+    dir_link(&mut t, "Files/plain", "C:/Windows", true);
+    t.file("Files/plain/b.txt", &[], b"b");
+    let err = import_error(&t.finish(), &snapshots.join("3"), &[&base]);
+    assert!(
+        err.contains(r#""Files\\plain\\b.txt""#) && err.contains(r#""Files\\plain""#),
+        "{err}"
+    );
+}
+
+/// A zstd stream that starts with a skippable frame (as pzstd writes) or has one between its
+/// frames is still zstd.
+#[test]
+fn zstd_with_skippable_frames_is_detected() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = small_base(&shared, |t| t.file("Files/data.txt", &[], b"zstd data"));
+    let skippable = |magic_low: u8, payload: &[u8]| -> Vec<u8> {
+        let mut f = vec![magic_low, 0x2a, 0x4d, 0x18];
+        f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let (first, second) = plain.split_at(plain.len() / 2);
+    let mut zst = skippable(0x50, b"pzstd");
+    zst.extend(zstd::stream::encode_all(first, 3).unwrap());
+    zst.extend(skippable(0x5f, &[0xff; 7]));
+    zst.extend(zstd::stream::encode_all(second, 3).unwrap());
+    assert_eq!(
+        wclayer::detect_compression(&zst).unwrap(),
+        wclayer::Compression::Zstd
+    );
+    let s = import(&zst, &tmp.path().join("snapshots/1"), &[]).unwrap();
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(read_cim_file(&cim, r"Files\data.txt"), b"zstd data");
+    // Not every 0x18 0x4d 0x2a word is a skippable frame: 0x184D2A60 is nothing.
+    assert_eq!(
+        wclayer::detect_compression(&[0x60, 0x2a, 0x4d, 0x18, 0, 0]).unwrap(),
+        wclayer::Compression::None
+    );
+}
+
+/// Windows takes a FILETIME as signed: a time past 30828-09-14 (or before 1601) is refused at
+/// import, naming the entry and the record, instead of being stored and then not set.
+#[test]
+fn times_outside_the_signed_filetime_range_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, (record, value)) in [
+        ("mtime", "922337203685"),
+        ("atime", "910692730085.4775808"),
+        ("LIBARCHIVE.creationtime", "-11644473601"),
+        ("ctime", "99999999999999999999"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut t = TarBuilder::new();
+        t.dir("Files", &[]);
+        t.file("Files/p", &[(record, value.to_string())], b"x");
+        let err = import_error(&t.finish(), &tmp.path().join(format!("s/{i}")), &[]);
+        assert!(
+            err.contains(r#"tar entry "Files/p""#) && err.contains(&format!("PAX record {record}")),
+            "{err}"
+        );
+        if value != "99999999999999999999" {
+            assert!(err.contains("outside the FILETIME range"), "{err}");
+        }
+    }
+    // The last representable tick is fine.
+    let mut t = TarBuilder::new();
+    t.file(
+        "Files/p",
+        &[("mtime", "910692730085.4775807".to_string())],
+        b"x",
+    );
+    let ops = record_ops(&t.finish()).unwrap();
+    assert!(matches!(
+        &ops[0],
+        wclayer::RecordedOp::Add { info, .. } if info.last_write_time == i64::MAX as u64
+    ));
+}
+
+fn record_ops(tar: &[u8]) -> wclayer::Result<Vec<wclayer::RecordedOp>> {
+    let mut w = wclayer::RecordingLayerWriter::new();
+    wclayer::write_layer_from_tar(tar, &mut w, &mut |_| {})?;
+    Ok(w.ops)
+}
+
+/// NTFS EA names are case-insensitive: two records naming the same EA in different case are
+/// refused. A PAX `size` that is not a non-negative number is refused too (tar-rs would quietly
+/// use the header's size instead).
+#[test]
+fn ea_names_equal_ignoring_case_and_bad_pax_sizes_are_refused() {
+    let mut t = TarBuilder::new();
+    t.file(
+        "Files/p",
+        &[
+            ("MSWINDOWS.xattr.foo", "YQ==".to_string()),
+            ("MSWINDOWS.xattr.FOO", "Yg==".to_string()),
+        ],
+        b"x",
+    );
+    let err = record_ops(&t.finish()).unwrap_err().to_string();
+    assert!(
+        err.contains(r#""Files/p""#)
+            && err.contains(r#""FOO""#)
+            && err.contains(r#""foo""#)
+            && err.contains("differ only in case"),
+        "{err}"
+    );
+    // Distinct names still work.
+    let mut t = TarBuilder::new();
+    t.file(
+        "Files/p",
+        &[
+            ("MSWINDOWS.xattr.foo", "YQ==".to_string()),
+            ("MSWINDOWS.xattr.bar", "Yg==".to_string()),
+        ],
+        b"x",
+    );
+    record_ops(&t.finish()).unwrap();
+
+    for bad in ["abc", "-1", "", "1e3", "99999999999999999999"] {
+        let mut t = TarBuilder::new();
+        t.file("Files/p", &[("size", bad.to_string())], b"x");
+        let err = record_ops(&t.finish()).unwrap_err().to_string();
+        assert!(
+            err.contains(r#""Files/p""#) && err.contains("PAX record size="),
+            "{bad:?}: {err}"
+        );
+    }
+    // A good PAX size is the entry's size.
+    let mut t = TarBuilder::new();
+    t.file("Files/p", &[("size", "1".to_string())], b"x");
+    record_ops(&t.finish()).unwrap();
+}
+
+fn zstd_with_checksum(b: &[u8]) -> Vec<u8> {
+    let mut e = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    e.include_checksum(true).unwrap();
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// A damaged gzip or zstd stream is reported as a decompression failure saying what the
+/// decompressor found, not as an unreadable tar; a gzip stream of several members is fine.
+#[test]
+fn damaged_compression_is_reported_as_such() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = small_base(&shared, |t| t.file("Files/data.txt", &[], b"some data"));
+    let zst = zstd_with_checksum(&plain);
+    let gz = gzip(&plain);
+    let mut bad_sum = zst.clone();
+    let n = bad_sum.len();
+    bad_sum[n - 2] ^= 0xff;
+    let mut trailing = gz.clone();
+    trailing.extend_from_slice(b"trailing garbage");
+    let mut flipped = gz.clone();
+    let mid = flipped.len() / 2;
+    for b in &mut flipped[mid..mid + 32] {
+        *b ^= 0x5a;
+    }
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("zstd checksum", bad_sum, "zstd decompression failed"),
+        (
+            "zstd truncated",
+            zst[..zst.len() / 2].to_vec(),
+            "zstd decompression failed",
+        ),
+        (
+            "gzip trailing data",
+            trailing,
+            "trailing data after the gzip stream",
+        ),
+        (
+            "gzip truncated",
+            gz[..gz.len() / 2].to_vec(),
+            "gzip stream is truncated",
+        ),
+        ("gzip damaged", flipped, "gzip decompression failed"),
+    ];
+    for (i, (what, bytes, want)) in cases.into_iter().enumerate() {
+        let err = import_error(&bytes, &tmp.path().join(format!("s{i}/1")), &[]);
+        assert!(err.contains(want), "{what}: {err}");
+        assert!(
+            !err.contains("tar archive") && !err.contains("byte 0)") && !err.contains("\\'"),
+            "{what}: {err}"
+        );
+    }
+    // Two gzip members, as `cat a.gz b.gz` or pigz make, are one stream.
+    let (first, second) = plain.split_at(plain.len() / 3);
+    let mut two = gzip(first);
+    two.extend(gzip(second));
+    let s = import(&two, &tmp.path().join("two/1"), &[]).unwrap();
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert_eq!(read_cim_file(&cim, r"Files\data.txt"), b"some data");
+}
+
+/// Over-long names and link targets are shortened in messages (start, length, end), not
+/// echoed whole.
+#[test]
+fn long_names_are_shortened_in_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = format!("C:/{}", "t".repeat(40_000));
+    let mut t = TarBuilder::new();
+    t.dir("Files", &[]);
+    t.entry("Files/s", tar::EntryType::Symlink, &[], &target, b"");
+    let err = import_error(&t.finish(), &tmp.path().join("s/1"), &[]);
+    assert!(err.len() < 1000, "{} bytes: {}", err.len(), &err[..300]);
+    assert!(err.contains("[40003 characters]"), "{err}");
+
+    let deep = format!("Files/{}x.txt", "dir/".repeat(2500));
+    let mut t = TarBuilder::new();
+    t.dir("Files", &[]);
+    t.file(&deep, &[], b"x");
+    let err = import_error(&t.finish(), &tmp.path().join("s/2"), &[]);
+    assert!(err.len() < 1000, "{} bytes: {}", err.len(), &err[..300]);
+    assert!(
+        err.contains("characters]") && err.ends_with("does not exist"),
+        "{err}"
+    );
+}
+
+/// `.wh..wh.plnk` (docker's AUFS hard-link directory) and what is under it are skipped with a
+/// note; other reserved `.wh..wh.` names and a bare `.wh.` are still refused.
+#[test]
+fn aufs_hard_link_directory_is_skipped() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = small_base(&shared, |t| {
+        t.dir("Files/.wh..wh.plnk", &[]);
+        t.file("Files/.wh..wh.plnk/1234.5678", &[], b"aufs link target");
+        t.file("Files/after.txt", &[], b"after");
+    });
+    let s = import(&tar, &tmp.path().join("s/1"), &[]).unwrap();
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("2 AUFS hard-link entries (.wh..wh.plnk) skipped")),
+        "{:?}",
+        s.notes
+    );
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert!(cim.stat(r"Files\.wh..wh.plnk").is_err());
+    assert_eq!(read_cim_file(&cim, r"Files\after.txt"), b"after");
+    for (i, name) in ["Files/.wh.", "Files/.wh..wh.aufs"].into_iter().enumerate() {
+        let tar = small_base(&shared, |t| t.file(name, &[], b""));
+        let err = import_error(&tar, &tmp.path().join(format!("s/bad{i}")), &[]);
+        assert!(err.contains(name), "{err}");
+    }
+}

@@ -189,7 +189,7 @@ fn hostile_names_are_refused() {
         ("Files/l", tar::EntryType::Link, "../../etc/passwd"),
         ("Files/l", tar::EntryType::Link, "/etc/passwd"),
         ("./.wh..wh..opq", tar::EntryType::Regular, ""),
-        ("Files/.wh..wh.plnk", tar::EntryType::Regular, ""),
+        ("Files/.wh..wh.aufs", tar::EntryType::Regular, ""),
         ("Files/../.wh..wh..opq", tar::EntryType::Regular, ""),
         ("Files/x:s:$EA", tar::EntryType::Regular, ""),
     ] {

@@ -418,6 +418,25 @@ impl CimWriter {
         })
     }
 
+    /// The nearest directory above `path` (not `path` itself) that is a directory symlink or
+    /// junction (a name-surrogate reparse point), parents' entries included, as the path of
+    /// it. Windows can hold no entry beneath one. None also when part of the path is missing.
+    pub fn reparse_point_above(&self, path: &str) -> Option<String> {
+        let comps: Vec<&str> = names::components(path).collect();
+        let (_, dirs) = comps.split_last()?;
+        let table = upcase::table();
+        let mut n = ROOT;
+        for (i, c) in dirs.iter().enumerate() {
+            let key = names::upcase_key(&c.encode_utf16().collect::<Vec<_>>(), table);
+            n = self.tree.children(n)?.get(&key)?.node;
+            let node = &self.tree.nodes[n];
+            if node.is_dir() && format::is_name_surrogate(&node.reparse) {
+                return Some(dirs[..=i].join("\\"));
+            }
+        }
+        None
+    }
+
     /// Resolves an existing path to its node.
     fn resolve(&self, path: &str) -> Result<NodeIx> {
         let mut n = ROOT;

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use cimfs::FileMetadata;
 
+use crate::error::{quoted, shorten};
+
 pub use ea::{decode_extended_attributes, encode_extended_attributes, ExtendedAttribute};
 pub use reparse::{
     decode_reparse_point, encode_reparse_point, ReparsePoint, IO_REPARSE_TAG_MOUNT_POINT,
@@ -24,7 +26,8 @@ pub use sddl::{
 };
 pub use times::{
     filetime_to_pax_time, filetime_to_unix, format_pax_time, parse_pax_time, pax_time_to_filetime,
-    unix_secs_to_filetime, unix_to_filetime, UnixTime, GO_ZERO_TIME_FILETIME, UNIX_EPOCH_FILETIME,
+    unix_secs_to_filetime, unix_to_filetime, UnixTime, GO_ZERO_TIME_FILETIME, MAX_FILETIME,
+    UNIX_EPOCH_FILETIME,
 };
 
 /// PAX record: Win32 file attributes, decimal.
@@ -58,21 +61,35 @@ pub const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
 /// A malformed value in a backuptar record or encoded structure.
 #[derive(Debug, thiserror::Error)]
 pub enum DialectError {
-    #[error("bad PAX time {0:?}")]
+    #[error("bad PAX time {}", quoted(.0))]
     BadTime(String),
-    #[error("time {0} is outside the FILETIME range")]
+    #[error("time {} is outside the FILETIME range (1601-01-01 to 30828-09-14 UTC)", shorten(.0))]
     TimeOutOfRange(String),
-    #[error("bad {key} value {value:?}")]
+    /// A bad time, with the record or header field it came from.
+    #[error("{field}: {source}")]
+    Time {
+        /// `PAX record mtime`, `tar header mtime field`...
+        field: String,
+        source: Box<DialectError>,
+    },
+    #[error("bad {key} value {}", quoted(.value))]
     BadRecord { key: &'static str, value: String },
-    #[error("bad base64 in {key}")]
+    #[error("bad base64 in {}", shorten(.key))]
     BadBase64 { key: String },
-    #[error("extended attribute {0:?} is too long (name <= 255 bytes, value <= 65535 bytes)")]
+    #[error("extended attribute {} is too long (name <= 255 bytes, value <= 65535 bytes)", quoted(.0))]
     EaTooLong(String),
-    #[error("bad extended attribute name {0:?}")]
+    #[error("bad extended attribute name {}", quoted(.0))]
     BadEaName(String),
+    #[error(
+        "extended attributes {} and {} differ only in case: NTFS EA names are case-insensitive, \
+         so a file cannot have both",
+        quoted(.first),
+        quoted(.second)
+    )]
+    DuplicateEaName { first: String, second: String },
     #[error("bad EA buffer at offset {offset}: {reason}")]
     BadEaBuffer { offset: usize, reason: String },
-    #[error("link target {0:?} is too long for a reparse buffer")]
+    #[error("link target {} is too long for a reparse buffer", quoted(.0))]
     ReparseTooLong(String),
     #[error("bad reparse buffer: {0}")]
     BadReparseBuffer(String),
@@ -120,11 +137,33 @@ fn time_record(
     key: &str,
     fallback: Option<i64>,
 ) -> Result<u64, DialectError> {
-    match (pax.get(key), fallback) {
-        (Some(v), _) => pax_time_to_filetime(v),
-        (None, Some(secs)) => unix_secs_to_filetime(secs),
-        (None, None) => Ok(GO_ZERO_TIME_FILETIME),
+    let (field, result) = match (pax.get(key), fallback) {
+        (Some(v), _) => (format!("PAX record {key}"), pax_time_to_filetime(v)),
+        (None, Some(secs)) => (
+            format!("tar header {key} field"),
+            unix_secs_to_filetime(secs),
+        ),
+        (None, None) => return Ok(GO_ZERO_TIME_FILETIME),
+    };
+    result.map_err(|source| DialectError::Time {
+        field,
+        source: Box::new(source),
+    })
+}
+
+/// Refuses two EAs whose names differ only in case: NTFS keeps EA names upper-cased and
+/// compares them ignoring case, so Windows could never have written both.
+fn refuse_names_equal_ignoring_case(eas: &[ExtendedAttribute]) -> Result<(), DialectError> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for ea in eas {
+        if let Some(first) = seen.insert(ea.name.to_uppercase(), &ea.name) {
+            return Err(DialectError::DuplicateEaName {
+                first: first.to_string(),
+                second: ea.name.clone(),
+            });
+        }
     }
+    Ok(())
 }
 
 /// Builds a file's Windows metadata from its tar header and PAX records (go-winio
@@ -157,7 +196,7 @@ pub fn file_info_from_header(
     let last_access_time = time_record(pax, PAX_ATIME, h.gnu_atime_secs)?;
     let change_time = time_record(pax, PAX_CTIME, h.gnu_ctime_secs)?;
     let creation_time = match pax.get(PAX_CREATION_TIME) {
-        Some(v) => pax_time_to_filetime(v)?,
+        Some(_) => time_record(pax, PAX_CREATION_TIME, None)?,
         None => last_write_time,
     };
 
@@ -181,6 +220,7 @@ pub fn file_info_from_header(
         });
     }
     // BTreeMap iteration is already sorted by key, hence by EA name.
+    refuse_names_equal_ignoring_case(&eas)?;
     let extended_attributes = encode_extended_attributes(&eas)?;
 
     let reparse_data = if h.is_symlink {

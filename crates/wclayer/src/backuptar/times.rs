@@ -11,6 +11,9 @@ pub const UNIX_EPOCH_FILETIME: u64 = 116_444_736_000_000_000;
 /// Kept so that a plain-USTAR layer imports with the same times as on Windows.
 pub const GO_ZERO_TIME_FILETIME: u64 = 48_491_090_211_286_549;
 
+/// The largest FILETIME Windows accepts (i64::MAX ticks, 30828-09-14 02:48:05.4775807 UTC).
+pub const MAX_FILETIME: u64 = i64::MAX as u64;
+
 const NANOS_PER_TICK: i128 = 100;
 
 /// A point in time as Unix seconds plus a signed nanosecond part (same sign as the value).
@@ -81,9 +84,13 @@ pub fn format_pax_time(t: UnixTime) -> String {
 }
 
 /// Converts a Unix time to FILETIME, truncating sub-100 ns precision toward zero like Go's
-/// integer division. Times before 1601 or after year 60056 cannot be represented.
+/// integer division. Times before 1601 cannot be represented, nor times after 30828-09-14:
+/// Windows takes a FILETIME as a signed 64-bit count (LARGE_INTEGER) and cannot set a larger one.
 pub fn unix_to_filetime(t: UnixTime) -> Result<u64, DialectError> {
     let ticks = t.total_nanos() / NANOS_PER_TICK + i128::from(UNIX_EPOCH_FILETIME);
+    if ticks > i128::from(MAX_FILETIME) {
+        return Err(DialectError::TimeOutOfRange(format_pax_time(t)));
+    }
     u64::try_from(ticks).map_err(|_| DialectError::TimeOutOfRange(format_pax_time(t)))
 }
 
@@ -176,6 +183,13 @@ mod tests {
         // before 1601
         assert!(pax_time_to_filetime("-11644473601").is_err());
         assert_eq!(pax_time_to_filetime("-11644473600").unwrap(), 0);
+        // after 30828-09-14 02:48:05.4775807 (i64::MAX ticks)
+        assert_eq!(
+            pax_time_to_filetime("910692730085.4775807").unwrap(),
+            MAX_FILETIME
+        );
+        assert!(pax_time_to_filetime("910692730085.4775808").is_err());
+        assert!(pax_time_to_filetime("922337203685").is_err());
     }
 
     #[test]
