@@ -38,7 +38,7 @@ fn hive_set_get_dump_check() {
             "hive",
             "set",
             s(&hive),
-            "Microsoft/Windows NT/CurrentVersion",
+            "\\Microsoft\\Windows NT\\CurrentVersion\\",
             "UBR",
             "--type",
             "dword",
@@ -133,6 +133,8 @@ fn hive_set_get_dump_check() {
         serde_json::from_str(lines.lines().next().expect("line")).expect("json");
     assert_eq!(first["path"], "Test");
     cimkit_ok(&["hive", "check", s(&hive)], 0);
+    // What cimkit writes also has the compact layout.
+    cimkit_ok(&["hive", "check", "--compact", s(&hive)], 0);
 
     match hivexget(
         &hive,

@@ -6,10 +6,17 @@ use std::io::{self, Write};
 use crate::format::type_name;
 use crate::model::*;
 
-/// Writes a readable dump: one line per key (path, last-written time, class, layer bits),
-/// then one indented line per value with its type name and decoded data.
+/// Writes a readable dump: a header line (root name, format), a `note:` line per entry of
+/// `hive.notes`, then one line per key (path, last-written time, class, layer bits) and one
+/// indented line per value with its type name and decoded data.
 pub fn dump(hive: &Hive, out: &mut dyn Write) -> io::Result<()> {
-    writeln!(
+    dump_from(hive, "", &hive.root, out)
+}
+
+/// Like [`dump`] for the subtree of `key`, whose path below the root is `path` (`A\B`; "" for
+/// the root): the header names the subtree, and every key is shown with its full path.
+pub fn dump_from(hive: &Hive, path: &str, key: &Key, out: &mut dyn Write) -> io::Result<()> {
+    write!(
         out,
         "hive: root \"{}\", format 1.{}{}",
         hive.root.name,
@@ -20,10 +27,15 @@ pub fn dump(hive: &Hive, out: &mut dyn Write) -> io::Result<()> {
             ""
         }
     )?;
+    if path.is_empty() {
+        writeln!(out)?;
+    } else {
+        writeln!(out, "; key \\{path} and below")?;
+    }
     for note in &hive.notes {
         writeln!(out, "note: {note}")?;
     }
-    hive.root.walk(&mut String::new(), &mut |key, path| {
+    key.walk(&mut path.to_string(), &mut |key, path| {
         dump_key(key, path, out)
     })
 }
@@ -229,5 +241,25 @@ mod tests {
         export_reg(&h, "HKLM\\X", &mut r).expect("export");
         let r = String::from_utf8(r).expect("utf8");
         assert!(r.contains("[HKLM\\X\\Setup]\n\"CmdLine\"=\"setup.exe \\\"x\\\"\"\n@=dword:00000007\n\"raw\"=hex:de,ad\n"), "{r}");
+    }
+
+    #[test]
+    fn a_subtree_dump_names_the_real_root_and_full_paths() {
+        let mut h = Hive::new();
+        h.create_key("A\\B").set_u32("v", 1);
+        h.create_key("Other");
+        let k = h.key("A").expect("key");
+        let mut s = Vec::new();
+        dump_from(&h, "A", k, &mut s).expect("dump");
+        let s = String::from_utf8(s).expect("utf8");
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(
+            lines[0],
+            "hive: root \"ROOT\", format 1.5; key \\A and below"
+        );
+        assert!(lines[1].starts_with("\\A  ["), "{s}");
+        assert!(lines[2].starts_with("\\A\\B  ["), "{s}");
+        assert_eq!(lines[3], "  \"v\" REG_DWORD = 0x00000001 (1)");
+        assert_eq!(lines.len(), 4, "{s}");
     }
 }

@@ -16,7 +16,7 @@ mod parse;
 pub mod validate;
 mod write;
 
-pub use dump::{dump, export_reg, filetime_to_string};
+pub use dump::{dump, dump_from, export_reg, filetime_to_string};
 pub use error::{Error, Result};
 pub use log::{log_paths, recover, recover_file, FileRecovery, LogFormat, LogReport, Recovery};
 pub use merge::{merge, merge_all};

@@ -140,8 +140,11 @@ pub fn now_filetime() -> u64 {
     (since_unix as u64).saturating_add(116_444_736_000_000_000)
 }
 
+/// The key names of a path. Only `\` separates: `/` is an ordinary character in registry key
+/// names (SYSTEM has `Control\Session Manager\I/O System`). Empty components (a leading,
+/// trailing or doubled `\`) are skipped.
 fn split_path(path: &str) -> impl Iterator<Item = &str> {
-    path.split(['\\', '/']).filter(|c| !c.is_empty())
+    path.split('\\').filter(|c| !c.is_empty())
 }
 
 impl Default for Hive {
@@ -188,7 +191,8 @@ impl Hive {
         })
     }
 
-    /// The key at a "A\\B\\C" path below the root ("" is the root); case-insensitive.
+    /// The key at a "A\\B\\C" path below the root ("" is the root); case-insensitive. Only `\`
+    /// separates names (`/` belongs to the name).
     pub fn key(&self, path: &str) -> Option<&Key> {
         split_path(path).try_fold(&self.root, |k, c| k.subkey(c))
     }
@@ -500,11 +504,20 @@ mod tests {
             Some("Windows Boot Manager")
         );
         assert_eq!(
-            h.key("Objects/{abc}")
+            h.key("\\Objects\\\\{abc}\\")
                 .and_then(|k| k.value("TYPE"))
                 .and_then(Value::as_u32),
             Some(0x1010_0002)
         );
+        // `/` is part of a name, not a separator.
+        assert!(h.key("Objects/{abc}").is_none());
+        h.create_key("Objects\\I/O System").set_u32("x", 1);
+        let objects = h.key("objects").expect("key");
+        assert_eq!(objects.subkeys.len(), 2);
+        assert!(objects.subkey("I").is_none());
+        assert!(h.key("Objects\\i/o system").is_some());
+        assert!(h.delete_key("Objects\\I/O System"));
+        assert_eq!(h.key("objects").map(|k| k.subkeys.len()), Some(1));
         let k = h.key_mut("Objects\\{abc}").expect("key");
         assert!(k.delete_value("type"));
         assert!(!k.delete_value("type"));

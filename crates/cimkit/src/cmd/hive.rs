@@ -1,6 +1,8 @@
 //! `cimkit hive`: registry hives (regf): dump, get, set, merge differencing hives, check.
 //! A hive can be read from a file or from inside a CIM (`--cim IMAGE`, path inside the image);
 //! every command applies the transaction logs (.LOG1/.LOG2) found beside a hive, in memory.
+//! Key paths are split on `\` only: `/` is an ordinary character of key names. Notes about a
+//! hive (logs applied, dirty, damaged parts skipped) go to stderr, once each.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,8 +31,13 @@ pub struct Source {
     /// HIVE.LOG2) found beside it.
     #[arg(long)]
     pub no_logs: bool,
-    /// dump, get: read a damaged hive as far as it is sound; damaged keys and values are
-    /// skipped and listed on stderr (the base block and the root key must still be readable).
+}
+
+/// `--lenient` of the commands that read the key tree.
+#[derive(clap::Args)]
+pub struct Lenient {
+    /// Read a damaged hive as far as it is sound; damaged keys and values are skipped and
+    /// named on stderr (the base block and the root key must still be readable).
     #[arg(long)]
     pub lenient: bool,
 }
@@ -41,7 +48,9 @@ pub enum HiveCommand {
     Dump {
         #[command(flatten)]
         source: Source,
-        /// Only this key and below (`A\B`).
+        #[command(flatten)]
+        lenient: Lenient,
+        /// Only this key and below (`A\B`; only `\` separates, `/` is part of a name).
         #[arg(long, default_value = "")]
         key: String,
         /// regedit .reg format, under this root (e.g. HKEY_LOCAL_MACHINE\SYSTEM).
@@ -55,9 +64,13 @@ pub enum HiveCommand {
     Get {
         #[command(flatten)]
         source: Source,
-        /// Key path (`ControlSet001\Control`); "" is the root.
+        #[command(flatten)]
+        lenient: Lenient,
+        /// Key path (`ControlSet001\Control`; only `\` separates, `/` is part of a name); ""
+        /// is the root.
         key: String,
         /// Value name ("" for the default value); omit to list the key.
+        #[arg(value_name = "NAME")]
         value: Option<String>,
         /// Print the value (or the key's values and subkeys) as one JSON object.
         #[arg(long)]
@@ -67,15 +80,19 @@ pub enum HiveCommand {
     Set {
         /// Hive file to edit.
         hive: PathBuf,
-        /// Key path; missing keys are created.
+        /// Key path (only `\` separates, `/` is part of a name); missing keys are created.
         key: String,
         /// Value name ("" for the default value).
+        #[arg(value_name = "NAME")]
         name: String,
-        /// The data: text for sz/expand_sz, `;`-separated for multi_sz, a number for
-        /// dword/qword, hex for binary. Omit with --delete.
+        /// The data: text for sz and expand-sz; for multi-sz the strings separated by `;`
+        /// (`a;b;c`; "" is an empty list; an empty string inside the list is refused, as it
+        /// would end the list, and a string cannot hold `;`); a number (decimal or 0x…) for
+        /// dword and qword; hex digits for binary (`de ad`, `de,ad` or `dead`). Omit with
+        /// --delete.
         data: Option<String>,
-        /// Value type.
-        #[arg(long = "type", value_enum, default_value = "sz")]
+        /// Value type (expand_sz and multi_sz are accepted too).
+        #[arg(long = "type", value_enum, value_name = "TYPE", default_value = "sz")]
         kind: ValueType,
         /// Delete the value instead.
         #[arg(long, conflicts_with = "data")]
@@ -105,27 +122,47 @@ pub enum HiveCommand {
         #[arg(long)]
         no_logs: bool,
     },
-    /// Check a hive file's invariants; exit 1 with the list of problems.
+    /// Check a hive file: exit 0 when Windows can rely on it, else exit 1 with the problems,
+    /// damage first (at most 1000 listed; the count says how many there are in all).
     Check {
         #[command(flatten)]
         source: Source,
-        /// Print the result as one JSON object: {hive, ok, problems: [...]}.
+        /// Also require the compact layout that ORSaveHive and `hive set`/`merge` write (no
+        /// slack: free space only at bin ends, minimal cells, every cell used once, exact
+        /// "largest name/data" fields, no bytes after the bins, a clean file). Live Windows
+        /// hives break these rules without being damaged.
+        #[arg(long)]
+        compact: bool,
+        /// Print the result as one JSON object: {hive, ok, total, truncated, problems:
+        /// [{offset, key, message, compact, text}]} (key is null when the problem is not
+        /// about a key, "" for the root key).
         #[arg(long)]
         json: bool,
     },
 }
 
+/// The value types `hive set` writes.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ValueType {
     Sz,
+    #[value(alias = "expand_sz")]
     ExpandSz,
+    #[value(alias = "multi_sz")]
     MultiSz,
     Dword,
     Qword,
     Binary,
 }
 
-fn read_bytes(source: &Source) -> Result<(Vec<u8>, String)> {
+/// A hive file's bytes (logs applied), its name for messages, and whether stderr already said
+/// the file is dirty (so the parser's "dirty hive" note is not repeated).
+struct Bytes {
+    bytes: Vec<u8>,
+    name: String,
+    dirty_told: bool,
+}
+
+fn read_bytes(source: &Source) -> Result<Bytes> {
     match &source.cim {
         Some(cim_path) => {
             let cim = open_cim(cim_path)?;
@@ -134,7 +171,11 @@ fn read_bytes(source: &Source) -> Result<(Vec<u8>, String)> {
                 .with_context(|| name.clone())?
                 .with_context(|| format!("{name}: not found"))?;
             if source.no_logs {
-                return Ok((bytes, name));
+                return Ok(Bytes {
+                    bytes,
+                    name,
+                    dirty_told: false,
+                });
             }
             // Windows keeps the logs beside the hive; lookups in a CIM are case-insensitive.
             // The single .LOG of XP / Server 2003 counts only when there is no .LOG1/.LOG2.
@@ -152,33 +193,61 @@ fn read_bytes(source: &Source) -> Result<(Vec<u8>, String)> {
                     break;
                 }
             }
-            Ok((apply_logs(bytes, &name, &logs), name))
+            let (bytes, dirty_told) = apply_logs(bytes, &name, &logs);
+            Ok(Bytes {
+                bytes,
+                name,
+                dirty_told,
+            })
         }
-        None => Ok((
-            read_file(Path::new(&source.hive), source.no_logs)?,
-            source.hive.clone(),
-        )),
+        None => read_file(Path::new(&source.hive), source.no_logs),
     }
 }
 
 /// A hive file's bytes with the transaction logs beside it applied (unless `no_logs`).
-fn read_file(path: &Path, no_logs: bool) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+fn read_file(path: &Path, no_logs: bool) -> Result<Bytes> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {name}"))?;
     if no_logs {
-        return Ok(bytes);
+        return Ok(Bytes {
+            bytes,
+            name,
+            dirty_told: false,
+        });
     }
     let mut logs = Vec::new();
     for p in regf::log_paths(path) {
         let log = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
         logs.push((p.display().to_string(), log));
     }
-    Ok(apply_logs(bytes, &path.display().to_string(), &logs))
+    let (bytes, dirty_told) = apply_logs(bytes, &name, &logs);
+    Ok(Bytes {
+        bytes,
+        name,
+        dirty_told,
+    })
 }
 
-/// A hive file parsed after its logs are applied (unless `no_logs`).
+/// A hive file parsed after its logs are applied (unless `no_logs`); its notes are said on
+/// stderr.
 fn open_file(path: &Path, no_logs: bool) -> Result<regf::Hive> {
-    let bytes = read_file(path, no_logs)?;
-    regf::Hive::parse(&bytes).with_context(|| format!("cannot read hive {}", path.display()))
+    let read = read_file(path, no_logs)?;
+    let mut hive = regf::Hive::parse(&read.bytes)
+        .with_context(|| format!("cannot read hive {}", read.name))?;
+    tell_notes(&mut hive, &read);
+    Ok(hive)
+}
+
+/// Says the notes of a parsed hive on stderr, once each, and takes them out of the hive (so a
+/// dump does not print them again on stdout). A "dirty hive" note is left out when the log
+/// replay already said why the file is read as it is.
+fn tell_notes(hive: &mut regf::Hive, read: &Bytes) {
+    for note in std::mem::take(&mut hive.notes) {
+        if read.dirty_told && note.starts_with(regf::DIRTY_NOTE) {
+            continue;
+        }
+        eprintln!("cimkit: note: {}: {note}", read.name);
+    }
 }
 
 /// The bytes of a file inside a CIM, or None when there is no such file.
@@ -195,18 +264,19 @@ fn read_cim_file(cim: &cimfs::Cim, path: &str) -> Result<Option<Vec<u8>>> {
 
 /// Applies transaction logs (name, bytes) to a primary hive in memory and says on stderr what
 /// happened; the primary is returned as it is when the logs cannot be used. Nothing is written.
-fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> Vec<u8> {
+/// The flag is true when stderr was told about a dirty file.
+fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> (Vec<u8>, bool) {
     if logs.is_empty() {
-        return primary;
+        return (primary, false);
     }
     let refs: Vec<&[u8]> = logs.iter().map(|(_, b)| b.as_slice()).collect();
     let recovery = match regf::recover(&primary, &refs) {
         Ok(r) => r,
         // Not a primary hive at all: the parser or validator says why.
-        Err(_) => return primary,
+        Err(_) => return (primary, false),
     };
     if !recovery.was_dirty {
-        return primary;
+        return (primary, false);
     }
     let names = |applied: bool| {
         logs.iter()
@@ -227,7 +297,7 @@ fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> Vec<u
             "cimkit: {name} is dirty but no log entry applies ({}); reading it as it is",
             names(false)
         );
-        return primary;
+        return (primary, true);
     }
     let applied = recovery.entries_applied();
     let unused = names(false);
@@ -242,48 +312,52 @@ fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> Vec<u
             format!("; not used: {unused}")
         }
     );
-    recovery.bytes
+    (recovery.bytes, true)
 }
 
-fn load(source: &Source) -> Result<(regf::Hive, String)> {
-    let (bytes, name) = read_bytes(source)?;
-    let parsed = if source.lenient {
-        regf::Hive::parse_lenient(&bytes)
+/// Reads and parses the hive of `source` and says its notes on stderr.
+fn load(source: &Source, lenient: bool) -> Result<(regf::Hive, String)> {
+    let read = read_bytes(source)?;
+    let parsed = if lenient {
+        regf::Hive::parse_lenient(&read.bytes)
     } else {
-        regf::Hive::parse(&bytes)
+        regf::Hive::parse(&read.bytes)
     };
-    let hive = parsed.with_context(|| {
-        if source.lenient {
-            format!("{name}: not a readable hive")
+    let mut hive = parsed.with_context(|| {
+        if lenient {
+            format!("{}: not a readable hive", read.name)
         } else {
-            format!("{name}: not a readable hive (--lenient reads what is sound)")
+            format!(
+                "{}: not a readable hive (--lenient reads what is sound)",
+                read.name
+            )
         }
     })?;
-    if source.lenient {
-        for note in hive
-            .notes
-            .iter()
-            .filter(|n| !n.starts_with(regf::DIRTY_NOTE))
-        {
-            eprintln!("cimkit: {name}: {note}");
-        }
-    }
-    Ok((hive, name))
+    tell_notes(&mut hive, &read);
+    Ok((hive, read.name))
 }
 
+/// A key path as the library takes it: names separated by one `\` (only `\` separates; `/`
+/// is an ordinary character of key names), no empty names.
 fn key_path(s: &str) -> String {
-    s.split(['\\', '/'])
+    s.split('\\')
         .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join("\\")
 }
 
-fn find_key<'h>(hive: &'h regf::Hive, path: &str, name: &str) -> Result<&'h regf::Key> {
-    if path.is_empty() {
-        return Ok(&hive.root);
+/// The key at `path` (as [`key_path`] gives it) and its path spelled as the hive spells its
+/// names (lookups ignore case).
+fn find_key<'h>(hive: &'h regf::Hive, path: &str, name: &str) -> Result<(&'h regf::Key, String)> {
+    let mut key = &hive.root;
+    let mut names = Vec::new();
+    for part in path.split('\\').filter(|p| !p.is_empty()) {
+        key = key
+            .subkey(part)
+            .with_context(|| format!("{name}: key {path:?} not found"))?;
+        names.push(key.name.as_str());
     }
-    hive.key(path)
-        .with_context(|| format!("{name}: key {path:?} not found"))
+    Ok((key, names.join("\\")))
 }
 
 fn type_name(kind: u32) -> String {
@@ -342,6 +416,15 @@ fn parse_data(kind: ValueType, data: &str) -> Result<(u32, Vec<u8>)> {
             } else {
                 data.split(';').collect()
             };
+            // An empty string ends a REG_MULTI_SZ: readers would stop there and lose the rest.
+            if let Some(i) = items.iter().position(|s| s.is_empty()) {
+                bail!(
+                    "multi-sz data {data:?}: string {} of {} is empty; REG_MULTI_SZ cannot hold \
+                     an empty string (it ends the list), so drop the extra `;`",
+                    i + 1,
+                    items.len()
+                );
+            }
             (regf::REG_MULTI_SZ, regf::encode_multi_sz(&items))
         }
         ValueType::Dword => (regf::REG_DWORD, parse_number(data)?.to_le_bytes().to_vec()),
@@ -386,13 +469,13 @@ pub fn run(args: Args) -> Result<Outcome> {
     let outcome = match args.command {
         HiveCommand::Dump {
             source,
+            lenient,
             key,
             reg,
             json,
         } => {
-            let (hive, name) = load(&source)?;
-            let path = key_path(&key);
-            let k = find_key(&hive, &path, &name)?;
+            let (hive, name) = load(&source, lenient.lenient)?;
+            let (k, path) = find_key(&hive, &key_path(&key), &name)?;
             if json {
                 dump_json(&mut out, k, &path)?;
             } else if let Some(root) = reg {
@@ -404,26 +487,20 @@ pub fn run(args: Args) -> Result<Outcome> {
                     format!("{root}\\{path}")
                 };
                 regf::export_reg(&sub, &prefix, &mut out)?;
-            } else if path.is_empty() {
-                regf::dump(&hive, &mut out)?;
             } else {
-                let mut sub = regf::Hive::new();
-                sub.root = k.clone();
-                sub.minor_version = hive.minor_version;
-                writeln!(out, "key \\{path}:")?;
-                regf::dump(&sub, &mut out)?;
+                regf::dump_from(&hive, &path, k, &mut out)?;
             }
             Outcome::Ok
         }
         HiveCommand::Get {
             source,
+            lenient,
             key,
             value,
             json,
         } => {
-            let (hive, name) = load(&source)?;
-            let path = key_path(&key);
-            let k = find_key(&hive, &path, &name)?;
+            let (hive, name) = load(&source, lenient.lenient)?;
+            let (k, path) = find_key(&hive, &key_path(&key), &name)?;
             match value {
                 Some(v) => {
                     let val = k
@@ -523,27 +600,64 @@ pub fn run(args: Args) -> Result<Outcome> {
             )?;
             Outcome::Ok
         }
-        HiveCommand::Check { source, json } => {
-            let (bytes, name) = read_bytes(&source)?;
-            let problems = regf::validate::validate(&bytes);
+        HiveCommand::Check {
+            source,
+            compact,
+            json,
+        } => {
+            let read = read_bytes(&source)?;
+            let name = &read.name;
+            let level = if compact {
+                regf::validate::Level::Compact
+            } else {
+                regf::validate::Level::Windows
+            };
+            let report = regf::validate::check(&read.bytes, level);
+            for note in &report.notes {
+                if !(read.dirty_told && note.starts_with(regf::DIRTY_NOTE)) {
+                    eprintln!("cimkit: note: {name}: {note}");
+                }
+            }
             if json {
-                let list: Vec<Json> = problems
+                let list: Vec<Json> = report
+                    .problems
                     .iter()
-                    .map(|p| json!({"offset": p.offset, "key": p.key, "message": p.message, "text": p.to_string()}))
+                    .map(|p| {
+                        json!({
+                            "offset": p.offset,
+                            "key": p.key,
+                            "message": p.message,
+                            "compact": p.compact,
+                            "text": p.to_string(),
+                        })
+                    })
                     .collect();
                 output::json_line(
                     &mut out,
-                    &json!({"hive": name, "ok": list.is_empty(), "problems": list}),
+                    &json!({
+                        "hive": name,
+                        "ok": report.is_ok(),
+                        "total": report.total,
+                        "truncated": report.truncated(),
+                        "problems": list,
+                    }),
                 )?;
-            } else if problems.is_empty() {
+            } else if report.is_ok() {
                 writeln!(out, "{name}: OK")?;
             } else {
-                for p in &problems {
+                for p in &report.problems {
                     writeln!(out, "{name}: {p}")?;
                 }
-                writeln!(out, "{name}: {} problem(s) found", problems.len())?;
+                if report.truncated() {
+                    writeln!(
+                        out,
+                        "{name}: … and {} more not listed",
+                        report.total - report.problems.len()
+                    )?;
+                }
+                writeln!(out, "{name}: {} problem(s) found", report.total)?;
             }
-            if problems.is_empty() {
+            if report.is_ok() {
                 Outcome::Ok
             } else {
                 Outcome::Failed
