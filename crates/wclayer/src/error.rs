@@ -19,6 +19,17 @@ pub enum Error {
         /// The tar reader's error, quoted in the message (not a separate cause).
         error: io::Error,
     },
+    /// The layer input itself failed (a read error, a blob whose digest or size is wrong), not
+    /// the tar or its compression.
+    #[error("reading the layer input failed after {entries} tar entries (input read up to byte {offset}): {}", complaint(error))]
+    Input {
+        /// Tar entries imported before the failure.
+        entries: u64,
+        /// How many bytes of the input (as given: compressed or not) had been read.
+        offset: u64,
+        /// The input's error, quoted in the message (not a separate cause).
+        error: io::Error,
+    },
     /// The gzip or zstd stream around the tar is damaged: the decompressor's complaint.
     #[error("{}", decompress_message(compression, *entries, *offset, error))]
     Decompress {

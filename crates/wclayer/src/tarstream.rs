@@ -118,9 +118,56 @@ impl<R: io::BufRead> Read for GzipMembers<R> {
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::Interrupted => e,
+            kind => io::Error::new(kind, InputError(e)),
+        })?;
         self.count.set(self.count.get() + n as u64);
         Ok(n)
+    }
+}
+
+/// An error of the layer input itself (a failing disk, a blob whose digest or size is wrong),
+/// marked so that it is not blamed on the tar or the decompressor that passed it on.
+#[derive(Debug)]
+pub(crate) struct InputError(io::Error);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for InputError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// The input's own error, when `e` is (or carries) one.
+pub(crate) fn input_error(e: &io::Error) -> Option<&io::Error> {
+    let mut inner: &(dyn std::error::Error + 'static) = e.get_ref()?;
+    loop {
+        if let Some(InputError(original)) = inner.downcast_ref::<InputError>() {
+            return Some(original);
+        }
+        inner = match inner.downcast_ref::<io::Error>() {
+            Some(io) => io.get_ref()?,
+            None => inner.source()?,
+        };
+    }
+}
+
+/// `e` as an [`Error::Input`] when the input itself failed, after `entries` tar entries and
+/// `offset` bytes of input.
+fn blame_input(e: io::Error, entries: u64, offset: u64) -> std::result::Result<Error, io::Error> {
+    match input_error(&e) {
+        Some(original) => Ok(Error::Input {
+            entries,
+            offset,
+            error: io::Error::new(original.kind(), original.to_string()),
+        }),
+        None => Err(e),
     }
 }
 
@@ -178,10 +225,12 @@ pub(crate) fn decompressed_kind<'a, R: Read + 'a>(
     (&mut input)
         .take(6)
         .read_to_end(&mut head)
-        .map_err(|source| Error::TarRead {
-            entries: 0,
-            offset: None,
-            error: source,
+        .map_err(|source| {
+            blame_input(source, 0, head.len() as u64).unwrap_or_else(|error| Error::TarRead {
+                entries: 0,
+                offset: None,
+                error,
+            })
         })?;
     let kind = detect_compression(&head)?;
     let whole = Cursor::new(head).chain(input);
@@ -335,7 +384,15 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
         // The importer saw the stream only up to the damage: whatever it said (a tar it cannot
         // read, an entry cut short) follows from it.
         if let Some(e) = read_error {
-            return Err(damaged(e));
+            let offset = bytes_read();
+            return Err(blame_input(e, entries_done, offset).unwrap_or_else(|e| {
+                Error::Decompress {
+                    compression: compression.name(),
+                    entries: entries_done,
+                    offset,
+                    error: e,
+                }
+            }));
         }
         let stats = result?;
         if importer_stopped {
@@ -429,11 +486,11 @@ pub(crate) fn write_layer_counted(
             entries,
             offset: None,
             error,
-        } => Error::TarRead {
+        } => blame_input(error, entries, bytes_read()).unwrap_or_else(|error| Error::TarRead {
             entries,
             offset: Some(bytes_read()),
             error,
-        },
+        }),
         other => other,
     })
 }

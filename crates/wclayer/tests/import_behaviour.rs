@@ -1300,3 +1300,70 @@ fn aufs_hard_link_directory_is_skipped() {
         assert!(err.contains(name), "{err}");
     }
 }
+
+/// Gives the first `limit` bytes of `data`, then fails the way a blob check does.
+struct FailingInput {
+    data: Vec<u8>,
+    pos: usize,
+    limit: usize,
+}
+
+impl std::io::Read for FailingInput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "size mismatch: the descriptor says 10 bytes",
+            ));
+        }
+        let n = buf.len().min(self.limit - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// An input that fails part-way (a blob whose size or digest is wrong) is reported as the
+/// input's failure, not as a tar that cannot be read nor as damaged compression.
+#[test]
+fn a_failing_input_is_blamed_not_the_tar_or_its_compression() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tar = small_base(&shared, |_| {});
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, (data, limit)) in [
+        (tar.clone(), 0),
+        (tar.clone(), 3000),
+        (tar.clone(), 9000),
+        (gz.clone(), 100),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let layer = tmp.path().join(format!("snapshots/{i}"));
+        let input = FailingInput {
+            data,
+            pos: 0,
+            limit,
+        };
+        let err = import_layer(input, &opts(&layer, &[]), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        // Inside an entry's data the entry is named instead.
+        assert!(
+            (err.contains("reading the layer input failed")
+                || err.contains("reading data of tar entry"))
+                && err.contains("size mismatch: the descriptor says 10 bytes"),
+            "{i}: {err}"
+        );
+        assert!(
+            !err.contains("not a readable tar") && !err.contains("decompression"),
+            "{err}"
+        );
+        assert!(!layer.exists());
+    }
+}
