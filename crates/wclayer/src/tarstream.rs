@@ -562,6 +562,17 @@ fn write_entries(
                 pax.insert(key.to_string(), value.to_string());
             }
         }
+        if let Some(key) = pax.keys().find(|k| k.starts_with("GNU.sparse.")) {
+            // GNU tar's PAX sparse formats (0.0-1.0) keep the real name and a hole map in these
+            // records; the tar reader would hand the encoded form on as if it were the file.
+            return Err(Error::entry(
+                &raw_name,
+                format!(
+                    "GNU sparse file in PAX format (record {key}) is not supported; \
+                     pack the layer without --sparse"
+                ),
+            ));
+        }
         if let Some(v) = pax.get("size") {
             // tar-rs uses a PAX size only when it parses, and silently keeps the header's
             // otherwise; Go's archive/tar refuses the entry, and so do we.

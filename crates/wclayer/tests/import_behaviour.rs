@@ -1367,3 +1367,30 @@ fn a_failing_input_is_blamed_not_the_tar_or_its_compression() {
         assert!(!layer.exists());
     }
 }
+
+/// GNU tar's PAX sparse files (`tar --format=posix --sparse`) are refused by name, not
+/// imported under their encoded `GNUSparseFile.0/…` name with the hole map as data.
+#[test]
+fn pax_gnu_sparse_files_are_refused_clearly() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tar = small_base(&shared, |t| {
+        t.file(
+            "Files/GNUSparseFile.0/big.img",
+            &[
+                ("GNU.sparse.major", "1".into()),
+                ("GNU.sparse.minor", "0".into()),
+                ("GNU.sparse.name", "Files/big.img".into()),
+                ("GNU.sparse.realsize", "1048576".into()),
+            ],
+            b"1\n0\n4\n",
+        );
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let err = import_error(&tar, &tmp.path().join("snapshots/1"), &[]);
+    assert!(
+        err.contains("GNU sparse file in PAX format") && err.contains("GNUSparseFile.0"),
+        "{err}"
+    );
+}
