@@ -48,6 +48,14 @@ pub fn error_message(e: &anyhow::Error) -> String {
     out
 }
 
+/// Where an output bound for `path` is written until it is complete (then renamed over `path`),
+/// so that a failed run never clobbers a file already there.
+pub fn partial_path(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".cimkit-partial");
+    path.with_file_name(name)
+}
+
 /// Buffered stdout for line-by-line output.
 pub fn stdout() -> io::BufWriter<io::StdoutLock<'static>> {
     io::BufWriter::new(io::stdout().lock())

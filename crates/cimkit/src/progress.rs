@@ -1,6 +1,6 @@
-//! The import progress bar (bytes, files, MB/s, ETA) on stderr when it is a terminal, and a
-//! reader that counts the bytes it hands on so the bar can follow the raw (compressed) input;
-//! it also turns Ctrl-C into a read error, so the importer stops and cleans up after itself.
+//! The progress bar of long work (bytes, files, MB/s, ETA) on stderr when it is a terminal, and
+//! a reader / writer that count the bytes they hand on so the bar can follow them; they also
+//! turn Ctrl-C into an I/O error, so the command stops and cleans up after itself.
 
 use std::cell::Cell;
 use std::io::{IsTerminal as _, Read};
@@ -55,6 +55,11 @@ impl Progress {
         self.bar.set_message(format!("{files} files"));
     }
 
+    /// Records how many bytes have been written (no file count).
+    pub fn set_bytes(&self, bytes: u64) {
+        self.bar.set_position(bytes);
+    }
+
     /// Removes the bar (the caller prints the summary).
     pub fn finish(&self) {
         self.bar.finish_and_clear();
@@ -80,12 +85,49 @@ impl<R> CountingReader<R> {
     }
 }
 
+/// Fails with the error Ctrl-C leaves once it was pressed (see `catch_interrupt`).
+pub fn check_interrupt() -> std::io::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        // Not ErrorKind::Interrupted: readers and writers retry that one.
+        return Err(std::io::Error::other("interrupted by Ctrl-C"));
+    }
+    Ok(())
+}
+
+/// Passes writes on to `inner`, moving `progress` along and failing once Ctrl-C was pressed.
+pub struct ProgressWriter<'a, W> {
+    inner: W,
+    progress: &'a Progress,
+    written: u64,
+}
+
+impl<'a, W> ProgressWriter<'a, W> {
+    pub fn new(inner: W, progress: &'a Progress) -> ProgressWriter<'a, W> {
+        ProgressWriter {
+            inner,
+            progress,
+            written: 0,
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ProgressWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        check_interrupt()?;
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        self.progress.set_bytes(self.written);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            // Not ErrorKind::Interrupted: readers retry that one.
-            return Err(std::io::Error::other("interrupted by Ctrl-C"));
-        }
+        check_interrupt()?;
         let n = self.inner.read(buf)?;
         self.count.set(self.count.get() + n as u64);
         Ok(n)

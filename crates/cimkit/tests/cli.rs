@@ -674,10 +674,11 @@ fn extract_streams_large_alternate_streams_into_the_sidecar() {
     }
 }
 
-/// An extraction that fails half-way (a region truncated under big.bin's data) leaves neither
-/// the folder nor a partial sidecar, and a file already at --metadata FILE keeps its content.
+/// An extraction or export that fails half-way (a region truncated under big.bin's data) leaves
+/// neither the folder nor a partial file, and a file already at --metadata FILE or -o FILE
+/// keeps its content.
 #[test]
-fn failed_extract_keeps_an_existing_metadata_file() {
+fn failed_extract_or_export_keeps_existing_files() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (_, cim) = import_sample(tmp.path());
     let cim_dir = cim.parent().expect("cim-layers");
@@ -698,6 +699,16 @@ fn failed_extract_keeps_an_existing_metadata_file() {
         .expect("open region")
         .set_len(len / 2)
         .expect("truncate");
+
+    // export -o FILE likewise
+    let tar = tmp.path().join("kept.tar");
+    std::fs::write(&tar, "an older tar\n").expect("write");
+    let failed = cimkit(&["export", s(&cim), "-o", s(&tar)]);
+    assert_eq!(failed.status.code(), Some(2), "{failed:?}");
+    assert_eq!(
+        std::fs::read_to_string(&tar).expect("read"),
+        "an older tar\n"
+    );
 
     let keep = tmp.path().join("important.jsonl");
     std::fs::write(&keep, "keep me\n").expect("write");

@@ -179,15 +179,31 @@ impl Hive {
         })
     }
 
-    /// Writes the hive to a new file at `path` (replacing an existing one).
+    /// Writes the hive to a new file at `path`, replacing an existing one only once the new one
+    /// is complete and synced.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = self.to_bytes().map_err(|e| Error::InFile {
             path: path.to_path_buf(),
             source: Box::new(e),
         })?;
-        std::fs::write(path, bytes).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
+        // Written beside `path` and renamed over it, so a failed write (a full disk) never
+        // leaves a truncated hive where a good one was.
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".regf-partial");
+        let partial = path.with_file_name(name);
+        let written = (|| {
+            let mut f = std::fs::File::create(&partial)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&partial, path)
+        })();
+        written.map_err(|source| {
+            let _ = std::fs::remove_file(&partial);
+            Error::Io {
+                path: path.to_path_buf(),
+                source,
+            }
         })
     }
 

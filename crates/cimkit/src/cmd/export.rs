@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{open_cim, Outcome};
 use crate::output;
+use crate::progress::{Progress, ProgressWriter};
 
 #[derive(clap::Args)]
 #[command(
@@ -50,6 +51,9 @@ pub struct Args {
     /// Print the summary (on stderr) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (one is drawn on stderr when it is a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -74,25 +78,40 @@ pub fn run(args: Args) -> Result<Outcome> {
         Some((_, p)) => wclayer::export::export_layer_changes(&cim, p, out, &opts),
     };
     let to_stdout = args.output.as_os_str() == "-";
+    crate::progress::catch_interrupt();
+    let progress = Progress::new(None, args.quiet, "export");
+    // A file is written beside its name and renamed over it once complete: a failed export
+    // never clobbers (nor removes) a tar already there.
+    let partial = output::partial_path(&args.output);
     let summary = if to_stdout {
-        let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let mut out = BufWriter::with_capacity(
+            1 << 20,
+            ProgressWriter::new(std::io::stdout().lock(), &progress),
+        );
         export(&mut out)
     } else {
-        let file = File::create(&args.output)
-            .with_context(|| format!("cannot create {}", args.output.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let file = File::create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, ProgressWriter::new(file, &progress));
         let result = export(&mut out);
+        let flushed = out.flush();
+        drop(out); // closed before the rename (Windows renames no open file)
         if result.is_ok() {
-            out.flush()
-                .with_context(|| format!("cannot write {}", args.output.display()))?;
+            flushed
+                .and_then(|()| std::fs::rename(&partial, &args.output))
+                .with_context(|| format!("cannot write {}", args.output.display()))
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&partial);
+                })?;
         }
         result
     };
+    progress.finish();
     let summary = match summary {
         Ok(s) => s,
         Err(e) => {
             if !to_stdout {
-                let _ = std::fs::remove_file(&args.output);
+                let _ = std::fs::remove_file(&partial);
             }
             return Err(anyhow::Error::new(e).context(format!(
                 "cannot export {} to {}",

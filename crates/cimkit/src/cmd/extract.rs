@@ -48,6 +48,9 @@ pub struct Args {
     /// Print a summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar (one is drawn on stderr when it is a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 fn filetime_to_system(ft: u64) -> Option<SystemTime> {
@@ -136,7 +139,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         // The sidecar is written beside its final name and renamed only on success, so a file
         // already at --metadata FILE is never clobbered by a failed run.
         if let Some(m) = args.metadata.as_ref().filter(|m| m.as_os_str() != "-") {
-            let _ = fs::remove_file(partial_path(m));
+            let _ = fs::remove_file(output::partial_path(m));
         }
     }
     if result.is_err() && pristine && args.dir.is_dir() {
@@ -166,13 +169,6 @@ pub fn run(args: Args) -> Result<Outcome> {
     result
 }
 
-/// Where the sidecar bound for `path` is written until the extraction has succeeded.
-fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".cimkit-partial");
-    path.with_file_name(name)
-}
-
 fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
     let (start, start_id) = walk::resolve(cim, &args.cim, &args.path)?;
     if args.dir.exists() {
@@ -196,7 +192,7 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
             args.cim.display()
         );
     }
-    let sidecar_partial = partial_path(&sidecar_path);
+    let sidecar_partial = output::partial_path(&sidecar_path);
     let mut sidecar: Box<dyn Write> = if sidecar_to_stdout {
         Box::new(output::stdout())
     } else {
@@ -223,7 +219,12 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
     let (mut n_files, mut n_dirs, mut n_links, mut n_symlinks, mut bytes) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
 
+    crate::progress::catch_interrupt();
+    let progress = crate::progress::Progress::new(None, args.quiet, "extract");
     let mut extract_one = |path: &str, info: &cimfs::FileInfo| -> Result<()> {
+        // Ctrl-C stops here, between entries; `run` then removes the partial extraction.
+        crate::progress::check_interrupt()?;
+        progress.update(bytes, n_files + n_dirs + n_links + n_symlinks);
         let rel = path.get(base_len..).unwrap_or(path);
         let host = host_path(&args.dir, rel, &args.cim)?;
         let ctx = || format!("{}: {path} -> {}", args.cim.display(), host.display());
@@ -301,6 +302,7 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
     } else {
         extract_one(&start, &start_info)?;
     }
+    progress.finish();
     // Symlinks last, so no file is ever written through one; directory times after their contents.
     for (host, target) in &symlinks {
         make_symlink(target, host)?;
