@@ -48,12 +48,37 @@ pub fn error_message(e: &anyhow::Error) -> String {
     out
 }
 
-/// Where an output bound for `path` is written until it is complete (then renamed over `path`),
-/// so that a failed run never clobbers a file already there.
-pub fn partial_path(path: &std::path::Path) -> std::path::PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
+/// Where output bound for a path goes: `write_to` while it is written, then renamed to
+/// `rename_to` once complete (when set).
+pub struct OutputFile {
+    pub write_to: std::path::PathBuf,
+    pub rename_to: Option<std::path::PathBuf>,
+}
+
+/// How to write output bound for `path` so that a failed run never clobbers a file already
+/// there: an absent path or a regular file is written beside it and renamed over it (through a
+/// symlink, beside and over its target); anything else (a FIFO, a device such as /dev/null, a
+/// dangling symlink) is written in place, as a shell redirection would.
+pub fn output_file(path: &std::path::Path) -> OutputFile {
+    let direct = || OutputFile {
+        write_to: path.to_path_buf(),
+        rename_to: None,
+    };
+    let dest = match std::fs::symlink_metadata(path) {
+        Err(_) => path.to_path_buf(),
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(target) if target.is_file() => target,
+            _ => return direct(),
+        },
+        Ok(m) if m.is_file() => path.to_path_buf(),
+        Ok(_) => return direct(),
+    };
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
     name.push(".cimkit-partial");
-    path.with_file_name(name)
+    OutputFile {
+        write_to: dest.with_file_name(name),
+        rename_to: Some(dest),
+    }
 }
 
 /// Buffered stdout for line-by-line output.

@@ -784,3 +784,40 @@ fn layer_folder_and_cim_file_mix_ups_are_explained() {
     assert!(err.contains(&format!("here {}", layer.display())), "{err}");
     assert!(!child.exists());
 }
+
+/// Output to a symlink goes to its target (the link stays); output to a FIFO is written into
+/// it (not replaced by a regular file).
+#[cfg(unix)]
+#[test]
+fn output_files_keep_symlinks_and_fifos() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let real = tmp.path().join("real.tar");
+    std::fs::write(&real, "old").expect("write");
+    let link = tmp.path().join("link.tar");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    cimkit_ok(&["export", "-q", s(&cim), "-o", s(&link)], 0);
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::metadata(&real).expect("real").len() > 300_000);
+
+    let fifo = tmp.path().join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipping the FIFO part: no mkfifo");
+        return;
+    }
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo").len())
+    };
+    cimkit_ok(&["export", "-q", s(&cim), "-o", s(&fifo)], 0);
+    assert!(reader.join().expect("reader") > 300_000);
+    use std::os::unix::fs::FileTypeExt as _;
+    assert!(std::fs::symlink_metadata(&fifo)
+        .expect("fifo")
+        .file_type()
+        .is_fifo());
+}

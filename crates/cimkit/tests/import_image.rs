@@ -325,3 +325,31 @@ fn foreign_layer_missing_is_reported() {
         "{err}"
     );
 }
+
+/// An image in the snapshots folder that import-image did not write (no digest record) is
+/// never destroyed, neither when its layer folder is missing nor when it is empty.
+#[test]
+fn images_not_written_by_import_image_are_left_alone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    oci_layout(&layout, b"child");
+    let snaps = tmp.path().join("snaps");
+    let (tar, _) = import_sample(tmp.path());
+    import_tar(&tar, &snaps.join("1"), &[]);
+    let cim = snaps.join("cim-layers/1.cim");
+    for folder_state in ["missing", "empty"] {
+        std::fs::remove_dir_all(snaps.join("1")).expect("remove the layer folder");
+        if folder_state == "empty" {
+            std::fs::create_dir(snaps.join("1")).expect("empty layer folder");
+        }
+        let out = cimkit(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)]);
+        assert_eq!(out.status.code(), Some(2), "{folder_state}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not written by cimkit import-image"),
+            "{folder_state}: {err}"
+        );
+        cimkit_ok(&["verify", s(&cim)], 0);
+        std::fs::create_dir_all(snaps.join("1")).expect("recreate");
+    }
+}

@@ -186,17 +186,27 @@ impl Hive {
             path: path.to_path_buf(),
             source: Box::new(e),
         })?;
-        // Written beside `path` and renamed over it, so a failed write (a full disk) never
-        // leaves a truncated hive where a good one was.
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        // Written beside the file and renamed over it, so a failed write (a full disk) never
+        // leaves a truncated hive where a good one was; through a symlink that is its target.
+        // What is not a regular file (a FIFO, a device) is written in place.
+        let dest = match std::fs::symlink_metadata(path) {
+            Err(_) => path.to_path_buf(),
+            Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
+                Ok(target) if target.is_file() => target,
+                _ => return write_in_place(path, &bytes),
+            },
+            Ok(m) if m.is_file() => path.to_path_buf(),
+            Ok(_) => return write_in_place(path, &bytes),
+        };
+        let mut name = dest.file_name().unwrap_or_default().to_os_string();
         name.push(".regf-partial");
-        let partial = path.with_file_name(name);
+        let partial = dest.with_file_name(name);
         let written = (|| {
             let mut f = std::fs::File::create(&partial)?;
             std::io::Write::write_all(&mut f, &bytes)?;
             f.sync_all()?;
             drop(f);
-            std::fs::rename(&partial, path)
+            std::fs::rename(&partial, &dest)
         })();
         written.map_err(|source| {
             let _ = std::fs::remove_file(&partial);
@@ -499,6 +509,14 @@ impl Value {
         }
         self.as_u32().map(u64::from)
     }
+}
+
+/// Writes `bytes` to `path` as it is (a FIFO, a device, a dangling symlink).
+fn write_in_place(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

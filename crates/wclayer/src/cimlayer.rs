@@ -959,7 +959,7 @@ fn cleanup_failed_layer(layer: &Path, existed: bool) {
 /// What [`destroy_layer`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DestroyReport {
-    /// Files removed: the `.cim` last, after its region and objectid files.
+    /// Files removed: the `.cim` first, then its region and objectid files.
     pub removed: Vec<PathBuf>,
     /// Region or objectid files left because another `.cim` in the folder lists them as its own
     /// (a copy of the image shares its region set).
@@ -975,6 +975,9 @@ pub fn destroy_layer(layer: &Path) -> Result<DestroyReport> {
         return Ok(report);
     };
     let owned_elsewhere = files_owned_by_other_images(&files.cim)?;
+    // The .cim goes first: a failure after it leaves unused region files, never an image that
+    // names regions it no longer has.
+    fs::remove_file(&files.cim).map_err(|e| Error::io(&files.cim, e))?;
     for f in files.regions.iter().chain(&files.objectids) {
         if owned_elsewhere.contains(f) {
             report.kept.push(f.clone());
@@ -986,8 +989,7 @@ pub fn destroy_layer(layer: &Path) -> Result<DestroyReport> {
             Err(e) => return Err(Error::io(f, e)),
         }
     }
-    fs::remove_file(&files.cim).map_err(|e| Error::io(&files.cim, e))?;
-    report.removed.push(files.cim);
+    report.removed.insert(0, files.cim);
     Ok(report)
 }
 

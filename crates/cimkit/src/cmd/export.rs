@@ -82,7 +82,8 @@ pub fn run(args: Args) -> Result<Outcome> {
     let progress = Progress::new(None, args.quiet, "export");
     // A file is written beside its name and renamed over it once complete: a failed export
     // never clobbers (nor removes) a tar already there.
-    let partial = output::partial_path(&args.output);
+    let target = output::output_file(&args.output);
+    let partial = &target.write_to;
     let summary = if to_stdout {
         let mut out = BufWriter::with_capacity(
             1 << 20,
@@ -90,7 +91,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         );
         export(&mut out)
     } else {
-        let file = File::create(&partial)
+        let file = File::create(partial)
             .with_context(|| format!("cannot create {}", partial.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, ProgressWriter::new(file, &progress));
         let result = export(&mut out);
@@ -98,10 +99,15 @@ pub fn run(args: Args) -> Result<Outcome> {
         drop(out); // closed before the rename (Windows renames no open file)
         if result.is_ok() {
             flushed
-                .and_then(|()| std::fs::rename(&partial, &args.output))
+                .and_then(|()| match &target.rename_to {
+                    Some(dest) => std::fs::rename(partial, dest),
+                    None => Ok(()),
+                })
                 .with_context(|| format!("cannot write {}", args.output.display()))
                 .inspect_err(|_| {
-                    let _ = std::fs::remove_file(&partial);
+                    if target.rename_to.is_some() {
+                        let _ = std::fs::remove_file(partial);
+                    }
                 })?;
         }
         result
@@ -110,8 +116,8 @@ pub fn run(args: Args) -> Result<Outcome> {
     let summary = match summary {
         Ok(s) => s,
         Err(e) => {
-            if !to_stdout {
-                let _ = std::fs::remove_file(&partial);
+            if !to_stdout && target.rename_to.is_some() {
+                let _ = std::fs::remove_file(partial);
             }
             return Err(anyhow::Error::new(e).context(format!(
                 "cannot export {} to {}",

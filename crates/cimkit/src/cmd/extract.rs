@@ -139,7 +139,10 @@ pub fn run(args: Args) -> Result<Outcome> {
         // The sidecar is written beside its final name and renamed only on success, so a file
         // already at --metadata FILE is never clobbered by a failed run.
         if let Some(m) = args.metadata.as_ref().filter(|m| m.as_os_str() != "-") {
-            let _ = fs::remove_file(output::partial_path(m));
+            let target = output::output_file(m);
+            if target.rename_to.is_some() {
+                let _ = fs::remove_file(target.write_to);
+            }
         }
     }
     if result.is_err() && pristine && args.dir.is_dir() {
@@ -192,12 +195,13 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
             args.cim.display()
         );
     }
-    let sidecar_partial = output::partial_path(&sidecar_path);
+    let sidecar_file = output::output_file(&sidecar_path);
+    let sidecar_partial = &sidecar_file.write_to;
     let mut sidecar: Box<dyn Write> = if sidecar_to_stdout {
         Box::new(output::stdout())
     } else {
         Box::new(std::io::BufWriter::new(
-            File::create(&sidecar_partial)
+            File::create(sidecar_partial)
                 .with_context(|| format!("cannot create {}", sidecar_partial.display()))?,
         ))
     };
@@ -314,12 +318,12 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
     let summary = json!({"dir": args.dir.display().to_string(), "metadata": sidecar_path.display().to_string(),
         "files": n_files, "directories": n_dirs, "hard_links": n_links, "symlinks": n_symlinks, "data_bytes": bytes});
     drop(sidecar);
-    if !sidecar_to_stdout {
-        fs::rename(&sidecar_partial, &sidecar_path).with_context(|| {
+    if let (false, Some(dest)) = (sidecar_to_stdout, &sidecar_file.rename_to) {
+        fs::rename(sidecar_partial, dest).with_context(|| {
             format!(
                 "cannot rename {} to {}",
                 sidecar_partial.display(),
-                sidecar_path.display()
+                dest.display()
             )
         })?;
     }

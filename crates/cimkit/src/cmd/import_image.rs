@@ -140,7 +140,20 @@ pub fn run(args: Args) -> Result<Outcome> {
                     dir.display()
                 );
             }
-            remove_layer(&dir)?;
+            if recorded.is_some() {
+                remove_layer(&dir)?;
+            }
+        }
+        // An image for this layer id that no digest says is ours (another tool's, or one whose
+        // folder was removed) is never destroyed here.
+        let cim = wclayer::cim_path_for_layer(&dir);
+        if cim.exists() && recorded.is_none() {
+            bail!(
+                "{} exists but {} has no {DIGEST_FILE}, so it was not written by cimkit \
+                 import-image; remove it or use another --snapshots folder",
+                cim.display(),
+                dir.display()
+            );
         }
         let parents: Vec<PathBuf> = (1..n)
             .rev()
@@ -159,11 +172,17 @@ pub fn run(args: Args) -> Result<Outcome> {
             .open_layer(layer.index)
             .with_context(|| format!("layer {n}/{count}"))?;
         let label = format!("layer {n}/{count}");
+        // A failed import removes what it wrote itself; only a layer it finished, whose blob
+        // then fails its digest check, is removed here.
         let result =
             import_stream(&mut blob, layer.size, &opts, args.quiet, &label).and_then(|s| {
                 // The tar reader may stop before the end of the blob; read the rest so the digest
                 // check runs over every byte.
-                std::io::copy(&mut blob, &mut std::io::sink()).with_context(|| {
+                let rest = std::io::copy(&mut blob, &mut std::io::sink());
+                if rest.is_err() {
+                    let _ = remove_layer(&dir);
+                }
+                rest.with_context(|| {
                     format!("{}: reading the rest of the blob", args.source.display())
                 })?;
                 Ok(s)
@@ -171,7 +190,6 @@ pub fn run(args: Args) -> Result<Outcome> {
         let summary = match result {
             Ok(s) => s,
             Err(e) => {
-                let _ = remove_layer(&dir);
                 return Err(e.context(format!(
                     "cannot import layer {n}/{count} ({digest}) of {} into {}",
                     args.source.display(),
