@@ -821,3 +821,78 @@ fn output_files_keep_symlinks_and_fifos() {
         .file_type()
         .is_fifo());
 }
+
+/// An import killed mid-way (SIGKILL: no cleanup of its own) leaves its lock file listing what
+/// it wrote; the next import of that layer removes those files first and succeeds, and no
+/// region file of the killed run is left. A second import while one runs is refused.
+#[cfg(unix)]
+#[test]
+fn a_killed_import_is_cleaned_up_by_the_next_one() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tar_bytes = sample_base_layer();
+    let tar = tmp.path().join("base.tar");
+    std::fs::write(&tar, &tar_bytes).expect("write tar");
+    let layer = tmp.path().join("snap/1");
+    let cim_dir = tmp.path().join("snap/cim-layers");
+    let lock = cim_dir.join("1.cimkit-import");
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cimkit"))
+        .args(["import", "-q", "-", "--layer", s(&layer)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn cimkit");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(&tar_bytes[..tar_bytes.len() / 2])
+        .expect("feed half the tar");
+    let started = std::time::Instant::now();
+    while !std::fs::metadata(&lock).is_ok_and(|m| m.len() > 0) {
+        assert!(started.elapsed().as_secs() < 60, "the import never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // While it runs (its stdin still open), another import of the layer is refused.
+    assert!(
+        !wclayer::interrupted_import(&layer),
+        "running, not interrupted"
+    );
+    let second = cimkit(&["import", "-q", s(&tar), "--layer", s(&layer)]);
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("another import of this layer is running"),
+        "{err}"
+    );
+
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    drop(stdin);
+    let regions_left = std::fs::read_dir(&cim_dir)
+        .expect("list")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("region_"))
+        })
+        .count();
+    assert!(regions_left > 0, "the killed run left its regions");
+    assert!(!cim_dir.join("1.cim").exists());
+    assert!(wclayer::interrupted_import(&layer));
+
+    let out = cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&layer)], 0);
+    assert!(out.contains("was killed"), "{out}");
+    let cim = cim_dir.join("1.cim");
+    cimkit_ok(&["verify", s(&cim)], 0);
+    let files = cimfs::image_files(&cim).expect("image files");
+    let mut expected: Vec<std::path::PathBuf> = files.regions.clone();
+    expected.extend(files.objectids.clone());
+    expected.push(cim.clone());
+    expected.sort();
+    let mut present: Vec<std::path::PathBuf> = std::fs::read_dir(&cim_dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    present.sort();
+    assert_eq!(present, expected, "only the new image's files remain");
+}

@@ -11,6 +11,7 @@ use cimfs::{CimWriter, FileMetadata};
 
 use crate::backuptar::{is_directory, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL};
 use crate::error::{Error, Result};
+use crate::importlock::ImportLock;
 use crate::layout::{
     cim_path_for_layer, host_path, is_cim_layer, layer_id, std_file_canonical, HIVES, HIVES_DIR,
     LAYOUT_CONTENTS, LAYOUT_FILE, REG_FILES_DIR, UTILITY_VM_DIR,
@@ -127,6 +128,8 @@ pub struct CimLayerWriter {
     /// it: entries come grouped by directory, so most need no walk of their path.
     clear_dir: Option<String>,
     notes: Vec<String>,
+    /// Held until the import ends (declared last: released after the CIM writer cleaned up).
+    lock: Option<ImportLock>,
 }
 
 fn is_std_file(path: &str) -> bool {
@@ -165,56 +168,14 @@ impl CimLayerWriter {
         let id = layer_id(&layer)?;
         let cim_path = cim_path_for_layer(&layer);
         let cim_dir = cim_path.parent().map(Path::to_path_buf).unwrap_or_default();
-        if cim_path.exists() {
-            return Err(Error::Layer {
-                layer,
-                reason: format!("{} already exists", cim_path.display()),
-            });
-        }
-        let create_folder = match fs::read_dir(&layer) {
-            Ok(mut it) => {
-                if it.next().is_some() {
-                    return Err(Error::Layer {
-                        layer,
-                        reason: "the layer folder is not empty".into(),
-                    });
-                }
-                false
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(Error::io(&layer, e)),
-        };
+        let cim_dir_existed = cim_dir.exists();
         fs::create_dir_all(&cim_dir).map_err(|e| Error::io(&cim_dir, e))?;
-        let name = format!("{id}.cim");
-        let cim = match opts.parents.first() {
-            None => CimWriter::create(&cim_dir, &name),
-            Some(parent) => {
-                let parent_cim = cim_path_for_layer(parent);
-                if parent_cim.parent() != Some(cim_dir.as_path()) {
-                    return Err(Error::Layer {
-                        layer,
-                        reason: format!(
-                            "parent CIM {} is not in {} (a fork must share its parent's folder)",
-                            parent_cim.display(),
-                            cim_dir.display()
-                        ),
-                    });
-                }
-                let parent_name = format!("{}.cim", layer_id(parent)?);
-                CimWriter::fork(&cim_dir, &parent_name, &name)
-            }
+        let started = Self::start(opts, &layer, &id, &cim_path, &cim_dir);
+        if started.is_err() && !cim_dir_existed {
+            // Made for this import, and empty again now that the lock is gone.
+            let _ = fs::remove_dir(&cim_dir);
         }
-        .map_err(|source| Error::Cim {
-            image: cim_path.clone(),
-            op: "create",
-            path: String::new(),
-            source: Box::new(source),
-        })?;
-        // Created only now, so an argument error above leaves no folder behind (the CIM writer
-        // removes its own files when dropped on the error path).
-        if create_folder {
-            fs::create_dir_all(&layer).map_err(|e| Error::io(&layer, e))?;
-        }
+        let (lock, cim, notes) = started?;
         let host_id = opts
             .host_layer_path
             .as_deref()
@@ -236,8 +197,93 @@ impl CimLayerWriter {
             added: Vec::new(),
             parent_image: None,
             clear_dir: None,
-            notes: Vec::new(),
+            notes,
+            lock: Some(lock),
         })
+    }
+
+    /// Takes the layer's import lock (cleaning up after a killed import of it), checks the
+    /// layer folder and starts the CIM writer; notes say what was cleaned up.
+    fn start(
+        opts: &ImportOptions,
+        layer: &Path,
+        id: &str,
+        cim_path: &Path,
+        cim_dir: &Path,
+    ) -> Result<(ImportLock, CimWriter, Vec<String>)> {
+        let layer_err = |reason: String| Error::Layer {
+            layer: layer.to_path_buf(),
+            reason,
+        };
+        let (mut lock, stale) = ImportLock::acquire(layer, cim_dir, id)?;
+        if cim_path.exists() {
+            // Also what a run killed after its commit leaves: the lock goes with this error.
+            return Err(layer_err(format!("{} already exists", cim_path.display())));
+        }
+        let mut notes = Vec::new();
+        if !stale.is_empty() {
+            // A killed import of this layer: the .cim was never published, so the files its
+            // writer made are garbage, and so is what it put in the (then empty) layer folder.
+            for name in &stale {
+                let f = cim_dir.join(name);
+                match fs::remove_file(&f) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io(&f, e))
+                    }
+                    _ => {}
+                }
+            }
+            if layer.is_dir() {
+                fs::remove_dir_all(layer)
+                    .and_then(|()| fs::create_dir(layer))
+                    .map_err(|e| Error::io(layer, e))?;
+            }
+            notes.push(format!(
+                "an earlier import of this layer was killed: its files were removed first ({} \
+                 in {})",
+                stale.len(),
+                cim_dir.display()
+            ));
+        }
+        let create_folder = match fs::read_dir(layer) {
+            Ok(mut it) => {
+                if it.next().is_some() {
+                    return Err(layer_err("the layer folder is not empty".into()));
+                }
+                false
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(Error::io(layer, e)),
+        };
+        let name = format!("{id}.cim");
+        let cim = match opts.parents.first() {
+            None => CimWriter::create(cim_dir, &name),
+            Some(parent) => {
+                let parent_cim = cim_path_for_layer(parent);
+                if parent_cim.parent() != Some(cim_dir) {
+                    return Err(layer_err(format!(
+                        "parent CIM {} is not in {} (a fork must share its parent's folder)",
+                        parent_cim.display(),
+                        cim_dir.display()
+                    )));
+                }
+                let parent_name = format!("{}.cim", layer_id(parent)?);
+                CimWriter::fork(cim_dir, &parent_name, &name)
+            }
+        }
+        .map_err(|source| Error::Cim {
+            image: cim_path.to_path_buf(),
+            op: "create",
+            path: String::new(),
+            source: Box::new(source),
+        })?;
+        lock.record(&cim.own_files())?;
+        // Created only now, so an argument error above leaves no folder behind (the CIM writer
+        // removes its own files when dropped on the error path).
+        if create_folder {
+            fs::create_dir_all(layer).map_err(|e| Error::io(layer, e))?;
+        }
+        Ok((lock, cim, notes))
     }
 
     /// The CIM this writer commits to.
@@ -496,6 +542,8 @@ impl CimLayerWriter {
             path: String::new(),
             source: Box::new(source),
         })?;
+        // Published: nothing is left for a later import to clean up.
+        drop(self.lock.take());
         Ok(())
     }
 }

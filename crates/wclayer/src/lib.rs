@@ -6,6 +6,7 @@ pub mod backuptar;
 mod cimlayer;
 mod error;
 pub mod export;
+mod importlock;
 pub mod layout;
 mod paths;
 mod tarstream;
@@ -18,6 +19,7 @@ pub use cimlayer::{
     ImportSummary,
 };
 pub use error::{Error, Result};
+pub use importlock::interrupted_import;
 pub use layout::{cim_path_for_layer, is_cim_layer};
 pub use paths::{parse_entry_name, EntryName};
 pub use tarstream::{

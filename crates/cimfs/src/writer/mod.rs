@@ -211,6 +211,18 @@ impl CimWriter {
         Ok(w)
     }
 
+    /// Every file this writer creates before its commit publishes the `.cim`: its region and
+    /// objectid files and the temporary `.cim`. A process killed before commit (or before the
+    /// writer is dropped) leaves some of these behind, and nothing else.
+    pub fn own_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = (0..OWN_REGION_COUNT)
+            .map(|i| self.dir.join(format::region_file_name(&self.set.id, i)))
+            .collect();
+        files.extend(self.objectid_paths.iter().cloned());
+        files.push(commit::tmp_path(&self.cim_path));
+        files
+    }
+
     /// Path of the `.cim` this writer commits to.
     pub fn cim_path(&self) -> &Path {
         &self.cim_path

@@ -133,7 +133,8 @@ pub fn run(args: Args) -> Result<Outcome> {
             let empty = std::fs::read_dir(&dir)
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(false);
-            if recorded.is_none() && !empty {
+            // What a killed import left is ours to redo: the import cleans it up first.
+            if recorded.is_none() && !empty && !wclayer::interrupted_import(&dir) {
                 bail!(
                     "{} exists and was not written by cimkit import-image (no {DIGEST_FILE}); \
                      remove it or use another --snapshots folder",
