@@ -353,3 +353,34 @@ fn images_not_written_by_import_image_are_left_alone() {
         std::fs::create_dir_all(snaps.join("1")).expect("recreate");
     }
 }
+
+/// An image whose manifest lists no layers is refused (it named a top layer `DIR/0`).
+#[test]
+fn an_image_without_layers_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("layout");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("w");
+    let config =
+        serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64"})).expect("json");
+    let d_config = blob(&root, &config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d_config, "size": config.len()},
+        "layers": []}))
+    .expect("json");
+    let d_manifest = blob(&root, &manifest);
+    std::fs::write(
+        root.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d_manifest,
+             "size": manifest.len(), "platform": {"os": "windows", "architecture": "amd64"}}]}))
+        .expect("json"),
+    )
+    .expect("index");
+    let snaps = tmp.path().join("snaps");
+    let out = cimkit(&["import-image", "-q", s(&root), "--snapshots", s(&snaps)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no layers"));
+}

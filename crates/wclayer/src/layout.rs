@@ -104,15 +104,21 @@ pub fn is_cim_layer(layer: &Path) -> bool {
 }
 
 pub(crate) fn layer_id(layer: &Path) -> Result<String> {
-    layer
+    let id = layer
         .file_name()
         .and_then(|n| n.to_str())
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-        .map(str::to_string)
         .ok_or_else(|| Error::Layer {
             layer: layer.into(),
             reason: "the layer path has no usable last component".into(),
-        })
+        })?;
+    if id.eq_ignore_ascii_case(CIM_LAYERS_DIR) {
+        return Err(Error::Layer {
+            layer: layer.into(),
+            reason: format!("{CIM_LAYERS_DIR} is the folder of the CIMs, not a layer"),
+        });
+    }
+    Ok(id.to_string())
 }
 
 #[cfg(test)]
@@ -129,6 +135,14 @@ mod tests {
             host_path(Path::new("/l"), r"Hives\SYSTEM_BASE"),
             PathBuf::from("/l/Hives/SYSTEM_BASE")
         );
+    }
+
+    #[test]
+    fn layer_ids() {
+        assert_eq!(layer_id(Path::new("/s/12")).unwrap(), "12");
+        assert!(layer_id(Path::new("/s/cim-layers")).is_err());
+        assert!(layer_id(Path::new("/s/CIM-Layers")).is_err());
+        assert!(layer_id(Path::new("/")).is_err());
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub fn run(args: Args) -> Result<Outcome> {
     std::fs::create_dir_all(&args.snapshots)
         .with_context(|| format!("cannot create {}", args.snapshots.display()))?;
     let count = image.layers().len();
+    if count == 0 {
+        bail!("{}: the image has no layers", args.source.display());
+    }
     let mut chain_intact = true;
     let (mut imported, mut skipped) = (0usize, 0usize);
     let mut out = output::stdout();
