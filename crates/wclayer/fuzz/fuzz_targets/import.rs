@@ -90,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
             Vec::new()
         },
         host_layer_path: None,
+        skip_utility_vm_processing: false,
     };
     match import_layer(Cursor::new(tar), &opts, &mut |_| {}) {
         Ok(summary) => {
