@@ -41,14 +41,24 @@ fn child_layer(text: &[u8]) -> Vec<u8> {
 /// An OCI layout: index.json -> index (linux + windows) -> windows manifest with a
 /// nondistributable gzip base layer and a zstd child layer.
 fn oci_layout(root: &Path, child_text: &[u8]) -> Vec<String> {
+    oci_layout_with(root, child_text, None)
+}
+
+/// [`oci_layout`] whose config gives the child layer `child_diff_id` (default: the right one).
+fn oci_layout_with(root: &Path, child_text: &[u8], child_diff_id: Option<&str>) -> Vec<String> {
     std::fs::create_dir_all(root).expect("mkdir");
     std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("w");
-    let base = gzip(&sample_base_layer());
-    let child = zstd::encode_all(&child_layer(child_text)[..], 3).expect("zstd");
+    let base_tar = sample_base_layer();
+    let child_tar = child_layer(child_text);
+    let base = gzip(&base_tar);
+    let child = zstd::encode_all(&child_tar[..], 3).expect("zstd");
     let d_base = blob(root, &base);
     let d_child = blob(root, &child);
-    let config =
-        serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64"})).expect("json");
+    let right_child = format!("sha256:{}", sha(&child_tar));
+    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(&base_tar)),
+            child_diff_id.unwrap_or(&right_child)]}}))
+    .expect("json");
     let d_config = blob(root, &config);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -383,4 +393,22 @@ fn an_image_without_layers_is_refused() {
     let out = cimkit(&["import-image", "-q", s(&root), "--snapshots", s(&snaps)]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no layers"));
+}
+
+/// A layer whose uncompressed tar does not hash to the config's diff_id fails and leaves no
+/// layer; the layers below it stay.
+#[test]
+fn a_wrong_diff_id_fails_the_layer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    oci_layout_with(&layout, b"child", Some(&wrong));
+    let snaps = tmp.path().join("snaps");
+    let out = cimkit(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("diff_id") && err.contains(&wrong), "{err}");
+    assert!(snaps.join("cim-layers/1.cim").exists());
+    assert!(!snaps.join("cim-layers/2.cim").exists());
+    assert!(!snaps.join("2").exists());
 }

@@ -194,6 +194,7 @@ fn main() -> anyhow::Result<()> {
         parents: vec![],
         host_layer_path: None,
         skip_utility_vm_processing: false,
+        uncompressed_digest: None,
     };
     let start = Instant::now();
     let summary = wclayer::import_layer(fs::File::open(&tar)?, &opts, &mut |_| {})?;

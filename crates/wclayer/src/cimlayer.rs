@@ -8,6 +8,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use cimfs::{CimWriter, FileMetadata};
+use sha2::{Digest as _, Sha256};
 
 use crate::backuptar::{is_directory, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL};
 use crate::error::{Error, Result};
@@ -39,6 +40,9 @@ pub struct ImportOptions {
     /// no BCD or SYSTEM edits. hcsshim has done so since its utility-VM processing was removed
     /// (commit e0c52cd23, March 2024); the default follows the earlier seed, which processes it.
     pub skip_utility_vm_processing: bool,
+    /// `sha256:<hex>` the uncompressed tar must hash to (an OCI layer's `diff_id`): checked over
+    /// every byte of it, and the import fails (leaving nothing) when it differs.
+    pub uncompressed_digest: Option<String>,
 }
 
 /// The result of an import.
@@ -943,14 +947,51 @@ pub fn import_layer(
     let cim_dir_existed = cim_dir.exists();
     let snapshots_existed = cim_dir.parent().is_none_or(Path::exists);
     let mut w = CimLayerWriter::new(opts)?;
+    let mut input = HashingReader {
+        inner: input,
+        hasher: opts.uncompressed_digest.as_ref().map(|_| Sha256::new()),
+    };
     let result = (|| {
         let stats = match compression {
             // Decompression costs more CPU than the import itself: give it its own thread.
-            Compression::Gzip | Compression::Zstd => {
-                write_layer_pipelined(input, compression, &mut w, &mut || count.get(), progress)?
+            Compression::Gzip | Compression::Zstd => write_layer_pipelined(
+                &mut input,
+                compression,
+                &mut w,
+                &mut || count.get(),
+                progress,
+            )?,
+            Compression::None => {
+                write_layer_counted(&mut input, &mut w, &mut || count.get(), progress)?
             }
-            Compression::None => write_layer_counted(input, &mut w, &mut || count.get(), progress)?,
         };
+        if let (Some(expected), Some(hasher)) = (&opts.uncompressed_digest, input.hasher.take()) {
+            // The tar reader stops at the end-of-archive blocks; the digest covers what follows.
+            let mut rest = HashingReader {
+                inner: &mut input.inner,
+                hasher: Some(hasher),
+            };
+            std::io::copy(&mut rest, &mut std::io::sink()).map_err(|error| Error::TarRead {
+                entries: stats.entries,
+                offset: Some(count.get()),
+                error,
+            })?;
+            let digest: String = rest
+                .hasher
+                .take()
+                .map(|h| h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+                .unwrap_or_default();
+            let want = expected.strip_prefix("sha256:").unwrap_or(expected);
+            if !digest.eq_ignore_ascii_case(want) {
+                return Err(Error::Layer {
+                    layer: opts.layer.clone(),
+                    reason: format!(
+                        "the uncompressed layer tar has digest sha256:{digest}, not {expected} \
+                         (the image's diff_id)"
+                    ),
+                });
+            }
+        }
         w.close()?;
         let mut notes = std::mem::take(&mut w.notes);
         if stats.global_headers > 0 {
@@ -989,6 +1030,22 @@ pub fn import_layer(
         }
     }
     result
+}
+
+/// Hashes what it reads when it has a hasher.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 /// Removes what a failed import wrote to the layer folder (the CIM writer has already discarded

@@ -132,6 +132,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         parents: args.parents.clone(),
         host_layer_path: args.host_layer_path.clone(),
         skip_utility_vm_processing: args.no_utility_vm_processing,
+        uncompressed_digest: None,
     };
     let ctx = || {
         format!(

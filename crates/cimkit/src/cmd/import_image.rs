@@ -171,6 +171,8 @@ pub fn run(args: Args) -> Result<Outcome> {
                 .as_deref()
                 .map(|p| format!(r"{}\{n}", p.trim_end_matches(['\\', '/']))),
             skip_utility_vm_processing: args.no_utility_vm_processing,
+            // The config's diff_id, checked over the uncompressed tar.
+            uncompressed_digest: layer.diff_id.as_ref().map(|d| d.to_string()),
         };
         let mut blob = image
             .open_layer(layer.index)

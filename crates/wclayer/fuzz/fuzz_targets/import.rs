@@ -91,6 +91,7 @@ fuzz_target!(|data: &[u8]| {
         },
         host_layer_path: None,
         skip_utility_vm_processing: false,
+        uncompressed_digest: None,
     };
     match import_layer(Cursor::new(tar), &opts, &mut |_| {}) {
         Ok(summary) => {

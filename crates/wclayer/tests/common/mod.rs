@@ -57,6 +57,7 @@ pub fn opts(layer: &Path, parents: &[&Path]) -> ImportOptions {
         parents: parents.iter().map(|p| p.to_path_buf()).collect(),
         host_layer_path: None,
         skip_utility_vm_processing: false,
+        uncompressed_digest: None,
     }
 }
 
