@@ -55,10 +55,46 @@ pub struct OutputFile {
     pub rename_to: Option<std::path::PathBuf>,
 }
 
+impl OutputFile {
+    /// Creates the file to write; one that will replace a file gets that file's permissions
+    /// (and, on Unix, its owner where allowed), so replacing it changes only its content.
+    pub fn create(&self) -> io::Result<std::fs::File> {
+        let file = std::fs::File::create(&self.write_to)?;
+        if let Some(old) = self
+            .rename_to
+            .as_ref()
+            .and_then(|d| std::fs::metadata(d).ok())
+        {
+            file.set_permissions(old.permissions())?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt as _;
+                // Only root may give a file away; anyone else keeps owning what they write.
+                let _ = std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()));
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// Whether the file behind `m` has other names (hard links) that a replacement would not reach.
+fn has_other_names(m: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        m.nlink() > 1
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        false
+    }
+}
+
 /// How to write output bound for `path` so that a failed run never clobbers a file already
 /// there: an absent path or a regular file is written beside it and renamed over it (through a
 /// symlink, beside and over its target); anything else (a FIFO, a device such as /dev/null, a
-/// dangling symlink) is written in place, as a shell redirection would.
+/// dangling symlink, a file with hard links) is written in place, as a shell redirection would.
 pub fn output_file(path: &std::path::Path) -> OutputFile {
     let direct = || OutputFile {
         write_to: path.to_path_buf(),
@@ -67,10 +103,15 @@ pub fn output_file(path: &std::path::Path) -> OutputFile {
     let dest = match std::fs::symlink_metadata(path) {
         Err(_) => path.to_path_buf(),
         Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
-            Ok(target) if target.is_file() => target,
+            Ok(target)
+                if std::fs::metadata(&target)
+                    .is_ok_and(|t| t.is_file() && !has_other_names(&t)) =>
+            {
+                target
+            }
             _ => return direct(),
         },
-        Ok(m) if m.is_file() => path.to_path_buf(),
+        Ok(m) if m.is_file() && !has_other_names(&m) => path.to_path_buf(),
         Ok(_) => return direct(),
     };
     let mut name = dest.file_name().unwrap_or_default().to_os_string();

@@ -896,3 +896,55 @@ fn a_killed_import_is_cleaned_up_by_the_next_one() {
     present.sort();
     assert_eq!(present, expected, "only the new image's files remain");
 }
+
+/// Replacing an output file keeps its permissions, and a file with hard links is written in
+/// place so every name sees the new content (hive set and export -o alike).
+#[cfg(unix)]
+#[test]
+fn replaced_files_keep_their_mode_and_links() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, cim) = import_sample(tmp.path());
+    let private = |p: &std::path::Path| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).expect("chmod")
+    };
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+
+    let tar = tmp.path().join("out.tar");
+    std::fs::write(&tar, "old").expect("write");
+    private(&tar);
+    cimkit_ok(&["export", "-q", s(&cim), "-o", s(&tar)], 0);
+    assert_eq!(mode(&tar), 0o600);
+    assert!(std::fs::metadata(&tar).expect("stat").len() > 300_000);
+
+    let real = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/hives/yarp-OffHive"
+    ));
+    if !real.is_file() {
+        eprintln!("skipping the hive part: {} is absent", real.display());
+        return;
+    }
+    let hive = tmp.path().join("SAM");
+    std::fs::copy(real, &hive).expect("hive");
+    private(&hive);
+    let other_name = tmp.path().join("SAM-link");
+    std::fs::hard_link(&hive, &other_name).expect("hard link");
+    cimkit_ok(
+        &[
+            "hive",
+            "set",
+            s(&hive),
+            "Cimkit",
+            "Mark",
+            "--type",
+            "dword",
+            "7",
+        ],
+        0,
+    );
+    assert_eq!(mode(&hive), 0o600);
+    let seen = cimkit_ok(&["hive", "get", s(&other_name), "Cimkit", "Mark"], 0);
+    assert!(seen.starts_with('7'), "{seen}");
+}

@@ -189,13 +189,19 @@ impl Hive {
         // Written beside the file and renamed over it, so a failed write (a full disk) never
         // leaves a truncated hive where a good one was; through a symlink that is its target.
         // What is not a regular file (a FIFO, a device) is written in place.
+        // A file with other names (hard links) is written in place too, so they see the edit.
         let dest = match std::fs::symlink_metadata(path) {
             Err(_) => path.to_path_buf(),
             Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
-                Ok(target) if target.is_file() => target,
+                Ok(target)
+                    if std::fs::metadata(&target)
+                        .is_ok_and(|t| t.is_file() && !has_other_names(&t)) =>
+                {
+                    target
+                }
                 _ => return write_in_place(path, &bytes),
             },
-            Ok(m) if m.is_file() => path.to_path_buf(),
+            Ok(m) if m.is_file() && !has_other_names(&m) => path.to_path_buf(),
             Ok(_) => return write_in_place(path, &bytes),
         };
         let mut name = dest.file_name().unwrap_or_default().to_os_string();
@@ -203,6 +209,15 @@ impl Hive {
         let partial = dest.with_file_name(name);
         let written = (|| {
             let mut f = std::fs::File::create(&partial)?;
+            // The replaced hive's permissions (SAM and SECURITY are private) and owner stay.
+            if let Ok(old) = std::fs::metadata(&dest) {
+                f.set_permissions(old.permissions())?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::MetadataExt as _;
+                    let _ = std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid()));
+                }
+            }
             std::io::Write::write_all(&mut f, &bytes)?;
             f.sync_all()?;
             drop(f);
@@ -511,7 +526,21 @@ impl Value {
     }
 }
 
-/// Writes `bytes` to `path` as it is (a FIFO, a device, a dangling symlink).
+/// Whether the file behind `m` has other names (hard links) that a replacement would not reach.
+fn has_other_names(m: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        m.nlink() > 1
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        false
+    }
+}
+
+/// Writes `bytes` to `path` as it is (a FIFO, a device, a dangling symlink, a hard-linked file).
 fn write_in_place(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|source| Error::Io {
         path: path.to_path_buf(),

@@ -1,7 +1,6 @@
 //! `cimkit export`: write a CIM as a layer tar: a fork's changes against its nearest parent
 //! image (wclayer::export::export_layer_changes), or a whole tree (export_layer).
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
@@ -91,7 +90,8 @@ pub fn run(args: Args) -> Result<Outcome> {
         );
         export(&mut out)
     } else {
-        let file = File::create(partial)
+        let file = target
+            .create()
             .with_context(|| format!("cannot create {}", partial.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, ProgressWriter::new(file, &progress));
         let result = export(&mut out);

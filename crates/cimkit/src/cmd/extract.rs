@@ -201,7 +201,8 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
         Box::new(output::stdout())
     } else {
         Box::new(std::io::BufWriter::new(
-            File::create(sidecar_partial)
+            sidecar_file
+                .create()
                 .with_context(|| format!("cannot create {}", sidecar_partial.display()))?,
         ))
     };
