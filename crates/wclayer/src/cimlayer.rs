@@ -18,8 +18,8 @@ use crate::layout::{
     LAYOUT_CONTENTS, LAYOUT_FILE, REG_FILES_DIR, UTILITY_VM_DIR,
 };
 use crate::tarstream::{
-    decompressed_kind, write_layer_counted, write_layer_pipelined, Compression, CountingReader,
-    Progress,
+    blame_input, decompressed_kind, write_layer_counted, write_layer_pipelined, Compression,
+    CountingReader, Progress,
 };
 use crate::uvm;
 use crate::writer::LayerWriter;
@@ -946,7 +946,13 @@ pub fn import_layer(
         .unwrap_or_default();
     let cim_dir_existed = cim_dir.exists();
     let snapshots_existed = cim_dir.parent().is_none_or(Path::exists);
-    let mut w = CimLayerWriter::new(opts)?;
+    let mut w = CimLayerWriter::new(opts).inspect_err(|_| {
+        // `new` removed the cim-layers folder it made; the snapshots folder above it too, if
+        // this import made it (remove_dir keeps it when anything is in it).
+        if let Some(snapshots) = cim_dir.parent().filter(|_| !snapshots_existed) {
+            let _ = fs::remove_dir(snapshots);
+        }
+    })?;
     let mut input = HashingReader {
         inner: input,
         hasher: opts.uncompressed_digest.as_ref().map(|_| Sha256::new()),
@@ -971,10 +977,14 @@ pub fn import_layer(
                 inner: &mut input.inner,
                 hasher: Some(hasher),
             };
-            std::io::copy(&mut rest, &mut std::io::sink()).map_err(|error| Error::TarRead {
-                entries: stats.entries,
-                offset: Some(count.get()),
-                error,
+            std::io::copy(&mut rest, &mut std::io::sink()).map_err(|error| {
+                blame_input(error, stats.entries, count.get()).unwrap_or_else(|error| {
+                    Error::TarRead {
+                        entries: stats.entries,
+                        offset: Some(count.get()),
+                        error,
+                    }
+                })
             })?;
             let digest: String = rest
                 .hasher
@@ -1017,9 +1027,12 @@ pub fn import_layer(
         })
     })();
     if result.is_err() {
-        // Drop the CIM writer first: it removes its partial region/objectid files.
+        // Drop the CIM writer first: it removes its partial region/objectid files. The import
+        // lock is held until the layer folder is cleaned up too.
+        let lock = w.lock.take();
         drop(w);
         cleanup_failed_layer(&opts.layer, existed);
+        drop(lock);
         if !cim_dir_existed {
             // Made for this import and, the writer's files gone, empty (remove_dir keeps it
             // otherwise).

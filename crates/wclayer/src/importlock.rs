@@ -37,29 +37,13 @@ impl ImportLock {
         id: &str,
     ) -> Result<(ImportLock, Vec<String>)> {
         let path = lock_path(cim_dir, id);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Layer {
-                    layer: layer.to_path_buf(),
-                    reason: format!(
-                        "another import of this layer is running ({} is locked)",
-                        path.display()
-                    ),
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
-        }
+        let (mut file, locked) = lock_file(layer, &path)?;
         let mut listed = String::new();
-        file.read_to_string(&mut listed)
-            .map_err(|e| Error::io(&path, e))?;
+        // Unlocked (the file system cannot lock), a list may be a running import's: keep it.
+        if locked {
+            file.read_to_string(&mut listed)
+                .map_err(|e| Error::io(&path, e))?;
+        }
         // Only plain names of this folder's CIM files are taken from the file: it is ours, but a
         // name with a separator could reach elsewhere.
         let stale = listed
@@ -94,9 +78,65 @@ impl ImportLock {
 
 impl Drop for ImportLock {
     fn drop(&mut self) {
-        // Removed while still locked, so no other import sees a stale list in it.
+        // Emptied and removed while still locked: an import that opened it just before (and
+        // then finds it unlinked, see `lock_file`) never reads this import's list as stale.
+        let _ = self.file.set_len(0);
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// Opens and locks the lock file at `path`. A file that was unlinked between the open and the
+/// lock (its import ended) is let go and the path opened again. Where the file system cannot
+/// lock, the import goes on unlocked (false).
+fn lock_file(layer: &Path, path: &Path) -> Result<(File, bool)> {
+    for _ in 0..100 {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Layer {
+                    layer: layer.to_path_buf(),
+                    reason: format!(
+                        "another import of this layer is running ({} is locked)",
+                        path.display()
+                    ),
+                })
+            }
+            Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                return Ok((file, false))
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(path, e)),
+        }
+        if still_named(&file, path) {
+            return Ok((file, true));
+        }
+    }
+    Err(Error::Layer {
+        layer: layer.to_path_buf(),
+        reason: format!("{} keeps being replaced; cannot lock it", path.display()),
+    })
+}
+
+/// Whether `path` still names the open `file` (not a new file made after it was unlinked).
+#[cfg(unix)]
+fn still_named(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Elsewhere an open file cannot be unlinked by another import, so it is still named.
+#[cfg(not(unix))]
+fn still_named(_: &File, path: &Path) -> bool {
+    path.exists()
 }
 
 /// Whether layer folder `layer` holds what an import that was killed left behind (its lock file

@@ -160,7 +160,11 @@ pub(crate) fn input_error(e: &io::Error) -> Option<&io::Error> {
 
 /// `e` as an [`Error::Input`] when the input itself failed, after `entries` tar entries and
 /// `offset` bytes of input.
-fn blame_input(e: io::Error, entries: u64, offset: u64) -> std::result::Result<Error, io::Error> {
+pub(crate) fn blame_input(
+    e: io::Error,
+    entries: u64,
+    offset: u64,
+) -> std::result::Result<Error, io::Error> {
     match input_error(&e) {
         Some(original) => Ok(Error::Input {
             entries,
@@ -375,30 +379,26 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
             Ok(stats) => stats.entries,
             Err(_) => entries.load(Ordering::Relaxed),
         };
-        let mut damaged = |error| Error::Decompress {
-            compression: compression.name(),
-            entries: entries_done,
-            offset: bytes_read(),
-            error,
+        // The input's own failure, or else the decompressor's.
+        let mut damaged = |error, entries_done| {
+            let offset = bytes_read();
+            blame_input(error, entries_done, offset).unwrap_or_else(|error| Error::Decompress {
+                compression: compression.name(),
+                entries: entries_done,
+                offset,
+                error,
+            })
         };
         // The importer saw the stream only up to the damage: whatever it said (a tar it cannot
         // read, an entry cut short) follows from it.
         if let Some(e) = read_error {
-            let offset = bytes_read();
-            return Err(blame_input(e, entries_done, offset).unwrap_or_else(|e| {
-                Error::Decompress {
-                    compression: compression.name(),
-                    entries: entries_done,
-                    offset,
-                    error: e,
-                }
-            }));
+            return Err(damaged(e, entries_done));
         }
         let stats = result?;
         if importer_stopped {
             // The tar ended before its stream did: read the rest, so that the gzip CRC or zstd
             // checksum at the end is checked before the import counts as good.
-            io::copy(&mut input, &mut io::sink()).map_err(&mut damaged)?;
+            io::copy(&mut input, &mut io::sink()).map_err(|e| damaged(e, stats.entries))?;
         }
         progress(Progress {
             bytes_read: bytes_read(),

@@ -1335,11 +1335,16 @@ fn a_failing_input_is_blamed_not_the_tar_or_its_compression() {
     gz.write_all(&tar).unwrap();
     let gz = gz.finish().unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    // The last two fail only where the blob ends (as a digest check does): after the tar, while
+    // the rest is read for the gzip checksum, or for the uncompressed digest.
+    let (gz_len, tar_len) = (gz.len(), tar.len());
     for (i, (data, limit)) in [
         (tar.clone(), 0),
         (tar.clone(), 3000),
         (tar.clone(), 9000),
         (gz.clone(), 100),
+        (gz.clone(), gz_len),
+        (tar.clone(), tar_len),
     ]
     .into_iter()
     .enumerate()
@@ -1350,7 +1355,11 @@ fn a_failing_input_is_blamed_not_the_tar_or_its_compression() {
             pos: 0,
             limit,
         };
-        let err = import_layer(input, &opts(&layer, &[]), &mut |_| {})
+        let o = ImportOptions {
+            uncompressed_digest: (i == 5).then(|| format!("sha256:{}", "0".repeat(64))),
+            ..opts(&layer, &[])
+        };
+        let err = import_layer(input, &o, &mut |_| {})
             .unwrap_err()
             .to_string();
         // Inside an entry's data the entry is named instead.
