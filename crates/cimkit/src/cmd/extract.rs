@@ -135,16 +135,6 @@ pub fn run(args: Args) -> Result<Outcome> {
             .map(|mut d| d.next().is_none())
             .unwrap_or(false);
     let result = extract(&args, &cim);
-    if result.is_err() {
-        // The sidecar is written beside its final name and renamed only on success, so a file
-        // already at --metadata FILE is never clobbered by a failed run.
-        if let Some(m) = args.metadata.as_ref().filter(|m| m.as_os_str() != "-") {
-            let target = output::output_file(m);
-            if target.rename_to.is_some() {
-                let _ = fs::remove_file(target.write_to);
-            }
-        }
-    }
     if result.is_err() && pristine && args.dir.is_dir() {
         // DIR was absent or empty: everything in it is a half-done extraction; leave none of it.
         let cleaned = if created {
@@ -172,6 +162,17 @@ pub fn run(args: Args) -> Result<Outcome> {
     result
 }
 
+/// Removes the file it names when dropped, unless disarmed (set to None) first.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
 fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
     let (start, start_id) = walk::resolve(cim, &args.cim, &args.path)?;
     if args.dir.exists() {
@@ -197,14 +198,19 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
     }
     let sidecar_file = output::output_file(&sidecar_path);
     let sidecar_partial = &sidecar_file.write_to;
+    // The sidecar is written beside its final name and renamed only on success, so a file
+    // already at --metadata FILE is never clobbered by a failed run; the partial one goes.
+    let mut partial_guard = RemoveOnDrop(None);
     let mut sidecar: Box<dyn Write> = if sidecar_to_stdout {
         Box::new(output::stdout())
     } else {
-        Box::new(std::io::BufWriter::new(
-            sidecar_file
-                .create()
-                .with_context(|| format!("cannot create {}", sidecar_partial.display()))?,
-        ))
+        let file = sidecar_file
+            .create()
+            .with_context(|| format!("cannot create {}", sidecar_partial.display()))?;
+        if sidecar_file.rename_to.is_some() {
+            partial_guard.0 = Some(sidecar_partial.clone());
+        }
+        Box::new(std::io::BufWriter::new(file))
     };
 
     let start_info = cim
@@ -327,6 +333,7 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
                 dest.display()
             )
         })?;
+        partial_guard.0 = None;
     }
     // With the sidecar on stdout, the summary goes to stderr.
     let mut out: Box<dyn Write> = if sidecar_to_stdout {
