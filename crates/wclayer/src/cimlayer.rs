@@ -971,13 +971,9 @@ pub fn import_layer(
                 write_layer_counted(&mut input, &mut w, &mut || count.get(), progress)?
             }
         };
-        if let (Some(expected), Some(hasher)) = (&opts.uncompressed_digest, input.hasher.take()) {
+        if let Some(expected) = &opts.uncompressed_digest {
             // The tar reader stops at the end-of-archive blocks; the digest covers what follows.
-            let mut rest = HashingReader {
-                inner: &mut input.inner,
-                hasher: Some(hasher),
-            };
-            std::io::copy(&mut rest, &mut std::io::sink()).map_err(|error| {
+            std::io::copy(&mut input, &mut std::io::sink()).map_err(|error| {
                 blame_input(error, stats.entries, count.get()).unwrap_or_else(|error| {
                     Error::TarRead {
                         entries: stats.entries,
@@ -986,7 +982,7 @@ pub fn import_layer(
                     }
                 })
             })?;
-            let digest: String = rest
+            let digest: String = input
                 .hasher
                 .take()
                 .map(|h| h.finalize().iter().map(|b| format!("{b:02x}")).collect())
