@@ -880,7 +880,7 @@ impl Drop for CimWriter {
         if self.done {
             return;
         }
-        for r in &self.regions {
+        for r in &mut self.regions {
             r.discard();
         }
         for p in &self.objectid_paths {
