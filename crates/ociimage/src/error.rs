@@ -84,9 +84,10 @@ pub enum Error {
     },
     /// Several different manifests match the wanted platform: which one is meant is not known.
     #[error(
-        "{source_path}: {} manifests match {wanted}: {}; choose one by os.version or by digest",
+        "{source_path}: {} manifests match {wanted}: {}; choose one by {}",
         candidates.len(),
-        list(candidates)
+        list(candidates),
+        how_to_choose(candidates)
     )]
     AmbiguousManifest {
         source_path: PathBuf,
@@ -179,6 +180,19 @@ fn list(candidates: &[ManifestCandidate]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Both ways to choose, or only the digest when the candidates all state the same os.version.
+fn how_to_choose(candidates: &[ManifestCandidate]) -> &'static str {
+    let first = candidates.first().map(|c| &c.platform.os_version);
+    if candidates
+        .iter()
+        .all(|c| Some(&c.platform.os_version) == first)
+    {
+        "digest"
+    } else {
+        "os.version or by digest"
+    }
 }
 
 /// `": member"`, or nothing for an error about the source itself.

@@ -157,7 +157,7 @@ impl Platform {
 
     /// Whether an image's platform is the wanted one: os and architecture equal (ignoring ASCII
     /// case) and, when a version is wanted, the image's version starts with its components.
-    fn matches(&self, image: &Platform) -> bool {
+    pub fn matches(&self, image: &Platform) -> bool {
         self.os.eq_ignore_ascii_case(&image.os)
             && self.architecture.eq_ignore_ascii_case(&image.architecture)
             && match &self.os_version {
@@ -1093,11 +1093,14 @@ mod tests {
             choose(src, &list, &select("windows/amd64:10.0.26100", None)).expect("same digest"),
             3
         );
-        // Same version, different manifests: still a guess.
-        assert!(matches!(
-            choose(src, &list, &select("windows/amd64:10.0.20348", None)),
-            Err(Error::AmbiguousManifest { .. })
-        ));
+        // Same version, different manifests: still a guess, which only a digest settles.
+        let err = choose(src, &list, &select("windows/amd64:10.0.20348", None))
+            .expect_err("same version twice");
+        assert!(
+            matches!(err, Error::AmbiguousManifest { .. })
+                && err.to_string().ends_with("; choose one by digest"),
+            "{err}"
+        );
         assert_eq!(
             choose(src, &list, &select("windows/amd64", Some("bbbbbbbbbbbb"))).expect("by digest"),
             2
