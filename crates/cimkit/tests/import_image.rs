@@ -412,3 +412,175 @@ fn a_wrong_diff_id_fails_the_layer() {
     assert!(!snaps.join("cim-layers/2.cim").exists());
     assert!(!snaps.join("2").exists());
 }
+
+/// A base layer that says which Windows version it was built for.
+fn base_for(version: &str) -> Vec<u8> {
+    let mut t = LayerTar::new();
+    t.dir("Files").base_hives();
+    t.file("Files/version.txt", version.as_bytes());
+    t.finish()
+}
+
+/// An OCI layout with two windows/amd64 manifests that differ only by os.version, as MCR
+/// publishes ltsc2019 and ltsc2022 builds; returns the manifest digests.
+fn two_version_layout(root: &Path) -> Vec<String> {
+    std::fs::create_dir_all(root).expect("mkdir");
+    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("w");
+    let mut descs = Vec::new();
+    let mut digests = Vec::new();
+    for version in ["10.0.17763.5576", "10.0.20348.2340"] {
+        let tar = base_for(version);
+        let layer = gzip(&tar);
+        let d_layer = blob(root, &layer);
+        let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
+            "os.version": version,
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(&tar))]}}))
+        .expect("json");
+        let d_config = blob(root, &config);
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d_config, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d_layer, "size": layer.len()}]}))
+        .expect("json");
+        let d_manifest = blob(root, &manifest);
+        descs.push(
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": d_manifest, "size": manifest.len(),
+            "platform": {"os": "windows", "architecture": "amd64", "os.version": version}}),
+        );
+        digests.push(d_manifest);
+    }
+    std::fs::write(
+        root.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": descs})).expect("json"),
+    )
+    .expect("index");
+    digests
+}
+
+/// Short form of a digest, as the messages print it.
+fn short(digest: &str) -> &str {
+    &digest[..7 + 12]
+}
+
+#[test]
+fn an_ambiguous_image_names_the_options_that_pick() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    let digests = two_version_layout(&layout);
+    let snaps = tmp.path().join("snaps");
+    for args in [
+        vec!["image-layers", s(&layout)],
+        vec!["import-image", "-q", s(&layout), "--snapshots", s(&snaps)],
+    ] {
+        let out = cimkit(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("2 manifests match windows/amd64"), "{err}");
+        for (digest, build) in digests.iter().zip(["10.0.17763", "10.0.20348"]) {
+            assert!(
+                err.contains(&format!(
+                    "--platform windows/amd64:{build} or --manifest {}",
+                    short(digest)
+                )),
+                "{err}"
+            );
+        }
+    }
+    assert!(!snaps.exists(), "nothing imported");
+}
+
+#[test]
+fn os_version_or_manifest_picks_what_is_imported() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    let digests = two_version_layout(&layout);
+    let snaps = tmp.path().join("snaps");
+    let cim = snaps.join("cim-layers/1.cim");
+
+    let out = cimkit_ok(
+        &[
+            "import-image",
+            "-q",
+            s(&layout),
+            "--snapshots",
+            s(&snaps),
+            "--platform",
+            "windows/amd64:10.0.20348",
+        ],
+        0,
+    );
+    assert!(
+        out.contains("(windows/amd64:10.0.20348.2340): 1 layers, 1 imported"),
+        "{out}"
+    );
+    assert_eq!(
+        cimkit_ok(&["cat", s(&cim), "Files/version.txt"], 0),
+        "10.0.20348.2340"
+    );
+
+    // The other manifest by digest prefix: the base layer differs, so it is imported again.
+    let out = cimkit_ok(
+        &[
+            "import-image",
+            "-q",
+            "--json",
+            s(&layout),
+            "--snapshots",
+            s(&snaps),
+            "--manifest",
+            short(&digests[0]),
+        ],
+        0,
+    );
+    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(line["imported"], true);
+    assert_eq!(line["os_version"], "10.0.17763.5576");
+    assert_eq!(
+        cimkit_ok(&["cat", s(&cim), "Files/version.txt"], 0),
+        "10.0.17763.5576"
+    );
+
+    // image-layers: containerd's syntax, the os.version in the header and in --json.
+    let listing = cimkit_ok(
+        &[
+            "image-layers",
+            s(&layout),
+            "--platform",
+            "windows(10.0.17763)/amd64",
+        ],
+        0,
+    );
+    assert!(
+        listing.contains(&format!(
+            "(OCI image layout, windows/amd64:10.0.17763.5576), 1 layers, manifest {}",
+            short(&digests[0])
+        )),
+        "{listing}"
+    );
+    let json = cimkit_ok(
+        &[
+            "image-layers",
+            "--json",
+            s(&layout),
+            "--manifest",
+            &digests[1],
+        ],
+        0,
+    );
+    let line: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+    assert_eq!(line["os_version"], "10.0.20348.2340");
+    assert_eq!(line["manifest"], digests[1].as_str());
+
+    // Bad values are usage errors that say what is wanted.
+    for (option, value, says) in [
+        ("--platform", "windows/amd64:10.0", "major.minor.build"),
+        ("--manifest", "sha256:abc", "12 to 64 hex digits"),
+    ] {
+        let out = cimkit(&["image-layers", s(&layout), option, value]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(option) && err.contains(says), "{err}");
+    }
+}

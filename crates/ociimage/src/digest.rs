@@ -55,6 +55,75 @@ impl Digest {
     pub fn hex(&self) -> &str {
         &self.hex
     }
+
+    /// The short form people recognise (`sha256:` and the first 12 hex digits, as docker shows
+    /// image ids).
+    pub fn short(&self) -> String {
+        format!(
+            "sha256:{}",
+            self.hex.get(..DigestPrefix::MIN_LEN).unwrap_or(&self.hex)
+        )
+    }
+}
+
+/// A sha256 digest, or its leading hex digits, naming one manifest (or docker image id).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DigestPrefix {
+    hex: String,
+}
+
+impl DigestPrefix {
+    /// Fewest hex digits accepted: the length of docker's short image ids.
+    pub const MIN_LEN: usize = 12;
+
+    /// Parses `sha256:<hex>` or bare `<hex>`, from [`DigestPrefix::MIN_LEN`] to 64 hex digits.
+    pub fn parse(s: &str) -> Result<DigestPrefix, Error> {
+        let bad = |message: String| Error::BadDigestPrefix {
+            input: s.to_string(),
+            message,
+        };
+        let hex = match s.split_once(':') {
+            Some(("sha256", hex)) => hex,
+            Some((algorithm, _)) => {
+                return Err(bad(format!(
+                    "unsupported algorithm {algorithm:?} (only sha256)"
+                )))
+            }
+            None => s,
+        };
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("expected hex digits".into()));
+        }
+        if hex.len() < DigestPrefix::MIN_LEN || hex.len() > 64 {
+            return Err(bad(format!(
+                "expected {} to 64 hex digits, got {}",
+                DigestPrefix::MIN_LEN,
+                hex.len()
+            )));
+        }
+        Ok(DigestPrefix {
+            hex: hex.to_ascii_lowercase(),
+        })
+    }
+
+    /// Whether `digest` starts with these hex digits.
+    pub fn matches(&self, digest: &Digest) -> bool {
+        digest.hex.starts_with(&self.hex)
+    }
+}
+
+impl fmt::Display for DigestPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl std::str::FromStr for DigestPrefix {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<DigestPrefix, Error> {
+        DigestPrefix::parse(s)
+    }
 }
 
 impl fmt::Display for Digest {
@@ -192,6 +261,32 @@ mod tests {
         assert!(Digest::parse("sha512:00").is_err());
         assert!(Digest::parse("sha256:xyz").is_err());
         assert!(Digest::parse("nocolon").is_err());
+    }
+
+    #[test]
+    fn prefixes_parse_and_match() {
+        let d = Digest::of(b"abc");
+        for text in [
+            "sha256:ba7816bf8f01",
+            "BA7816BF8F01CFEA",
+            &d.to_string(),
+            d.hex(),
+        ] {
+            let p = DigestPrefix::parse(text).expect(text);
+            assert!(p.matches(&d), "{text}");
+        }
+        assert!(!DigestPrefix::parse("ba7816bf8f02")
+            .expect("prefix")
+            .matches(&d));
+        for bad in ["ba7816bf8f0", "sha512:ba7816bf8f01", "ba7816bf8f0g", ""] {
+            assert!(
+                matches!(DigestPrefix::parse(bad), Err(Error::BadDigestPrefix { .. })),
+                "{bad}"
+            );
+        }
+        let too_long = format!("{}0", d.hex());
+        assert!(DigestPrefix::parse(&too_long).is_err());
+        assert_eq!(d.short(), "sha256:ba7816bf8f01");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::ManifestCandidate;
+
 /// Result of an image-source operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -80,6 +82,67 @@ pub enum Error {
         wanted: String,
         available: String,
     },
+    /// Several different manifests match the wanted platform: which one is meant is not known.
+    #[error(
+        "{source_path}: {} manifests match {wanted}: {}; choose one by {}",
+        candidates.len(),
+        list(candidates),
+        how_to_choose(candidates)
+    )]
+    AmbiguousManifest {
+        source_path: PathBuf,
+        wanted: String,
+        /// One entry per distinct digest, in index order.
+        candidates: Vec<ManifestCandidate>,
+    },
+    /// A digest prefix names more than one manifest.
+    #[error("{source_path}: {prefix} names {} manifests: {}; give more hex digits", candidates.len(), list(candidates))]
+    AmbiguousDigestPrefix {
+        source_path: PathBuf,
+        prefix: String,
+        candidates: Vec<ManifestCandidate>,
+    },
+    /// No manifest has the digest asked for.
+    #[error("{source_path}: no manifest with digest {wanted}; available: {available}")]
+    NoSuchManifest {
+        source_path: PathBuf,
+        wanted: String,
+        available: String,
+    },
+    /// The manifest asked for by digest is for another platform than the one wanted.
+    #[error("{source_path}: manifest {digest} is for {platform}, not {wanted}")]
+    ManifestNotForPlatform {
+        source_path: PathBuf,
+        digest: String,
+        platform: String,
+        wanted: String,
+    },
+    /// The index entry and the image config disagree on the platform (a mislabeled image).
+    #[error("{source_path}: manifest {manifest}: the index says {declared} but its config says {config}")]
+    PlatformMismatch {
+        source_path: PathBuf,
+        manifest: String,
+        declared: String,
+        config: String,
+    },
+    /// The config's `rootfs.diff_ids` and the manifest's layers do not pair up one to one.
+    #[error(
+        "{source_path}{}: the config lists {diff_ids} diff_ids but the image has {layers} layers",
+        member_suffix(member)
+    )]
+    DiffIdCount {
+        source_path: PathBuf,
+        /// The config document.
+        member: String,
+        layers: usize,
+        diff_ids: usize,
+    },
+    /// A platform string that does not parse.
+    #[error("bad platform {input:?}: {message}")]
+    BadPlatform { input: String, message: String },
+    /// A manifest digest (or digest prefix) that does not parse.
+    #[error("bad manifest digest {input:?}: {message}")]
+    BadDigestPrefix { input: String, message: String },
     /// A layer media type this crate does not know how to read.
     #[error("{source_path}: layer {} ({digest}): unsupported media type {media_type:?}", index + 1)]
     UnsupportedMediaType {
@@ -108,6 +171,28 @@ pub enum Error {
         size: u64,
         limit: u64,
     },
+}
+
+/// The candidates of an ambiguous choice, comma-separated.
+fn list(candidates: &[ManifestCandidate]) -> String {
+    candidates
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Both ways to choose, or only the digest when the candidates all state the same os.version.
+fn how_to_choose(candidates: &[ManifestCandidate]) -> &'static str {
+    let first = candidates.first().map(|c| &c.platform.os_version);
+    if candidates
+        .iter()
+        .all(|c| Some(&c.platform.os_version) == first)
+    {
+        "digest"
+    } else {
+        "os.version or by digest"
+    }
 }
 
 /// `": member"`, or nothing for an error about the source itself.

@@ -1,10 +1,11 @@
 //! Image sources built in the test: OCI layouts (folder and tar, nested index, every layer
-//! compression, foreign layers) and docker-save archives (old and new naming), plus damage.
+//! compression, foreign layers) and docker-save archives (old and new naming), plus damage;
+//! choosing among manifests that differ only by Windows version, by version or by digest.
 
 use std::io::{Read, Write};
 use std::path::Path;
 
-use ociimage::{Compression, Digest, Error, Format, Image, Platform};
+use ociimage::{Compression, Digest, DigestPrefix, Error, Format, Image, Platform, Selector};
 use serde_json::json;
 
 fn layer_tar(name: &str, body: &[u8]) -> Vec<u8> {
@@ -127,7 +128,12 @@ fn read_layer(image: &Image, i: usize) -> std::io::Result<Vec<u8>> {
 
 fn check_oci(image: &Image, f: &Fixture) {
     assert_eq!(image.format(), Format::OciLayout);
-    assert_eq!(image.platform(), Some(&Platform::windows_amd64()));
+    // os/arch from the config, os.version from the (nested) index entry.
+    assert_eq!(
+        image.platform(),
+        Some(&Platform::parse("windows/amd64:10.0.20348.1").expect("platform"))
+    );
+    assert_eq!(image.os_version(), Some("10.0.20348.1"));
     let layers = image.layers();
     assert_eq!(layers.len(), 3);
     assert_eq!(
@@ -639,4 +645,394 @@ fn compressed_archive_past_the_kept_budget_streams_its_documents() {
         &Image::open(&path, &Platform::windows_amd64()).expect("open"),
         &d,
     );
+}
+
+/// An OCI layout with one single-layer manifest per entry, listed in index.json (or in an index
+/// it points to, when `nested`).
+struct MultiLayout {
+    _tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+    manifests: Vec<Digest>,
+    layers: Vec<Digest>,
+}
+
+/// Each entry is the platform its index entry declares (`null` for none) and its config
+/// (given `rootfs.diff_ids` for its one layer unless it has a `rootfs`).
+fn multi_layout(entries: &[(serde_json::Value, serde_json::Value)], nested: bool) -> MultiLayout {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("layout");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("w");
+    let l = Layout { dir: &root };
+    let (mut manifests, mut layers, mut descs) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (declared, config)) in entries.iter().enumerate() {
+        let tar = layer_tar("Files/which.txt", format!("manifest {i}").as_bytes());
+        let layer = l.blob(&tar);
+        let mut config = config.clone();
+        if config.get("rootfs").is_none() {
+            config["rootfs"] = json!({"type": "layers", "diff_ids": [layer.to_string()]});
+        }
+        let (cfg, cfg_len) = l.json_blob(&config);
+        let (m, m_len) = l.json_blob(&json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": cfg_len},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": tar.len()}]}));
+        let mut desc = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": m.to_string(), "size": m_len});
+        if !declared.is_null() {
+            desc["platform"] = declared.clone();
+        }
+        descs.push(desc);
+        manifests.push(m);
+        layers.push(layer);
+    }
+    let mut index = json!({"schemaVersion": 2, "manifests": descs});
+    if nested {
+        let (inner, inner_len) = l.json_blob(&index);
+        index = json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": inner.to_string(), "size": inner_len}]});
+    }
+    std::fs::write(root.join("index.json"), index.to_string()).expect("index");
+    MultiLayout {
+        _tmp: tmp,
+        root,
+        manifests,
+        layers,
+    }
+}
+
+fn win(version: &str) -> serde_json::Value {
+    json!({"os": "windows", "architecture": "amd64", "os.version": version})
+}
+
+/// ltsc2019 and ltsc2022 builds of one image, plus a linux one, as MCR publishes them.
+fn two_windows_versions(nested: bool) -> MultiLayout {
+    let config = json!({"os": "windows", "architecture": "amd64"});
+    multi_layout(
+        &[
+            (win("10.0.17763.5576"), config.clone()),
+            (win("10.0.20348.2340"), config),
+            (
+                json!({"os": "linux", "architecture": "amd64"}),
+                json!({"os": "linux", "architecture": "amd64"}),
+            ),
+        ],
+        nested,
+    )
+}
+
+fn open(root: &Path, platform: &str) -> ociimage::Result<Image> {
+    Image::open(root, &Platform::parse(platform).expect(platform))
+}
+
+fn open_digest(root: &Path, platform: &str, digest: &str) -> ociimage::Result<Image> {
+    let selector = Selector {
+        platform: Platform::parse(platform).expect(platform),
+        digest: Some(DigestPrefix::parse(digest).expect(digest)),
+    };
+    Image::open_with(root, &selector)
+}
+
+#[test]
+fn manifests_differing_by_os_version_are_ambiguous() {
+    for nested in [false, true] {
+        let m = two_windows_versions(nested);
+        let err = open(&m.root, "windows/amd64").expect_err("two windows/amd64 manifests");
+        match &err {
+            Error::AmbiguousManifest {
+                wanted, candidates, ..
+            } => {
+                assert_eq!(wanted, "windows/amd64");
+                assert_eq!(
+                    candidates.iter().map(|c| &c.digest).collect::<Vec<_>>(),
+                    [&m.manifests[0], &m.manifests[1]]
+                );
+            }
+            other => panic!("unexpected {other}"),
+        }
+        let text = err.to_string();
+        for (digest, version) in [
+            (&m.manifests[0], "10.0.17763.5576"),
+            (&m.manifests[1], "10.0.20348.2340"),
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "{} (windows/amd64, os.version {version})",
+                    digest.short()
+                )),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("choose one by os.version or by digest"),
+            "{text}"
+        );
+        // linux/amd64 is still one manifest.
+        let linux = open(&m.root, "linux/amd64").expect("linux");
+        assert_eq!(linux.layers()[0].digest, m.layers[2]);
+    }
+}
+
+#[test]
+fn os_version_picks_the_manifest() {
+    for nested in [false, true] {
+        let m = two_windows_versions(nested);
+        for (platform, which) in [
+            ("windows/amd64:10.0.20348", 1),
+            ("windows/amd64:10.0.20348.2340", 1),
+            ("windows(10.0.20348)/amd64", 1),
+            ("windows/amd64:10.0.17763", 0),
+            ("windows(10.0.17763.5576)/amd64", 0),
+        ] {
+            let image = open(&m.root, platform).expect(platform);
+            assert_eq!(
+                image.manifest_digest(),
+                Some(&m.manifests[which]),
+                "{platform}"
+            );
+            assert_eq!(image.layers().len(), 1);
+            assert_eq!(image.layers()[0].digest, m.layers[which], "{platform}");
+            let expected = ["10.0.17763.5576", "10.0.20348.2340"][which];
+            assert_eq!(image.os_version(), Some(expected));
+        }
+        // A revision that is not there, or a build no manifest has: the available ones listed.
+        for platform in ["windows/amd64:10.0.20348.2341", "windows/amd64:10.0.26100"] {
+            let err = open(&m.root, platform).expect_err(platform);
+            assert!(
+                matches!(&err, Error::NoMatchingManifest { available, .. }
+                    if available.contains("windows/amd64:10.0.17763.5576")
+                        && available.contains("windows/amd64:10.0.20348.2340")),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn os_version_comes_from_the_config_when_the_index_has_none() {
+    let declared = json!({"os": "windows", "architecture": "amd64"});
+    let m = multi_layout(
+        &[
+            (declared.clone(), win("10.0.17763.5576")),
+            (declared, win("10.0.26100.1742")),
+            // No platform in the index at all: the config's is used.
+            (serde_json::Value::Null, win("10.0.20348.2340")),
+        ],
+        false,
+    );
+    assert!(matches!(
+        open(&m.root, "windows/amd64"),
+        Err(Error::AmbiguousManifest { ref candidates, .. }) if candidates.len() == 3
+    ));
+    for (platform, which, version) in [
+        ("windows/amd64:10.0.26100", 1, "10.0.26100.1742"),
+        ("windows/amd64:10.0.20348", 2, "10.0.20348.2340"),
+    ] {
+        let image = open(&m.root, platform).expect(platform);
+        assert_eq!(image.layers()[0].digest, m.layers[which]);
+        assert_eq!(image.os_version(), Some(version));
+    }
+}
+
+#[test]
+fn one_manifest_listed_twice_is_not_ambiguous() {
+    let m = two_windows_versions(false);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m.root.join("index.json")).expect("read"))
+            .expect("json");
+    let first = index["manifests"][0].clone();
+    let twice = json!({"schemaVersion": 2, "manifests": [first.clone(), first]});
+    std::fs::write(m.root.join("index.json"), twice.to_string()).expect("w");
+    let image = open(&m.root, "windows/amd64").expect("same digest twice");
+    assert_eq!(image.manifest_digest(), Some(&m.manifests[0]));
+}
+
+#[test]
+fn manifest_digest_picks_the_manifest() {
+    let m = two_windows_versions(true);
+    let full = m.manifests[1].to_string();
+    let short = m.manifests[1].short();
+    let bare = &m.manifests[1].hex()[..16];
+    for digest in [full.as_str(), short.as_str(), bare] {
+        let image = open_digest(&m.root, "windows/amd64", digest).expect(digest);
+        assert_eq!(image.manifest_digest(), Some(&m.manifests[1]), "{digest}");
+        assert_eq!(image.layers()[0].digest, m.layers[1]);
+        assert_eq!(image.os_version(), Some("10.0.20348.2340"));
+    }
+    // The version, when given too, must agree.
+    open_digest(&m.root, "windows/amd64:10.0.20348", &short).expect("agrees");
+    let err = open_digest(&m.root, "windows/amd64:10.0.17763", &short).expect_err("disagrees");
+    assert!(matches!(err, Error::ManifestNotForPlatform { .. }), "{err}");
+    assert!(
+        err.to_string().contains("windows/amd64:10.0.20348.2340"),
+        "{err}"
+    );
+    // So must os/arch: the linux manifest is not windows/amd64.
+    let linux = m.manifests[2].short();
+    let err = open_digest(&m.root, "windows/amd64", &linux).expect_err("linux");
+    assert!(
+        err.to_string()
+            .contains("is for linux/amd64, not windows/amd64"),
+        "{err}"
+    );
+    open_digest(&m.root, "linux/amd64", &linux).expect("linux by digest");
+    // A digest that names nothing lists what is there.
+    let err = open_digest(&m.root, "windows/amd64", &"0".repeat(12)).expect_err("unknown");
+    assert!(
+        matches!(&err, Error::NoSuchManifest { available, .. }
+            if available.contains(&m.manifests[0].short())),
+        "{err}"
+    );
+    // Fewer than 12 hex digits is refused when parsed. (A prefix naming two manifests needs two
+    // digests sharing 12 hex digits; the unit tests of the choice cover it.)
+    assert!(matches!(
+        DigestPrefix::parse(&m.manifests[1].hex()[..11]),
+        Err(Error::BadDigestPrefix { .. })
+    ));
+}
+
+#[test]
+fn index_platform_must_agree_with_the_config() {
+    for (config, says) in [
+        (
+            json!({"os": "linux", "architecture": "amd64"}),
+            "linux/amd64",
+        ),
+        (
+            json!({"os": "windows", "architecture": "arm64"}),
+            "windows/arm64",
+        ),
+        (win("10.0.17763.5576"), "windows/amd64:10.0.17763.5576"),
+    ] {
+        let m = multi_layout(&[(win("10.0.20348.2340"), config)], false);
+        let err = open(&m.root, "windows/amd64").expect_err(says);
+        match &err {
+            Error::PlatformMismatch {
+                manifest,
+                declared,
+                config,
+                ..
+            } => {
+                assert_eq!(manifest, &m.manifests[0].to_string());
+                assert_eq!(declared, "windows/amd64:10.0.20348.2340");
+                assert_eq!(config, says);
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(err.to_string().contains("the index says"), "{err}");
+    }
+    // Case differences and a config that leaves the version out are not disagreements.
+    let m = multi_layout(
+        &[(
+            win("10.0.20348.2340"),
+            json!({"os": "Windows", "architecture": "AMD64"}),
+        )],
+        false,
+    );
+    open(&m.root, "windows/amd64").expect("agrees");
+}
+
+#[test]
+fn diff_ids_must_pair_up_with_layers() {
+    let m = multi_layout(
+        &[(
+            win("10.0.20348.2340"),
+            json!({"os": "windows", "architecture": "amd64", "rootfs": {"type": "layers",
+                "diff_ids": [Digest::of(b"a").to_string(), Digest::of(b"b").to_string()]}}),
+        )],
+        false,
+    );
+    let err = open(&m.root, "windows/amd64").expect_err("2 diff_ids, 1 layer");
+    assert!(
+        matches!(
+            err,
+            Error::DiffIdCount {
+                layers: 1,
+                diff_ids: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("blobs/sha256/"), "{err}");
+
+    // The same in a docker-save archive (3 diff_ids for 2 layers).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("image.tar");
+    let l0 = layer_tar("Files/a", b"base");
+    let diff = Digest::of(&l0).to_string();
+    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": [diff, diff, diff]}}))
+    .expect("json");
+    let config_name = format!("{}.json", Digest::of(&config).hex());
+    let manifest = json!([{"Config": config_name, "Layers": ["a/layer.tar", "b/layer.tar"]}]);
+    let mut b = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+    append_file(&mut b, "a/layer.tar", &l0);
+    append_file(&mut b, "b/layer.tar", &l0);
+    append_file(&mut b, &config_name, &config);
+    append_file(&mut b, "manifest.json", manifest.to_string().as_bytes());
+    b.finish().expect("finish");
+    drop(b);
+    let err = Image::open(&path, &Platform::windows_amd64()).expect_err("3 diff_ids, 2 layers");
+    assert!(
+        matches!(
+            err,
+            Error::DiffIdCount {
+                layers: 2,
+                diff_ids: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// A `docker save` of two images (v25+ naming): the same windows/amd64 image built for ltsc2019
+/// and ltsc2022. The image id (config digest) picks one.
+#[test]
+fn docker_save_of_two_versions_is_ambiguous_until_one_is_named() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("two.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+    let mut entries = Vec::new();
+    let mut ids = Vec::new();
+    let mut layers = Vec::new();
+    for (i, version) in ["10.0.17763.5576", "10.0.20348.2340"].iter().enumerate() {
+        let layer = layer_tar("Files/which.txt", format!("image {i}").as_bytes());
+        let ld = Digest::of(&layer);
+        let mut config = win(version);
+        config["rootfs"] = json!({"type": "layers", "diff_ids": [ld.to_string()]});
+        let config = serde_json::to_vec(&config).expect("json");
+        let cd = Digest::of(&config);
+        append_file(&mut b, &format!("blobs/sha256/{}", ld.hex()), &layer);
+        append_file(&mut b, &format!("blobs/sha256/{}", cd.hex()), &config);
+        entries.push(json!({"Config": format!("blobs/sha256/{}", cd.hex()),
+            "RepoTags": [format!("demo:{i}")], "Layers": [format!("blobs/sha256/{}", ld.hex())]}));
+        ids.push(cd);
+        layers.push(ld);
+    }
+    append_file(
+        &mut b,
+        "manifest.json",
+        serde_json::Value::Array(entries).to_string().as_bytes(),
+    );
+    b.finish().expect("finish");
+    drop(b);
+
+    let err = Image::open(&path, &Platform::windows_amd64()).expect_err("two images");
+    assert!(
+        matches!(&err, Error::AmbiguousManifest { candidates, .. } if candidates.len() == 2),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&ids[1].short()), "{err}");
+    let image = open(&path, "windows/amd64:10.0.20348").expect("by version");
+    assert_eq!(image.layers()[0].digest, layers[1]);
+    assert_eq!(image.os_version(), Some("10.0.20348.2340"));
+    let image = open_digest(&path, "windows/amd64", &ids[0].short()).expect("by image id");
+    assert_eq!(image.config_digest(), Some(&ids[0]));
+    assert_eq!(image.layers()[0].digest, layers[0]);
 }

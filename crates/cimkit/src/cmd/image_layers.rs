@@ -1,9 +1,10 @@
 //! `cimkit image-layers`: what an OCI layout or docker-save archive holds, bottom layer first.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::{anyhow, Result};
+use ociimage::{DigestPrefix, ManifestCandidate, Platform};
 use serde_json::json;
 
 use super::Outcome;
@@ -13,27 +14,92 @@ use crate::output;
 pub struct Args {
     /// OCI image layout (folder or tar) or `docker save` archive (tar or extracted folder).
     pub source: PathBuf,
-    /// Which manifest of a multi-platform index to read.
-    #[arg(long, default_value = "windows/amd64")]
-    pub platform: String,
+    #[command(flatten)]
+    pub select: Select,
     /// One JSON object per layer and line.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn parse_platform(s: &str) -> Result<ociimage::Platform> {
-    ociimage::Platform::parse(s).with_context(|| format!("bad --platform {s:?} (want os/arch)"))
+/// Which manifest of an image to read (shared with `import-image`).
+#[derive(clap::Args)]
+pub struct Select {
+    /// Which manifest of a multi-platform index to read: os/arch, and the Windows version when
+    /// the index has one manifest per version (`windows/amd64:10.0.20348`, or containerd's
+    /// `windows(10.0.20348)/amd64`); a version matches every os.version that begins with
+    /// it, so 10.0.20348 is any ltsc2022 build.
+    #[arg(
+        long,
+        default_value = "windows/amd64",
+        value_name = "OS/ARCH[:VERSION]"
+    )]
+    pub platform: Platform,
+    /// The manifest to read, by digest (`sha256:<hex>`, or at least 12 leading hex digits):
+    /// the manifest digest in an OCI layout, the image id (config digest, as `docker images`
+    /// shows it) in a docker save archive. It must be for --platform too.
+    #[arg(long, value_name = "DIGEST")]
+    pub manifest: Option<DigestPrefix>,
+}
+
+impl Select {
+    /// Opens the image source and picks the manifest; when several match, the error says which
+    /// option picks each.
+    pub fn open(&self, source: &Path) -> Result<ociimage::Image> {
+        let selector = ociimage::Selector {
+            platform: self.platform.clone(),
+            digest: self.manifest.clone(),
+        };
+        ociimage::Image::open_with(source, &selector).map_err(|e| {
+            let hint = match &e {
+                ociimage::Error::AmbiguousManifest { candidates, .. } => how_to_pick(candidates),
+                _ => String::new(),
+            };
+            anyhow!("cannot read image {}: {e}{hint}", source.display())
+        })
+    }
+}
+
+/// One line per candidate: the --platform that picks it alone (its build, else its whole
+/// os.version, when either does), and its --manifest.
+fn how_to_pick(candidates: &[ManifestCandidate]) -> String {
+    let mut text = String::new();
+    for c in candidates {
+        let by_version = c.platform.os_version.as_deref().and_then(|v| {
+            let build: Vec<&str> = v.split('.').take(3).collect();
+            [build.join("."), v.to_string()]
+                .into_iter()
+                .find_map(|want| {
+                    // Only what --platform would accept (an image may state any version text).
+                    let os_arch = format!("{}/{}", c.platform.os, c.platform.architecture);
+                    let wanted = Platform::parse(&format!("{os_arch}:{want}")).ok()?;
+                    let hits = candidates
+                        .iter()
+                        .filter(|o| wanted.matches(&o.platform))
+                        .count();
+                    (hits == 1).then(|| format!("--platform {wanted} or "))
+                })
+        });
+        text.push_str(&format!(
+            "\n  {}--manifest {}",
+            by_version.unwrap_or_default(),
+            c.digest.short()
+        ));
+    }
+    text
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
-    let platform = parse_platform(&args.platform)?;
-    let image = ociimage::Image::open(&args.source, &platform)
-        .with_context(|| format!("cannot read image {}", args.source.display()))?;
+    let image = args.select.open(&args.source)?;
     let mut out = output::stdout();
     if !args.json {
+        let id = match (image.manifest_digest(), image.config_digest()) {
+            (Some(m), _) => format!(", manifest {}", m.short()),
+            (None, Some(c)) => format!(", image id {}", c.short()),
+            (None, None) => String::new(),
+        };
         writeln!(
             out,
-            "{} ({}{}), {} layers",
+            "{} ({}{}), {} layers{id}",
             args.source.display(),
             image.format(),
             image
@@ -63,6 +129,9 @@ pub fn run(args: Args) -> Result<Outcome> {
                     "foreign": l.foreign,
                     "urls": l.urls,
                     "present": l.present,
+                    "os_version": image.os_version(),
+                    "manifest": image.manifest_digest().map(|d| d.to_string()),
+                    "config": image.config_digest().map(|d| d.to_string()),
                 }),
             )?;
         } else {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
-use super::image_layers::parse_platform;
+use super::image_layers::Select;
 use super::import::import_stream;
 use super::Outcome;
 use crate::output;
@@ -44,9 +44,8 @@ pub struct Args {
     /// default a UtilityVM is prepared to boot from the CIM, as the earlier hcsshim did.
     #[arg(long)]
     pub no_utility_vm_processing: bool,
-    /// Which manifest of a multi-platform index to import.
-    #[arg(long, default_value = "windows/amd64")]
-    pub platform: String,
+    #[command(flatten)]
+    pub select: Select,
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
@@ -101,9 +100,7 @@ fn remove_stale_layers(snapshots: &Path, from: usize) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
-    let platform = parse_platform(&args.platform)?;
-    let image = ociimage::Image::open(&args.source, &platform)
-        .with_context(|| format!("cannot read image {}", args.source.display()))?;
+    let image = args.select.open(&args.source)?;
     std::fs::create_dir_all(&args.snapshots)
         .with_context(|| format!("cannot create {}", args.snapshots.display()))?;
     let count = image.layers().len();
@@ -123,7 +120,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             && wclayer::is_cim_layer(&dir)
         {
             skipped += 1;
-            report(&mut out, args.json, n, count, &dir, &digest, None)?;
+            report(&mut out, &image, n, &dir, &digest, None, args.json)?;
             continue;
         }
         if chain_intact {
@@ -206,14 +203,26 @@ pub fn run(args: Args) -> Result<Outcome> {
         std::fs::write(dir.join(DIGEST_FILE), format!("{digest}\n"))
             .with_context(|| format!("cannot record the digest in {}", dir.display()))?;
         imported += 1;
-        report(&mut out, args.json, n, count, &dir, &digest, Some(&summary))?;
+        report(
+            &mut out,
+            &image,
+            n,
+            &dir,
+            &digest,
+            Some(&summary),
+            args.json,
+        )?;
     }
     if !args.json {
         use std::io::Write as _;
         writeln!(
             out,
-            "{}: {count} layers, {imported} imported, {skipped} already there; top layer {}",
+            "{}{}: {count} layers, {imported} imported, {skipped} already there; top layer {}",
             args.source.display(),
+            image
+                .platform()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default(),
             args.snapshots.join(count.to_string()).display()
         )?;
     }
@@ -223,13 +232,14 @@ pub fn run(args: Args) -> Result<Outcome> {
 
 fn report(
     out: &mut dyn std::io::Write,
-    json: bool,
+    image: &ociimage::Image,
     n: usize,
-    count: usize,
     dir: &Path,
     digest: &str,
     summary: Option<&wclayer::ImportSummary>,
+    json: bool,
 ) -> Result<()> {
+    let count = image.layers().len();
     if json {
         output::json_line(
             out,
@@ -242,6 +252,7 @@ fn report(
                     .unwrap_or_else(|| wclayer::cim_path_for_layer(dir).display().to_string()),
                 "size": summary.map(|s| s.size),
                 "entries": summary.map(|s| s.entries),
+                "os_version": image.os_version(),
             }),
         )?;
     } else {

@@ -2,7 +2,7 @@
 //! layers. The first byte is a mode: bit 0 gzips the archive before writing it to the archive
 //! file (so the compressed two-pass reader sees structured tars), bit 1 asks for linux/arm64
 //! instead of windows/amd64, bit 2 builds the archive from documents (see `oci_from_documents`)
-//! instead of taking the rest as the archive. The archive is written to
+//! instead of taking the rest as the archive, bit 3 asks for OS version 10.0.20348. The archive is written to
 //! /tmp/fuzz-ociimage-<pid>/image; `Image::open` must give a typed error or an image whose every
 //! layer opens or fails cleanly, and streams (up to 8 MiB each here) to its end or to an error.
 #![no_main]
@@ -111,11 +111,14 @@ fuzz_target!(|data: &[u8]| {
     } else {
         std::fs::write(path, rest).expect("write archive");
     }
-    let platform = if mode & 2 == 2 {
+    let mut platform = if mode & 2 == 2 {
         Platform::parse("linux/arm64").expect("platform")
     } else {
         Platform::windows_amd64()
     };
+    if mode & 8 == 8 {
+        platform.os_version = Some("10.0.20348".into());
+    }
     let Ok(image) = Image::open(path, &platform) else {
         return;
     };
@@ -124,8 +127,13 @@ fuzz_target!(|data: &[u8]| {
         image.manifest_digest(),
         image.config_digest(),
         image.platform(),
+        image.os_version(),
         image.source(),
     );
+    // A wanted version only matches an image that states one (or the lone platform-less one).
+    if mode & 8 == 8 && image.platform().is_some() {
+        assert!(image.os_version().is_some());
+    }
     let count = image.layers().len();
     for (i, layer) in image.layers().iter().enumerate().take(16) {
         assert_eq!(layer.index, i);
