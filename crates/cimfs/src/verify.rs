@@ -140,7 +140,17 @@ fn binary_search(names: &[Vec<u16>], key: &[u16], up: &[u16]) -> Option<usize> {
     None
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    fn new(cim_path: &'a Path) -> Checker<'a> {
+        Checker {
+            cim_path,
+            problems: Vec::new(),
+            meta: Vec::new(),
+            data: Vec::new(),
+            sds: HashSet::new(),
+        }
+    }
+
     fn meta_object(&mut self, off: RegionOffset, len: u64) {
         if !off.is_null() && len > 0 {
             let start = off.byte_offset();
@@ -675,13 +685,7 @@ fn read_prefix(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
 
 /// Checks the image at `cim_path` and returns every problem found (empty when it is consistent).
 pub fn verify(cim_path: &Path) -> Vec<Problem> {
-    let mut c = Checker {
-        cim_path,
-        problems: Vec::new(),
-        meta: Vec::new(),
-        data: Vec::new(),
-        sds: HashSet::new(),
-    };
+    let mut c = Checker::new(cim_path);
     let header = match reader::read_image_header(cim_path) {
         Ok(h) => h,
         Err(e) => {
@@ -819,13 +823,7 @@ pub fn verify_digests_report(cim_path: &Path) -> DigestReport {
     let mut objects = 0u64;
     // (region file, byte offset) of each object whose bytes changed, with its problem's index.
     let mut changed: Vec<(PathBuf, u64, usize)> = Vec::new();
-    let mut c = Checker {
-        cim_path,
-        problems: Vec::new(),
-        meta: Vec::new(),
-        data: Vec::new(),
-        sds: HashSet::new(),
-    };
+    let mut c = Checker::new(cim_path);
     let files = match crate::image_files(cim_path) {
         Ok(f) => f,
         Err(e) => {

@@ -539,11 +539,17 @@ impl VhdxFile {
             .sync_all()
             .map_err(|e| self.io("sync", self.header.log_offset, e))?;
         let mut h = self.header.clone();
+        h.log_guid = Uuid::nil();
+        h.file_write_guid = Uuid::new_v4();
+        self.write_next_header(h)
+    }
+
+    /// Writes `h` with the next sequence number into the header slot not in use and makes it
+    /// the current one (MS-VHDX 2.2.2.1: the other slot, a higher sequence number, synced).
+    fn write_next_header(&mut self, mut h: Header) -> Result<()> {
         h.sequence_number = h.sequence_number.checked_add(1).ok_or_else(|| {
             self.corrupt("header", HEADER1_OFFSET, "sequence number at its maximum")
         })?;
-        h.log_guid = Uuid::nil();
-        h.file_write_guid = Uuid::new_v4();
         let (slot, off) = if self.header_slot == 1 {
             (2, HEADER2_OFFSET)
         } else {
@@ -1029,18 +1035,9 @@ impl VhdxFile {
             return Ok(());
         }
         let mut h = self.header.clone();
-        h.sequence_number = h.sequence_number.wrapping_add(1);
         h.file_write_guid = Uuid::new_v4();
         h.data_write_guid = Uuid::new_v4();
-        let (slot, off) = if self.header_slot == 1 {
-            (2, HEADER2_OFFSET)
-        } else {
-            (1, HEADER1_OFFSET)
-        };
-        self.write_file(off, &h.encode())?;
-        self.file.sync_data().map_err(|e| self.io("sync", off, e))?;
-        self.header = h;
-        self.header_slot = slot;
+        self.write_next_header(h)?;
         self.header_refreshed = true;
         Ok(())
     }

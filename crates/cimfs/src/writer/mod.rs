@@ -108,6 +108,15 @@ pub struct CimWriter {
     done: bool,
 }
 
+/// A name's place in a directory: the directory, the name as stored and as compared, and the
+/// entry holding it now, if any.
+struct Slot {
+    dir: NodeIx,
+    name16: Vec<u16>,
+    key: Vec<u16>,
+    existing: Option<NodeIx>,
+}
+
 fn hash_key(len: u64, hasher: Sha256) -> ObjectKey {
     let d = hasher.finalize();
     let mut k = [0u8; format::DIGEST_LEN];
@@ -413,6 +422,24 @@ impl CimWriter {
         Ok((n, name))
     }
 
+    /// Where `path` goes in its (existing) parent directory, and what is there now.
+    fn slot(&self, path: &str) -> Result<Slot> {
+        let (dir, name) = self.parent_of(path)?;
+        let name16: Vec<u16> = name.encode_utf16().collect();
+        let key = names::upcase_key(&name16, upcase::table());
+        let existing = self
+            .tree
+            .children(dir)
+            .and_then(|c| c.get(&key))
+            .map(|e| e.node);
+        Ok(Slot {
+            dir,
+            name16,
+            key,
+            existing,
+        })
+    }
+
     fn not_dir(&self, path: &str) -> Error {
         Error::NotADirectory {
             image: self.cim_path.clone(),
@@ -506,14 +533,12 @@ impl CimWriter {
         if !is_dir && meta.size >= 1 << 48 {
             return Err(self.invalid(path, "file size does not fit in 48 bits"));
         }
-        let (dir, name) = self.parent_of(path)?;
-        let name16: Vec<u16> = name.encode_utf16().collect();
-        let key = names::upcase_key(&name16, upcase::table());
-        let existing = self
-            .tree
-            .children(dir)
-            .and_then(|c| c.get(&key))
-            .map(|e| e.node);
+        let Slot {
+            dir,
+            name16,
+            key,
+            existing,
+        } = self.slot(path)?;
         if is_dir {
             if let Some(old) = existing.filter(|&o| self.tree.nodes[o].is_dir()) {
                 fill(&mut self.tree.nodes[old]);
@@ -612,14 +637,12 @@ impl CimWriter {
                 path: existing_path.to_string(),
             });
         }
-        let (dir, name) = self.parent_of(new_path)?;
-        let name16: Vec<u16> = name.encode_utf16().collect();
-        let key = names::upcase_key(&name16, upcase::table());
-        let existing = self
-            .tree
-            .children(dir)
-            .and_then(|c| c.get(&key))
-            .map(|e| e.node);
+        let Slot {
+            dir,
+            name16,
+            key,
+            existing,
+        } = self.slot(new_path)?;
         if existing == Some(target) {
             return Ok(());
         }
