@@ -81,7 +81,7 @@ enum Op {
 
 /// Writes a region's bytes on a thread of its own, in order, so that copying them into the
 /// kernel overlaps with reading and hashing the next ones. Bytes are gathered into buffers of
-/// [`BUFFER`] bytes; at most [`IN_FLIGHT`] of them wait for the thread. The thread's first
+/// [`PIPE_BUFFER`] bytes; at most [`IN_FLIGHT`] of them wait for the thread. The thread's first
 /// error ends it; the writer meets that error at its next hand-over, cut-back or finish.
 struct Pipe {
     /// Bytes not yet handed over; they belong at file position `sent`.
@@ -95,7 +95,11 @@ struct Pipe {
 }
 
 /// Buffers handed over and not yet written, at most.
-const IN_FLIGHT: usize = 3;
+const IN_FLIGHT: usize = 4;
+/// Size of one hand-over. Small enough to still be in the CPU's cache when the thread copies it
+/// into the kernel: 1 MiB buffers made the 50,000-file write benchmark 1.5x slower than writing
+/// on the same thread, 256 KiB ones 1.1x faster (bench_write, 2026-12-03).
+const PIPE_BUFFER: usize = 256 << 10;
 
 impl Pipe {
     fn start(file: File, at: u64) -> std::io::Result<Pipe> {
@@ -122,7 +126,7 @@ impl Pipe {
                 Ok(file)
             })?;
         Ok(Pipe {
-            buf: Vec::with_capacity(BUFFER),
+            buf: Vec::with_capacity(PIPE_BUFFER),
             sent: at,
             ops: Some(ops),
             spare,
@@ -167,7 +171,7 @@ impl Pipe {
         let next = self
             .spare
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BUFFER));
+            .unwrap_or_else(|_| Vec::with_capacity(PIPE_BUFFER));
         let full = std::mem::replace(&mut self.buf, next);
         self.sent += full.len() as u64;
         self.send(Op::Write(full))
@@ -175,11 +179,11 @@ impl Pipe {
 
     fn write_all(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
         while !bytes.is_empty() {
-            let room = BUFFER.saturating_sub(self.buf.len()).max(1);
+            let room = PIPE_BUFFER.saturating_sub(self.buf.len()).max(1);
             let (now, later) = bytes.split_at(room.min(bytes.len()));
             self.buf.extend_from_slice(now);
             bytes = later;
-            if self.buf.len() >= BUFFER {
+            if self.buf.len() >= PIPE_BUFFER {
                 self.hand_over()?;
             }
         }
