@@ -284,6 +284,13 @@ impl Store {
             }
             members.insert(name, member);
         }
+        // Read the compressed stream to its end, so that its checksum is checked and bytes after
+        // it that are not another gzip member / zstd frame are refused, as for a layer.
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| Error::Invalid {
+            source_path: path.to_path_buf(),
+            member: String::new(),
+            message: format!("after the archive's end-of-archive blocks: {e}"),
+        })?;
         Ok(Store::Tar {
             path: path.to_path_buf(),
             members,

@@ -529,6 +529,35 @@ fn oci_layout_tar_gz_is_streamed() {
     );
 }
 
+/// A compressed archive is read to its very end: bytes after the gzip stream that start no
+/// other member, and a damaged gzip trailer (CRC of the whole archive), are refused by name.
+#[test]
+fn compressed_archive_end_is_checked() {
+    let d = docker_save_v25();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let whole = gzip(&d.tar);
+
+    let mut trailing = whole.clone();
+    trailing.extend_from_slice(b"not a gzip member");
+    let path = tmp.path().join("trailing.tar.gz");
+    std::fs::write(&path, &trailing).expect("w");
+    let err = Image::open(&path, &Platform::windows_amd64())
+        .expect_err("trailing bytes refused")
+        .to_string();
+    assert!(err.contains("trailing.tar.gz"), "{err}");
+    assert!(err.contains("trailing data"), "{err}");
+
+    let mut bad_crc = whole.clone();
+    let crc_at = bad_crc.len() - 8;
+    bad_crc[crc_at] ^= 0xff;
+    let path = tmp.path().join("crc.tar.gz");
+    std::fs::write(&path, &bad_crc).expect("w");
+    let err = Image::open(&path, &Platform::windows_amd64())
+        .expect_err("bad CRC refused")
+        .to_string();
+    assert!(err.contains("crc.tar.gz"), "{err}");
+}
+
 #[test]
 fn damaged_compressed_archive_is_an_error_not_a_panic() {
     let d = docker_save_v25();
