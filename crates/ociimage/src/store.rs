@@ -157,7 +157,7 @@ fn decompress_file(path: &Path) -> Result<Box<dyn Read>> {
         member: String::new(),
         error,
     })?;
-    wclayer::decompressed(file).map_err(|e| Error::Invalid {
+    wclayer::decompressed_archive(file).map_err(|e| Error::Invalid {
         source_path: path.to_path_buf(),
         member: String::new(),
         message: e.to_string(),

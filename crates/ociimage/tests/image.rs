@@ -530,7 +530,8 @@ fn oci_layout_tar_gz_is_streamed() {
 }
 
 /// A compressed archive is read to its very end: bytes after the gzip stream that start no
-/// other member, and a damaged gzip trailer (CRC of the whole archive), are refused by name.
+/// other member and are not zero padding, and a damaged gzip trailer (CRC of the whole
+/// archive), are refused by name.
 #[test]
 fn compressed_archive_end_is_checked() {
     let d = docker_save_v25();
@@ -545,6 +546,23 @@ fn compressed_archive_end_is_checked() {
         .expect_err("trailing bytes refused")
         .to_string();
     assert!(err.contains("trailing.tar.gz"), "{err}");
+    assert!(err.contains("trailing data"), "{err}");
+
+    // Zero padding (block-oriented copies add it; `gzip -d` accepts it) is not trailing data;
+    // bytes after the padding are.
+    let mut padded = whole.clone();
+    padded.resize(whole.len() + 70_000, 0);
+    let path = tmp.path().join("padded.tar.gz");
+    std::fs::write(&path, &padded).expect("w");
+    check_docker_save(
+        &Image::open(&path, &Platform::windows_amd64()).expect("zero-padded gzip archive"),
+        &d,
+    );
+    padded.push(1);
+    std::fs::write(&path, &padded).expect("w");
+    let err = Image::open(&path, &Platform::windows_amd64())
+        .expect_err("junk after padding refused")
+        .to_string();
     assert!(err.contains("trailing data"), "{err}");
 
     let mut bad_crc = whole.clone();

@@ -547,9 +547,15 @@ impl VhdxFile {
     /// Writes `h` with the next sequence number into the header slot not in use and makes it
     /// the current one (MS-VHDX 2.2.2.1: the other slot, a higher sequence number, synced).
     fn write_next_header(&mut self, mut h: Header) -> Result<()> {
-        h.sequence_number = h.sequence_number.checked_add(1).ok_or_else(|| {
-            self.corrupt("header", HEADER1_OFFSET, "sequence number at its maximum")
-        })?;
+        let current = if self.header_slot == 1 {
+            HEADER1_OFFSET
+        } else {
+            HEADER2_OFFSET
+        };
+        h.sequence_number = h
+            .sequence_number
+            .checked_add(1)
+            .ok_or_else(|| self.corrupt("header", current, "sequence number at its maximum"))?;
         let (slot, off) = if self.header_slot == 1 {
             (2, HEADER2_OFFSET)
         } else {

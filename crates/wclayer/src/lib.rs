@@ -23,6 +23,7 @@ pub use importlock::interrupted_import;
 pub use layout::{cim_path_for_layer, is_cim_layer};
 pub use paths::{parse_entry_name, EntryName};
 pub use tarstream::{
-    decompressed, detect_compression, write_layer_from_tar, Compression, Progress, TarStats,
+    decompressed, decompressed_archive, detect_compression, write_layer_from_tar, Compression,
+    Progress, TarStats,
 };
 pub use writer::{LayerWriter, RecordedOp, RecordingLayerWriter};

@@ -57,6 +57,8 @@ pub(crate) struct CountingReader<R> {
 struct GzipMembers<R: io::BufRead> {
     state: GzipState<R>,
     members: u64,
+    /// Zero bytes after the last member are padding (`gzip -d` ignores them), not trailing data.
+    zero_padding: bool,
 }
 
 enum GzipState<R: io::BufRead> {
@@ -66,10 +68,11 @@ enum GzipState<R: io::BufRead> {
 }
 
 impl<R: io::BufRead> GzipMembers<R> {
-    fn new(input: R) -> Self {
+    fn new(input: R, zero_padding: bool) -> Self {
         GzipMembers {
             state: GzipState::Member(flate2::bufread::GzDecoder::new(input)),
             members: 0,
+            zero_padding,
         }
     }
 }
@@ -96,6 +99,19 @@ impl<R: io::BufRead> Read for GzipMembers<R> {
                         None => return Ok(0),
                         Some(0x1f) => {
                             self.state = GzipState::Member(flate2::bufread::GzDecoder::new(r));
+                        }
+                        Some(0) if self.zero_padding => {
+                            let zeros = next.iter().take_while(|&&b| b == 0).count();
+                            let all = zeros == next.len();
+                            r.consume(zeros);
+                            if all {
+                                self.state = GzipState::Between(r);
+                                continue;
+                            }
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "trailing data after the gzip stream's zero padding",
+                            ));
                         }
                         Some(_) => {
                             let members = self.members;
@@ -221,9 +237,23 @@ pub fn decompressed<'a, R: Read + 'a>(input: R) -> Result<Box<dyn Read + 'a>> {
     decompressed_kind(input).map(|(_, r)| r)
 }
 
+/// [`decompressed`] for a whole image archive: zero bytes after a gzip stream are taken as
+/// padding (block-oriented copies add it, and `gzip -d` accepts it); other trailing bytes are
+/// still refused.
+pub fn decompressed_archive<'a, R: Read + 'a>(input: R) -> Result<Box<dyn Read + 'a>> {
+    decompressed_with(input, true).map(|(_, r)| r)
+}
+
 /// [`decompressed`], also saying which compression was found.
 pub(crate) fn decompressed_kind<'a, R: Read + 'a>(
+    input: R,
+) -> Result<(Compression, Box<dyn Read + 'a>)> {
+    decompressed_with(input, false)
+}
+
+fn decompressed_with<'a, R: Read + 'a>(
     mut input: R,
+    zero_padding: bool,
 ) -> Result<(Compression, Box<dyn Read + 'a>)> {
     let mut head = Vec::with_capacity(8);
     (&mut input)
@@ -241,10 +271,10 @@ pub(crate) fn decompressed_kind<'a, R: Read + 'a>(
     let reader: Box<dyn Read + 'a> = match kind {
         // Buffered: tar headers are read 512 bytes at a time; large data reads bypass the buffer.
         Compression::None => Box::new(io::BufReader::with_capacity(1 << 16, whole)),
-        Compression::Gzip => Box::new(GzipMembers::new(io::BufReader::with_capacity(
-            1 << 16,
-            whole,
-        ))),
+        Compression::Gzip => Box::new(GzipMembers::new(
+            io::BufReader::with_capacity(1 << 16, whole),
+            zero_padding,
+        )),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::new(whole).map_err(|error| {
                 Error::Decompress {

@@ -246,7 +246,14 @@ impl RegionWriter {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         let syncer = Syncer::start(&file);
-        let file = Pipe::start(file, 0).map_err(|e| Error::io(&path, e))?;
+        let file = match Pipe::start(file, 0) {
+            Ok(pipe) => pipe,
+            Err(e) => {
+                // Not yet owned by a writer whose drop would remove it.
+                let _ = fs::remove_file(&path);
+                return Err(Error::io(&path, e));
+            }
+        };
         let mut w = RegionWriter {
             path,
             file,
@@ -323,6 +330,15 @@ impl RegionWriter {
 
     /// Cuts the file back to `pos` (everything written after it is dropped).
     pub(crate) fn truncate(&mut self, pos: u64) -> Result<()> {
+        if pos > self.pos {
+            return Err(Error::io(
+                &self.path,
+                std::io::Error::other(format!(
+                    "cut back to {pos}, past the end of the region ({})",
+                    self.pos
+                )),
+            ));
+        }
         self.next_sync = self.next_sync.min(pos + SYNC_EVERY);
         self.file
             .truncate(pos)
@@ -444,6 +460,21 @@ mod tests {
         let data = fs::read(&path).unwrap();
         assert_eq!(data.len(), model.len());
         assert_eq!(&data[0x28..], &model[0x28..]);
+    }
+
+    /// A cut-back can only shorten: one past the end is refused and changes nothing.
+    #[test]
+    fn cut_back_past_the_end_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("region_test_0");
+        let mut w = RegionWriter::create(path.clone(), 0, 0, 0).unwrap();
+        w.write_all(&[5; 100]).unwrap();
+        let end = w.pos();
+        assert!(w.truncate(end + 1).is_err());
+        assert_eq!(w.pos(), end);
+        w.write_all(&[6; 3]).unwrap();
+        w.finish(&dir.path().join("objectid_test_0")).unwrap();
+        assert_eq!(fs::read(&path).unwrap().len() as u64, end + 3);
     }
 
     /// A write the file refuses is reported (by the next hand-over or by finish), never lost.
