@@ -21,25 +21,38 @@ pub type FileId = u32;
 /// What kind of object a file entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
+    /// A file: its default stream holds data.
     File,
+    /// A directory: its default stream is a link table.
     Directory,
 }
 
 /// Metadata of one file or directory of an image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileInfo {
+    /// The entry's file id.
     pub file_id: FileId,
+    /// Win32 FILE_ATTRIBUTE_* bits, including the directory and reparse-point bits.
     pub attributes: u32,
     /// Default-stream size (0 for directories).
     pub size: u64,
+    /// Creation time, FILETIME (100 ns units since 1601-01-01 UTC).
     pub creation_time: u64,
+    /// Last write time, FILETIME.
     pub last_write_time: u64,
+    /// Change time, FILETIME.
     pub change_time: u64,
+    /// Last access time, FILETIME.
     pub last_access_time: u64,
+    /// Self-relative security descriptor; empty when the entry has none.
     pub security_descriptor: Vec<u8>,
+    /// Packed FILE_FULL_EA_INFORMATION chain; empty when the entry has none.
     pub extended_attributes: Vec<u8>,
+    /// Complete REPARSE_DATA_BUFFER; empty when the entry is no reparse point.
     pub reparse_data: Vec<u8>,
+    /// Reparse tag stored in the entry (0 when none).
     pub reparse_tag: u32,
+    /// Whether the entry is a directory.
     pub is_directory: bool,
     /// The default stream has no backing data and reads as zeros.
     pub sparse: bool,
@@ -80,21 +93,28 @@ impl FileInfo {
 pub struct DirEntry {
     /// The name as stored (UTF-16 that is not valid Unicode is replaced lossily).
     pub name: String,
+    /// File id the entry points at (hard links share one).
     pub file_id: FileId,
 }
 
 /// One alternate data stream of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamInfo {
+    /// The stream's name as stored, lossy like [`DirEntry::name`] (this crate's writer stores the
+    /// bare name, without `:` or `:$DATA`).
     pub name: String,
+    /// The stream's size in bytes.
     pub size: u64,
 }
 
 /// A region set an image depends on, with the region files found for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegionSetInfo {
+    /// The region set's GUID.
     pub id: format::Guid,
+    /// Number of region files in the set.
     pub count: u16,
+    /// Paths of the set's region files as found on disk, in index order.
     pub region_files: Vec<PathBuf>,
 }
 

@@ -25,6 +25,7 @@ pub struct Problem {
     pub object: String,
     /// Byte offset in `file`, when known.
     pub offset: Option<u64>,
+    /// What is wrong.
     pub message: String,
 }
 

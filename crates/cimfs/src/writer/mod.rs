@@ -38,9 +38,13 @@ pub struct FileMetadata {
     pub attributes: u32,
     /// Default-stream size (ignored for directories).
     pub size: u64,
+    /// Creation time, FILETIME (100 ns units since 1601-01-01 UTC).
     pub creation_time: u64,
+    /// Last write time, FILETIME.
     pub last_write_time: u64,
+    /// Change time, FILETIME.
     pub change_time: u64,
+    /// Last access time, FILETIME.
     pub last_access_time: u64,
     /// Self-relative security descriptor; empty stores the null-DACL SD hcsshim passes.
     pub security_descriptor: Vec<u8>,
