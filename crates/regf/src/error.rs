@@ -11,14 +11,18 @@ pub enum Error {
     /// Reading or writing a hive file failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file being read or written.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
     /// An error while handling the hive file at `path`.
     #[error("{}: {source}", path.display())]
     InFile {
+        /// The hive (or log) file.
         path: PathBuf,
+        /// What went wrong with it.
         #[source]
         source: Box<Error>,
     },
@@ -29,9 +33,13 @@ pub enum Error {
     /// `offset` is relative to the start of the hive bins data (file offset - 4096).
     #[error("bad {what} cell at offset {offset:#x} (key \"{key}\"): {reason}")]
     Corrupt {
+        /// Offset of the bad cell, relative to the start of the hive bins data.
         offset: u32,
+        /// What kind of cell was expected, e.g. "key node" or "value list".
         what: &'static str,
+        /// Path of the key being read (with `\value` appended when a value was).
         key: String,
+        /// What is wrong with the cell.
         reason: String,
     },
     /// A key node is reachable twice from the root (a cycle or a shared subtree); `key` is the
@@ -39,14 +47,34 @@ pub enum Error {
     #[error(
         "key node at offset {offset:#x} (listed by key \"{key}\") is reachable twice: cycle in the key graph"
     )]
-    Cycle { offset: u32, key: String },
+    Cycle {
+        /// Offset of the key node reached twice, relative to the hive bins data.
+        offset: u32,
+        /// Path of the key whose subkey list reaches it the second time.
+        key: String,
+    },
     /// The key tree is deeper than Windows allows (512 levels).
     #[error("key \"{key}\" is nested deeper than {limit} levels")]
-    TooDeep { key: String, limit: usize },
+    TooDeep {
+        /// Path of the key that lies too deep.
+        key: String,
+        /// The depth limit, in levels.
+        limit: usize,
+    },
     /// The hive asks for more memory than its size can justify (hostile sizes or shared cells).
     #[error("key \"{key}\": hive contents exceed the allocation budget of {budget} bytes")]
-    Budget { key: String, budget: u64 },
+    Budget {
+        /// Path of the key being read when the budget ran out.
+        key: String,
+        /// The allocation budget, in bytes.
+        budget: u64,
+    },
     /// The in-memory tree cannot be written as a hive (bad name, duplicates, sizes).
     #[error("cannot write key \"{key}\": {reason}")]
-    Invalid { key: String, reason: String },
+    Invalid {
+        /// Path of the key that cannot be written (or the name of the oversized part).
+        key: String,
+        /// Why it cannot be written.
+        reason: String,
+    },
 }

@@ -14,45 +14,84 @@ pub const HBIN_TIMESTAMP: usize = 20;
 /// "No cell" offset.
 pub const NIL: u32 = 0xFFFF_FFFF;
 
-// Base block field offsets.
+// Base block field offsets (regf.md §1.2).
+/// Base block: the `regf` signature (4 bytes).
 pub const BB_SIGNATURE: usize = 0;
+/// Base block: primary sequence number (u32), bumped when a write starts.
 pub const BB_SEQ1: usize = 4;
+/// Base block: secondary sequence number (u32), bumped when a write ends; differs from the
+/// primary one in a dirty hive.
 pub const BB_SEQ2: usize = 8;
+/// Base block: last-written time (FILETIME); Windows stopped updating it after 8.1.
 pub const BB_LAST_WRITTEN: usize = 12;
+/// Base block: major format version (u32, always 1).
 pub const BB_MAJOR: usize = 20;
+/// Base block: minor format version (u32, 3 to 6).
 pub const BB_MINOR: usize = 24;
+/// Base block: file type (u32, one of the `FILE_TYPE_*` values).
 pub const BB_TYPE: usize = 28;
+/// Base block: file format (u32, 1 = direct memory load).
 pub const BB_FORMAT: usize = 32;
+/// Base block: offset of the root key's nk cell (u32).
 pub const BB_ROOT: usize = 36;
+/// Base block: size of the hive bins data in bytes (u32, the sum of all hbin sizes).
 pub const BB_BINS_SIZE: usize = 40;
+/// Base block: clustering factor (u32, always 1).
 pub const BB_CLUSTERING: usize = 44;
+/// Base block: flags (u32): 0x1 KTM locked, [`BB_FLAG_LAYERED`].
 pub const BB_FLAGS: usize = 144;
+/// Base block: the `OfRg` signature offreg 6.2+ writes when it saves a hive.
 pub const BB_OFRG: usize = 176;
+/// Base block: offreg flags (u32, 1 in offreg output).
 pub const BB_OFRG_FLAGS: usize = 180;
+/// Base block: XOR checksum of the first 508 bytes (u32, see [`checksum`]).
 pub const BB_CHECKSUM: usize = 508;
 /// Base-block flag: the hive supports layered keys (a differencing hive), Windows 10 RS1+.
 pub const BB_FLAG_LAYERED: u32 = 0x2;
 
-// Key node (nk) field offsets, relative to the cell payload (after the 4-byte size).
+// Key node (nk) field offsets, relative to the cell payload (after the 4-byte size);
+// regf.md §1.5.
+/// nk: flags (u16, `KEY_*` bits).
 pub const NK_FLAGS: usize = 2;
+/// nk: last-written time (FILETIME).
 pub const NK_LAST_WRITTEN: usize = 4;
+/// nk: layered-key byte (Windows 10 RS1+): [`LAYER_INHERIT_CLASS`] and the layer semantics
+/// in [`LAYER_SEMANTICS_MASK`] (regf.md §1.12).
 pub const NK_LAYER: usize = 13;
+/// nk: offset of the parent key's nk cell (u32; meaningless for the root).
 pub const NK_PARENT: usize = 16;
+/// nk: number of (stable) subkeys (u32).
 pub const NK_SUBKEY_COUNT: usize = 20;
+/// nk: number of volatile subkeys (u32; should be 0 on disk, real files keep leftovers).
 pub const NK_VOLATILE_SUBKEY_COUNT: usize = 24;
+/// nk: offset of the subkey index (li/lf/lh or ri cell; u32, [`NIL`] when none).
 pub const NK_SUBKEY_LIST: usize = 28;
+/// nk: volatile subkey list offset (u32; meaningless on disk).
 pub const NK_VOLATILE_SUBKEY_LIST: usize = 32;
+/// nk: number of values (u32).
 pub const NK_VALUE_COUNT: usize = 36;
+/// nk: offset of the value list cell (u32).
 pub const NK_VALUE_LIST: usize = 40;
+/// nk: offset of the key's sk (security) cell (u32).
 pub const NK_SECURITY: usize = 44;
+/// nk: offset of the class name cell (u32, [`NIL`] when none).
 pub const NK_CLASS: usize = 48;
+/// nk: low 16 bits the longest subkey name in bytes counted as UTF-16; bits 16-31
+/// virtualization control, user (Wow64) and debug flags.
 pub const NK_MAX_SUBKEY_NAME: usize = 52;
+/// nk: longest subkey class name in bytes (u32).
 pub const NK_MAX_SUBKEY_CLASS: usize = 56;
+/// nk: longest value name in bytes counted as UTF-16 (u32).
 pub const NK_MAX_VALUE_NAME: usize = 60;
+/// nk: largest value data size in bytes (u32, big data included).
 pub const NK_MAX_VALUE_DATA: usize = 64;
+/// nk: WorkVar (u32, unused since XP; real files keep junk there).
 pub const NK_WORK_VAR: usize = 68;
+/// nk: length of the key name in bytes as stored (u16).
 pub const NK_NAME_LEN: usize = 72;
+/// nk: length of the class name in bytes (u16).
 pub const NK_CLASS_LEN: usize = 74;
+/// nk: the key name: Latin-1 bytes with [`KEY_COMP_NAME`], UTF-16LE otherwise; no terminator.
 pub const NK_NAME: usize = 76;
 
 /// nk flag: the key is volatile (never on disk normally).
@@ -68,14 +107,22 @@ pub const ROOT_FLAGS: u16 = 0x002C;
 
 /// Layer byte (nk offset 13): bit 7 = inherit class, bits 0-1 = layer semantics.
 pub const LAYER_INHERIT_CLASS: u8 = 0x80;
+/// Layer byte bits 0-1: the layer semantics (0 merge, 1 tombstone, 2 supersede local,
+/// 3 supersede tree).
 pub const LAYER_SEMANTICS_MASK: u8 = 0x03;
 
-// Value (vk) field offsets, relative to the cell payload.
+// Value (vk) field offsets, relative to the cell payload; regf.md §1.8.
+/// vk: length of the value name in bytes as stored (u16; 0 for the default value).
 pub const VK_NAME_LEN: usize = 2;
+/// vk: data size in bytes (u32); with [`DATA_INLINE`] set, the low 31 bits give the inline length.
 pub const VK_DATA_SIZE: usize = 4;
+/// vk: offset of the data cell (or db record), or the data itself when inline (u32).
 pub const VK_DATA_OFFSET: usize = 8;
+/// vk: value type (u32, REG_*; any number is allowed).
 pub const VK_TYPE: usize = 12;
+/// vk: flags (u16, [`VALUE_COMP_NAME`], [`VALUE_TOMBSTONE`]).
 pub const VK_FLAGS: usize = 16;
+/// vk: the value name: Latin-1 bytes with [`VALUE_COMP_NAME`], UTF-16LE otherwise.
 pub const VK_NAME: usize = 20;
 /// vk flag: the name is stored as Latin-1 bytes.
 pub const VALUE_COMP_NAME: u16 = 0x0001;
@@ -100,7 +147,9 @@ pub const MINOR_BIG_DATA: u32 = 4;
 
 /// Windows limits (ReactOS cmcheck.c / MSDN): key name chars, value name chars, depth.
 pub const MAX_KEY_NAME_CHARS: usize = 255;
+/// Longest value name Windows allows, in characters.
 pub const MAX_VALUE_NAME_CHARS: usize = 16383;
+/// Deepest key tree Windows allows, in levels.
 pub const MAX_DEPTH: usize = 512;
 
 // Transaction logs (regf.md §1.13; msuhanov/regf spec 88e878de "Format of transaction log
@@ -109,21 +158,30 @@ pub const MAX_DEPTH: usize = 512;
 pub const LOG_BASE_BLOCK_SIZE: usize = 512;
 /// File type of a primary hive.
 pub const FILE_TYPE_PRIMARY: u32 = 0;
-/// File types of old-format logs: 1 (XP to 8), 2 (NT 4 / 2000).
+/// File type of an old-format log written by Windows XP to 8.
 pub const FILE_TYPE_LOG_OLD: u32 = 1;
+/// File type of an old-format log written by NT 4 / 2000.
 pub const FILE_TYPE_LOG_VERY_OLD: u32 = 2;
 /// File type of a new-format log (Windows 8.1+): HvLE entries.
 pub const FILE_TYPE_LOG_NEW: u32 = 6;
 /// Log entries start at and are multiples of this size.
 pub const LOG_SECTOR: usize = 512;
-/// Log entry ("HvLE") header: signature, size, flags, sequence, bins size, page count, hashes.
+// Log entry ("HvLE") header: signature, size, flags, sequence, bins size, page count, hashes.
+/// Log entry: the `HvLE` signature.
 pub const LE_SIGNATURE: usize = 0;
+/// Log entry: size of the whole entry in bytes (u32, a multiple of [`LOG_SECTOR`]).
 pub const LE_SIZE: usize = 4;
+/// Log entry: flags (u32); only bit 0x1, the base block's KTM-locked flag, is carried over.
 pub const LE_FLAGS: usize = 8;
+/// Log entry: sequence number (u32); consecutive entries count up by one.
 pub const LE_SEQUENCE: usize = 12;
+/// Log entry: hive bins data size after the entry is applied (u32).
 pub const LE_BINS_SIZE: usize = 16;
+/// Log entry: number of dirty page references (u32).
 pub const LE_PAGE_COUNT: usize = 20;
+/// Log entry: Hash-1, Marvin32 of the entry from [`LE_HEADER_SIZE`] on (u64).
 pub const LE_HASH1: usize = 24;
+/// Log entry: Hash-2, Marvin32 of the first [`LE_HASH2_SPAN`] bytes of the entry (u64).
 pub const LE_HASH2: usize = 32;
 /// Size of the entry header; the dirty page references (offset, size: 8 bytes each) follow.
 pub const LE_HEADER_SIZE: usize = 40;

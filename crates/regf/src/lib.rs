@@ -6,6 +6,8 @@
 //! ORMergeHives; [`dump`] renders a tree as text; [`recover`] replays the transaction logs
 //! of a dirty hive.
 
+#![warn(missing_docs)]
+
 mod dump;
 mod error;
 pub mod format;

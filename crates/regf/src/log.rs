@@ -60,7 +60,9 @@ impl Recovery {
 /// `recovery.logs`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileRecovery {
+    /// The recovered hive and what each log contributed.
     pub recovery: Recovery,
+    /// The log files found beside the hive, one per entry of `recovery.logs`, in the same order.
     pub log_paths: Vec<PathBuf>,
 }
 

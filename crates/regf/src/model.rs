@@ -7,17 +7,30 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::{KEY_COMP_NAME, ROOT_FLAGS};
 
+// Value types ([`Value::kind`]); the data is kept as raw bytes whatever the type.
+/// Value type: no particular type.
 pub const REG_NONE: u32 = 0;
+/// Value type: a UTF-16LE string, normally NUL-terminated.
 pub const REG_SZ: u32 = 1;
+/// Value type: a UTF-16LE string with `%NAME%` environment references left unexpanded.
 pub const REG_EXPAND_SZ: u32 = 2;
+/// Value type: arbitrary bytes.
 pub const REG_BINARY: u32 = 3;
+/// Value type: a 32-bit little-endian number.
 pub const REG_DWORD: u32 = 4;
+/// Value type: a 32-bit big-endian number.
 pub const REG_DWORD_BIG_ENDIAN: u32 = 5;
+/// Value type: a registry symbolic link, the target key path in UTF-16LE.
 pub const REG_LINK: u32 = 6;
+/// Value type: a list of NUL-terminated UTF-16LE strings, closed by an empty one.
 pub const REG_MULTI_SZ: u32 = 7;
+/// Value type: a device driver's hardware resource list.
 pub const REG_RESOURCE_LIST: u32 = 8;
+/// Value type: a hardware resource descriptor.
 pub const REG_FULL_RESOURCE_DESCRIPTOR: u32 = 9;
+/// Value type: a list of hardware resource requirements.
 pub const REG_RESOURCE_REQUIREMENTS_LIST: u32 = 10;
+/// Value type: a 64-bit little-endian number.
 pub const REG_QWORD: u32 = 11;
 
 /// Security descriptor ORCreateHive gives a new root (144 bytes, copied from the roots of
