@@ -54,7 +54,10 @@ pub enum LogReplay {
     Clean,
     /// LogGuid is set but the log holds no valid active sequence (for example the only entry
     /// is torn): nothing is applied, as nothing of an incomplete entry reaches the file.
-    NoValidEntries { log_guid: Uuid },
+    NoValidEntries {
+        /// The header's LogGuid.
+        log_guid: Uuid,
+    },
     /// Replayed into memory for a read-only open; the file is unchanged.
     InMemory(ReplayedLog),
     /// Replayed into the file, flushed, and LogGuid cleared in a new header.
@@ -64,10 +67,13 @@ pub enum LogReplay {
 /// The active log sequence that was replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayedLog {
+    /// The header's LogGuid, which the replayed entries carry.
     pub log_guid: Uuid,
     /// Entries replayed, from the tail entry to the head.
     pub entries: u32,
+    /// Sequence number of the first (tail) entry replayed.
     pub first_sequence: u64,
+    /// Sequence number of the last (head) entry replayed.
     pub last_sequence: u64,
     /// 4 KiB data sectors written.
     pub data_sectors: u64,
@@ -1113,28 +1119,49 @@ fn count_writes(entries: &[PlacedEntry], data: bool) -> u64 {
 /// Everything `info` reports about one VHDX file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VhdxInfo {
+    /// The file described.
     pub path: PathBuf,
+    /// Size of the file on disk in bytes.
     pub file_size: u64,
+    /// Creator string from the file type identifier (diagnostic only).
     pub creator: String,
+    /// Fixed, dynamic or differencing.
     pub disk_type: DiskType,
+    /// Size of the virtual disk in bytes.
     pub virtual_size: u64,
+    /// Payload block size in bytes.
     pub block_size: u32,
+    /// Logical sector size in bytes.
     pub logical_sector_size: u32,
+    /// Physical sector size in bytes.
     pub physical_sector_size: u32,
+    /// The Virtual Disk ID metadata item.
     pub virtual_disk_id: Uuid,
+    /// Sequence number of the current header.
     pub sequence_number: u64,
+    /// Which header is current: 1 or 2.
     pub current_header: u8,
+    /// The current header's FileWriteGuid.
     pub file_write_guid: Uuid,
+    /// The current header's DataWriteGuid (what a child's `parent_linkage` must name).
     pub data_write_guid: Uuid,
+    /// File offset of the log region.
     pub log_offset: u64,
+    /// Length of the log region in bytes.
     pub log_length: u32,
     /// What opening did about the log.
     pub log_replay: LogReplay,
+    /// The region table entries.
     pub regions: Vec<RegionEntry>,
+    /// Number of BAT entries (payload and sector-bitmap entries).
     pub bat_entries: u64,
+    /// Number of payload blocks of the virtual disk.
     pub payload_blocks: u64,
+    /// Payload blocks in state FULLY_PRESENT.
     pub blocks_present: u64,
+    /// Payload blocks in state PARTIALLY_PRESENT.
     pub blocks_partial: u64,
+    /// Payload blocks in state ZERO.
     pub blocks_zero: u64,
     /// Parent locator key/value pairs as stored (differencing disks only).
     pub parent_locator: Vec<(String, String)>,

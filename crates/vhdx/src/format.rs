@@ -4,69 +4,108 @@
 
 use uuid::Uuid;
 
+/// One KiB in bytes.
 pub const KIB: u64 = 1024;
+/// One MiB in bytes; the alignment of every region and block in the file.
 pub const MIB: u64 = 1024 * 1024;
 
 /// Offsets of the fixed 64 KiB slots of the 1 MiB header section (MS-VHDX 2.2).
 pub const FILE_IDENTIFIER_OFFSET: u64 = 0;
+/// File offset of the first header's slot.
 pub const HEADER1_OFFSET: u64 = 64 * KIB;
+/// File offset of the second header's slot.
 pub const HEADER2_OFFSET: u64 = 128 * KIB;
+/// File offset of the first region table.
 pub const REGION_TABLE1_OFFSET: u64 = 192 * KIB;
+/// File offset of the second region table (an identical copy of the first).
 pub const REGION_TABLE2_OFFSET: u64 = 256 * KIB;
 
+/// Bytes of a header that are used (and checksummed) at the start of its 64 KiB slot.
 pub const HEADER_SIZE: usize = 4096;
+/// Size of a region table in bytes, the checksummed span included.
 pub const REGION_TABLE_SIZE: usize = 64 * 1024;
 /// The metadata table occupies the first 64 KiB of the metadata region (MS-VHDX 2.6.1).
 pub const METADATA_TABLE_SIZE: usize = 64 * 1024;
+/// Most entries a region table or the metadata table may hold.
 pub const MAX_TABLE_ENTRIES: u32 = 2047;
 /// Largest virtual disk the format allows (MS-VHDX 2.6.2.2).
 pub const MAX_VIRTUAL_SIZE: u64 = 64 * 1024 * 1024 * MIB;
 /// A metadata item may not exceed 1 MiB (MS-VHDX 2.6.1.2).
 pub const MAX_METADATA_ITEM: u32 = 1024 * 1024;
 
+/// Signature at the start of the file type identifier (MS-VHDX 2.2.1).
 pub const FILE_SIGNATURE: &[u8; 8] = b"vhdxfile";
+/// Signature at the start of each header (MS-VHDX 2.2.2).
 pub const HEADER_SIGNATURE: &[u8; 4] = b"head";
+/// Signature at the start of each region table (MS-VHDX 2.2.3.1).
 pub const REGION_SIGNATURE: &[u8; 4] = b"regi";
+/// Signature at the start of the metadata table (MS-VHDX 2.6.1.1).
 pub const METADATA_SIGNATURE: &[u8; 8] = b"metadata";
 
+/// Region table GUID of the BAT region (MS-VHDX 2.2.3.2).
 pub const BAT_REGION: Uuid = uuid::uuid!("2DC27766-F623-4200-9D64-115E9BFD4A08");
+/// Region table GUID of the metadata region (MS-VHDX 2.2.3.2).
 pub const METADATA_REGION: Uuid = uuid::uuid!("8B7CA206-4790-4B9A-B8FE-575F050F886E");
 
+/// Item id of File Parameters: block size and flags, 8 bytes (MS-VHDX 2.6.2.1).
 pub const FILE_PARAMETERS: Uuid = uuid::uuid!("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
+/// Item id of Virtual Disk Size: the disk size in bytes, u64 (MS-VHDX 2.6.2.2).
 pub const VIRTUAL_DISK_SIZE: Uuid = uuid::uuid!("2FA54224-CD1B-4876-B211-5DBED83BF4B8");
+/// Item id of Virtual Disk ID (v1.0's "Page 83 Data"): the disk's identity GUID (MS-VHDX 2.6.2.3).
 pub const VIRTUAL_DISK_ID: Uuid = uuid::uuid!("BECA12AB-B2E6-4523-93EF-C309E000C746");
+/// Item id of Logical Sector Size: 512 or 4096, u32 (MS-VHDX 2.6.2.4).
 pub const LOGICAL_SECTOR_SIZE: Uuid = uuid::uuid!("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
+/// Item id of Physical Sector Size: 512 or 4096, u32 (MS-VHDX 2.6.2.5).
 pub const PHYSICAL_SECTOR_SIZE: Uuid = uuid::uuid!("CDA348C7-445D-4471-9CC9-E9885251C556");
+/// Item id of the Parent Locator, present in differencing disks only (MS-VHDX 2.6.2.6).
 pub const PARENT_LOCATOR: Uuid = uuid::uuid!("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C");
 /// Locator type of a VHDX parent (MS-VHDX 2.6.2.6.3).
 pub const VHDX_LOCATOR_TYPE: Uuid = uuid::uuid!("B04AEFB7-D19E-4A81-B789-25B8E9445913");
 
-/// Metadata entry flags (MS-VHDX 2.6.1.2).
+/// Metadata entry flag IsUser: a user item rather than a system item (MS-VHDX 2.6.1.2).
 pub const META_IS_USER: u32 = 1;
+/// Metadata entry flag IsVirtualDisk: the item describes the virtual disk rather than the
+/// file, so a differencing child copies it from its parent.
 pub const META_IS_VIRTUAL_DISK: u32 = 2;
+/// Metadata entry flag IsRequired: a reader that does not know the item must not open the file.
 pub const META_IS_REQUIRED: u32 = 4;
 
-/// File Parameters flags (MS-VHDX 2.6.2.1).
+/// File Parameters flag LeaveBlockAllocated: payload blocks are never freed, as in a fixed
+/// disk; 0 for dynamic disks (MS-VHDX 2.6.2.1).
 pub const PARAM_LEAVE_BLOCK_ALLOCATED: u32 = 1;
+/// File Parameters flag HasParent: a differencing disk, with a parent locator.
 pub const PARAM_HAS_PARENT: u32 = 2;
 
-/// Payload block states (MS-VHDX 2.5.1.1). 5 is the v0.95 draft's "unmapped", still accepted.
+/// Payload block state NOT_PRESENT: no data in this file; in a dynamic disk the contents are
+/// undefined (read as zeros), a differencing disk reads the parent (MS-VHDX 2.5.1.1).
 pub const PAYLOAD_NOT_PRESENT: u8 = 0;
+/// Payload block state UNDEFINED: the block's contents are undefined (read as zeros here).
 pub const PAYLOAD_UNDEFINED: u8 = 1;
+/// Payload block state ZERO: the block reads as zeros.
 pub const PAYLOAD_ZERO: u8 = 2;
+/// Payload block state UNMAPPED: the block was unmapped (trimmed); read as zeros here.
 pub const PAYLOAD_UNMAPPED: u8 = 3;
+/// The v0.95 draft's value for UNMAPPED, still accepted on input.
 pub const PAYLOAD_UNMAPPED_V095: u8 = 5;
+/// Payload block state FULLY_PRESENT: the whole block is in this file at the entry's offset.
 pub const PAYLOAD_FULLY_PRESENT: u8 = 6;
+/// Payload block state PARTIALLY_PRESENT (differencing disks only): the chunk's sector bitmap
+/// says which sectors are in this file and which come from the parent.
 pub const PAYLOAD_PARTIALLY_PRESENT: u8 = 7;
-/// Sector bitmap block states (MS-VHDX 2.5.1.2).
+/// Sector bitmap block state NOT_PRESENT: the chunk has no sector bitmap (MS-VHDX 2.5.1.2).
 pub const SB_NOT_PRESENT: u8 = 0;
+/// Sector bitmap block state PRESENT (differencing disks only): the bitmap is in this file.
 pub const SB_PRESENT: u8 = 6;
 
-/// Parent locator keys (MS-VHDX 2.6.2.6.3).
+/// Parent locator key: the parent's DataWriteGuid as braced text (MS-VHDX 2.6.2.6.3); required.
 pub const KEY_PARENT_LINKAGE: &str = "parent_linkage";
+/// Parent locator key: a second DataWriteGuid also accepted as the parent's identity.
 pub const KEY_PARENT_LINKAGE2: &str = "parent_linkage2";
+/// Parent locator key: the parent's path relative to the child's folder, `\`-separated.
 pub const KEY_RELATIVE_PATH: &str = "relative_path";
+/// Parent locator key: the parent's path as `\\?\Volume{GUID}\...`.
 pub const KEY_VOLUME_PATH: &str = "volume_path";
+/// Parent locator key: the parent's absolute Windows path.
 pub const KEY_ABSOLUTE_WIN32_PATH: &str = "absolute_win32_path";
 
 /// Why a structure failed to decode; the caller adds the file and offset.
@@ -79,12 +118,15 @@ fn bad<T>(msg: impl Into<String>) -> FResult<T> {
     Err(FormatError(msg.into()))
 }
 
+/// The little-endian u16 at `off` (panics when out of bounds).
 pub fn le_u16(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
+/// The little-endian u32 at `off` (panics when out of bounds).
 pub fn le_u32(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
+/// The little-endian u64 at `off` (panics when out of bounds).
 pub fn le_u64(b: &[u8], off: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[off..off + 8]);
@@ -96,15 +138,19 @@ pub fn le_guid(b: &[u8], off: usize) -> Uuid {
     a.copy_from_slice(&b[off..off + 16]);
     Uuid::from_bytes_le(a)
 }
+/// Stores `v` little-endian at `off`.
 pub fn put_u16(b: &mut [u8], off: usize, v: u16) {
     b[off..off + 2].copy_from_slice(&v.to_le_bytes());
 }
+/// Stores `v` little-endian at `off`.
 pub fn put_u32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_le_bytes());
 }
+/// Stores `v` little-endian at `off`.
 pub fn put_u64(b: &mut [u8], off: usize, v: u64) {
     b[off..off + 8].copy_from_slice(&v.to_le_bytes());
 }
+/// Stores `g` at `off` in the Windows GUID layout.
 pub fn put_guid(b: &mut [u8], off: usize, g: &Uuid) {
     b[off..off + 16].copy_from_slice(&g.to_bytes_le());
 }
@@ -141,13 +187,22 @@ pub fn decode_file_identifier(b: &[u8]) -> FResult<String> {
 /// One of the two headers (MS-VHDX 2.2.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Picks the current header: of the two valid ones, the one with the larger number.
     pub sequence_number: u64,
+    /// Changed before the file is first modified after each open.
     pub file_write_guid: Uuid,
+    /// Changed before the disk's data is first modified after each open; a differencing
+    /// child's `parent_linkage` names it.
     pub data_write_guid: Uuid,
+    /// Identifies the log entries to replay; all zeros means there is nothing to replay.
     pub log_guid: Uuid,
+    /// Log format version, 0.
     pub log_version: u16,
+    /// Header format version, 1.
     pub version: u16,
+    /// Length of the log region in bytes (a multiple of 1 MiB).
     pub log_length: u32,
+    /// File offset of the log region (a multiple of 1 MiB, at least 1 MiB).
     pub log_offset: u64,
 }
 
@@ -205,9 +260,14 @@ impl Header {
 /// One region table entry (MS-VHDX 2.2.3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegionEntry {
+    /// Which region: [`BAT_REGION`], [`METADATA_REGION`] or one unknown to this crate.
     pub guid: Uuid,
+    /// File offset of the region (a multiple of 1 MiB).
     pub file_offset: u64,
+    /// Length of the region in bytes (a multiple of 1 MiB).
     pub length: u32,
+    /// Bit 0 of the entry's Required field: a reader that does not know the region must not
+    /// open the file.
     pub required: bool,
 }
 
@@ -277,9 +337,14 @@ pub fn decode_region_table(b: &[u8]) -> FResult<Vec<RegionEntry>> {
 /// One metadata table entry (MS-VHDX 2.6.1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetadataEntry {
+    /// Which item (e.g. [`FILE_PARAMETERS`]); unique together with the IsUser flag.
     pub item_id: Uuid,
+    /// Offset of the item from the start of the metadata region (at least 64 KiB; 0 when
+    /// `length` is 0).
     pub offset: u32,
+    /// Length of the item in bytes (at most 1 MiB).
     pub length: u32,
+    /// `META_*` flag bits.
     pub flags: u32,
 }
 
@@ -357,17 +422,21 @@ pub fn encode_file_parameters(block_size: u32, flags: u32) -> [u8; 8] {
 /// A BAT entry (MS-VHDX 2.5.1): state in bits 0-2, file offset in MiB in bits 20-63.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatEntry {
+    /// Block state: a `PAYLOAD_*` value for a payload entry, `SB_*` for a sector-bitmap entry.
     pub state: u8,
+    /// File offset of the block in MiB; only meaningful in the present states, 0 otherwise.
     pub file_offset_mb: u64,
 }
 
 impl BatEntry {
+    /// Splits a raw 64-bit BAT entry (reserved bits 3-19 are dropped).
     pub fn from_raw(raw: u64) -> BatEntry {
         BatEntry {
             state: (raw & 7) as u8,
             file_offset_mb: raw >> 20,
         }
     }
+    /// The raw 64-bit BAT entry, reserved bits zero.
     pub fn to_raw(self) -> u64 {
         u64::from(self.state & 7) | (self.file_offset_mb << 20)
     }
@@ -376,8 +445,11 @@ impl BatEntry {
 /// Block geometry derived from the metadata (MS-VHDX 2.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
+    /// Size of the virtual disk in bytes.
     pub virtual_size: u64,
+    /// Payload block size in bytes (a power of two, 1 MiB to 256 MiB).
     pub block_size: u32,
+    /// Logical sector size in bytes (512 or 4096).
     pub logical_sector_size: u32,
 }
 
@@ -386,9 +458,11 @@ impl Geometry {
     pub fn chunk_ratio(&self) -> u64 {
         (1u64 << 23) * u64::from(self.logical_sector_size) / u64::from(self.block_size)
     }
+    /// Number of payload blocks covering the virtual disk.
     pub fn payload_blocks(&self) -> u64 {
         self.virtual_size.div_ceil(u64::from(self.block_size))
     }
+    /// Number of sector-bitmap blocks (chunks) covering the virtual disk.
     pub fn sector_bitmap_blocks(&self) -> u64 {
         self.payload_blocks().div_ceil(self.chunk_ratio())
     }
@@ -434,7 +508,9 @@ impl Geometry {
 /// Key/value pairs of a parent locator item in stored order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocatorItem {
+    /// Locator type GUID; [`VHDX_LOCATOR_TYPE`] for a VHDX parent.
     pub locator_type: Uuid,
+    /// `(key, value)` pairs, e.g. ([`KEY_PARENT_LINKAGE`], "{...}").
     pub entries: Vec<(String, String)>,
 }
 
@@ -531,11 +607,17 @@ pub fn parse_guid(s: &str) -> Option<Uuid> {
 
 /// Log structures (MS-VHDX 2.3): the log is a circular buffer of 4 KiB sectors holding entries.
 pub const LOG_SECTOR_SIZE: usize = 4096;
+/// Signature of a log entry header (MS-VHDX 2.3.1.1).
 pub const LOG_ENTRY_SIGNATURE: &[u8; 4] = b"loge";
+/// Signature of a data descriptor (MS-VHDX 2.3.1.3).
 pub const LOG_DATA_DESCRIPTOR_SIGNATURE: &[u8; 4] = b"desc";
+/// Signature of a zero descriptor (MS-VHDX 2.3.1.2).
 pub const LOG_ZERO_DESCRIPTOR_SIGNATURE: &[u8; 4] = b"zero";
+/// Signature of a data sector (MS-VHDX 2.3.1.4).
 pub const LOG_DATA_SECTOR_SIGNATURE: &[u8; 4] = b"data";
+/// Size of a log entry header in bytes.
 pub const LOG_ENTRY_HEADER_SIZE: usize = 64;
+/// Size of a zero or data descriptor in bytes.
 pub const LOG_DESCRIPTOR_SIZE: usize = 32;
 /// Bytes of a data sector that the sector itself carries; the first 8 and last 4 of the 4 KiB
 /// written to the file come from the descriptor (MS-VHDX 2.3.1.3 and 2.3.1.4).
@@ -544,11 +626,15 @@ pub const LOG_DATA_PAYLOAD: usize = 4084;
 /// The 64-byte header of a log entry (MS-VHDX 2.3.1.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntryHeader {
+    /// Length of the whole entry in bytes (a multiple of 4 KiB).
     pub entry_length: u32,
     /// Offset inside the log of the oldest entry not yet known to be applied.
     pub tail: u32,
+    /// The entry's sequence number; consecutive entries of one log count up by one.
     pub sequence_number: u64,
+    /// Number of zero and data descriptors in the entry.
     pub descriptor_count: u32,
+    /// The log the entry belongs to; must equal the header's `log_guid` to be replayed.
     pub log_guid: Uuid,
     /// The file was at least this long when the entry was written.
     pub flushed_file_offset: u64,
@@ -582,25 +668,35 @@ impl LogEntryHeader {
 pub enum LogWrite {
     /// A data descriptor with its data sector: 4 KiB written at `file_offset`.
     Data {
+        /// File offset written (4 KiB aligned).
         file_offset: u64,
+        /// The 4 KiB written there.
         bytes: Box<[u8; LOG_SECTOR_SIZE]>,
     },
     /// A zero descriptor: `length` bytes of zeros at `file_offset`.
-    Zero { file_offset: u64, length: u64 },
+    Zero {
+        /// File offset of the first zero byte (4 KiB aligned).
+        file_offset: u64,
+        /// Number of zero bytes (a multiple of 4 KiB).
+        length: u64,
+    },
 }
 
 impl LogWrite {
+    /// File offset the write starts at.
     pub fn file_offset(&self) -> u64 {
         match self {
             LogWrite::Data { file_offset, .. } | LogWrite::Zero { file_offset, .. } => *file_offset,
         }
     }
+    /// Number of bytes the write covers.
     pub fn len(&self) -> u64 {
         match self {
             LogWrite::Data { .. } => LOG_SECTOR_SIZE as u64,
             LogWrite::Zero { length, .. } => *length,
         }
     }
+    /// Whether the write covers no bytes (a zero descriptor of length 0).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -609,7 +705,9 @@ impl LogWrite {
 /// A whole log entry: header and the writes its descriptors describe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
+    /// The entry's header.
     pub header: LogEntryHeader,
+    /// The writes its descriptors describe, in stored order.
     pub writes: Vec<LogWrite>,
 }
 

@@ -14,7 +14,9 @@ pub const BASIC_DATA_TYPE: Uuid = uuid::uuid!("EBD0A0A2-B9E5-4433-87C0-68B6B7269
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 const REVISION: u32 = 0x0001_0000;
 const HEADER_SIZE: u32 = 92;
+/// Number of entries in the partition entry arrays this crate writes.
 pub const ENTRY_COUNT: u32 = 128;
+/// Size of one partition entry in bytes.
 pub const ENTRY_SIZE: u32 = 128;
 const ENTRIES_BYTES: u64 = (ENTRY_COUNT * ENTRY_SIZE) as u64;
 /// Upper bound on the entry array we agree to read (guards allocation from a hostile header).
@@ -32,36 +34,48 @@ pub struct PartitionInfo {
 /// One used GPT entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GptPartition {
+    /// Partition type GUID (e.g. [`BASIC_DATA_TYPE`]).
     pub type_guid: Uuid,
+    /// The partition's own unique GUID.
     pub unique_guid: Uuid,
+    /// First sector of the partition.
     pub first_lba: u64,
-    /// Inclusive.
+    /// Last sector of the partition (inclusive).
     pub last_lba: u64,
+    /// Attribute bits of the entry.
     pub attributes: u64,
+    /// Partition name (UTF-16LE on disk, up to 36 units).
     pub name: String,
 }
 
 /// A whole GPT: the disk GUID and the used entries in table order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gpt {
+    /// The disk GUID from the header.
     pub disk_guid: Uuid,
+    /// The used entries, in table order.
     pub partitions: Vec<GptPartition>,
 }
 
 /// Sector numbers of a GPT on a disk of `sectors` sectors of `sector_size` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GptLayout {
+    /// Sector size in bytes.
     pub sector_size: u64,
+    /// Number of sectors on the disk.
     pub sectors: u64,
 }
 
 impl GptLayout {
+    /// Sectors one partition entry array takes.
     pub fn entry_sectors(&self) -> u64 {
         ENTRIES_BYTES.div_ceil(self.sector_size)
     }
+    /// First sector a partition may use (after the primary header and entries).
     pub fn first_usable(&self) -> u64 {
         2 + self.entry_sectors()
     }
+    /// Last sector a partition may use (before the backup entries and header).
     pub fn last_usable(&self) -> u64 {
         self.sectors - 2 - self.entry_sectors()
     }

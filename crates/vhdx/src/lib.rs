@@ -2,6 +2,8 @@
 //! read and write them through the BAT, lay down the GPT + NTFS of a Windows scratch disk, read
 //! its GUIDs back, and prepare the utility-VM disks of hcsshim's processUtilityVMLayer.
 
+#![warn(missing_docs)]
+
 mod create;
 mod error;
 mod file;

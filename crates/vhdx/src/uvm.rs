@@ -57,7 +57,9 @@ pub struct UtilityVmDiskOptions {
 /// What [`create_utility_vm_disks`] made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UtilityVmDisks {
+    /// Path of `SystemTemplateBase.vhdx`, the formatted base disk.
     pub base: PathBuf,
+    /// Path of `SystemTemplate.vhdx`, the base's differencing child.
     pub differencing: PathBuf,
     /// Read back from the base file (for the BCD `gpt_partition=` device).
     pub partition: PartitionInfo,
