@@ -9,9 +9,13 @@ use uuid::Uuid;
 use crate::guessed::*;
 
 /// Device record types as stored on disk (bcd.md §4.2, not the bcd.dll API numbering).
+/// Block-IO device: disk, ramdisk, file or VHD, told apart by a sub-type at record offset 0x10.
 pub const DEVICE_TYPE_BLOCK_IO: u32 = 0;
+/// Device type `boot`: the device the boot manager was loaded from (bcd.md §4.3).
 pub const DEVICE_TYPE_BOOT: u32 = 5;
+/// Device type of a GPT or MBR partition (`partition=`, `gpt_partition=`; bcd.md §4.4).
 pub const DEVICE_TYPE_PARTITION_EX: u32 = 6;
+/// Device type `locate`: whichever device holds a given file (bcd.md §4.5).
 pub const DEVICE_TYPE_LOCATE: u32 = 8;
 
 /// Size every fixed-size record (boot, partition) is written with: sizeof(BOOT_ENVIRONMENT_DEVICE).
@@ -28,42 +32,75 @@ pub enum Device {
     /// `boot`.
     Boot,
     /// `gpt_partition={disk};{partition}`.
-    GptPartition { disk: Uuid, partition: Uuid },
+    GptPartition {
+        /// GPT disk GUID.
+        disk: Uuid,
+        /// Unique GUID of the partition.
+        partition: Uuid,
+    },
     /// An MBR partition: disk signature and the partition's byte offset.
-    MbrPartition { disk_signature: u32, offset: u64 },
+    MbrPartition {
+        /// MBR disk signature.
+        disk_signature: u32,
+        /// Byte offset of the partition on the disk.
+        offset: u64,
+    },
     /// `locate`: search for the file named by `element` (kind 0) or by `path`.
     Locate {
+        /// Locate kind (record offset 0x10): 0 searches for the path an element holds.
         kind: u32,
+        /// Id of the element whose path is searched for, e.g. 0x22000002 (record offset 0x14).
         element: u32,
+        /// Offset of an inline parent device record, 0 for none (record offset 0x18).
         parent_offset: u32,
+        /// The path searched for, when given inline (empty otherwise).
         path: String,
     },
     /// `ramdisk=[<source>]<path>`.
-    Ramdisk { source: Box<Device>, path: String },
+    Ramdisk {
+        /// The device holding the image file (an inline nested record).
+        source: Box<Device>,
+        /// Path of the image file on that device, e.g. `\sourcesoot.wim`.
+        path: String,
+    },
     /// `vmbus={instance}`.
     VmBus {
+        /// VMBus interface type GUID; which one bcdedit writes is a guess (bcd.md §4.6).
         interface_type: Uuid,
+        /// VMBus interface instance GUID, the one given in the bcdedit syntax.
         instance: Uuid,
     },
     /// `cimfs={target_mount_volume},{options}`; offsets of inline parent/root (0 = none).
     Cimfs {
+        /// GUID of the volume the CIM is mounted as (hcsshim's "bootContainerID").
         target_mount_volume: Uuid,
+        /// Record version (2 is the only one known, bcd.md §4.7).
         version: u32,
+        /// Offset of an inline parent device record, 0 for none.
         parent_offset: u32,
+        /// Offset of an inline UTF-16 root path, 0 for none.
         root_path_offset: u32,
+        /// Length of that root path in bytes, 0 for none.
         root_path_length: u32,
     },
     /// `composite=<version>,{options}`; offsets of inline primary/secondary (0 = none).
     Composite {
+        /// The record's "Signature" GUID; meaning unknown (bcd.md §4.8).
         signature: Uuid,
+        /// Record version; the number in `composite=0,...` (bcd.md §4.8).
         version: u32,
+        /// Offset of an inline primary device record, 0 for none.
         primary_offset: u32,
+        /// Offset of an inline secondary device record, 0 for none.
         secondary_offset: u32,
     },
     /// Any other record, kept as bytes.
     Unknown {
+        /// The record's device type.
         device_type: u32,
+        /// The record's flags word.
         flags: u32,
+        /// The whole record, header included.
         record: Vec<u8>,
     },
 }
@@ -71,7 +108,9 @@ pub enum Device {
 /// A device element's value: the options object (nil = none) and the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceElement {
+    /// Object holding further settings of the device (e.g. a ramdisk's SDI file); nil for none.
     pub options: Uuid,
+    /// The device record.
     pub device: Device,
 }
 

@@ -20,11 +20,13 @@ pub const COMPOSITE_OPTIONS: Uuid = uuid::uuid!("e1787220-d17f-49e7-977a-d8fe4c8
 pub const BOOT_CONTAINER_ID: Uuid = uuid::uuid!("b890454c-80de-4e98-a7ab-56b74b4fbd0c");
 /// VmbFs BOOT instance: the CimFS parent device `vmbus={...}`.
 pub const VMBFS_BOOT_INSTANCE: Uuid = uuid::uuid!("c63c9bdf-5fa5-4208-b03f-6b458b365592");
-/// Descriptions given with `/create ... /d`.
+/// Description given with `/create ... /d` to the CimFS device-options object.
 pub const CIMFS_OPTIONS_DESCRIPTION: &str = "CimFS Device Options";
+/// Description given with `/create ... /d` to the composite device-options object.
 pub const COMPOSITE_OPTIONS_DESCRIPTION: &str = "Composite Device Options";
-/// `{default}`'s new path and systemroot.
+/// `{default}`'s new path: the utility VM's winload.efi.
 pub const UVM_WINLOAD_PATH: &str = "\\UtilityVM\\Files\\Windows\\System32\\winload.efi";
+/// `{default}`'s new systemroot: the utility VM's Windows directory.
 pub const UVM_SYSTEM_ROOT: &str = "\\UtilityVM\\Files\\Windows";
 /// The "0" of `composite=0,{...}`: stored as the record's version (bcd.md §4.8, [?]).
 pub const COMPOSITE_SYNTAX_NUMBER: u32 = 0;

@@ -9,16 +9,29 @@ use crate::device::DeviceElement;
 
 /// Element ids this crate writes (bcd.md §2).
 pub mod ids {
+    /// `description`: the object's display name (string).
     pub const DESCRIPTION: u32 = 0x1200_0004;
+    /// `device`: the device the boot application is loaded from (device).
     pub const APPLICATION_DEVICE: u32 = 0x1100_0001;
+    /// `path`: the boot application's path on that device (string).
     pub const APPLICATION_PATH: u32 = 0x1200_0002;
+    /// `restartonfailure`: restart the machine when the application fails (boolean).
     pub const RESTART_ON_FAILURE: u32 = 0x1600_0053;
+    /// `osdevice`: the device the operating system is on (device).
     pub const OS_DEVICE: u32 = 0x2100_0001;
+    /// `systemroot`: the Windows directory on the OS device (string).
     pub const SYSTEM_ROOT: u32 = 0x2200_0002;
+    /// `default` of the boot manager: the object booted by default (object GUID).
     pub const DEFAULT_OBJECT: u32 = 0x2300_0003;
+    /// `primarydevice`: a composite device's first device (device; bcd.md §2).
     pub const PRIMARY_DEVICE: u32 = 0x3100_000E;
+    /// `secondarydevice`: a composite device's second device (device; from one source only,
+    /// bcd.md §7).
     pub const SECONDARY_DEVICE: u32 = 0x3100_000F;
+    /// `cimfsrootdirectory`: path of the CIM file on the CimFS parent device (string; from one
+    /// source only, bcd.md §7).
     pub const CIMFS_ROOT_DIRECTORY: u32 = 0x3200_0011;
+    /// `cimfsparentdevice`: the device holding the CIM (device).
     pub const CIMFS_PARENT_DEVICE: u32 = 0x3100_0012;
 }
 
@@ -89,12 +102,19 @@ pub fn element_format(id: u32) -> u32 {
 /// The decoded value of an element.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ElementValue {
+    /// Format 1, a device: REG_BINARY options GUID and device record.
     Device(DeviceElement),
+    /// Format 2, a string: REG_SZ.
     String(String),
+    /// Format 3, one object: REG_SZ holding a braced GUID.
     Object(Uuid),
+    /// Format 4, a list of objects: REG_MULTI_SZ of braced GUIDs.
     ObjectList(Vec<Uuid>),
+    /// Format 5, an integer: REG_BINARY, normally 8 bytes little-endian.
     Integer(u64),
+    /// Format 6, a boolean: REG_BINARY of one byte.
     Boolean(bool),
+    /// Format 7, a list of integers: REG_BINARY of 8-byte little-endian numbers.
     IntegerList(Vec<u64>),
 }
 

@@ -20,8 +20,11 @@ pub enum Error {
     /// An element's registry value does not decode.
     #[error("object {object}, element {element:08x}: {reason}")]
     BadElement {
+        /// The object's key name (its braced GUID).
         object: String,
+        /// The element id.
         element: u32,
+        /// Why the value does not decode.
         reason: String,
     },
     /// A caller-supplied argument is not acceptable.
@@ -33,13 +36,17 @@ pub enum Error {
     /// The store file was not closed cleanly; its logs would have to be replayed first.
     #[error("{path}: {notes}; refusing to edit without replaying BCD.LOG1/LOG2", path = .path.display())]
     Dirty {
+        /// The store file.
         path: std::path::PathBuf,
+        /// What the hive reader noted about it being dirty.
         notes: String,
     },
     /// Replacing the store file failed.
     #[error("{path}: {source}", path = .path.display())]
     File {
+        /// The store file.
         path: std::path::PathBuf,
+        /// The underlying I/O error.
         source: std::io::Error,
     },
     /// Writing the text listing failed.

@@ -18,6 +18,7 @@ pub const VMBUS_RECORD_SIZE: u32 = 0x48;
 pub const VMBUS_INTERFACE_TYPE: Uuid = uuid::uuid!("c376c1c3-d276-48d2-90a9-c04748072c60");
 /// Record offsets of the VMBus identifier (RE-H: {InterfaceType, InterfaceInstance}).
 pub const VMBUS_INTERFACE_TYPE_AT: usize = 0x10;
+/// Record offset of the VMBus interface instance GUID.
 pub const VMBUS_INSTANCE_AT: usize = 0x20;
 
 /// CimFS record size: header 16 + 4 × u32 + GUID, as DU-C computes it (bcd.md §4.7, `[L]`).
@@ -26,17 +27,24 @@ pub const CIMFS_RECORD_SIZE: u32 = 0x30;
 pub const CIMFS_VERSION: u32 = 2;
 /// Record offsets of the CimFS fields (DU-C `CimfsDeviceRecord`, `[M]`).
 pub const CIMFS_VERSION_AT: usize = 0x10;
+/// Record offset of the CimFS inline parent device offset (u32, 0 = none).
 pub const CIMFS_PARENT_OFFSET_AT: usize = 0x14;
+/// Record offset of the CimFS inline root path offset (u32, 0 = none).
 pub const CIMFS_ROOT_PATH_OFFSET_AT: usize = 0x18;
+/// Record offset of the CimFS root path length in bytes (u32, 0 = none).
 pub const CIMFS_ROOT_PATH_LENGTH_AT: usize = 0x1C;
+/// Record offset of the CimFS target mount volume GUID.
 pub const CIMFS_TARGET_VOLUME_AT: usize = 0x20;
 
 /// Composite record size: header 16 + GUID + 3 × u32, as DU-C computes it (bcd.md §4.8, `[L]`).
 pub const COMPOSITE_RECORD_SIZE: u32 = 0x2C;
 /// Record offsets of the composite fields (DU-C `CompositeDeviceRecord`, `[M]`).
 pub const COMPOSITE_SIGNATURE_AT: usize = 0x10;
+/// Record offset of the composite version (u32).
 pub const COMPOSITE_VERSION_AT: usize = 0x20;
+/// Record offset of the composite inline primary device offset (u32, 0 = none).
 pub const COMPOSITE_PRIMARY_OFFSET_AT: usize = 0x24;
+/// Record offset of the composite inline secondary device offset (u32, 0 = none).
 pub const COMPOSITE_SECONDARY_OFFSET_AT: usize = 0x28;
 /// The composite "Signature" GUID is of unknown meaning; written as zero (bcd.md §4.8, `[?]`).
 pub const COMPOSITE_SIGNATURE: Uuid = Uuid::nil();

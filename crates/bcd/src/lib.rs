@@ -2,6 +2,8 @@
 //! records; the offline edits hcsshim made with bcdedit for CimFS-booted utility VMs; and a
 //! `bcdedit /enum all /v`-style listing.
 
+#![warn(missing_docs)]
+
 pub mod device;
 mod edits;
 pub mod element;

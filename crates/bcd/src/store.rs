@@ -40,7 +40,9 @@ pub struct Object<'h> {
 /// One element of an object: its id and the raw registry value.
 #[derive(Debug, Clone, Copy)]
 pub struct Element<'h> {
+    /// The element id (the key name read as hex).
     pub id: u32,
+    /// The key's `Element` value; None when the key has none.
     pub value: Option<&'h Value>,
 }
 
