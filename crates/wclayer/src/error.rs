@@ -11,8 +11,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Why a layer could not be imported or processed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The tar stream itself cannot be read (not a tar, a damaged header, a truncated archive).
     #[error("{}", tar_read_message(*entries, *offset, error))]
     TarRead {
+        /// Tar entries imported before the failure.
         entries: u64,
         /// How many bytes of the input (as given: compressed or not) had been read.
         offset: Option<u64>,
@@ -42,36 +44,81 @@ pub enum Error {
         /// The decompressor's error, quoted in the message (not a separate cause).
         error: io::Error,
     },
+    /// The layer is compressed with something other than gzip or zstd; the field names it
+    /// ("xz", "bzip2").
     #[error("layer tar compression {0} is not supported (gzip, zstd or plain tar)")]
     UnsupportedCompression(&'static str),
+    /// A tar entry's Windows metadata (PAX records, times, EAs, reparse data) is malformed.
     #[error("tar entry {}: {source}", quoted(entry))]
-    Dialect { entry: String, source: DialectError },
+    Dialect {
+        /// The tar entry's name.
+        entry: String,
+        /// What is malformed.
+        source: DialectError,
+    },
+    /// A tar entry cannot be imported (bad name, unsupported type, misplaced stream, ...).
     #[error("tar entry {}: {reason}", quoted(entry))]
-    BadEntry { entry: String, reason: String },
-    #[error("reading data of tar entry {}: {source}", quoted(entry))]
-    TarData { entry: String, source: io::Error },
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error("layer {}: {reason}", layer.display())]
-    Layer { layer: PathBuf, reason: String },
-    #[error("{}", cim_message(image, op, path, source))]
-    Cim {
-        image: PathBuf,
-        op: &'static str,
-        path: String,
-        source: Box<cimfs::Error>,
-    },
-    #[error("hive {}: {source}", path.display())]
-    Hive {
-        path: PathBuf,
-        source: Box<regf::Error>,
-    },
-    #[error("utility VM processing of {}: {step}: {reason}", layer.display())]
-    UtilityVm {
-        layer: PathBuf,
-        step: &'static str,
+    BadEntry {
+        /// The tar entry's name.
+        entry: String,
+        /// Why it is refused.
         reason: String,
     },
+    /// Reading a tar entry's data failed.
+    #[error("reading data of tar entry {}: {source}", quoted(entry))]
+    TarData {
+        /// The tar entry's name.
+        entry: String,
+        /// The read error.
+        source: io::Error,
+    },
+    /// An I/O call on a host file or folder failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The host path.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+    /// The layer folder or its parents are not as layer processing needs them.
+    #[error("layer {}: {reason}", layer.display())]
+    Layer {
+        /// The layer folder.
+        layer: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An operation on a CIM image failed.
+    #[error("{}", cim_message(image, op, path, source))]
+    Cim {
+        /// The `.cim` file.
+        image: PathBuf,
+        /// The operation, e.g. "add", "link" or "commit".
+        op: &'static str,
+        /// The path inside the image, empty when the operation has none.
+        path: String,
+        /// The CIM library's error.
+        source: Box<cimfs::Error>,
+    },
+    /// Reading, merging or writing a registry hive failed.
+    #[error("hive {}: {source}", path.display())]
+    Hive {
+        /// The hive file (for a merge, the delta hive).
+        path: PathBuf,
+        /// The registry library's error.
+        source: Box<regf::Error>,
+    },
+    /// A step of utility VM processing (build number, VHDX disks, BCD or SYSTEM edits) failed.
+    #[error("utility VM processing of {}: {step}: {reason}", layer.display())]
+    UtilityVm {
+        /// The layer folder.
+        layer: PathBuf,
+        /// The step, e.g. "edit BCD".
+        step: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A layer writer was called out of order (e.g. a write with no open stream, or after close).
     #[error("layer writer: {0}")]
     Sequence(String),
 }

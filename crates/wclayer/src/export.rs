@@ -23,24 +23,33 @@ pub enum ExportError {
     /// Reading a stream of the image or writing the tar failed.
     #[error("{image}: {path}: {source}")]
     Io {
+        /// The `.cim` file exported.
         image: String,
+        /// The tar entry being read or written (empty when finishing the archive).
         path: String,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },
     /// The entry's metadata cannot be expressed in the backuptar dialect.
     #[error("{image}: {path}: {source}")]
     Dialect {
+        /// The `.cim` file exported.
         image: String,
+        /// The tar entry name of the path.
         path: String,
+        /// What cannot be expressed.
         #[source]
         source: DialectError,
     },
     /// A name or hard-link group that cannot go in a tar, or cannot be imported from one.
     #[error("{image}: {path}: {reason}")]
     Unsupported {
+        /// The `.cim` file exported.
         image: String,
+        /// The path inside the image.
         path: String,
+        /// Why it cannot be exported.
         reason: String,
     },
     /// Reading or comparing the trees failed (also: a directory reached twice).
@@ -48,7 +57,12 @@ pub enum ExportError {
     Compare(#[from] CompareError),
     /// The parent image of a fork is missing or is not its nearest parent.
     #[error("{image}: {reason}")]
-    Parent { image: String, reason: String },
+    Parent {
+        /// The fork's `.cim` file (or the parent's, when that is the one at fault).
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Choices for [`export_layer`] and [`export_layer_changes`].
@@ -66,10 +80,15 @@ pub struct ExportOptions {
 pub struct ExportSummary {
     /// Tar entries written (PAX headers not counted).
     pub entries: u64,
+    /// Regular file entries written.
     pub files: u64,
+    /// Directory entries written.
     pub directories: u64,
+    /// Symbolic link and junction entries written.
     pub symlinks: u64,
+    /// Hard link entries written (a file's second and later names).
     pub hard_links: u64,
+    /// Alternate data stream entries written.
     pub alternate_streams: u64,
     /// Bytes of file and stream data written.
     pub data_bytes: u64,

@@ -14,18 +14,27 @@ pub const LAYOUT_FILE: &str = "layout";
 pub const LAYOUT_CONTENTS: &[u8] = b"vhd-with-hives\n";
 /// Host file holding the utility VM's build number (decimal, no newline).
 pub const UVM_BUILD_VERSION_FILE: &str = "uvmbuildversion";
+/// Layer folder holding the `<X>_BASE` and `<X>_DELTA` registry hives.
 pub const HIVES_DIR: &str = "Hives";
+/// Where the container's registry hives live inside a layer.
 pub const REG_FILES_DIR: &str = r"Files\Windows\System32\config";
+/// Layer folder holding the utility VM's files.
 pub const UTILITY_VM_DIR: &str = "UtilityVM";
+/// Where the utility VM's registry hives live inside a layer.
 pub const UVM_REG_FILES_DIR: &str = r"UtilityVM\Files\Windows\System32\config";
+/// The utility VM's BCD store inside a layer.
 pub const UVM_BCD: &str = r"UtilityVM\Files\EFI\Microsoft\Boot\BCD";
+/// The utility VM's boot manager inside a layer.
 pub const UVM_BOOTMGR: &str = r"UtilityVM\Files\EFI\Microsoft\Boot\bootmgfw.efi";
 
 /// A registry hive of a container layer: its name under `config` and under `Hives`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HiveNames {
+    /// File name under [`REG_FILES_DIR`], e.g. `SYSTEM`.
     pub name: &'static str,
+    /// File name of the full hive under [`HIVES_DIR`], e.g. `SYSTEM_BASE`.
     pub base: &'static str,
+    /// File name of a child layer's differencing hive under [`HIVES_DIR`], e.g. `SYSTEM_DELTA`.
     pub delta: &'static str,
 }
 

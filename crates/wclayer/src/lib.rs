@@ -2,6 +2,8 @@
 //! LayerWriter, and the CIM layer writer with base/child/utility-VM processing, laid out the way
 //! containerd's cimfs snapshotter expects; and the way back (`export`, using `treediff`).
 
+#![warn(missing_docs)]
+
 pub mod backuptar;
 mod cimlayer;
 mod error;

@@ -9,7 +9,12 @@ pub enum EntryName {
     /// `Files\Windows\x.dll` (no leading or trailing separator).
     Path(String),
     /// An alternate data stream `file:stream` (the `:$DATA` suffix, if any, removed).
-    Stream { file: String, stream: String },
+    Stream {
+        /// The file's path, as in [`EntryName::Path`].
+        file: String,
+        /// The stream's name, without `:` or `:$DATA`.
+        stream: String,
+    },
 }
 
 /// Converts a tar name (`/` separators, optional leading `./`, optional trailing `/`) into a

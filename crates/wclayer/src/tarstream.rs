@@ -194,8 +194,11 @@ pub(crate) fn blame_input(
 /// The compression of a layer stream, told from its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// A plain tar.
     None,
+    /// A gzip stream.
     Gzip,
+    /// A zstd stream.
     Zstd,
 }
 

@@ -15,24 +15,33 @@ pub enum CompareError {
     /// Reading the image failed (the cimfs error names the image, object and offset).
     #[error("{image}: {path}: {source}")]
     Cim {
+        /// The `.cim` file.
         image: String,
+        /// The path inside the image being read.
         path: String,
+        /// The CIM library's error.
         #[source]
         source: Box<cimfs::Error>,
     },
     /// Reading a stream of the image failed.
     #[error("{image}: {path}: {source}")]
     Io {
+        /// The `.cim` file.
         image: String,
+        /// The path inside the image whose stream was read.
         path: String,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },
     /// A directory is reached twice (only in a damaged image).
     #[error("{image}: {path}: directory (file id {file_id}) appears twice in the tree")]
     DirectoryTwice {
+        /// The `.cim` file.
         image: String,
+        /// The path at which the directory was reached the second time.
         path: String,
+        /// The directory's file id.
         file_id: FileId,
     },
 }
@@ -64,13 +73,19 @@ pub struct Tree {
 pub enum Change {
     /// File, directory, symlink or other reparse point.
     Type,
+    /// The default stream's size.
     Size,
+    /// The default stream's bytes.
     Data,
+    /// The Win32 attributes.
     Attributes,
     /// Any of the four timestamps.
     Times,
+    /// The security descriptor.
     Sd,
+    /// The extended attributes.
     Ea,
+    /// The reparse data.
     Reparse,
     /// Alternate data streams: names, sizes or bytes.
     Streams,

@@ -30,26 +30,42 @@ pub trait LayerWriter {
 /// One recorded call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordedOp {
+    /// [`LayerWriter::add`] and the bytes written after it.
     Add {
+        /// The path added.
         name: String,
+        /// Its metadata.
         info: FileMetadata,
+        /// The data written to it.
         data: Vec<u8>,
     },
+    /// [`LayerWriter::add_link`].
     AddLink {
+        /// The new name.
         name: String,
+        /// The existing file it names.
         target: String,
     },
+    /// [`LayerWriter::add_alternate_stream`] and the bytes written after it.
     AddStream {
+        /// The stream's `file:stream` name.
         name: String,
+        /// The announced size.
         size: u64,
+        /// The data written to it.
         data: Vec<u8>,
     },
+    /// [`LayerWriter::remove`].
     Remove {
+        /// The path removed.
         name: String,
     },
+    /// [`LayerWriter::opaque`].
     Opaque {
+        /// The directory made opaque.
         dir: String,
     },
+    /// [`LayerWriter::close`].
     Close,
 }
 
@@ -57,10 +73,12 @@ pub enum RecordedOp {
 /// announced (for tests and dry runs of the tar reader).
 #[derive(Debug, Default)]
 pub struct RecordingLayerWriter {
+    /// The calls so far, in order.
     pub ops: Vec<RecordedOp>,
 }
 
 impl RecordingLayerWriter {
+    /// A writer that has recorded nothing yet.
     pub fn new() -> Self {
         Self::default()
     }

@@ -6,8 +6,11 @@ use super::DialectError;
 /// One extended attribute.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExtendedAttribute {
+    /// The EA's name (the `<name>` of its `MSWINDOWS.xattr.<name>` record).
     pub name: String,
+    /// The EA's value bytes.
     pub value: Vec<u8>,
+    /// The record's flags byte (always 0 for EAs read from a tar: tars do not carry it).
     pub flags: u8,
 }
 

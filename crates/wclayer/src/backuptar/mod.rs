@@ -44,7 +44,9 @@ pub const PAX_EA_PREFIX: &str = "MSWINDOWS.xattr.";
 pub const PAX_CREATION_TIME: &str = "LIBARCHIVE.creationtime";
 /// Standard PAX time records.
 pub const PAX_MTIME: &str = "mtime";
+/// PAX record: last access time (`secs[.frac]`).
 pub const PAX_ATIME: &str = "atime";
+/// PAX record: change time (`secs[.frac]`).
 pub const PAX_CTIME: &str = "ctime";
 /// OCI whiteout prefix: an entry `dir/.wh.name` deletes `dir/name`.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -53,16 +55,22 @@ pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 
 /// FILE_ATTRIBUTE_* bits the importer reasons about.
 pub const FILE_ATTRIBUTE_READONLY: u32 = 0x1;
+/// Win32 FILE_ATTRIBUTE_DIRECTORY.
 pub const FILE_ATTRIBUTE_DIRECTORY: u32 = 0x10;
+/// Win32 FILE_ATTRIBUTE_ARCHIVE.
 pub const FILE_ATTRIBUTE_ARCHIVE: u32 = 0x20;
+/// Win32 FILE_ATTRIBUTE_NORMAL: no other attribute set.
 pub const FILE_ATTRIBUTE_NORMAL: u32 = 0x80;
+/// Win32 FILE_ATTRIBUTE_REPARSE_POINT.
 pub const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
 
 /// A malformed value in a backuptar record or encoded structure.
 #[derive(Debug, thiserror::Error)]
 pub enum DialectError {
+    /// A PAX time that is not `secs[.frac]`; the field holds the text.
     #[error("bad PAX time {}", quoted(.0))]
     BadTime(String),
+    /// A time outside what a FILETIME can hold; the field holds it as PAX time text.
     #[error("time {} is outside the FILETIME range (1601-01-01 to 30828-09-14 UTC)", shorten(.0))]
     TimeOutOfRange(String),
     /// A bad time, with the record or header field it came from.
@@ -70,31 +78,60 @@ pub enum DialectError {
     Time {
         /// `PAX record mtime`, `tar header mtime field`...
         field: String,
+        /// What is wrong with the time.
         source: Box<DialectError>,
     },
+    /// A PAX record whose value does not parse (e.g. a non-numeric `MSWINDOWS.fileattr`).
     #[error("bad {key} value {}", quoted(.value))]
-    BadRecord { key: &'static str, value: String },
+    BadRecord {
+        /// The record's key.
+        key: &'static str,
+        /// The value as found.
+        value: String,
+    },
+    /// A record that should hold base64 does not.
     #[error("bad base64 in {}", shorten(.key))]
-    BadBase64 { key: String },
+    BadBase64 {
+        /// The record's key.
+        key: String,
+    },
+    /// An EA whose name is over 255 bytes or value over 65535 bytes; the field is its name.
     #[error("extended attribute {} is too long (name <= 255 bytes, value <= 65535 bytes)", quoted(.0))]
     EaTooLong(String),
+    /// An EA name that cannot be stored (empty, or holding a NUL).
     #[error("bad extended attribute name {}", quoted(.0))]
     BadEaName(String),
+    /// Two EAs of one file whose names differ only in case.
     #[error(
         "extended attributes {} and {} differ only in case: NTFS EA names are case-insensitive, \
          so a file cannot have both",
         quoted(.first),
         quoted(.second)
     )]
-    DuplicateEaName { first: String, second: String },
+    DuplicateEaName {
+        /// One of the names.
+        first: String,
+        /// The other name.
+        second: String,
+    },
+    /// A FILE_FULL_EA_INFORMATION chain that does not decode.
     #[error("bad EA buffer at offset {offset}: {reason}")]
-    BadEaBuffer { offset: usize, reason: String },
+    BadEaBuffer {
+        /// Byte offset in the buffer of the record at fault.
+        offset: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A link target too long for a reparse buffer's 16-bit lengths; the field is the target.
     #[error("link target {} is too long for a reparse buffer", quoted(.0))]
     ReparseTooLong(String),
+    /// A reparse buffer that does not decode; the field says why.
     #[error("bad reparse buffer: {0}")]
     BadReparseBuffer(String),
+    /// A reparse tag the dialect has no tar form for (only symlinks and mount points have one).
     #[error("reparse tag {0:#010x} is neither a symlink nor a mount point")]
     UnsupportedReparseTag(u32),
+    /// A legacy `MSWINDOWS.sd` SDDL string that does not convert.
     #[error(transparent)]
     Sddl(#[from] SddlError),
 }
@@ -111,11 +148,15 @@ pub struct HeaderFacts {
     pub mtime_secs: i64,
     /// GNU atime/ctime fields when the header has non-empty ones (Go reads them only then).
     pub gnu_atime_secs: Option<i64>,
+    /// GNU ctime field, whole seconds, under the same condition as `gnu_atime_secs`.
     pub gnu_ctime_secs: Option<i64>,
+    /// The entry is a directory.
     pub is_dir: bool,
+    /// The entry is a symbolic link (or a junction, with `MSWINDOWS.mountpoint`).
     pub is_symlink: bool,
     /// Tar linkname (symlinks), `/` separators allowed.
     pub link_name: String,
+    /// The header's size field, in bytes.
     pub size: u64,
 }
 

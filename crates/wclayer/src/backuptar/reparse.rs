@@ -13,7 +13,9 @@ pub const SYMLINK_FLAG_RELATIVE: u32 = 1;
 /// A link target as a tar header carries it, with Windows separators.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReparsePoint {
+    /// The link target (the buffer's print name), `\`-separated.
     pub target: String,
+    /// A mount point (junction) rather than a symbolic link.
     pub is_mount_point: bool,
 }
 

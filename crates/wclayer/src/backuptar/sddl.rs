@@ -7,8 +7,11 @@ use std::fmt;
 /// Why an SDDL string could not be converted: the byte offset in the string and the token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SddlError {
+    /// Byte offset in the SDDL string where the problem starts.
     pub offset: usize,
+    /// The token at that offset.
     pub token: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 
@@ -26,14 +29,23 @@ impl std::error::Error for SddlError {}
 
 /// SECURITY_DESCRIPTOR_CONTROL bits ([MS-DTYP] 2.4.6).
 pub mod control {
+    /// The descriptor has a DACL (SDDL `D:`).
     pub const SE_DACL_PRESENT: u16 = 0x0004;
+    /// The descriptor has a SACL (SDDL `S:`).
     pub const SE_SACL_PRESENT: u16 = 0x0010;
+    /// DACL flag `AR`: inheritance to children is requested.
     pub const SE_DACL_AUTO_INHERIT_REQ: u16 = 0x0100;
+    /// SACL flag `AR`: inheritance to children is requested.
     pub const SE_SACL_AUTO_INHERIT_REQ: u16 = 0x0200;
+    /// DACL flag `AI`: the DACL was set up with automatic inheritance.
     pub const SE_DACL_AUTO_INHERITED: u16 = 0x0400;
+    /// SACL flag `AI`: the SACL was set up with automatic inheritance.
     pub const SE_SACL_AUTO_INHERITED: u16 = 0x0800;
+    /// DACL flag `P`: the DACL does not inherit from the parent.
     pub const SE_DACL_PROTECTED: u16 = 0x1000;
+    /// SACL flag `P`: the SACL does not inherit from the parent.
     pub const SE_SACL_PROTECTED: u16 = 0x2000;
+    /// The descriptor is self-relative: its parts follow it as offsets, not pointers.
     pub const SE_SELF_RELATIVE: u16 = 0x8000;
 }
 

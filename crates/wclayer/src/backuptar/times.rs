@@ -19,7 +19,9 @@ const NANOS_PER_TICK: i128 = 100;
 /// A point in time as Unix seconds plus a signed nanosecond part (same sign as the value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnixTime {
+    /// Whole seconds since 1970-01-01 UTC (negative before).
     pub secs: i64,
+    /// Nanoseconds beyond `secs`, with the same sign as the time.
     pub nanos: i32,
 }
 
