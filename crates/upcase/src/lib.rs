@@ -5,6 +5,8 @@
 //! they are. CimFS stores that table in every image and sorts directory entries with it; registry
 //! hives sort subkeys and hash their names with it.
 
+#![warn(missing_docs)]
+
 use std::cmp::Ordering;
 use std::sync::OnceLock;
 
