@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::guessed::*;
 
-/// Device record types as stored on disk (bcd.md §4.2, not the bcd.dll API numbering).
+// Device record types as stored on disk (bcd.md §4.2, not the bcd.dll API numbering).
 /// Block-IO device: disk, ramdisk, file or VHD, told apart by a sub-type at record offset 0x10.
 pub const DEVICE_TYPE_BLOCK_IO: u32 = 0;
 /// Device type `boot`: the device the boot manager was loaded from (bcd.md §4.3).

@@ -16,7 +16,8 @@ pub const VMBUS_RECORD_SIZE: u32 = 0x48;
 /// The interface type written beside `vmbus={instance}`: the VmbFs class GUID from OpenVMM's
 /// vmbfs protocol (bcd.md §4.6, `[L/M]`; bcdedit may write zeros instead).
 pub const VMBUS_INTERFACE_TYPE: Uuid = uuid::uuid!("c376c1c3-d276-48d2-90a9-c04748072c60");
-/// Record offsets of the VMBus identifier (RE-H: {InterfaceType, InterfaceInstance}).
+/// Record offset of the VMBus interface type GUID (RE-H: the identifier is
+/// {InterfaceType, InterfaceInstance}).
 pub const VMBUS_INTERFACE_TYPE_AT: usize = 0x10;
 /// Record offset of the VMBus interface instance GUID.
 pub const VMBUS_INSTANCE_AT: usize = 0x20;
@@ -25,7 +26,8 @@ pub const VMBUS_INSTANCE_AT: usize = 0x20;
 pub const CIMFS_RECORD_SIZE: u32 = 0x30;
 /// The only CimFS record version DU-C writes fields for (bcd.md §4.7).
 pub const CIMFS_VERSION: u32 = 2;
-/// Record offsets of the CimFS fields (DU-C `CimfsDeviceRecord`, `[M]`).
+/// Record offset of the CimFS record version (u32). The CimFS field offsets follow DU-C
+/// `CimfsDeviceRecord` (`[M]`).
 pub const CIMFS_VERSION_AT: usize = 0x10;
 /// Record offset of the CimFS inline parent device offset (u32, 0 = none).
 pub const CIMFS_PARENT_OFFSET_AT: usize = 0x14;
@@ -38,7 +40,8 @@ pub const CIMFS_TARGET_VOLUME_AT: usize = 0x20;
 
 /// Composite record size: header 16 + GUID + 3 × u32, as DU-C computes it (bcd.md §4.8, `[L]`).
 pub const COMPOSITE_RECORD_SIZE: u32 = 0x2C;
-/// Record offsets of the composite fields (DU-C `CompositeDeviceRecord`, `[M]`).
+/// Record offset of the composite "Signature" GUID. The composite field offsets follow DU-C
+/// `CompositeDeviceRecord` (`[M]`).
 pub const COMPOSITE_SIGNATURE_AT: usize = 0x10;
 /// Record offset of the composite version (u32).
 pub const COMPOSITE_VERSION_AT: usize = 0x20;

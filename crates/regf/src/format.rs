@@ -105,7 +105,7 @@ pub const KEY_COMP_NAME: u16 = 0x0020;
 /// Flags ORSaveHive-style writers give the root key (HIVE_ENTRY|NO_DELETE|COMP_NAME).
 pub const ROOT_FLAGS: u16 = 0x002C;
 
-/// Layer byte (nk offset 13): bit 7 = inherit class, bits 0-1 = layer semantics.
+/// Layer byte (nk offset 13) bit 7: the key takes its class from the layer below.
 pub const LAYER_INHERIT_CLASS: u8 = 0x80;
 /// Layer byte bits 0-1: the layer semantics (0 merge, 1 tombstone, 2 supersede local,
 /// 3 supersede tree).
@@ -145,7 +145,7 @@ pub const MINOR_HASH_LEAVES: u32 = 5;
 /// below it such data is one cell (msuhanov/regf spec; regf.md §1.9).
 pub const MINOR_BIG_DATA: u32 = 4;
 
-/// Windows limits (ReactOS cmcheck.c / MSDN): key name chars, value name chars, depth.
+/// Longest key name Windows allows, in characters (limits: ReactOS cmcheck.c / MSDN).
 pub const MAX_KEY_NAME_CHARS: usize = 255;
 /// Longest value name Windows allows, in characters.
 pub const MAX_VALUE_NAME_CHARS: usize = 16383;

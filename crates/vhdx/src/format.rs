@@ -9,7 +9,8 @@ pub const KIB: u64 = 1024;
 /// One MiB in bytes; the alignment of every region and block in the file.
 pub const MIB: u64 = 1024 * 1024;
 
-/// Offsets of the fixed 64 KiB slots of the 1 MiB header section (MS-VHDX 2.2).
+// Offsets of the fixed 64 KiB slots of the 1 MiB header section (MS-VHDX 2.2).
+/// File offset of the file type identifier.
 pub const FILE_IDENTIFIER_OFFSET: u64 = 0;
 /// File offset of the first header's slot.
 pub const HEADER1_OFFSET: u64 = 64 * KIB;
@@ -605,7 +606,8 @@ pub fn parse_guid(s: &str) -> Option<Uuid> {
     Uuid::parse_str(s.trim()).ok()
 }
 
-/// Log structures (MS-VHDX 2.3): the log is a circular buffer of 4 KiB sectors holding entries.
+// Log structures (MS-VHDX 2.3): the log is a circular buffer of 4 KiB sectors holding entries.
+/// Size of a log sector in bytes; entries are made of whole sectors.
 pub const LOG_SECTOR_SIZE: usize = 4096;
 /// Signature of a log entry header (MS-VHDX 2.3.1.1).
 pub const LOG_ENTRY_SIGNATURE: &[u8; 4] = b"loge";

@@ -42,7 +42,7 @@ pub const PAX_MOUNT_POINT: &str = "MSWINDOWS.mountpoint";
 pub const PAX_EA_PREFIX: &str = "MSWINDOWS.xattr.";
 /// PAX record: creation time (`secs[.frac]`).
 pub const PAX_CREATION_TIME: &str = "LIBARCHIVE.creationtime";
-/// Standard PAX time records.
+/// PAX record: last write time (`secs[.frac]`).
 pub const PAX_MTIME: &str = "mtime";
 /// PAX record: last access time (`secs[.frac]`).
 pub const PAX_ATIME: &str = "atime";
@@ -53,7 +53,8 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// The OCI opaque-directory marker (image-spec layer.md "Opaque Whiteout").
 pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 
-/// FILE_ATTRIBUTE_* bits the importer reasons about.
+// FILE_ATTRIBUTE_* bits the importer reasons about.
+/// Win32 FILE_ATTRIBUTE_READONLY.
 pub const FILE_ATTRIBUTE_READONLY: u32 = 0x1;
 /// Win32 FILE_ATTRIBUTE_DIRECTORY.
 pub const FILE_ATTRIBUTE_DIRECTORY: u32 = 0x10;
