@@ -17,16 +17,6 @@ pub enum Error {
     /// `bcdedit /create` refuses an identifier that is already used.
     #[error("object {{{0}}} already exists in the store")]
     ObjectExists(Uuid),
-    /// An element's registry value does not decode.
-    #[error("object {object}, element {element:08x}: {reason}")]
-    BadElement {
-        /// The object's key name (its braced GUID).
-        object: String,
-        /// The element id.
-        element: u32,
-        /// Why the value does not decode.
-        reason: String,
-    },
     /// A caller-supplied argument is not acceptable.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
