@@ -565,7 +565,7 @@ fn os_version_or_manifest_picks_what_is_imported() {
             "--json",
             s(&layout),
             "--manifest",
-            &digests[1],
+            &format!("mcr.microsoft.com/demo:ltsc2022@{}", digests[1]),
         ],
         0,
     );
@@ -577,10 +577,147 @@ fn os_version_or_manifest_picks_what_is_imported() {
     for (option, value, says) in [
         ("--platform", "windows/amd64:10.0", "major.minor.build"),
         ("--manifest", "sha256:abc", "12 to 64 hex digits"),
+        (
+            "--platform",
+            "windows:10.0.20348/amd64",
+            "windows/amd64:10.0.20348 or windows(10.0.20348)/amd64",
+        ),
     ] {
         let out = cimkit(&["image-layers", s(&layout), option, value]);
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(option) && err.contains(says), "{err}");
     }
+}
+
+/// Adds an index entry (whose blob need not exist) to the index that index.json points to.
+fn list_in_nested_index(root: &Path, entry: serde_json::Value) {
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("index.json")).expect("read"))
+            .expect("json");
+    let inner = top["manifests"][0]["digest"].as_str().expect("digest");
+    let inner_path = root
+        .join("blobs/sha256")
+        .join(inner.trim_start_matches("sha256:"));
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(inner_path).expect("read")).expect("json");
+    index["manifests"]
+        .as_array_mut()
+        .expect("manifests")
+        .push(entry);
+    let bytes = serde_json::to_vec(&index).expect("json");
+    let d_index = blob(root, &bytes);
+    std::fs::write(
+        root.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d_index, "size": bytes.len()}]}))
+        .expect("json"),
+    )
+    .expect("index");
+}
+
+/// A buildx image (provenance on) pulled and saved again: the index lists an attestation
+/// manifest whose blob was never pulled. The Windows image is imported all the same.
+#[test]
+fn an_absent_attestation_manifest_is_no_obstacle() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    let digests = oci_layout(&layout, b"child");
+    let subject = {
+        let top: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("read"))
+                .expect("json");
+        top["manifests"][0]["digest"].clone()
+    };
+    list_in_nested_index(
+        &layout,
+        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", sha(b"attestation manifest never pulled")), "size": 840,
+            "annotations": {"vnd.docker.reference.digest": subject,
+                            "vnd.docker.reference.type": "attestation-manifest"},
+            "platform": {"architecture": "unknown", "os": "unknown"}}),
+    );
+    let snaps = tmp.path().join("snaps");
+    let out = cimkit_ok(
+        &["import-image", "-q", s(&layout), "--snapshots", s(&snaps)],
+        0,
+    );
+    assert!(out.contains("2 imported"), "{out}");
+    for (i, d) in digests.iter().enumerate() {
+        let recorded = std::fs::read_to_string(snaps.join(format!("{}/.cimkit-digest", i + 1)))
+            .expect("digest");
+        assert_eq!(recorded.trim(), d);
+    }
+    assert_eq!(
+        cimkit_ok(
+            &["cat", s(&snaps.join("cim-layers/2.cim")), "Files/child.txt"],
+            0
+        ),
+        "child"
+    );
+}
+
+/// ltsc2019 and ltsc2022 listed, only ltsc2022 exported: `windows/amd64` alone is still a
+/// guess, and the error offers only what can be read; ltsc2019 says it is not there.
+#[test]
+fn a_manifest_absent_from_the_archive_is_named_not_offered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    let digests = two_version_layout(&layout);
+    std::fs::remove_file(
+        layout
+            .join("blobs/sha256")
+            .join(digests[0].trim_start_matches("sha256:")),
+    )
+    .expect("rm");
+    let snaps = tmp.path().join("snaps");
+    let out = cimkit(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("only {} is in the archive", short(&digests[1])))
+            && err.contains(&format!(
+                "--platform windows/amd64:10.0.20348 or --manifest {}",
+                short(&digests[1])
+            ))
+            && !err.contains(&format!("--manifest {}", short(&digests[0]))),
+        "{err}"
+    );
+    // The source path once, at the start of the library's message.
+    assert_eq!(err.matches(s(&layout)).count(), 1, "{err}");
+
+    let out = cimkit(&[
+        "import-image",
+        "-q",
+        s(&layout),
+        "--snapshots",
+        s(&snaps),
+        "--platform",
+        "windows/amd64:10.0.17763",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the manifest for windows/amd64:10.0.17763.5576 ({}) is listed in index.json but its \
+             blob is not in the archive",
+            digests[0]
+        )),
+        "{err}"
+    );
+    assert!(!snaps.exists(), "nothing imported");
+
+    let out = cimkit_ok(
+        &[
+            "import-image",
+            "-q",
+            s(&layout),
+            "--snapshots",
+            s(&snaps),
+            "--platform",
+            "windows/amd64:10.0.20348",
+        ],
+        0,
+    );
+    assert!(out.contains("1 imported"), "{out}");
 }

@@ -76,20 +76,22 @@ impl DigestPrefix {
     /// Fewest hex digits accepted: the length of docker's short image ids.
     pub const MIN_LEN: usize = 12;
 
-    /// Parses `sha256:<hex>` or bare `<hex>`, from [`DigestPrefix::MIN_LEN`] to 64 hex digits.
+    /// Parses `sha256:<hex>` or bare `<hex>`, from [`DigestPrefix::MIN_LEN`] to 64 hex digits,
+    /// or the digest of a reference (`name@sha256:<hex>`: what follows the last `@`).
     pub fn parse(s: &str) -> Result<DigestPrefix, Error> {
         let bad = |message: String| Error::BadDigestPrefix {
             input: s.to_string(),
             message,
         };
-        let hex = match s.split_once(':') {
+        let digest = s.rsplit_once('@').map_or(s, |(_, digest)| digest);
+        let hex = match digest.split_once(':') {
             Some(("sha256", hex)) => hex,
             Some((algorithm, _)) => {
                 return Err(bad(format!(
                     "unsupported algorithm {algorithm:?} (only sha256)"
                 )))
             }
-            None => s,
+            None => digest,
         };
         if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad("expected hex digits".into()));
@@ -266,11 +268,14 @@ mod tests {
     #[test]
     fn prefixes_parse_and_match() {
         let d = Digest::of(b"abc");
+        let reference = format!("mcr.microsoft.com/windows/servercore:ltsc2022@{d}");
         for text in [
             "sha256:ba7816bf8f01",
             "BA7816BF8F01CFEA",
             &d.to_string(),
             d.hex(),
+            &reference,
+            "localhost:5000/a@b@sha256:ba7816bf8f01",
         ] {
             let p = DigestPrefix::parse(text).expect(text);
             assert!(p.matches(&d), "{text}");
@@ -278,7 +283,14 @@ mod tests {
         assert!(!DigestPrefix::parse("ba7816bf8f02")
             .expect("prefix")
             .matches(&d));
-        for bad in ["ba7816bf8f0", "sha512:ba7816bf8f01", "ba7816bf8f0g", ""] {
+        for bad in [
+            "ba7816bf8f0",
+            "sha512:ba7816bf8f01",
+            "ba7816bf8f0g",
+            "",
+            "demo@",
+            "demo@sha256:ba7816bf8f01@latest",
+        ] {
             assert!(
                 matches!(DigestPrefix::parse(bad), Err(Error::BadDigestPrefix { .. })),
                 "{bad}"

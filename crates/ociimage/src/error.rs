@@ -84,10 +84,11 @@ pub enum Error {
     },
     /// Several different manifests match the wanted platform: which one is meant is not known.
     #[error(
-        "{source_path}: {} manifests match {wanted}: {}; choose one by {}",
+        "{source_path}: {} manifests match {wanted}: {}; choose one by {}{}",
         candidates.len(),
         list(candidates),
-        how_to_choose(candidates)
+        how_to_choose(candidates),
+        which_present(candidates)
     )]
     AmbiguousManifest {
         source_path: PathBuf,
@@ -96,7 +97,7 @@ pub enum Error {
         candidates: Vec<ManifestCandidate>,
     },
     /// A digest prefix names more than one manifest.
-    #[error("{source_path}: {prefix} names {} manifests: {}; give more hex digits", candidates.len(), list(candidates))]
+    #[error("{source_path}: {prefix} names {} manifests: {}; give more hex digits{}", candidates.len(), list(candidates), which_present(candidates))]
     AmbiguousDigestPrefix {
         source_path: PathBuf,
         prefix: String,
@@ -108,6 +109,23 @@ pub enum Error {
         source_path: PathBuf,
         wanted: String,
         available: String,
+    },
+    /// The chosen manifest (or image index) is listed, but its blob is not in the image source
+    /// (exports of a multi-platform image often hold one platform's blobs only).
+    #[error(
+        "{source_path}: the {} is listed in {listed_in} but its blob is not in the archive \
+         (exported for one platform only?)",
+        absent_what(*index, platform.as_deref(), digest)
+    )]
+    ManifestNotInArchive {
+        source_path: PathBuf,
+        /// An image index rather than a manifest.
+        index: bool,
+        digest: String,
+        /// What its index entry declares, when it does.
+        platform: Option<String>,
+        /// `index.json`, or the image index that lists it.
+        listed_in: String,
     },
     /// The manifest asked for by digest is for another platform than the one wanted.
     #[error("{source_path}: manifest {digest} is for {platform}, not {wanted}")]
@@ -192,6 +210,32 @@ fn how_to_choose(candidates: &[ManifestCandidate]) -> &'static str {
         "digest"
     } else {
         "os.version or by digest"
+    }
+}
+
+/// When some candidates' blobs are absent, which ones can be read.
+fn which_present(candidates: &[ManifestCandidate]) -> String {
+    if candidates.iter().all(|c| c.present) {
+        return String::new();
+    }
+    let present: Vec<String> = candidates
+        .iter()
+        .filter(|c| c.present)
+        .map(|c| c.digest.short())
+        .collect();
+    match present.as_slice() {
+        [] => " (none of them is in the archive)".into(),
+        [one] => format!(" (only {one} is in the archive)"),
+        many => format!(" (only {} are in the archive)", many.join(", ")),
+    }
+}
+
+/// "manifest for windows/amd64 (sha256:…)", or without the platform when none is declared.
+fn absent_what(index: bool, platform: Option<&str>, digest: &str) -> String {
+    let kind = if index { "image index" } else { "manifest" };
+    match platform {
+        Some(p) => format!("{kind} for {p} ({digest})"),
+        None => format!("{kind} {digest}"),
     }
 }
 

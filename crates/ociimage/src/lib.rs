@@ -3,7 +3,8 @@
 //! An image source is a folder or a tar (plain, gzip or zstd) holding either an OCI image layout
 //! (`oci-layout`, `index.json`, `blobs/sha256/…`) or what `docker save` writes (`manifest.json`).
 //! [`Image::open`] picks the manifest for a platform (following nested indexes; refusing to guess
-//! between manifests that differ only by OS version) and lists the layers bottom-up;
+//! between manifests that differ only by OS version; blobs the index lists may be absent) and
+//! lists the layers bottom-up;
 //! [`Image::open_layer`] streams one layer blob (still compressed, as stored) and fails at its end
 //! when the bytes do not match the digest. Sources: OCI image-spec v1.1 (`image-layout.md`,
 //! `image-index.md`, `manifest.md`, `layer.md`, `config.md`), moby `image/tarexport`.
@@ -105,6 +106,8 @@ impl Platform {
     /// as containerd writes it, `os(version)/architecture`. A version has three or four
     /// dot-separated numbers (`10.0.20348`, `10.0.20348.2527`).
     pub fn parse(s: &str) -> Result<Platform> {
+        const FORMS: &str =
+            "want os/architecture, os/architecture:version or os(version)/architecture";
         let bad = |message: &str| Error::BadPlatform {
             input: s.to_string(),
             message: message.to_string(),
@@ -128,13 +131,21 @@ impl Platform {
         if os.is_empty() || architecture.is_empty() {
             return Err(bad("want os/architecture, e.g. windows/amd64"));
         }
+        if let Some((os, version)) = os.split_once(':') {
+            return Err(bad(&if os.is_empty() || version.is_empty() {
+                FORMS.to_string()
+            } else {
+                format!(
+                    "the OS version goes after the architecture or in parentheses after the \
+                     os: {os}/{architecture}:{version} or {os}({version})/{architecture}"
+                )
+            }));
+        }
         if architecture.contains('/') {
             return Err(bad("a variant (os/architecture/variant) is not supported"));
         }
         if [os, architecture].iter().any(|p| p.contains(['(', ')'])) {
-            return Err(bad(
-                "want os/architecture, os/architecture:version or os(version)/architecture",
-            ));
+            return Err(bad(FORMS));
         }
         let os_version = match (paren_version, colon_version) {
             (Some(_), Some(_)) => return Err(bad("the OS version is given twice")),
@@ -202,6 +213,21 @@ fn is_wanted_version(v: &str) -> bool {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Whether two stated OS versions describe the same OS: one's components are the other's
+/// leading ones (`10.0.17763` and `10.0.17763.5576`).
+fn versions_agree(a: &str, b: &str) -> bool {
+    version_starts_with(a, b) || version_starts_with(b, a)
+}
+
+/// The one of two agreeing versions with more components.
+fn more_specific(a: String, b: String) -> String {
+    if b.split('.').count() > a.split('.').count() {
+        b
+    } else {
+        a
+    }
+}
+
 /// Whether `version`'s leading dot-separated components equal every component of `wanted`
 /// (numbers compare by value, so `10.0.020348` is `10.0.20348`).
 fn version_starts_with(version: &str, wanted: &str) -> bool {
@@ -222,8 +248,9 @@ fn version_starts_with(version: &str, wanted: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selector {
     pub platform: Platform,
-    /// The manifest digest (OCI layouts) or image id, i.e. config digest (docker save), or its
-    /// first hex digits.
+    /// A digest or its first hex digits naming the manifest: in an OCI layout its manifest
+    /// digest, its config digest or the digest of an image index it is listed under (below
+    /// index.json); in a docker-save archive the image id, i.e. config digest.
     pub digest: Option<DigestPrefix>,
 }
 
@@ -243,18 +270,26 @@ pub struct ManifestCandidate {
     pub digest: Digest,
     /// As the index states it, or else the config; `os` is empty when neither says.
     pub platform: Platform,
+    /// Whether its blob is in the image source: an index may list manifests that were never
+    /// pulled or exported, which can be named but not read.
+    pub present: bool,
 }
 
 impl fmt::Display for ManifestCandidate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ", self.digest.short())?;
+        write!(f, "{} (", self.digest.short())?;
         if self.platform.os.is_empty() {
-            return f.write_str("(no platform)");
+            f.write_str("no platform")?;
+        } else {
+            match &self.platform.os_version {
+                Some(v) => write!(f, "{}, os.version {v}", self.platform.os_arch())?,
+                None => write!(f, "{}, no os.version", self.platform.os_arch())?,
+            }
         }
-        match &self.platform.os_version {
-            Some(v) => write!(f, "({}, os.version {v})", self.platform.os_arch()),
-            None => write!(f, "({}, no os.version)", self.platform.os_arch()),
+        if !self.present {
+            f.write_str("; not in the archive")?;
         }
+        f.write_str(")")
     }
 }
 
@@ -303,6 +338,20 @@ struct Descriptor {
     urls: Vec<String>,
     #[serde(default)]
     platform: Option<DescPlatform>,
+    /// Values are strings by the spec; anything else is kept and ignored.
+    #[serde(default)]
+    annotations: std::collections::HashMap<String, serde_json::Value>,
+}
+
+impl Descriptor {
+    /// A buildkit attestation (provenance, SBOM) listed beside the image it describes; never an
+    /// image itself, and often not pulled or exported with it.
+    fn is_attestation(&self) -> bool {
+        self.annotations
+            .get("vnd.docker.reference.type")
+            .and_then(serde_json::Value::as_str)
+            == Some("attestation-manifest")
+    }
 }
 
 #[derive(Deserialize, Clone)]
@@ -384,15 +433,24 @@ impl Image {
 
     /// Opens an image source and picks the manifest `selector` names.
     ///
+    /// The candidates are the manifests the index lists (attestation manifests are not images
+    /// and are left out), including those whose blobs are not in the source: they count for the
+    /// choice, by the platform their index entry declares, and choosing one fails with
+    /// [`Error::ManifestNotInArchive`].
+    ///
     /// Without a digest: the one manifest for the platform; several different manifests for it
     /// (typically one per Windows version) are refused with [`Error::AmbiguousManifest`]; when no
     /// manifest names any platform at all and there is exactly one, that one is taken. With a
-    /// digest (or prefix): the manifest (OCI layouts) or image (docker save: its config digest,
-    /// the image id) it names, which must also be for the platform when it states one.
+    /// digest (or prefix): in an OCI layout the manifest it names by its own digest or its
+    /// config's, or the manifests listed under the image index it names, of which the platform
+    /// must then pick one; in a docker-save archive the image whose id (config digest) it is.
+    /// A prefix matching several different digests is refused. The manifest must also be for
+    /// the platform when it states one.
     ///
     /// The chosen manifest is checked for consistency: the platform its index entry declares
-    /// must be the one its config states, and the config's `rootfs.diff_ids`, when it lists
-    /// any, must pair up with the layers.
+    /// must be the one its config states (an os.version may leave out the revision the other
+    /// gives), and the config's `rootfs.diff_ids`, when it lists any, must pair up with the
+    /// layers.
     pub fn open_with(path: &Path, selector: &Selector) -> Result<Image> {
         let store = Store::open(path)?;
         if store.exists("oci-layout") && store.exists("index.json") {
@@ -424,7 +482,7 @@ impl Image {
     }
 
     /// Platform of the chosen manifest, as its index entry states it or else its config, when
-    /// either does; `os_version` likewise.
+    /// either does; `os_version` the more specific of the two when they agree.
     pub fn platform(&self) -> Option<&Platform> {
         self.platform.as_ref()
     }
@@ -511,13 +569,21 @@ fn blob_member(digest: &Digest) -> String {
     format!("blobs/sha256/{}", digest.hex())
 }
 
-/// Reads a JSON blob named by a descriptor and checks its digest and size.
-fn read_blob(store: &Store, referrer: &str, desc: &Descriptor) -> Result<(Digest, Vec<u8>)> {
-    let digest = parse_digest(store, referrer, &desc.digest)?;
-    let member = blob_member(&digest);
-    let bytes = store.read_small(&member, JSON_LIMIT)?;
-    check_bytes(store, &member, &digest, desc.size, &bytes)?;
-    Ok((digest, bytes))
+/// Reads a JSON blob and checks it against its digest and declared size; `None` when the blob
+/// is absent (an OCI layout may lack blobs it references).
+fn read_blob_if_present(
+    store: &Store,
+    digest: &Digest,
+    size: Option<u64>,
+) -> Result<Option<Vec<u8>>> {
+    let member = blob_member(digest);
+    let bytes = match store.read_small(&member, JSON_LIMIT) {
+        Ok(bytes) => bytes,
+        Err(Error::MissingMember { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    check_bytes(store, &member, digest, size, &bytes)?;
+    Ok(Some(bytes))
 }
 
 fn check_bytes(
@@ -572,58 +638,122 @@ fn layer_media_type(media_type: &str) -> Option<(Compression, bool)> {
 /// A manifest reachable from index.json, with the platform its descriptor states (if any).
 struct Candidate {
     digest: Digest,
-    manifest: Manifest,
-    config: Config,
-    config_digest: Digest,
     declared: Option<DescPlatform>,
+    /// The image indexes below index.json it was reached through, outermost first.
+    indexes: Vec<Digest>,
+    content: Content,
+}
+
+/// What the image source holds of a candidate.
+enum Content {
+    /// The manifest, and its config when that blob is present.
+    Manifest {
+        manifest: Box<Manifest>,
+        config_digest: Digest,
+        config: Option<Config>,
+    },
+    /// Only the descriptor: the blob of this manifest (or image index) is not in the source.
+    Absent { index: bool },
 }
 
 impl Candidate {
-    /// The index entry's platform when it names an os, else the config's; the os.version from
-    /// the index entry when it gives one, else from the config.
-    fn platform(&self) -> Platform {
-        let declared = self.declared.as_ref().filter(|d| !d.os.is_empty());
-        let config = self.config.platform();
-        match declared {
-            Some(d) => Platform {
-                os: d.os.clone(),
-                architecture: d.architecture.clone(),
-                os_version: non_empty(&d.os_version).or(config.os_version),
-            },
-            None => config,
+    fn config(&self) -> Option<&Config> {
+        match &self.content {
+            Content::Manifest { config, .. } => config.as_ref(),
+            Content::Absent { .. } => None,
         }
     }
 
-    /// Refuses a manifest whose index entry and config name different platforms.
-    fn check_declared(&self, store: &Store) -> Result<()> {
+    /// The index entry's platform when it names an os, else the config's; of the two
+    /// os.versions the more specific when they agree, else the index entry's.
+    fn platform(&self) -> Platform {
+        let config = self.config().map(Config::platform).unwrap_or(Platform {
+            os: String::new(),
+            architecture: String::new(),
+            os_version: None,
+        });
         let Some(d) = self.declared.as_ref().filter(|d| !d.os.is_empty()) else {
-            return Ok(());
+            return config;
         };
-        let c = &self.config;
-        if c.os.is_empty() {
-            return Ok(()); // not an image config, or one that states nothing
+        let os_version = match (non_empty(&d.os_version), config.os_version) {
+            (Some(a), Some(b)) if versions_agree(&a, &b) => Some(more_specific(a, b)),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        };
+        Platform {
+            os: d.os.clone(),
+            architecture: d.architecture.clone(),
+            os_version,
         }
-        let declared_version = non_empty(&d.os_version);
-        let config_version = non_empty(&c.os_version);
-        let differs = !d.os.eq_ignore_ascii_case(&c.os)
-            || (!d.architecture.is_empty()
-                && !c.architecture.is_empty()
-                && !d.architecture.eq_ignore_ascii_case(&c.architecture))
-            || matches!((&declared_version, &config_version), (Some(a), Some(b)) if a != b);
-        if !differs {
-            return Ok(());
+    }
+
+    /// How [`choose`] sees it.
+    fn listing(&self) -> Listing {
+        let mut aliases = Vec::with_capacity(self.indexes.len() + 1);
+        if let Content::Manifest { config_digest, .. } = &self.content {
+            aliases.push(config_digest.clone());
         }
-        Err(Error::PlatformMismatch {
-            source_path: store.path().to_path_buf(),
-            manifest: self.digest.to_string(),
-            declared: Platform {
-                os: d.os.clone(),
-                architecture: d.architecture.clone(),
-                os_version: declared_version,
-            }
-            .to_string(),
-            config: c.platform().to_string(),
-        })
+        aliases.extend(self.indexes.iter().cloned());
+        Listing {
+            candidate: ManifestCandidate {
+                digest: self.digest.clone(),
+                platform: self.platform(),
+                present: self.config().is_some(),
+            },
+            aliases,
+        }
+    }
+}
+
+/// Refuses a manifest whose index entry and config name different platforms; os.versions of
+/// which one begins with the other (`10.0.17763`, `10.0.17763.5576`) agree.
+fn check_declared(
+    store: &Store,
+    manifest: &Digest,
+    declared: Option<&DescPlatform>,
+    config: &Config,
+) -> Result<()> {
+    let Some(d) = declared.filter(|d| !d.os.is_empty()) else {
+        return Ok(());
+    };
+    if config.os.is_empty() {
+        return Ok(()); // not an image config, or one that states nothing
+    }
+    let declared_version = non_empty(&d.os_version);
+    let config_version = non_empty(&config.os_version);
+    let differs = !d.os.eq_ignore_ascii_case(&config.os)
+        || (!d.architecture.is_empty()
+            && !config.architecture.is_empty()
+            && !d.architecture.eq_ignore_ascii_case(&config.architecture))
+        || matches!((&declared_version, &config_version),
+            (Some(a), Some(b)) if !versions_agree(a, b));
+    if !differs {
+        return Ok(());
+    }
+    Err(Error::PlatformMismatch {
+        source_path: store.path().to_path_buf(),
+        manifest: manifest.to_string(),
+        declared: Platform {
+            os: d.os.clone(),
+            architecture: d.architecture.clone(),
+            os_version: declared_version,
+        }
+        .to_string(),
+        config: config.platform().to_string(),
+    })
+}
+
+/// A manifest as [`choose`] sees it: what errors list, and the other digests that name it.
+struct Listing {
+    candidate: ManifestCandidate,
+    /// In OCI layouts: its config digest (the image id docker 25+ shows) and the image indexes
+    /// it is listed under (the image id of docker's containerd store).
+    aliases: Vec<Digest>,
+}
+
+impl Listing {
+    fn names(&self) -> impl Iterator<Item = &Digest> {
+        std::iter::once(&self.candidate.digest).chain(&self.aliases)
     }
 }
 
@@ -638,39 +768,36 @@ fn distinct<'a>(hits: impl IntoIterator<Item = &'a ManifestCandidate>) -> Vec<Ma
     out
 }
 
-/// Picks the position in `candidates` (index or manifest.json order) that `selector` names;
-/// see [`Image::open_with`] for the rules.
-fn choose(source: &Path, candidates: &[ManifestCandidate], selector: &Selector) -> Result<usize> {
+/// Picks the position in `listed` (index or manifest.json order) that `selector` names; see
+/// [`Image::open_with`] for the rules.
+fn choose(source: &Path, listed: &[Listing], selector: &Selector) -> Result<usize> {
     let wanted = &selector.platform;
-    if let Some(prefix) = &selector.digest {
-        let hits: Vec<(usize, &ManifestCandidate)> = candidates
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| prefix.matches(&c.digest))
-            .collect();
-        let named = distinct(hits.iter().map(|(_, c)| *c));
-        let Some(only) = named.first() else {
-            let available = distinct(candidates)
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>();
-            return Err(Error::NoSuchManifest {
-                source_path: source.to_path_buf(),
-                wanted: prefix.to_string(),
-                available: if available.is_empty() {
-                    "none".into()
-                } else {
-                    available.join(", ")
-                },
-            });
-        };
-        if named.len() > 1 {
-            return Err(Error::AmbiguousDigestPrefix {
-                source_path: source.to_path_buf(),
-                prefix: prefix.to_string(),
-                candidates: named,
-            });
+    let all: Vec<(usize, &ManifestCandidate)> =
+        listed.iter().map(|l| &l.candidate).enumerate().collect();
+    let Some(prefix) = &selector.digest else {
+        return choose_by_platform(source, &all, wanted, wanted.to_string());
+    };
+    let mut named: Vec<&Digest> = Vec::new();
+    for d in listed.iter().flat_map(Listing::names) {
+        if prefix.matches(d) && !named.contains(&d) {
+            named.push(d);
         }
+    }
+    let hits: Vec<(usize, &ManifestCandidate)> = listed
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.names().any(|d| prefix.matches(d)))
+        .map(|(i, l)| (i, &l.candidate))
+        .collect();
+    let hit_manifests = distinct(hits.iter().map(|(_, c)| *c));
+    let Some(only) = hit_manifests.first() else {
+        return Err(Error::NoSuchManifest {
+            source_path: source.to_path_buf(),
+            wanted: prefix.to_string(),
+            available: or_none(distinct(all.iter().map(|(_, c)| *c)).iter()),
+        });
+    };
+    if hit_manifests.len() == 1 {
         // The same manifest may be listed more than once, under different platforms.
         return hits
             .iter()
@@ -683,9 +810,33 @@ fn choose(source: &Path, candidates: &[ManifestCandidate], selector: &Selector) 
                 wanted: wanted.to_string(),
             });
     }
-    let hits: Vec<(usize, &ManifestCandidate)> = candidates
+    if named.len() > 1 {
+        return Err(Error::AmbiguousDigestPrefix {
+            source_path: source.to_path_buf(),
+            prefix: prefix.to_string(),
+            candidates: hit_manifests,
+        });
+    }
+    // One digest naming several manifests: an image index (or a config they share); the
+    // platform chooses among them.
+    choose_by_platform(
+        source,
+        &hits,
+        wanted,
+        format!("{wanted} among those {prefix} names"),
+    )
+}
+
+/// Picks among `pool` by platform alone: the one manifest for it, or else the only manifest
+/// when none names a platform at all. `wanted_text` says what was asked for in errors.
+fn choose_by_platform(
+    source: &Path,
+    pool: &[(usize, &ManifestCandidate)],
+    wanted: &Platform,
+    wanted_text: String,
+) -> Result<usize> {
+    let hits: Vec<&(usize, &ManifestCandidate)> = pool
         .iter()
-        .enumerate()
         .filter(|(_, c)| wanted.matches(&c.platform))
         .collect();
     let named = distinct(hits.iter().map(|(_, c)| *c));
@@ -693,36 +844,46 @@ fn choose(source: &Path, candidates: &[ManifestCandidate], selector: &Selector) 
         (Some((i, _)), 1) => Ok(*i),
         (Some(_), _) => Err(Error::AmbiguousManifest {
             source_path: source.to_path_buf(),
-            wanted: wanted.to_string(),
+            wanted: wanted_text,
             candidates: named,
         }),
-        (None, _)
-            if candidates.len() == 1 && candidates.iter().all(|c| c.platform.os.is_empty()) =>
-        {
-            Ok(0)
-        }
         (None, _) => {
+            let everything = distinct(pool.iter().map(|(_, c)| *c));
+            if let ([(i, _), ..], [_]) = (pool, everything.as_slice()) {
+                if everything.iter().all(|c| c.platform.os.is_empty()) {
+                    return Ok(*i);
+                }
+            }
             let mut available: Vec<String> = Vec::new();
-            for c in distinct(candidates) {
-                let text = if c.platform.os.is_empty() {
+            for c in everything {
+                let mut text = if c.platform.os.is_empty() {
                     format!("{} (no platform)", c.digest.short())
                 } else {
                     c.platform.to_string()
                 };
+                if !c.present {
+                    text.push_str(" (not in the archive)");
+                }
                 if !available.contains(&text) {
                     available.push(text);
                 }
             }
             Err(Error::NoMatchingManifest {
                 source_path: source.to_path_buf(),
-                wanted: wanted.to_string(),
-                available: if available.is_empty() {
-                    "none".into()
-                } else {
-                    available.join(", ")
-                },
+                wanted: wanted_text,
+                available: or_none(available.iter()),
             })
         }
+    }
+}
+
+/// The items comma-separated, or "none".
+fn or_none<T: fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    let text = items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    if text.is_empty() {
+        "none".into()
+    } else {
+        text
     }
 }
 
@@ -744,22 +905,31 @@ fn check_diff_id_count(
     })
 }
 
+/// Gathers the manifests `index` lists, following nested indexes (`via`: the ones below
+/// index.json that led here). Attestations and artifacts are skipped; a manifest or index whose
+/// blob is absent is kept as an absent candidate, an error only if it is chosen.
 fn collect_manifests(
     store: &Store,
-    referrer: &str,
+    via: &[Digest],
     index: Index,
     inherited: Option<DescPlatform>,
     depth: usize,
     out: &mut Vec<Candidate>,
 ) -> Result<()> {
+    let referrer = via
+        .last()
+        .map_or_else(|| "index.json".to_string(), blob_member);
     if depth > MAX_INDEX_DEPTH {
         return Err(Error::Invalid {
             source_path: store.path().to_path_buf(),
-            member: referrer.to_string(),
+            member: referrer,
             message: format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
         });
     }
     for desc in index.manifests {
+        if desc.is_attestation() {
+            continue;
+        }
         let declared = desc.platform.clone().or_else(|| inherited.clone());
         let is_index = desc.media_type == MT_OCI_INDEX || desc.media_type == MT_DOCKER_LIST;
         let is_manifest = desc.media_type == MT_OCI_MANIFEST
@@ -768,45 +938,65 @@ fn collect_manifests(
         if !is_index && !is_manifest {
             continue; // artifacts, signatures, attestations of unknown type
         }
-        let (digest, bytes) = read_blob(store, referrer, &desc)?;
+        let digest = parse_digest(store, &referrer, &desc.digest)?;
+        let Some(bytes) = read_blob_if_present(store, &digest, desc.size)? else {
+            out.push(Candidate {
+                digest,
+                declared,
+                indexes: via.to_vec(),
+                content: Content::Absent { index: is_index },
+            });
+            continue;
+        };
         let member = blob_member(&digest);
+        let below = [via, std::slice::from_ref(&digest)].concat();
         if is_index {
             let nested: Index = parse_json(store, &member, &bytes)?;
-            collect_manifests(store, &member, nested, declared, depth + 1, out)?;
+            collect_manifests(store, &below, nested, declared, depth + 1, out)?;
             continue;
         }
         let manifest: Manifest = parse_json(store, &member, &bytes)?;
         if manifest.manifests.is_some() || manifest.media_type == MT_OCI_INDEX {
             let nested: Index = parse_json(store, &member, &bytes)?;
-            collect_manifests(store, &member, nested, declared, depth + 1, out)?;
+            collect_manifests(store, &below, nested, declared, depth + 1, out)?;
             continue;
         }
-        let (config_digest, config_bytes) = read_blob(store, &member, &manifest.config)?;
+        let config_digest = parse_digest(store, &member, &manifest.config.digest)?;
         // A config that is not an image config (an artifact) parses to the defaults.
-        let config: Config = serde_json::from_slice(&config_bytes).unwrap_or_default();
+        let config = read_blob_if_present(store, &config_digest, manifest.config.size)?
+            .map(|bytes| serde_json::from_slice(&bytes).unwrap_or_default());
         out.push(Candidate {
             digest,
-            manifest,
-            config,
-            config_digest,
             declared,
+            indexes: via.to_vec(),
+            content: Content::Manifest {
+                manifest: Box::new(manifest),
+                config_digest,
+                config,
+            },
         });
     }
     Ok(())
+}
+
+/// The layer members `manifest.json` lists for the image with this config, when the source has
+/// one: docker 25+ writes it beside the OCI layout.
+fn docker_save_layers(store: &Store, config_digest: &Digest) -> Option<Vec<String>> {
+    let bytes = store.read_small("manifest.json", JSON_LIMIT).ok()?;
+    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&bytes).ok()?;
+    let config = blob_member(config_digest);
+    entries
+        .into_iter()
+        .find(|e| store::normalize(&e.config).as_deref() == Some(config.as_str()))
+        .map(|e| e.layers)
 }
 
 fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
     let bytes = store.read_small("index.json", JSON_LIMIT)?;
     let index: Index = parse_json(&store, "index.json", &bytes)?;
     let mut candidates = Vec::new();
-    collect_manifests(&store, "index.json", index, None, 0, &mut candidates)?;
-    let listed: Vec<ManifestCandidate> = candidates
-        .iter()
-        .map(|c| ManifestCandidate {
-            digest: c.digest.clone(),
-            platform: c.platform(),
-        })
-        .collect();
+    collect_manifests(&store, &[], index, None, 0, &mut candidates)?;
+    let listed: Vec<Listing> = candidates.iter().map(Candidate::listing).collect();
     let chosen = choose(store.path(), &listed, selector)?;
     let c = candidates
         .into_iter()
@@ -816,18 +1006,44 @@ fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
             member: "index.json".into(),
             message: "chosen manifest vanished".into(),
         })?;
-    c.check_declared(&store)?;
     let platform = c.platform();
+    let (manifest, config_digest, config) = match c.content {
+        Content::Manifest {
+            manifest,
+            config_digest,
+            config: Some(config),
+        } => (manifest, config_digest, config),
+        Content::Manifest {
+            config_digest,
+            config: None,
+            ..
+        } => {
+            return Err(Error::MissingMember {
+                source_path: store.path().to_path_buf(),
+                member: blob_member(&config_digest),
+            })
+        }
+        Content::Absent { index } => {
+            return Err(Error::ManifestNotInArchive {
+                source_path: store.path().to_path_buf(),
+                index,
+                digest: c.digest.to_string(),
+                platform: (!platform.os.is_empty()).then(|| platform.to_string()),
+                listed_in: c
+                    .indexes
+                    .last()
+                    .map_or_else(|| "index.json".into(), |d| format!("index {d}")),
+            })
+        }
+    };
+    check_declared(&store, &c.digest, c.declared.as_ref(), &config)?;
     let manifest_member = blob_member(&c.digest);
-    let diff_ids = c.config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
-    check_diff_id_count(
-        &store,
-        &blob_member(&c.config_digest),
-        &diff_ids,
-        c.manifest.layers.len(),
-    )?;
-    let mut layers = Vec::with_capacity(c.manifest.layers.len());
-    for (index, desc) in c.manifest.layers.into_iter().enumerate() {
+    let config_member = blob_member(&config_digest);
+    let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+    check_diff_id_count(&store, &config_member, &diff_ids, manifest.layers.len())?;
+    let mut saved_layers: Option<Option<Vec<String>>> = None;
+    let mut layers = Vec::with_capacity(manifest.layers.len());
+    for (index, desc) in manifest.layers.into_iter().enumerate() {
         let digest = parse_digest(&store, &manifest_member, &desc.digest)?;
         let (compression, foreign) =
             layer_media_type(&desc.media_type).ok_or_else(|| Error::UnsupportedMediaType {
@@ -837,10 +1053,37 @@ fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
                 media_type: desc.media_type.clone(),
             })?;
         let diff_id = match diff_ids.get(index) {
-            Some(d) => Some(parse_digest(&store, &blob_member(&c.config_digest), d)?),
+            Some(d) => Some(parse_digest(&store, &config_member, d)?),
             None => None,
         };
         let member = blob_member(&digest);
+        let foreign = foreign || !desc.urls.is_empty();
+        if !store.exists(&member) {
+            // docker 25+ saves a foreign layer's tar under its diff_id while the OCI manifest
+            // keeps the registry's descriptor; its manifest.json names the saved file (moby
+            // image/tarexport/save.go).
+            let saved = saved_layers
+                .get_or_insert_with(|| docker_save_layers(&store, &config_digest))
+                .as_ref()
+                .and_then(|s| s.get(index))
+                .filter(|m| store.exists(m));
+            if let (Some(saved), Some(diff_id)) = (saved, &diff_id) {
+                let (head, size) = store.head(saved)?;
+                layers.push(Layer {
+                    index,
+                    digest: diff_id.clone(),
+                    diff_id: Some(diff_id.clone()),
+                    media_type: desc.media_type,
+                    compression: Compression::sniff(&head),
+                    size: Some(size),
+                    foreign,
+                    urls: desc.urls,
+                    present: true,
+                    member: saved.clone(),
+                });
+                continue;
+            }
+        }
         layers.push(Layer {
             index,
             present: store.exists(&member),
@@ -849,7 +1092,7 @@ fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
             media_type: desc.media_type,
             compression,
             size: desc.size,
-            foreign: foreign || !desc.urls.is_empty(),
+            foreign,
             urls: desc.urls,
             member,
         });
@@ -858,7 +1101,7 @@ fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
         store,
         format: Format::OciLayout,
         manifest_digest: Some(c.digest),
-        config_digest: Some(c.config_digest),
+        config_digest: Some(config_digest),
         platform: (!platform.os.is_empty()).then_some(platform),
         layers,
     })
@@ -879,10 +1122,14 @@ fn open_docker(store: Store, selector: &Selector) -> Result<Image> {
     for entry in &entries {
         let config_bytes = store.read_small(&entry.config, JSON_LIMIT)?;
         let config: Config = parse_json(&store, &entry.config, &config_bytes)?;
-        listed.push(ManifestCandidate {
-            // The image id: what `docker images --no-trunc` shows.
-            digest: Digest::of(&config_bytes),
-            platform: config.platform(),
+        listed.push(Listing {
+            candidate: ManifestCandidate {
+                // The image id: what `docker images --no-trunc` shows.
+                digest: Digest::of(&config_bytes),
+                platform: config.platform(),
+                present: true,
+            },
+            aliases: Vec::new(),
         });
         configs.push(config);
     }
@@ -892,7 +1139,7 @@ fn open_docker(store: Store, selector: &Selector) -> Result<Image> {
         .zip(configs)
         .zip(listed)
         .nth(chosen)
-        .map(|((e, c), l)| (e, c, l))
+        .map(|((e, c), l)| (e, c, l.candidate))
         .ok_or_else(|| Error::Invalid {
             source_path: store.path().to_path_buf(),
             member: "manifest.json".into(),
@@ -1007,6 +1254,8 @@ mod tests {
             "windows/amd64:10..20348",
             "windows(10.0.20348/amd64",
             "windows(10.0.20348)/amd64:10.0.20348",
+            "windows:10.0.20348/amd64",
+            ":10.0.20348/amd64",
             "linux/arm/v7",
         ] {
             assert!(
@@ -1014,6 +1263,12 @@ mod tests {
                 "{bad}"
             );
         }
+        let err = Platform::parse("windows:10.0.20348/amd64").expect_err("misplaced version");
+        assert!(
+            err.to_string()
+                .contains("windows/amd64:10.0.20348 or windows(10.0.20348)/amd64"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1044,14 +1299,21 @@ mod tests {
         assert!(!platform("windows/amd64:10.0.20348").matches(&Platform::windows_amd64()));
     }
 
-    fn candidate(hex_start: &str, version: Option<&str>) -> ManifestCandidate {
-        let hex = format!("{hex_start:0<64}");
-        ManifestCandidate {
-            digest: Digest::from_hex(&hex).expect("hex"),
-            platform: Platform {
-                os_version: version.map(Into::into),
-                ..Platform::windows_amd64()
+    fn digest(hex_start: &str) -> Digest {
+        Digest::from_hex(&format!("{hex_start:0<64}")).expect("hex")
+    }
+
+    fn candidate(hex_start: &str, version: Option<&str>) -> Listing {
+        Listing {
+            candidate: ManifestCandidate {
+                digest: digest(hex_start),
+                platform: Platform {
+                    os_version: version.map(Into::into),
+                    ..Platform::windows_amd64()
+                },
+                present: true,
             },
+            aliases: Vec::new(),
         }
     }
 
@@ -1132,6 +1394,99 @@ mod tests {
         assert!(
             matches!(&err, Error::NoMatchingManifest { available, .. }
                 if available.contains("windows/amd64:10.0.17763.1")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn versions_agree_when_one_begins_the_other() {
+        assert!(versions_agree("10.0.17763", "10.0.17763.5576"));
+        assert!(versions_agree("10.0.17763.5576", "10.0.17763"));
+        assert!(versions_agree("10.0.017763", "10.0.17763"));
+        assert!(!versions_agree("10.0.17763.5576", "10.0.17763.5577"));
+        assert!(!versions_agree("10.0.1776", "10.0.17763"));
+        assert_eq!(
+            more_specific("10.0.17763".into(), "10.0.17763.5576".into()),
+            "10.0.17763.5576"
+        );
+        assert_eq!(
+            more_specific("10.0.17763.5576".into(), "10.0.17763".into()),
+            "10.0.17763.5576"
+        );
+    }
+
+    #[test]
+    fn choice_by_config_or_index_digest() {
+        let src = Path::new("img");
+        let index = digest("eeeeeeeeeeee");
+        let mut ltsc2019 = candidate("aaaaaaaaaaaa", Some("10.0.17763.1"));
+        ltsc2019.aliases = vec![digest("c1c1c1c1c1c1"), index.clone()];
+        let mut ltsc2022 = candidate("bbbbbbbbbbbb", Some("10.0.20348.5"));
+        ltsc2022.aliases = vec![digest("c1c1c1c1c1c1f"), index.clone()];
+        let mut linux = candidate("dddddddddddd", None);
+        linux.candidate.platform = platform("linux/amd64");
+        linux.aliases = vec![digest("c3c3c3c3c3c3"), index];
+        let list = [ltsc2019, ltsc2022, linux];
+        let pick = |platform_text: &str, digest: &str| {
+            choose(src, &list, &select(platform_text, Some(digest)))
+        };
+        // A config digest names its manifest; a prefix of two configs is ambiguous.
+        assert_eq!(pick("windows/amd64", "c1c1c1c1c1c1f").expect("config"), 1);
+        assert_eq!(pick("windows/amd64", "c3c3c3c3c3c3").ok(), None);
+        let err = pick("windows/amd64", "c1c1c1c1c1c1").expect_err("two configs");
+        assert!(
+            matches!(&err, Error::AmbiguousDigestPrefix { candidates, .. } if candidates.len() == 2),
+            "{err}"
+        );
+        // An index digest names what it lists; the platform chooses among them.
+        assert_eq!(
+            pick("windows/amd64:10.0.17763", "eeeeeeeeeeee").expect("ltsc2019"),
+            0
+        );
+        assert_eq!(pick("linux/amd64", "eeeeeeeeeeee").expect("linux"), 2);
+        let err = pick("windows/amd64", "eeeeeeeeeeee").expect_err("two windows");
+        assert!(
+            matches!(&err, Error::AmbiguousManifest { candidates, .. } if candidates.len() == 2)
+                && err
+                    .to_string()
+                    .contains("match windows/amd64 among those sha256:eeeeeeeeeeee names"),
+            "{err}"
+        );
+        let err = pick("windows/arm64", "eeeeeeeeeeee").expect_err("no arm64");
+        assert!(
+            matches!(&err, Error::NoMatchingManifest { available, .. }
+                if available.contains("linux/amd64")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn absent_manifests_count_for_the_choice_and_are_marked() {
+        let src = Path::new("img");
+        let mut ltsc2019 = candidate("aaaaaaaaaaaa", Some("10.0.17763.1"));
+        ltsc2019.candidate.present = false;
+        let list = [ltsc2019, candidate("bbbbbbbbbbbb", Some("10.0.20348.5"))];
+        let err = choose(src, &list, &select("windows/amd64", None)).expect_err("ambiguous");
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "sha256:aaaaaaaaaaaa (windows/amd64, os.version 10.0.17763.1; not in the archive)"
+            ) && text.ends_with("(only sha256:bbbbbbbbbbbb is in the archive)"),
+            "{text}"
+        );
+        assert_eq!(
+            choose(src, &list, &select("windows/amd64:10.0.20348", None)).expect("present"),
+            1
+        );
+        // Chosen all the same: reading it is what fails.
+        assert_eq!(
+            choose(src, &list, &select("windows/amd64:10.0.17763", None)).expect("absent"),
+            0
+        );
+        let err = choose(src, &list, &select("windows/arm64", None)).expect_err("none");
+        assert!(
+            err.to_string()
+                .contains("windows/amd64:10.0.17763.1 (not in the archive)"),
             "{err}"
         );
     }

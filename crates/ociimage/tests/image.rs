@@ -1,6 +1,7 @@
 //! Image sources built in the test: OCI layouts (folder and tar, nested index, every layer
 //! compression, foreign layers) and docker-save archives (old and new naming), plus damage;
-//! choosing among manifests that differ only by Windows version, by version or by digest.
+//! choosing among manifests that differ only by Windows version, by version or by digest (or
+//! docker's image ids); indexes listing blobs an export left out (attestations, other versions).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -700,7 +701,22 @@ struct MultiLayout {
     _tmp: tempfile::TempDir,
     root: std::path::PathBuf,
     manifests: Vec<Digest>,
+    configs: Vec<Digest>,
     layers: Vec<Digest>,
+}
+
+impl MultiLayout {
+    fn remove_blob(&self, digest: &Digest) {
+        std::fs::remove_file(self.root.join("blobs/sha256").join(digest.hex())).expect("rm blob");
+    }
+
+    /// The index index.json points to (when built `nested`).
+    fn nested_index(&self) -> Digest {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.root.join("index.json")).expect("read"))
+                .expect("json");
+        Digest::parse(index["manifests"][0]["digest"].as_str().expect("digest")).expect("digest")
+    }
 }
 
 /// Each entry is the platform its index entry declares (`null` for none) and its config
@@ -715,7 +731,8 @@ fn multi_layout(entries: &[(serde_json::Value, serde_json::Value)], nested: bool
     )
     .expect("w");
     let l = Layout { dir: &root };
-    let (mut manifests, mut layers, mut descs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut manifests, mut configs, mut layers, mut descs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, (declared, config)) in entries.iter().enumerate() {
         let tar = layer_tar("Files/which.txt", format!("manifest {i}").as_bytes());
         let layer = l.blob(&tar);
@@ -735,6 +752,7 @@ fn multi_layout(entries: &[(serde_json::Value, serde_json::Value)], nested: bool
         }
         descs.push(desc);
         manifests.push(m);
+        configs.push(cfg);
         layers.push(layer);
     }
     let mut index = json!({"schemaVersion": 2, "manifests": descs});
@@ -748,6 +766,7 @@ fn multi_layout(entries: &[(serde_json::Value, serde_json::Value)], nested: bool
         _tmp: tmp,
         root,
         manifests,
+        configs,
         layers,
     }
 }
@@ -1082,4 +1101,298 @@ fn docker_save_of_two_versions_is_ambiguous_until_one_is_named() {
     let image = open_digest(&path, "windows/amd64", &ids[0].short()).expect("by image id");
     assert_eq!(image.config_digest(), Some(&ids[0]));
     assert_eq!(image.layers()[0].digest, layers[0]);
+}
+
+/// A buildkit attestation manifest for `subject` (an in-toto layer, an unknown/unknown config),
+/// written into the layout; returns its index entry.
+fn attestation(l: &Layout, subject: &Digest) -> serde_json::Value {
+    let statement = br#"{"_type":"https://in-toto.io/Statement/v0.1"}"#;
+    let d_statement = l.blob(statement);
+    let (cfg, cfg_len) = l.json_blob(&json!({"architecture": "unknown", "os": "unknown",
+        "rootfs": {"type": "layers", "diff_ids": [d_statement.to_string()]}}));
+    let (m, m_len) = l.json_blob(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": cfg_len},
+        "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": d_statement.to_string(),
+            "size": statement.len()}]}));
+    json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m.to_string(), "size": m_len,
+        "annotations": {"vnd.docker.reference.digest": subject.to_string(),
+                        "vnd.docker.reference.type": "attestation-manifest"},
+        "platform": {"architecture": "unknown", "os": "unknown"}})
+}
+
+/// buildx (provenance on by default) lists an attestation manifest beside the image; a docker
+/// or containerd pull leaves its blob out and `docker save` keeps the index entry. Present or
+/// absent, it is never a candidate: not counted, not listed, not nameable.
+#[test]
+fn attestation_manifests_are_not_images() {
+    let m = multi_layout(&[(win("10.0.20348.2340"), win("10.0.20348.2340"))], true);
+    let l = Layout { dir: &m.root };
+    let entry = attestation(&l, &m.manifests[0]);
+    let att = Digest::parse(entry["digest"].as_str().expect("digest")).expect("digest");
+    let inner = m.nested_index();
+    let mut index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(m.root.join("blobs/sha256").join(inner.hex())).expect("read"),
+    )
+    .expect("json");
+    index["manifests"]
+        .as_array_mut()
+        .expect("manifests")
+        .push(entry);
+    let (inner, inner_len) = l.json_blob(&index);
+    std::fs::write(
+        m.root.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": inner.to_string(), "size": inner_len}]})
+        .to_string(),
+    )
+    .expect("index");
+    for absent in [false, true] {
+        if absent {
+            m.remove_blob(&att);
+        }
+        let image = open(&m.root, "windows/amd64").expect("the image");
+        assert_eq!(image.manifest_digest(), Some(&m.manifests[0]), "{absent}");
+        let err = open(&m.root, "windows/arm64").expect_err("no arm64");
+        assert!(
+            matches!(&err, Error::NoMatchingManifest { available, .. }
+                if available == "windows/amd64:10.0.20348.2340"),
+            "{err}"
+        );
+        let err = open_digest(&m.root, "windows/amd64", &att.short()).expect_err("attestation");
+        assert!(
+            matches!(&err, Error::NoSuchManifest { available, .. }
+                if !available.contains(&att.short())),
+            "{err}"
+        );
+    }
+}
+
+/// An MCR-style image pulled for one Windows version and exported: the index still lists the
+/// other version, whose manifest blob is absent. The present one can be chosen; the absent one
+/// still makes `windows/amd64` alone ambiguous (the error says which is there), and choosing it
+/// says what is missing.
+#[test]
+fn manifests_missing_from_the_archive_fail_only_when_chosen() {
+    for nested in [false, true] {
+        let m = two_windows_versions(nested);
+        m.remove_blob(&m.manifests[0]);
+        let image = open(&m.root, "windows/amd64:10.0.20348").expect("present by version");
+        assert_eq!(image.manifest_digest(), Some(&m.manifests[1]));
+        let image = open_digest(&m.root, "windows/amd64", &m.manifests[1].short())
+            .expect("present by digest");
+        assert_eq!(image.layers()[0].digest, m.layers[1]);
+        open(&m.root, "linux/amd64").expect("linux");
+
+        let err = open(&m.root, "windows/amd64").expect_err("still two windows manifests");
+        let text = err.to_string();
+        assert!(
+            matches!(&err, Error::AmbiguousManifest { candidates, .. }
+                if !candidates[0].present && candidates[1].present),
+            "{text}"
+        );
+        assert!(
+            text.contains("os.version 10.0.17763.5576; not in the archive)")
+                && text.ends_with(&format!(
+                    "(only {} is in the archive)",
+                    m.manifests[1].short()
+                )),
+            "{text}"
+        );
+
+        let listed_in = if nested {
+            format!("index {}", m.nested_index())
+        } else {
+            "index.json".to_string()
+        };
+        let by_version = open(&m.root, "windows/amd64:10.0.17763").expect_err("absent");
+        let by_digest =
+            open_digest(&m.root, "windows/amd64", &m.manifests[0].short()).expect_err("absent");
+        for err in [by_version, by_digest] {
+            assert!(
+                matches!(err, Error::ManifestNotInArchive { index: false, .. }),
+                "{err}"
+            );
+            assert!(
+                err.to_string().ends_with(&format!(
+                    ": the manifest for windows/amd64:10.0.17763.5576 ({}) is listed in \
+                     {listed_in} but its blob is not in the archive (exported for one platform \
+                     only?)",
+                    m.manifests[0]
+                )),
+                "{err}"
+            );
+        }
+    }
+
+    // A config blob missing for a manifest that is not chosen is no error either; when chosen it is.
+    let m = two_windows_versions(false);
+    m.remove_blob(&m.configs[0]);
+    open(&m.root, "windows/amd64:10.0.20348").expect("the other one");
+    let err = open(&m.root, "windows/amd64:10.0.17763").expect_err("its config is absent");
+    assert!(
+        matches!(&err, Error::MissingMember { member, .. }
+            if *member == format!("blobs/sha256/{}", m.configs[0].hex())),
+        "{err}"
+    );
+
+    // The one index index.json names is absent: no platform is known, so it is the choice.
+    let m = two_windows_versions(true);
+    let inner = m.nested_index();
+    m.remove_blob(&inner);
+    let err = open(&m.root, "windows/amd64").expect_err("nothing to read");
+    assert!(
+        matches!(err, Error::ManifestNotInArchive { index: true, .. })
+            && err.to_string().contains(&format!(
+                "the image index {inner} is listed in index.json but its blob is not in the archive"
+            )),
+        "{err}"
+    );
+}
+
+/// `docker save` 25+ writes an OCI layout (index entries without a platform) plus manifest.json;
+/// the IMAGE ID `docker images` shows is the config digest, and with the containerd image store
+/// it is the digest of the image index. Either names the image; a reference's digest works too.
+#[test]
+fn image_ids_of_docker_save_name_the_manifest() {
+    let declared = serde_json::Value::Null;
+    let m = multi_layout(
+        &[
+            (declared.clone(), win("10.0.17763.5576")),
+            (declared, win("10.0.20348.2340")),
+        ],
+        false,
+    );
+    let entries: Vec<serde_json::Value> = m
+        .configs
+        .iter()
+        .zip(&m.layers)
+        .map(|(c, l)| {
+            json!({"Config": format!("blobs/sha256/{}", c.hex()),
+                "Layers": [format!("blobs/sha256/{}", l.hex())]})
+        })
+        .collect();
+    std::fs::write(
+        m.root.join("manifest.json"),
+        serde_json::Value::Array(entries).to_string(),
+    )
+    .expect("manifest.json");
+    assert!(matches!(
+        open(&m.root, "windows/amd64"),
+        Err(Error::AmbiguousManifest { .. })
+    ));
+    for (i, config) in m.configs.iter().enumerate() {
+        let image = open_digest(&m.root, "windows/amd64", &config.short()).expect("image id");
+        assert_eq!(image.format(), Format::OciLayout);
+        assert_eq!(image.manifest_digest(), Some(&m.manifests[i]));
+        assert_eq!(image.config_digest(), Some(config));
+    }
+    let reference = format!("docker.io/library/demo:1@{}", m.manifests[1]);
+    let image = open_digest(&m.root, "windows/amd64", &reference).expect("reference");
+    assert_eq!(image.manifest_digest(), Some(&m.manifests[1]));
+
+    // The containerd store's id: the image index; --platform chooses among what it lists.
+    let m = two_windows_versions(true);
+    let id = m.nested_index().short();
+    let err = open_digest(&m.root, "windows/amd64", &id).expect_err("two versions");
+    assert!(
+        matches!(&err, Error::AmbiguousManifest { candidates, .. } if candidates.len() == 2),
+        "{err}"
+    );
+    for (platform, which) in [("windows/amd64:10.0.20348", 1), ("linux/amd64", 2)] {
+        let image = open_digest(&m.root, platform, &id).expect(platform);
+        assert_eq!(image.manifest_digest(), Some(&m.manifests[which]));
+    }
+}
+
+/// An index entry stating major.minor.build (`docker manifest annotate --os-version`) and a
+/// config with the revision too describe one OS; the revision is what `--platform` matches.
+#[test]
+fn an_os_version_and_its_revision_agree() {
+    for (declared, config) in [
+        ("10.0.17763", "10.0.17763.5576"),
+        ("10.0.17763.5576", "10.0.17763"),
+    ] {
+        let m = multi_layout(&[(win(declared), win(config))], false);
+        let image = open(&m.root, "windows/amd64").expect("agree");
+        assert_eq!(image.os_version(), Some("10.0.17763.5576"));
+        open(&m.root, "windows/amd64:10.0.17763.5576").expect("the revision matches");
+    }
+    let m = multi_layout(&[(win("10.0.17763"), win("10.0.20348.2340"))], false);
+    assert!(matches!(
+        open(&m.root, "windows/amd64"),
+        Err(Error::PlatformMismatch { .. })
+    ));
+}
+
+/// `docker save` 25+ of an image with a foreign base layer: the OCI manifest keeps the
+/// registry's descriptor (compressed digest, urls), while the archive holds the uncompressed tar
+/// at blobs/sha256/<diff_id>, which manifest.json names. That file is the layer.
+#[test]
+fn docker_save_of_a_foreign_layer_reads_the_saved_tar() {
+    let base = layer_tar("Files/base.txt", b"foreign base");
+    let top = layer_tar("Files/top.txt", b"top");
+    let registry_blob = gzip(&base);
+    let base_id = Digest::of(&base);
+    let top_id = Digest::of(&top);
+    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": [base_id.to_string(), top_id.to_string()]}}))
+    .expect("json");
+    let cd = Digest::of(&config);
+    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [
+            {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+             "digest": Digest::of(&registry_blob).to_string(), "size": registry_blob.len(),
+             "urls": ["https://example.invalid/base"]},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": top_id.to_string(), "size": top.len()}]}))
+    .expect("json");
+    let md = Digest::of(&manifest);
+    let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md.to_string(), "size": manifest.len(),
+        "annotations": {"io.containerd.image.name": "docker.io/library/demo:1"}}]});
+    let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    let write = |path: &Path, saved: &[&Digest]| {
+        let entries = json!([{"Config": blob(&cd), "RepoTags": ["demo:1"],
+            "Layers": saved.iter().map(|d| blob(d)).collect::<Vec<_>>()}]);
+        let mut b = tar::Builder::new(std::fs::File::create(path).expect("create"));
+        append_file(&mut b, &blob(&base_id), &base);
+        append_file(&mut b, &blob(&top_id), &top);
+        append_file(&mut b, &blob(&cd), &config);
+        append_file(&mut b, &blob(&md), &manifest);
+        append_file(&mut b, "index.json", index.to_string().as_bytes());
+        append_file(&mut b, "manifest.json", entries.to_string().as_bytes());
+        append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        b.finish().expect("finish");
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("save.tar");
+    write(&path, &[&base_id, &top_id]);
+    let image = Image::open(&path, &Platform::windows_amd64()).expect("open");
+    assert_eq!(image.format(), Format::OciLayout);
+    let layer = &image.layers()[0];
+    assert!(layer.present && layer.foreign, "{layer:?}");
+    assert_eq!(layer.digest, base_id);
+    assert_eq!(layer.diff_id.as_ref(), Some(&base_id));
+    assert_eq!(layer.compression, Compression::None);
+    assert_eq!(layer.size, Some(base.len() as u64));
+    assert_eq!(layer.urls, ["https://example.invalid/base"]);
+    assert_eq!(read_layer(&image, 0).expect("saved tar"), base);
+    assert_eq!(read_layer(&image, 1).expect("top"), top);
+
+    // manifest.json naming a file that is not the layer: its digest check fails at the end.
+    write(&path, &[&top_id, &top_id]);
+    let image = Image::open(&path, &Platform::windows_amd64()).expect("open");
+    let err = read_layer(&image, 0).expect_err("not the base layer");
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+
+    // Without manifest.json's help the foreign layer is missing, as before.
+    write(&path, &[]);
+    let image = Image::open(&path, &Platform::windows_amd64()).expect("open");
+    assert!(!image.layers()[0].present);
+    assert!(matches!(
+        image.open_layer(0),
+        Err(Error::ForeignLayerMissing { .. })
+    ));
 }

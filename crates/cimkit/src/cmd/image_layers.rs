@@ -34,9 +34,11 @@ pub struct Select {
         value_name = "OS/ARCH[:VERSION]"
     )]
     pub platform: Platform,
-    /// The manifest to read, by digest (`sha256:<hex>`, or at least 12 leading hex digits):
-    /// the manifest digest in an OCI layout, the image id (config digest, as `docker images`
-    /// shows it) in a docker save archive. It must be for --platform too.
+    /// The manifest to read, by digest (`sha256:<hex>`, at least 12 leading hex digits, or a
+    /// reference `name@sha256:<hex>`, of which the part after the last `@` is used): its manifest
+    /// digest, or the IMAGE ID `docker images` shows: the config digest (any docker save
+    /// archive), or with docker's containerd image store the image index digest, among whose
+    /// manifests --platform then chooses. It must be for --platform too.
     #[arg(long, value_name = "DIGEST")]
     pub manifest: Option<DigestPrefix>,
 }
@@ -54,16 +56,17 @@ impl Select {
                 ociimage::Error::AmbiguousManifest { candidates, .. } => how_to_pick(candidates),
                 _ => String::new(),
             };
-            anyhow!("cannot read image {}: {e}{hint}", source.display())
+            // The library's error starts with the source path.
+            anyhow!("cannot read image: {e}{hint}")
         })
     }
 }
 
-/// One line per candidate: the --platform that picks it alone (its build, else its whole
-/// os.version, when either does), and its --manifest.
+/// One line per candidate in the source: the --platform that picks it alone (its build, else
+/// its whole os.version, when either does), and its --manifest.
 fn how_to_pick(candidates: &[ManifestCandidate]) -> String {
     let mut text = String::new();
-    for c in candidates {
+    for c in candidates.iter().filter(|c| c.present) {
         let by_version = c.platform.os_version.as_deref().and_then(|v| {
             let build: Vec<&str> = v.split('.').take(3).collect();
             [build.join("."), v.to_string()]
