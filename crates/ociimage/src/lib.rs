@@ -9,6 +9,8 @@
 //! when the bytes do not match the digest. Sources: OCI image-spec v1.1 (`image-layout.md`,
 //! `image-index.md`, `manifest.md`, `layer.md`, `config.md`), moby `image/tarexport`.
 
+#![warn(missing_docs)]
+
 mod digest;
 mod error;
 mod store;
@@ -54,8 +56,11 @@ impl fmt::Display for Format {
 /// How a layer blob is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// A plain tar.
     None,
+    /// A gzip-compressed tar.
     Gzip,
+    /// A zstd-compressed tar.
     Zstd,
 }
 
@@ -85,7 +90,9 @@ impl fmt::Display for Compression {
 /// index (`windows/amd64`, `windows/amd64:10.0.20348`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
+    /// Operating system, e.g. `windows`.
     pub os: String,
+    /// CPU architecture, e.g. `amd64`.
     pub architecture: String,
     /// `os.version`: as a wanted platform, `major.minor.build[.revision]`, which matches every
     /// version that starts with those components; as an image's platform, what it declares.
@@ -247,6 +254,7 @@ fn version_starts_with(version: &str, wanted: &str) -> bool {
 /// platform alone does not tell, its digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selector {
+    /// The platform the manifest must be for.
     pub platform: Platform,
     /// A digest or its first hex digits naming the manifest: in an OCI layout its manifest
     /// digest, its config digest or the digest of an image index it is listed under (below
@@ -304,6 +312,7 @@ pub struct Layer {
     pub diff_id: Option<Digest>,
     /// Media type from the manifest (docker save: `application/vnd.docker.image.rootfs.diff.tar`).
     pub media_type: String,
+    /// How the blob is compressed.
     pub compression: Compression,
     /// Size of the blob as stored, when known (docker save: the size of the saved file).
     pub size: Option<u64>,
@@ -467,6 +476,7 @@ impl Image {
         self.store.path()
     }
 
+    /// Which kind of image source it was read from.
     pub fn format(&self) -> Format {
         self.format
     }
