@@ -334,6 +334,7 @@ pub struct Image {
     config_digest: Option<Digest>,
     platform: Option<Platform>,
     layers: Vec<Layer>,
+    absent_alternatives: Vec<ManifestCandidate>,
 }
 
 #[derive(Deserialize)]
@@ -500,6 +501,12 @@ impl Image {
     /// The chosen manifest's `os.version` (`10.0.20348.2527`), when the index or config says.
     pub fn os_version(&self) -> Option<&str> {
         self.platform.as_ref()?.os_version.as_deref()
+    }
+
+    /// Other manifests for the wanted platform that the index lists but the archive does not
+    /// hold (an export made for one platform or Windows version); empty when there are none.
+    pub fn absent_alternatives(&self) -> &[ManifestCandidate] {
+        &self.absent_alternatives
     }
 
     /// Layers bottom-up (index 0 is the base layer).
@@ -850,8 +857,18 @@ fn choose_by_platform(
         .filter(|(_, c)| wanted.matches(&c.platform))
         .collect();
     let named = distinct(hits.iter().map(|(_, c)| *c));
+    // Several match, but the archive holds only one of them (an export made for one platform):
+    // that one is the only choice that can be read.
+    let present: Vec<&&(usize, &ManifestCandidate)> =
+        hits.iter().filter(|(_, c)| c.present).collect();
+    let only_present = present.first().filter(|(_, first)| {
+        present
+            .iter()
+            .all(|(_, other)| other.digest == first.digest)
+    });
     match (hits.first(), named.len()) {
         (Some((i, _)), 1) => Ok(*i),
+        (Some(_), _) if only_present.is_some() => Ok(only_present.map_or(0, |(i, _)| *i)),
         (Some(_), _) => Err(Error::AmbiguousManifest {
             source_path: source.to_path_buf(),
             wanted: wanted_text,
@@ -1008,6 +1025,14 @@ fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
     collect_manifests(&store, &[], index, None, 0, &mut candidates)?;
     let listed: Vec<Listing> = candidates.iter().map(Candidate::listing).collect();
     let chosen = choose(store.path(), &listed, selector)?;
+    let absent_alternatives = match listed.get(chosen) {
+        Some(pick) => distinct(listed.iter().map(|l| &l.candidate).filter(|c| {
+            !c.present
+                && c.digest != pick.candidate.digest
+                && selector.platform.matches(&c.platform)
+        })),
+        None => Vec::new(),
+    };
     let c = candidates
         .into_iter()
         .nth(chosen)
@@ -1114,6 +1139,7 @@ fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
         config_digest: Some(config_digest),
         platform: (!platform.os.is_empty()).then_some(platform),
         layers,
+        absent_alternatives,
     })
 }
 
@@ -1226,6 +1252,7 @@ fn open_docker(store: Store, selector: &Selector) -> Result<Image> {
         config_digest: Some(candidate.digest),
         platform: (!platform.os.is_empty()).then_some(platform),
         layers,
+        absent_alternatives: Vec::new(),
     })
 }
 
@@ -1476,12 +1503,27 @@ mod tests {
         let mut ltsc2019 = candidate("aaaaaaaaaaaa", Some("10.0.17763.1"));
         ltsc2019.candidate.present = false;
         let list = [ltsc2019, candidate("bbbbbbbbbbbb", Some("10.0.20348.5"))];
-        let err = choose(src, &list, &select("windows/amd64", None)).expect_err("ambiguous");
+        // Only one of the matches can be read: that one is taken.
+        assert_eq!(
+            choose(src, &list, &select("windows/amd64", None)).expect("the present one"),
+            1
+        );
+        // Two present and one absent: still ambiguous, the absent one marked.
+        let mut ltsc2025 = candidate("cccccccccccc", Some("10.0.26100.2"));
+        ltsc2025.candidate.present = true;
+        let mut absent = candidate("aaaaaaaaaaaa", Some("10.0.17763.1"));
+        absent.candidate.present = false;
+        let three = [
+            absent,
+            candidate("bbbbbbbbbbbb", Some("10.0.20348.5")),
+            ltsc2025,
+        ];
+        let err = choose(src, &three, &select("windows/amd64", None)).expect_err("ambiguous");
         let text = err.to_string();
         assert!(
             text.contains(
                 "sha256:aaaaaaaaaaaa (windows/amd64, os.version 10.0.17763.1; not in the archive)"
-            ) && text.ends_with("(only sha256:bbbbbbbbbbbb is in the archive)"),
+            ),
             "{text}"
         );
         assert_eq!(

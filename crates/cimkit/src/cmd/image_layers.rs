@@ -51,14 +51,26 @@ impl Select {
             platform: self.platform.clone(),
             digest: self.manifest.clone(),
         };
-        ociimage::Image::open_with(source, &selector).map_err(|e| {
+        let image = ociimage::Image::open_with(source, &selector).map_err(|e| {
             let hint = match &e {
                 ociimage::Error::AmbiguousManifest { candidates, .. } => how_to_pick(candidates),
                 _ => String::new(),
             };
             // The library's error starts with the source path.
             anyhow!("cannot read image: {e}{hint}")
-        })
+        })?;
+        for c in image.absent_alternatives() {
+            eprintln!(
+                "cimkit: note: {}: also listed for {}: {c}; reading {}, the one the archive holds",
+                source.display(),
+                self.platform,
+                image
+                    .manifest_digest()
+                    .or(image.config_digest())
+                    .map_or_else(|| "?".to_string(), |d| d.short()),
+            );
+        }
+        Ok(image)
     }
 }
 
