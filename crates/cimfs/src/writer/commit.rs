@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use zerocopy::IntoBytes;
 
+use super::region::RegionWriter;
 use super::tree::{Kind, ROOT};
 use super::{CimWriter, REGION_METADATA};
 use crate::error::{Error, Result};
@@ -111,7 +112,28 @@ pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
             ),
         });
     }
-    let mut entries: Vec<format::File> = Vec::with_capacity(order.len());
+    // File tables are written as each fills (1024 entries), so only one is held at a time.
+    let per_table = format::FILES_PER_TABLE as usize;
+    let mut entries: Vec<format::File> = Vec::with_capacity(per_table.min(order.len()));
+    let mut ftd = Vec::new();
+    let mut files = 0u64;
+    let flush = |meta: &mut RegionWriter,
+                 entries: &mut Vec<format::File>,
+                 ftd: &mut Vec<format::FileTableDirectoryEntry>|
+     -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let at = meta.put(entries.as_bytes(), align)?;
+        ftd.push(format::FileTableDirectoryEntry {
+            offset: at.0.into(),
+            count: (entries.len() as u16).into(),
+            entry_size: format::FILE_ENTRY_SIZE.into(),
+            reserved: 0.into(),
+        });
+        entries.clear();
+        Ok(())
+    };
     for &n in &order {
         let node = &w.tree.nodes[n];
         let ea_at = if node.ea.is_empty() {
@@ -199,18 +221,12 @@ pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
             base_region_index: own_base.into(),
             reserved: 0.into(),
         });
+        files += 1;
+        if entries.len() == per_table {
+            flush(meta, &mut entries, &mut ftd)?;
+        }
     }
-
-    let mut ftd = Vec::new();
-    for chunk in entries.chunks(format::FILES_PER_TABLE as usize) {
-        let at = meta.put(chunk.as_bytes(), align)?;
-        ftd.push(format::FileTableDirectoryEntry {
-            offset: at.0.into(),
-            count: (chunk.len() as u16).into(),
-            entry_size: format::FILE_ENTRY_SIZE.into(),
-            reserved: 0.into(),
-        });
-    }
+    flush(meta, &mut entries, &mut ftd)?;
     let ftd_at = meta.put(ftd.as_bytes(), align)?;
     let fs = format::Filesystem {
         upcase_table_offset: upcase_at.0.into(),
@@ -220,7 +236,7 @@ pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
     };
     w.filesystem_offset = meta.put(fs.as_bytes(), align)?;
     meta.align(align)?;
-    w.stats.files = entries.len() as u64;
+    w.stats.files = files;
     Ok(())
 }
 
