@@ -136,15 +136,15 @@ pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
     };
     for &n in &order {
         let node = &w.tree.nodes[n];
-        let ea_at = if node.ea.is_empty() {
+        let ea_at = if node.ea().is_empty() {
             RegionOffset::NULL
         } else {
-            meta.put(&node.ea, align)?
+            meta.put(node.ea(), align)?
         };
-        let (rp_at, tag) = if node.reparse.is_empty() {
+        let (rp_at, tag) = if node.reparse().is_empty() {
             (RegionOffset::NULL, 0)
         } else {
-            let r = &node.reparse;
+            let r = node.reparse();
             (
                 meta.put(&counted(r), align)?,
                 // add() and fork() refuse buffers shorter than the 8-byte header.
@@ -153,10 +153,10 @@ pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
                     .map_or(0, u32::from_le_bytes),
             )
         };
-        let st_at = if node.streams.is_empty() {
+        let st_at = if node.streams().is_empty() {
             RegionOffset::NULL
         } else {
-            let mut s: Vec<_> = node.streams.iter().collect();
+            let mut s: Vec<_> = node.streams().iter().collect();
             s.sort_by(|a, b| a.key.cmp(&b.key));
             let names: Vec<&[u16]> = s.iter().map(|a| a.name.as_slice()).collect();
             let ents: Vec<&[u8]> = s.iter().map(|a| a.stream.as_bytes()).collect();
@@ -206,7 +206,7 @@ pub(super) fn write_metadata(w: &mut CimWriter) -> Result<()> {
         let parent_id = if n == ROOT { 1 } else { ids[parent[n]] };
         entries.push(format::File {
             flags: node.flags.into(),
-            ea_length: (node.ea.len() as u16).into(),
+            ea_length: (node.ea().len() as u16).into(),
             reparse_tag: tag.into(),
             creation_time: node.times[0].into(),
             last_write_time: node.times[1].into(),

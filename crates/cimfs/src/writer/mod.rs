@@ -283,16 +283,9 @@ impl CimWriter {
                     }
                     None => {
                         let info = p.file(cid)?;
-                        let c = self.tree.push(Node {
-                            flags: 0,
-                            times: [0; 4],
-                            sd: 0,
-                            ea: Vec::new(),
-                            reparse: Vec::new(),
-                            kind: Kind::File(format::Stream::default()),
-                            streams: Vec::new(),
-                            links: 1,
-                        });
+                        let c = self
+                            .tree
+                            .push(Node::new(Kind::File(format::Stream::default()), 0));
                         self.fill_node(c, p, cid, &info)?;
                         by_id.insert(cid, c);
                         if info.is_directory {
@@ -345,7 +338,7 @@ impl CimWriter {
             &info.extended_attributes,
             &info.reparse_data,
         );
-        node.streams = streams;
+        node.set_streams(streams);
         node.kind = if info.is_directory {
             Kind::Dir(BTreeMap::new())
         } else {
@@ -473,7 +466,7 @@ impl CimWriter {
             let key = names::upcase_key(&c.encode_utf16().collect::<Vec<_>>(), table);
             n = self.tree.children(n)?.get(&key)?.node;
             let node = &self.tree.nodes[n];
-            if node.is_dir() && format::is_name_surrogate(&node.reparse) {
+            if node.is_dir() && format::is_name_surrogate(node.reparse()) {
                 return Some(dirs[..=i].join("\\"));
             }
         }
@@ -555,25 +548,17 @@ impl CimWriter {
         if let Some(old) = existing {
             self.tree.unlink(old);
         }
-        let mut node = Node {
-            flags: 0,
-            times: [0; 4],
-            sd,
-            ea: Vec::new(),
-            reparse: Vec::new(),
-            kind: if is_dir {
-                Kind::Dir(BTreeMap::new())
-            } else {
-                Kind::File(format::Stream::new(
-                    RegionOffset::NULL,
-                    0,
-                    format::STREAM_TYPE_DATA,
-                    false,
-                ))
-            },
-            streams: Vec::new(),
-            links: 1,
+        let kind = if is_dir {
+            Kind::Dir(BTreeMap::new())
+        } else {
+            Kind::File(format::Stream::new(
+                RegionOffset::NULL,
+                0,
+                format::STREAM_TYPE_DATA,
+                false,
+            ))
         };
+        let mut node = Node::new(kind, sd);
         fill(&mut node);
         let ix = self.tree.push(node);
         if let Some(c) = self.tree.children_mut(dir) {
@@ -609,7 +594,7 @@ impl CimWriter {
         let name: Vec<u16> = stream.encode_utf16().collect();
         let key = names::upcase_key(&name, upcase::table());
         let empty = format::Stream::new(RegionOffset::NULL, 0, format::STREAM_TYPE_DATA, false);
-        let streams = &mut self.tree.nodes[node].streams;
+        let streams = self.tree.nodes[node].streams_mut();
         let i = match streams.iter().position(|s| s.key == key) {
             Some(i) => {
                 streams[i] = Ads {
@@ -673,12 +658,12 @@ impl CimWriter {
         if let Some((file, stream)) = names::split_stream(path) {
             let node = self.resolve(file)?;
             let key = names::upcase_key(&stream.encode_utf16().collect::<Vec<_>>(), table);
-            let streams = &mut self.tree.nodes[node].streams;
-            let i = streams
+            let i = self.tree.nodes[node]
+                .streams()
                 .iter()
                 .position(|s| s.key == key)
                 .ok_or_else(|| self.not_found(path))?;
-            self.tree.nodes[node].streams.remove(i);
+            self.tree.nodes[node].remove_stream(i);
             return Ok(());
         }
         if names::components(path).next().is_none() {
@@ -819,7 +804,7 @@ impl CimWriter {
         match s.target {
             Target::Default(n) => self.tree.nodes[n].kind = Kind::File(desc),
             Target::Alternate(n, i) => {
-                if let Some(a) = self.tree.nodes[n].streams.get_mut(i) {
+                if let Some(a) = self.tree.nodes[n].streams_mut().get_mut(i) {
                     a.stream = desc;
                 }
             }

@@ -39,17 +39,68 @@ pub(crate) struct Node {
     pub(crate) times: [u64; 4],
     /// Index into [`SecurityDescriptors`].
     pub(crate) sd: u32,
-    pub(crate) ea: Vec<u8>,
-    pub(crate) reparse: Vec<u8>,
     pub(crate) kind: Kind,
-    pub(crate) streams: Vec<Ads>,
     /// Number of directory entries naming this node (the root counts as linked once).
     pub(crate) links: u32,
+    /// EAs, reparse buffer and alternate streams; `None` for the many entries with none, so a
+    /// node stays small (an image may hold millions).
+    extra: Option<Box<Extra>>,
+}
+
+/// What most nodes lack.
+#[derive(Clone, Debug, Default)]
+struct Extra {
+    ea: Vec<u8>,
+    reparse: Vec<u8>,
+    streams: Vec<Ads>,
 }
 
 impl Node {
+    /// A node of `kind` with no metadata yet (zero times, SD index `sd`), linked once.
+    pub(crate) fn new(kind: Kind, sd: u32) -> Node {
+        Node {
+            flags: 0,
+            times: [0; 4],
+            sd,
+            kind,
+            links: 1,
+            extra: None,
+        }
+    }
+
     pub(crate) fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir(_))
+    }
+
+    /// Packed extended attributes (empty when none).
+    pub(crate) fn ea(&self) -> &[u8] {
+        self.extra.as_ref().map_or(&[], |e| &e.ea)
+    }
+
+    /// Reparse buffer (empty when none).
+    pub(crate) fn reparse(&self) -> &[u8] {
+        self.extra.as_ref().map_or(&[], |e| &e.reparse)
+    }
+
+    /// Alternate data streams.
+    pub(crate) fn streams(&self) -> &[Ads] {
+        self.extra.as_ref().map_or(&[], |e| &e.streams)
+    }
+
+    /// Alternate data streams, to change.
+    pub(crate) fn streams_mut(&mut self) -> &mut Vec<Ads> {
+        &mut self.extra.get_or_insert_with(Box::default).streams
+    }
+
+    /// Drops the boxed part when it holds nothing.
+    fn shrink(&mut self) {
+        if self
+            .extra
+            .as_ref()
+            .is_some_and(|e| e.ea.is_empty() && e.reparse.is_empty() && e.streams.is_empty())
+        {
+            self.extra = None;
+        }
     }
 
     /// Sets everything but the kind, streams and link count.
@@ -64,8 +115,32 @@ impl Node {
         self.flags = flags;
         self.times = times;
         self.sd = sd;
-        self.ea = ea.to_vec();
-        self.reparse = reparse.to_vec();
+        if ea.is_empty() && reparse.is_empty() && self.extra.is_none() {
+            return;
+        }
+        let extra = self.extra.get_or_insert_with(Box::default);
+        extra.ea = ea.to_vec();
+        extra.reparse = reparse.to_vec();
+        self.shrink();
+    }
+
+    /// Replaces the alternate data streams.
+    pub(crate) fn set_streams(&mut self, streams: Vec<Ads>) {
+        if streams.is_empty() && self.extra.is_none() {
+            return;
+        }
+        *self.streams_mut() = streams;
+        self.shrink();
+    }
+
+    /// Removes the alternate stream at `i`.
+    pub(crate) fn remove_stream(&mut self, i: usize) {
+        if let Some(e) = self.extra.as_mut() {
+            if i < e.streams.len() {
+                e.streams.remove(i);
+            }
+        }
+        self.shrink();
     }
 }
 
@@ -107,16 +182,7 @@ impl Tree {
     pub(crate) fn new() -> Tree {
         let mut sds = SecurityDescriptors::default();
         let sd = sds.intern(&format::NULL_DACL_SD);
-        let root = Node {
-            flags: 0,
-            times: [0; 4],
-            sd,
-            ea: Vec::new(),
-            reparse: Vec::new(),
-            kind: Kind::Dir(BTreeMap::new()),
-            streams: Vec::new(),
-            links: 1,
-        };
+        let root = Node::new(Kind::Dir(BTreeMap::new()), sd);
         Tree {
             nodes: vec![root],
             sds,
