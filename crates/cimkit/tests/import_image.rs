@@ -677,7 +677,8 @@ fn a_manifest_absent_from_the_archive_is_named_not_offered() {
         err.contains("cimkit: note: ")
             && err.contains(&format!(
                 "also listed for windows/amd64: {} (windows/amd64, os.version 10.0.17763.5576; \
-                 not in the archive); reading {}, the one the archive holds",
+                 not in the archive); reading {} (os.version 10.0.20348.2340), which the source \
+                 holds",
                 short(&digests[0]),
                 short(&digests[1])
             )),

@@ -29,6 +29,8 @@ use store::Store;
 const JSON_LIMIT: u64 = 64 << 20;
 /// Nested indexes deeper than this are refused (real images nest at most once).
 const MAX_INDEX_DEPTH: usize = 8;
+/// Most manifests (and absent entries) all of an image's indexes may list together.
+const MAX_MANIFESTS: usize = 10_000;
 
 const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -350,7 +352,7 @@ struct Descriptor {
     platform: Option<DescPlatform>,
     /// Values are strings by the spec; anything else is kept and ignored.
     #[serde(default)]
-    annotations: std::collections::HashMap<String, serde_json::Value>,
+    annotations: Option<std::collections::HashMap<String, serde_json::Value>>,
 }
 
 impl Descriptor {
@@ -358,7 +360,8 @@ impl Descriptor {
     /// image itself, and often not pulled or exported with it.
     fn is_attestation(&self) -> bool {
         self.annotations
-            .get("vnd.docker.reference.type")
+            .as_ref()
+            .and_then(|a| a.get("vnd.docker.reference.type"))
             .and_then(serde_json::Value::as_str)
             == Some("attestation-manifest")
     }
@@ -503,8 +506,9 @@ impl Image {
         self.platform.as_ref()?.os_version.as_deref()
     }
 
-    /// Other manifests for the wanted platform that the index lists but the archive does not
-    /// hold (an export made for one platform or Windows version); empty when there are none.
+    /// Entries the indexes list for the wanted platform (or for no stated platform) whose blobs
+    /// the source does not hold, passed over when the platform alone chose (an export made for
+    /// one platform or Windows version); empty when there are none or a digest was given.
     pub fn absent_alternatives(&self) -> &[ManifestCandidate] {
         &self.absent_alternatives
     }
@@ -776,13 +780,11 @@ impl Listing {
 
 /// The distinct manifests among `hits` (first occurrence of each digest), in order.
 fn distinct<'a>(hits: impl IntoIterator<Item = &'a ManifestCandidate>) -> Vec<ManifestCandidate> {
-    let mut out: Vec<ManifestCandidate> = Vec::new();
-    for c in hits {
-        if !out.iter().any(|o| o.digest == c.digest) {
-            out.push(c.clone());
-        }
-    }
-    out
+    let mut seen = std::collections::HashSet::new();
+    hits.into_iter()
+        .filter(|c| seen.insert(&c.digest))
+        .cloned()
+        .collect()
 }
 
 /// Picks the position in `listed` (index or manifest.json order) that `selector` names; see
@@ -806,6 +808,14 @@ fn choose(source: &Path, listed: &[Listing], selector: &Selector) -> Result<usiz
         .filter(|(_, l)| l.names().any(|d| prefix.matches(d)))
         .map(|(i, l)| (i, &l.candidate))
         .collect();
+    // A digest that is some manifest's own names that manifest, whatever it also is to others
+    // (a config or an index they share).
+    let own: Vec<(usize, &ManifestCandidate)> = hits
+        .iter()
+        .filter(|(_, c)| prefix.matches(&c.digest))
+        .copied()
+        .collect();
+    let hits = if own.is_empty() { hits } else { own };
     let hit_manifests = distinct(hits.iter().map(|(_, c)| *c));
     let Some(only) = hit_manifests.first() else {
         return Err(Error::NoSuchManifest {
@@ -942,6 +952,7 @@ fn collect_manifests(
     inherited: Option<DescPlatform>,
     depth: usize,
     out: &mut Vec<Candidate>,
+    expanded: &mut std::collections::HashSet<Digest>,
 ) -> Result<()> {
     let referrer = via
         .last()
@@ -951,6 +962,13 @@ fn collect_manifests(
             source_path: store.path().to_path_buf(),
             member: referrer,
             message: format!("indexes nested more than {MAX_INDEX_DEPTH} deep"),
+        });
+    }
+    if out.len() + index.manifests.len() > MAX_MANIFESTS {
+        return Err(Error::Invalid {
+            source_path: store.path().to_path_buf(),
+            member: referrer,
+            message: format!("indexes list more than {MAX_MANIFESTS} manifests"),
         });
     }
     for desc in index.manifests {
@@ -978,14 +996,20 @@ fn collect_manifests(
         let member = blob_member(&digest);
         let below = [via, std::slice::from_ref(&digest)].concat();
         if is_index {
-            let nested: Index = parse_json(store, &member, &bytes)?;
-            collect_manifests(store, &below, nested, declared, depth + 1, out)?;
+            // An index listed again (hostile fan-out, or the same index under two names) adds
+            // nothing new: its manifests are already gathered.
+            if expanded.insert(digest.clone()) {
+                let nested: Index = parse_json(store, &member, &bytes)?;
+                collect_manifests(store, &below, nested, declared, depth + 1, out, expanded)?;
+            }
             continue;
         }
         let manifest: Manifest = parse_json(store, &member, &bytes)?;
         if manifest.manifests.is_some() || manifest.media_type == MT_OCI_INDEX {
-            let nested: Index = parse_json(store, &member, &bytes)?;
-            collect_manifests(store, &below, nested, declared, depth + 1, out)?;
+            if expanded.insert(digest.clone()) {
+                let nested: Index = parse_json(store, &member, &bytes)?;
+                collect_manifests(store, &below, nested, declared, depth + 1, out, expanded)?;
+            }
             continue;
         }
         let config_digest = parse_digest(store, &member, &manifest.config.digest)?;
@@ -1022,16 +1046,28 @@ fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
     let bytes = store.read_small("index.json", JSON_LIMIT)?;
     let index: Index = parse_json(&store, "index.json", &bytes)?;
     let mut candidates = Vec::new();
-    collect_manifests(&store, &[], index, None, 0, &mut candidates)?;
+    collect_manifests(
+        &store,
+        &[],
+        index,
+        None,
+        0,
+        &mut candidates,
+        &mut std::collections::HashSet::new(),
+    )?;
     let listed: Vec<Listing> = candidates.iter().map(Candidate::listing).collect();
     let chosen = choose(store.path(), &listed, selector)?;
+    // Without a digest the platform chose: absent entries it could have meant (for the same
+    // platform, or stating none, as an absent nested index does) were passed over.
     let absent_alternatives = match listed.get(chosen) {
-        Some(pick) => distinct(listed.iter().map(|l| &l.candidate).filter(|c| {
-            !c.present
-                && c.digest != pick.candidate.digest
-                && selector.platform.matches(&c.platform)
-        })),
-        None => Vec::new(),
+        Some(pick) if selector.digest.is_none() => {
+            distinct(listed.iter().map(|l| &l.candidate).filter(|c| {
+                !c.present
+                    && c.digest != pick.candidate.digest
+                    && (c.platform.os.is_empty() || selector.platform.matches(&c.platform))
+            }))
+        }
+        _ => Vec::new(),
     };
     let c = candidates
         .into_iter()
@@ -1104,12 +1140,20 @@ fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
                 .filter(|m| store.exists(m));
             if let (Some(saved), Some(diff_id)) = (saved, &diff_id) {
                 let (head, size) = store.head(saved)?;
+                // An uncompressed file must be the tar the config names (its digest is the
+                // diff_id); a compressed one is checked against the digest its name states, and
+                // its tar against the diff_id by whoever decompresses it.
+                let compression = Compression::sniff(&head);
+                let named = saved
+                    .strip_prefix("blobs/sha256/")
+                    .and_then(|hex| Digest::from_hex(hex).ok())
+                    .filter(|_| compression != Compression::None);
                 layers.push(Layer {
                     index,
-                    digest: diff_id.clone(),
+                    digest: named.unwrap_or_else(|| diff_id.clone()),
                     diff_id: Some(diff_id.clone()),
                     media_type: desc.media_type,
-                    compression: Compression::sniff(&head),
+                    compression,
                     size: Some(size),
                     foreign,
                     urls: desc.urls,

@@ -1386,6 +1386,34 @@ fn docker_save_of_a_foreign_layer_reads_the_saved_tar() {
     let err = read_layer(&image, 0).expect_err("not the base layer");
     assert!(err.to_string().contains("digest mismatch"), "{err}");
 
+    // A compressed saved file is checked against the digest its name states.
+    let recompressed = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&base).expect("gzip");
+        e.finish().expect("gzip finish")
+    };
+    assert_ne!(recompressed, registry_blob);
+    let gz_id = Digest::of(&recompressed);
+    let gz_path = tmp.path().join("save-gz.tar");
+    {
+        let entries = json!([{"Config": blob(&cd), "RepoTags": ["demo:1"],
+            "Layers": [blob(&gz_id), blob(&top_id)]}]);
+        let mut b = tar::Builder::new(std::fs::File::create(&gz_path).expect("create"));
+        append_file(&mut b, &blob(&gz_id), &recompressed);
+        append_file(&mut b, &blob(&top_id), &top);
+        append_file(&mut b, &blob(&cd), &config);
+        append_file(&mut b, &blob(&md), &manifest);
+        append_file(&mut b, "index.json", index.to_string().as_bytes());
+        append_file(&mut b, "manifest.json", entries.to_string().as_bytes());
+        append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        b.finish().expect("finish");
+    }
+    let image = Image::open(&gz_path, &Platform::windows_amd64()).expect("open");
+    let layer = &image.layers()[0];
+    assert_eq!(layer.digest, gz_id);
+    assert_eq!(layer.compression, Compression::Gzip);
+    assert_eq!(read_layer(&image, 0).expect("saved gzip"), recompressed);
+
     // Without manifest.json's help the foreign layer is missing, as before.
     write(&path, &[]);
     let image = Image::open(&path, &Platform::windows_amd64()).expect("open");
@@ -1394,4 +1422,428 @@ fn docker_save_of_a_foreign_layer_reads_the_saved_tar() {
         image.open_layer(0),
         Err(Error::ForeignLayerMissing { .. })
     ));
+}
+
+// Choosing on exports that lack blobs, hostile indexes and docker-save fallbacks.
+
+fn write_index(root: &Path, index: &serde_json::Value) {
+    std::fs::write(root.join("index.json"), index.to_string()).expect("index.json");
+}
+
+fn read_index(root: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(root.join("index.json")).expect("read")).expect("json")
+}
+
+/// Packs a layout folder as a tar and as a tar.gz next to it.
+fn pack_layout(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let tar_path = root.with_extension("tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).expect("create tar"));
+    b.append_dir_all(".", root).expect("tar layout");
+    b.finish().expect("finish");
+    drop(b);
+    let gz_path = root.with_extension("tar.gz");
+    std::fs::write(&gz_path, gzip(&std::fs::read(&tar_path).expect("read tar"))).expect("w");
+    (tar_path, gz_path)
+}
+
+/// A manifest named outright (by its digest or its config digest, the docker IMAGE ID) was not
+/// chosen by platform: no absent entry is reported as passed over.
+#[test]
+fn a_named_manifest_passes_nothing_over() {
+    let m = two_windows_versions(false);
+    m.remove_blob(&m.manifests[0]);
+    for digest in [m.manifests[1].short(), m.configs[1].short()] {
+        let image = open_digest(&m.root, "windows/amd64", &digest).expect("named, present");
+        assert_eq!(image.manifest_digest(), Some(&m.manifests[1]));
+        assert!(
+            image.absent_alternatives().is_empty(),
+            "--manifest {digest} named the manifest, yet absent alternatives are reported: {:?}",
+            image
+                .absent_alternatives()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+/// `--manifest <index digest>`: absent manifests listed under another index are not reported
+/// as passed over.
+#[test]
+fn an_index_digest_passes_over_nothing_of_other_indexes() {
+    // Two images (two tags), each an image index with one windows manifest; image B's
+    // manifest blob was not exported.
+    let m = two_windows_versions(false);
+    let l = Layout { dir: &m.root };
+    let idx = read_index(&m.root);
+    let entry = |i: usize| idx["manifests"][i].clone();
+    let (ia, ia_len) = l.json_blob(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry(1)]}));
+    let (ib, ib_len) = l.json_blob(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry(0)]}));
+    write_index(
+        &m.root,
+        &json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": ia.to_string(), "size": ia_len},
+            {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": ib.to_string(), "size": ib_len}]}),
+    );
+    m.remove_blob(&m.manifests[0]);
+    let image = open_digest(&m.root, "windows/amd64", &ia.short()).expect("image A");
+    assert_eq!(image.manifest_digest(), Some(&m.manifests[1]));
+    assert!(
+        image.absent_alternatives().is_empty(),
+        "image A has no absent manifest; reported: {:?}",
+        image
+            .absent_alternatives()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Indexes whose levels each list the next one 16 times (no cycle, within the depth limit)
+/// would be 16^8 documents if every listing were followed; each index is expanded once, so a
+/// 20 KB layout opens at once.
+#[test]
+fn index_fan_out_expands_each_index_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("layout");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("w");
+    let l = Layout { dir: &root };
+    const FAN: usize = 16;
+    let (mut below, mut below_len) = l.json_blob(&json!({"schemaVersion": 2, "manifests": []}));
+    // Levels 8..=1 (index.json is depth 0; depth 8 is the deepest accepted).
+    for _ in 0..7 {
+        let entry = json!({"mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": below.to_string(), "size": below_len});
+        (below, below_len) =
+            l.json_blob(&json!({"schemaVersion": 2, "manifests": vec![entry; FAN]}));
+    }
+    let entry = json!({"mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": below.to_string(), "size": below_len});
+    write_index(
+        &root,
+        &json!({"schemaVersion": 2, "manifests": vec![entry; FAN]}),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = root.clone();
+    std::thread::spawn(move || {
+        let r = Image::open(&path, &Platform::windows_amd64()).map(|_| ());
+        let _ = tx.send(r.map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        // No manifest at all below the indexes: nothing matches windows/amd64.
+        Ok(result) => assert!(
+            result.as_ref().is_err_and(|e| e.contains("windows/amd64")),
+            "{result:?}"
+        ),
+        Err(_) => panic!("Image::open still running after 20 s on a 20 KB layout"),
+    }
+}
+
+/// `"annotations": null` on an index entry is the same as none.
+#[test]
+fn null_annotations_are_no_annotations() {
+    let m = multi_layout(&[(win("10.0.20348.2340"), win("10.0.20348.2340"))], false);
+    let mut index = read_index(&m.root);
+    index["manifests"][0]["annotations"] = serde_json::Value::Null;
+    write_index(&m.root, &index);
+    let r = open(&m.root, "windows/amd64");
+    assert!(
+        r.is_ok(),
+        "{}",
+        r.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+}
+
+/// An absent image index states no platform (index entries for indexes rarely carry one), yet
+/// may hold the wanted version: when a present manifest is read instead, the index is reported
+/// as passed over.
+#[test]
+fn an_absent_index_beside_the_chosen_manifest_is_reported() {
+    let m = two_windows_versions(false);
+    let l = Layout { dir: &m.root };
+    let idx = read_index(&m.root);
+    // Image A: an index listing the ltsc2019 manifest (index blob not exported).
+    let (ia, ia_len) = l.json_blob(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [idx["manifests"][0].clone()]}));
+    write_index(
+        &m.root,
+        &json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": ia.to_string(), "size": ia_len},
+            idx["manifests"][1].clone()]}),
+    );
+    m.remove_blob(&ia);
+    let image = open(&m.root, "windows/amd64").expect("the present ltsc2022 manifest");
+    assert_eq!(image.manifest_digest(), Some(&m.manifests[1]));
+    assert!(
+        !image.absent_alternatives().is_empty(),
+        "absent index {} could hold a windows/amd64 manifest, but nothing is noted",
+        ia.short()
+    );
+}
+
+/// docker-save fallback naming a gzip-compressed saved file named by its own digest: it is
+/// read and checked against that digest (its tar against the diff_id by the importer).
+#[test]
+fn fallback_compressed_saved_layer_is_checked_against_its_name() {
+    let base = layer_tar("Files/base.txt", b"foreign base");
+    let gz = gzip(&base);
+    let base_id = Digest::of(&base);
+    let gz_id = Digest::of(&gz);
+    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": [base_id.to_string()]}}))
+    .expect("json");
+    let cd = Digest::of(&config);
+    let registry = gzip(&layer_tar("Files/base.txt", b"something else"));
+    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+             "digest": Digest::of(&registry).to_string(), "size": registry.len(),
+             "urls": ["https://example.invalid/base"]}]}))
+    .expect("json");
+    let md = Digest::of(&manifest);
+    let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("save.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+    append_file(&mut b, &blob(&gz_id), &gz);
+    append_file(&mut b, &blob(&cd), &config);
+    append_file(&mut b, &blob(&md), &manifest);
+    append_file(
+        &mut b,
+        "index.json",
+        json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.to_string(), "size": manifest.len()}]})
+        .to_string()
+        .as_bytes(),
+    );
+    append_file(
+        &mut b,
+        "manifest.json",
+        json!([{"Config": blob(&cd), "Layers": [blob(&gz_id)]}])
+            .to_string()
+            .as_bytes(),
+    );
+    append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    b.finish().expect("finish");
+    drop(b);
+    let image = Image::open(&path, &Platform::windows_amd64()).expect("open");
+    let layer = &image.layers()[0];
+    assert!(layer.present);
+    assert_eq!(layer.compression, Compression::Gzip);
+    let r = read_layer(&image, 0);
+    assert!(
+        r.is_ok(),
+        "blob {} (digest {gz_id}, its name) is refused: {}",
+        blob(&gz_id),
+        r.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+}
+
+/// Folder, tar and tar.gz of one layout with an absent manifest choose alike, note alike and
+/// fail alike.
+#[test]
+fn absent_choice_is_the_same_in_folder_tar_and_tar_gz() {
+    for nested in [false, true] {
+        let m = two_windows_versions(nested);
+        m.remove_blob(&m.manifests[0]);
+        let (tar_path, gz_path) = pack_layout(&m.root);
+        let describe = |p: &Path| {
+            let ok = open(p, "windows/amd64").map(|i| {
+                (
+                    i.manifest_digest().cloned(),
+                    i.absent_alternatives().to_vec(),
+                    i.layers()[0].digest.clone(),
+                )
+            });
+            let err = open(p, "windows/amd64:10.0.17763").expect_err("absent");
+            let by_cfg = open_digest(p, "windows/amd64", &m.configs[1].short())
+                .map(|i| i.manifest_digest().cloned());
+            (
+                ok.map_err(|e| e.to_string()),
+                err.to_string().replace(&p.display().to_string(), "<src>"),
+                by_cfg.map_err(|e| e.to_string()),
+            )
+        };
+        let folder = describe(&m.root);
+        assert_eq!(
+            folder.0.as_ref().expect("ok").0.as_ref(),
+            Some(&m.manifests[1])
+        );
+        assert_eq!(describe(&tar_path), folder, "tar");
+        assert_eq!(describe(&gz_path), folder, "tar.gz");
+        for p in [&m.root, &tar_path, &gz_path] {
+            let image = open(p, "windows/amd64").expect("open");
+            assert_eq!(read_layer(&image, 0).expect("layer").len() % 512, 0);
+        }
+    }
+}
+
+/// The docker-save fallback in a tar.gz: the right saved file reads, a wrong one fails its
+/// digest check at the end of the stream.
+#[test]
+fn foreign_fallback_digest_is_checked_in_tar_gz() {
+    let base = layer_tar("Files/base.txt", b"foreign base");
+    let other = layer_tar("Files/other.txt", b"not the base");
+    let registry_blob = gzip(&base);
+    let base_id = Digest::of(&base);
+    let other_id = Digest::of(&other);
+    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": [base_id.to_string()]}}))
+    .expect("json");
+    let cd = Digest::of(&config);
+    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+             "digest": Digest::of(&registry_blob).to_string(), "size": registry_blob.len(),
+             "urls": ["https://example.invalid/base"]}]}))
+    .expect("json");
+    let md = Digest::of(&manifest);
+    let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (saved, good) in [(&base_id, true), (&other_id, false)] {
+        let path = tmp.path().join("save.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+        append_file(&mut b, &blob(&base_id), &base);
+        append_file(&mut b, &blob(&other_id), &other);
+        append_file(&mut b, &blob(&cd), &config);
+        append_file(&mut b, &blob(&md), &manifest);
+        append_file(
+            &mut b,
+            "index.json",
+            json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": md.to_string(), "size": manifest.len()}]})
+            .to_string()
+            .as_bytes(),
+        );
+        append_file(
+            &mut b,
+            "manifest.json",
+            json!([{"Config": blob(&cd), "Layers": [blob(saved)]}])
+                .to_string()
+                .as_bytes(),
+        );
+        append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        b.finish().expect("finish");
+        drop(b);
+        let gz_path = tmp.path().join("save.tar.gz");
+        std::fs::write(&gz_path, gzip(&std::fs::read(&path).expect("r"))).expect("w");
+        for p in [&path, &gz_path] {
+            let image = Image::open(p, &Platform::windows_amd64()).expect("open");
+            let r = read_layer(&image, 0);
+            if good {
+                assert_eq!(r.expect("saved tar"), base);
+            } else {
+                let err = r.expect_err("wrong file");
+                assert!(err.to_string().contains("digest mismatch"), "{err}");
+            }
+        }
+    }
+}
+
+/// Hostile index entries: errors, never panics.
+#[test]
+fn hostile_index_entries_do_not_panic() {
+    let m = multi_layout(&[(win("10.0.20348.2340"), win("10.0.20348.2340"))], false);
+    let good = read_index(&m.root)["manifests"][0].clone();
+    let variants: Vec<serde_json::Value> = vec![
+        json!({"mediaType": 5, "digest": good["digest"]}),
+        json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": good["digest"]}),
+        json!({"mediaType": "", "digest": "sha256:"}),
+        json!({"mediaType": "", "digest": "md5:abc"}),
+        json!({"mediaType": "text/plain", "digest": 7}),
+        json!({"mediaType": "", "digest": good["digest"], "size": u64::MAX}),
+        json!({"mediaType": "", "digest": good["digest"], "platform": "windows"}),
+        json!({"mediaType": "", "digest": good["digest"], "platform": {"os": "", "os.version": ""}}),
+        json!({"mediaType": "", "digest": good["digest"], "platform": {"os": "windows", "architecture": "amd64", "os.version": "10.0.20348.2340.1.2.3.4"}}),
+        json!({"mediaType": "", "digest": good["digest"], "annotations": {"vnd.docker.reference.type": ["x"]}}),
+        json!({"mediaType": "", "digest": format!("sha256:{}", "0".repeat(64))}),
+        json!({"mediaType": "application/vnd.docker.distribution.manifest.list.v2+json", "digest": format!("sha256:{}", "1".repeat(64))}),
+    ];
+    for v in variants {
+        for twice in [false, true] {
+            let list = if twice {
+                vec![v.clone(), good.clone(), v.clone()]
+            } else {
+                vec![v.clone()]
+            };
+            write_index(&m.root, &json!({"schemaVersion": 2, "manifests": list}));
+            for (p, d) in [
+                ("windows/amd64", None),
+                ("windows/amd64:10.0.20348", Some(m.manifests[0].short())),
+            ] {
+                let r = match &d {
+                    Some(d) => open_digest(&m.root, p, d),
+                    None => open(&m.root, p),
+                };
+                // Whatever opens is the one real manifest; the rest are clean errors.
+                if let Ok(image) = r {
+                    assert_eq!(image.manifest_digest(), Some(&m.manifests[0]), "{v}");
+                }
+            }
+        }
+    }
+}
+
+/// An index.json listing more entries than an image may have is refused, naming the limit.
+#[test]
+fn too_many_index_entries_are_refused() {
+    let m = multi_layout(&[(win("10.0.20348.2340"), win("10.0.20348.2340"))], false);
+    let entries: Vec<serde_json::Value> = (0..10_001)
+        .map(|i| {
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": Digest::of(format!("{i}").as_bytes()).to_string(),
+                "platform": {"os": "windows", "architecture": "amd64"}})
+        })
+        .collect();
+    write_index(&m.root, &json!({"schemaVersion": 2, "manifests": entries}));
+    let err = open(&m.root, "windows/amd64").expect_err("over the limit");
+    assert!(
+        err.to_string().contains("more than 10000 manifests"),
+        "{err}"
+    );
+}
+
+/// A blob that is both manifest Y and the config of manifest X (hostile): `--manifest <Y>` names
+/// Y, never X, even when only X is for the wanted platform.
+#[test]
+fn a_digest_that_is_a_manifest_names_that_manifest() {
+    let m = multi_layout(
+        &[(
+            json!({"os": "linux", "architecture": "amd64"}),
+            json!({"os": "linux", "architecture": "amd64"}),
+        )],
+        false,
+    );
+    let l = Layout { dir: &m.root };
+    let y = m.manifests[0].clone();
+    let y_bytes = std::fs::read(m.root.join("blobs/sha256").join(y.hex())).expect("read y");
+    let layer = l.blob(&layer_tar("Files/x.txt", b"x"));
+    let (x, x_len) = l.json_blob(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": y.to_string(), "size": y_bytes.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string()}]}));
+    let mut index = read_index(&m.root);
+    index["manifests"].as_array_mut().expect("array").push(json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": x.to_string(), "size": x_len,
+        "platform": {"os": "windows", "architecture": "amd64"}}));
+    write_index(&m.root, &index);
+    let r = open_digest(&m.root, "windows/amd64", &y.to_string());
+    assert!(
+        matches!(
+            r,
+            Err(Error::ManifestNotForPlatform { .. }) | Err(Error::AmbiguousDigestPrefix { .. })
+        ),
+        "--manifest {y} (a linux manifest) read {:?}",
+        r.map(|i| i.manifest_digest().cloned())
+            .map_err(|e| e.to_string())
+    );
 }

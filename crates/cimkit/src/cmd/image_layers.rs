@@ -59,15 +59,26 @@ impl Select {
             // The library's error starts with the source path.
             anyhow!("cannot read image: {e}{hint}")
         })?;
+        let reading = format!(
+            "{}{}",
+            image
+                .manifest_digest()
+                .or(image.config_digest())
+                .map_or_else(|| "?".to_string(), |d| d.short()),
+            image
+                .os_version()
+                .map(|v| format!(" (os.version {v})"))
+                .unwrap_or_default()
+        );
         for c in image.absent_alternatives() {
+            let listed = if c.platform.os.is_empty() {
+                "also listed".to_string()
+            } else {
+                format!("also listed for {}", self.platform)
+            };
             eprintln!(
-                "cimkit: note: {}: also listed for {}: {c}; reading {}, the one the archive holds",
+                "cimkit: note: {}: {listed}: {c}; reading {reading}, which the source holds",
                 source.display(),
-                self.platform,
-                image
-                    .manifest_digest()
-                    .or(image.config_digest())
-                    .map_or_else(|| "?".to_string(), |d| d.short()),
             );
         }
         Ok(image)
