@@ -99,10 +99,20 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Hive> {
         leaves: HashSet::new(),
         security: HashMap::new(),
         notes,
+        inexact_names: 0,
+        first_inexact: None,
         chain: Vec::new(),
     };
     let root_off = field(BB_ROOT);
     let root = r.key(root_off, 0)?;
+    if let Some(first) = &r.first_inexact {
+        let n = r.inexact_names;
+        r.notes.push(format!(
+            "{n} key or value name{} not valid UTF-16 (an unpaired surrogate or odd length; \
+             first: {first}): read, and written back, with U+FFFD in place of the bad units",
+            if n == 1 { " is" } else { "s are" }
+        ));
+    }
     Ok(Hive {
         root,
         minor_version: minor,
@@ -125,6 +135,10 @@ struct Reader<'a> {
     leaves: HashSet<u32>,
     security: HashMap<u32, Vec<u8>>,
     notes: Vec<String>,
+    /// Names that UTF-16 cannot spell exactly (an unpaired surrogate, an odd byte), and the
+    /// first of them: they read, and write back, with U+FFFD in place of the bad unit.
+    inexact_names: u64,
+    first_inexact: Option<String>,
     /// Where the names of the keys being read (below the root, outermost first) are stored
     /// in `bins`. The path of the current key is rendered from it only when an error names
     /// it: building it at every level would cost depth x name length per key, and keeping
@@ -152,6 +166,13 @@ fn latin1(b: &[u8]) -> String {
     b.iter().map(|&c| char::from(c)).collect()
 }
 
+/// Whether UTF-16LE bytes decode without loss (even length, surrogates paired).
+fn is_exact_utf16(b: &[u8]) -> bool {
+    b.len().is_multiple_of(2)
+        && char::decode_utf16(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
+            .all(|c| c.is_ok())
+}
+
 fn utf16(b: &[u8]) -> String {
     let units: Vec<u16> = b
         .chunks_exact(2)
@@ -161,6 +182,14 @@ fn utf16(b: &[u8]) -> String {
 }
 
 impl<'a> Reader<'a> {
+    /// Counts a name UTF-16 cannot spell exactly; `what` describes the first.
+    fn note_inexact(&mut self, what: impl FnOnce(&Self) -> String) {
+        self.inexact_names += 1;
+        if self.first_inexact.is_none() {
+            self.first_inexact = Some(what(self));
+        }
+    }
+
     /// Path of the key being read ("" for the root), rendered from `chain`.
     fn path(&self) -> String {
         let mut out = String::new();
@@ -264,7 +293,12 @@ impl<'a> Reader<'a> {
         let name_len = usize::from(le_u16(nk, NK_NAME_LEN).unwrap_or(0));
         let compressed = flags & KEY_COMP_NAME != 0;
         let name = match nk.get(NK_NAME..NK_NAME + name_len) {
-            Some(bytes) => decode_name(bytes, compressed),
+            Some(bytes) => {
+                if !compressed && !is_exact_utf16(bytes) {
+                    self.note_inexact(|r| format!("key {:?} under {:?}", utf16(bytes), r.path()));
+                }
+                decode_name(bytes, compressed)
+            }
             None => {
                 return Err(self.corrupt(offset, "key node", None, "name runs past the cell"));
             }
@@ -477,6 +511,9 @@ impl<'a> Reader<'a> {
             .get(VK_NAME..VK_NAME + name_len)
             .ok_or_else(|| self.corrupt(offset, "value", None, "name runs past the cell"))?;
         let name = decode_name(name_bytes, flags & VALUE_COMP_NAME != 0);
+        if flags & VALUE_COMP_NAME == 0 && !is_exact_utf16(name_bytes) {
+            self.note_inexact(|r| format!("value {name:?} of key {:?}", r.path()));
+        }
         self.charge(std::mem::size_of::<Value>() + name.len())?;
         let len = (size & !DATA_INLINE) as usize;
         let data = if size & DATA_INLINE != 0 {

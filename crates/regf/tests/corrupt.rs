@@ -183,3 +183,43 @@ fn a_leaf_named_many_times_is_walked_once() {
     assert!(problems.iter().any(|p| p.message.contains("second time")));
     assert!(problems.len() < 40, "{} problems", problems.len());
 }
+
+/// Names UTF-16 cannot spell exactly (an unpaired surrogate) read with U+FFFD, and a note says
+/// so, naming the first, since writing the hive back changes them.
+#[test]
+fn names_with_unpaired_surrogates_are_noted() {
+    let mut h = Hive::new();
+    h.create_key("Software\\K\u{3a9}\u{3a9}")
+        .set_string("V\u{3a9}\u{3a9}", "data");
+    let mut bytes = h.to_bytes().expect("write");
+    // Ω (U+03A9) stores as a9 03; the first of each pair becomes a lone high surrogate.
+    let omega = [0xa9u8, 0x03, 0xa9, 0x03];
+    let mut patched = 0;
+    let mut i = 0;
+    while i + 4 <= bytes.len() {
+        if bytes[i..i + 4] == omega {
+            bytes[i..i + 2].copy_from_slice(&[0x00, 0xd8]);
+            patched += 1;
+        }
+        i += 1;
+    }
+    assert_eq!(patched, 2, "one key name and one value name");
+    let hive = Hive::parse(&bytes).expect("parses");
+    let key = hive
+        .key("Software\\K\u{fffd}\u{3a9}")
+        .expect("key read with U+FFFD");
+    assert!(key.value("V\u{fffd}\u{3a9}").is_some());
+    let notes = hive.notes.join("\n");
+    assert!(
+        notes.contains("2 key or value names are not valid UTF-16")
+            && notes.contains("first: key \"K\u{fffd}\u{3a9}\" under \"Software\""),
+        "{notes}"
+    );
+    // An exact hive has no such note.
+    let clean = Hive::parse(&h.to_bytes().expect("write")).expect("parses");
+    assert!(
+        !clean.notes.iter().any(|n| n.contains("UTF-16")),
+        "{:?}",
+        clean.notes
+    );
+}
