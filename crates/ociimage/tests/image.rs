@@ -1493,7 +1493,10 @@ fn an_index_digest_passes_over_nothing_of_other_indexes() {
     let image = open_digest(&m.root, "windows/amd64", &ia.short()).expect("image A");
     assert_eq!(image.manifest_digest(), Some(&m.manifests[1]));
     let passed = passed_over(&image);
-    assert!(passed.is_empty(), "image A has no absent manifest: {passed:?}");
+    assert!(
+        passed.is_empty(),
+        "image A has no absent manifest: {passed:?}"
+    );
 }
 
 /// Indexes whose levels each list the next one 16 times (no cycle, within the depth limit)

@@ -64,6 +64,8 @@ struct GzipMembers<R: io::BufRead> {
 enum GzipState<R: io::BufRead> {
     Member(flate2::bufread::GzDecoder<R>),
     Between(R),
+    /// Inside zero padding after the last member: only zeros (or the end) may follow.
+    Padding(R),
     Done,
 }
 
@@ -100,19 +102,7 @@ impl<R: io::BufRead> Read for GzipMembers<R> {
                         Some(0x1f) => {
                             self.state = GzipState::Member(flate2::bufread::GzDecoder::new(r));
                         }
-                        Some(0) if self.zero_padding => {
-                            let zeros = next.iter().take_while(|&&b| b == 0).count();
-                            let all = zeros == next.len();
-                            r.consume(zeros);
-                            if all {
-                                self.state = GzipState::Between(r);
-                                continue;
-                            }
-                            return Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                "trailing data after the gzip stream's zero padding",
-                            ));
-                        }
+                        Some(0) if self.zero_padding => self.state = GzipState::Padding(r),
                         Some(_) => {
                             let members = self.members;
                             return Err(io::Error::new(
@@ -125,6 +115,21 @@ impl<R: io::BufRead> Read for GzipMembers<R> {
                             ));
                         }
                     }
+                }
+                GzipState::Padding(mut r) => {
+                    let next = r.fill_buf()?;
+                    if next.is_empty() {
+                        return Ok(0);
+                    }
+                    let zeros = next.iter().take_while(|&&b| b == 0).count();
+                    if zeros < next.len() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "trailing data after the gzip stream's zero padding",
+                        ));
+                    }
+                    r.consume(zeros);
+                    self.state = GzipState::Padding(r);
                 }
                 GzipState::Done => return Ok(0),
             }

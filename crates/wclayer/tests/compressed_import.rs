@@ -161,3 +161,38 @@ fn an_early_bad_entry_stops_the_whole_pipeline() {
     assert!(!snapshots.join("cim-layers/1.cim").exists());
     assert!(!tmp.path().join("escape.txt").exists());
 }
+
+/// For whole image archives, zero padding after the gzip stream is accepted wherever it ends;
+/// anything after the padding, another gzip member included, is refused, whether or not the
+/// zeros end on a read-buffer boundary (64 KiB).
+#[test]
+fn archive_zero_padding_accepts_only_zeros() {
+    use std::io::Read;
+    let body = b"archive bytes".repeat(1000);
+    let gz = gzip(&body);
+    let read = |bytes: Vec<u8>| -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        wclayer::decompressed_archive(std::io::Cursor::new(bytes))
+            .map_err(std::io::Error::other)?
+            .read_to_end(&mut out)?;
+        Ok(out)
+    };
+    for zeros in [1, 65536 - gz.len() + 6, 65536 - gz.len() + 7, 200_000] {
+        let mut padded = gz.clone();
+        padded.resize(gz.len() + zeros, 0);
+        assert_eq!(read(padded.clone()).expect("zero padding"), body, "{zeros}");
+        let mut then_member = padded.clone();
+        then_member.extend(gzip(b"more"));
+        let err = read(then_member).expect_err("a member after the padding");
+        assert!(err.to_string().contains("zero padding"), "{zeros}: {err}");
+    }
+    // Layers stay strict: no padding at all.
+    let mut padded = gz.clone();
+    padded.push(0);
+    let mut out = Vec::new();
+    let err = wclayer::decompressed(std::io::Cursor::new(padded))
+        .expect("gzip")
+        .read_to_end(&mut out)
+        .expect_err("layer padding refused");
+    assert!(err.to_string().contains("trailing data"), "{err}");
+}
