@@ -1324,6 +1324,72 @@ fn an_os_version_and_its_revision_agree() {
     ));
 }
 
+/// A `docker save` 25+ of an image whose first layer is foreign: the OCI manifest keeps the
+/// registry's descriptor (compressed digest, urls; the blob is absent), while manifest.json names
+/// the files saved for the layers.
+struct ForeignSave {
+    config: Vec<u8>,
+    cd: Digest,
+    manifest: Vec<u8>,
+    md: Digest,
+}
+
+impl ForeignSave {
+    /// `registry` is the foreign layer's blob as published; `top`, if given, a second, ordinary
+    /// layer (an uncompressed tar).
+    fn new(base_id: &Digest, registry: &[u8], top: Option<&[u8]>) -> ForeignSave {
+        let mut diff_ids = vec![base_id.to_string()];
+        let mut layers = vec![json!({
+            "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "digest": Digest::of(registry).to_string(), "size": registry.len(),
+            "urls": ["https://example.invalid/base"]})];
+        if let Some(top) = top {
+            diff_ids.push(Digest::of(top).to_string());
+            layers.push(
+                json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": Digest::of(top).to_string(), "size": top.len()}),
+            );
+        }
+        let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
+        .expect("json");
+        let cd = Digest::of(&config);
+        let manifest = serde_json::to_vec(&json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+            "layers": layers}))
+        .expect("json");
+        let md = Digest::of(&manifest);
+        ForeignSave {
+            config,
+            cd,
+            manifest,
+            md,
+        }
+    }
+
+    /// Writes the archive at `path` holding `files` (each under its own digest) and a
+    /// manifest.json whose Layers name `saved`.
+    fn write(&self, path: &Path, files: &[&[u8]], saved: &[&Digest]) {
+        let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+        let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": self.md.to_string(), "size": self.manifest.len(),
+            "annotations": {"io.containerd.image.name": "docker.io/library/demo:1"}}]});
+        let entries = json!([{"Config": blob(&self.cd), "RepoTags": ["demo:1"],
+            "Layers": saved.iter().map(|d| blob(d)).collect::<Vec<_>>()}]);
+        let mut b = tar::Builder::new(std::fs::File::create(path).expect("create"));
+        for f in files {
+            append_file(&mut b, &blob(&Digest::of(f)), f);
+        }
+        append_file(&mut b, &blob(&self.cd), &self.config);
+        append_file(&mut b, &blob(&self.md), &self.manifest);
+        append_file(&mut b, "index.json", index.to_string().as_bytes());
+        append_file(&mut b, "manifest.json", entries.to_string().as_bytes());
+        append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+        b.finish().expect("finish");
+    }
+}
+
 /// `docker save` 25+ of an image with a foreign base layer: the OCI manifest keeps the
 /// registry's descriptor (compressed digest, urls), while the archive holds the uncompressed tar
 /// at blobs/sha256/<diff_id>, which manifest.json names. That file is the layer.
@@ -1334,37 +1400,8 @@ fn docker_save_of_a_foreign_layer_reads_the_saved_tar() {
     let registry_blob = gzip(&base);
     let base_id = Digest::of(&base);
     let top_id = Digest::of(&top);
-    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
-        "rootfs": {"type": "layers", "diff_ids": [base_id.to_string(), top_id.to_string()]}}))
-    .expect("json");
-    let cd = Digest::of(&config);
-    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
-        "layers": [
-            {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-             "digest": Digest::of(&registry_blob).to_string(), "size": registry_blob.len(),
-             "urls": ["https://example.invalid/base"]},
-            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": top_id.to_string(), "size": top.len()}]}))
-    .expect("json");
-    let md = Digest::of(&manifest);
-    let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": md.to_string(), "size": manifest.len(),
-        "annotations": {"io.containerd.image.name": "docker.io/library/demo:1"}}]});
-    let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
-    let write = |path: &Path, saved: &[&Digest]| {
-        let entries = json!([{"Config": blob(&cd), "RepoTags": ["demo:1"],
-            "Layers": saved.iter().map(|d| blob(d)).collect::<Vec<_>>()}]);
-        let mut b = tar::Builder::new(std::fs::File::create(path).expect("create"));
-        append_file(&mut b, &blob(&base_id), &base);
-        append_file(&mut b, &blob(&top_id), &top);
-        append_file(&mut b, &blob(&cd), &config);
-        append_file(&mut b, &blob(&md), &manifest);
-        append_file(&mut b, "index.json", index.to_string().as_bytes());
-        append_file(&mut b, "manifest.json", entries.to_string().as_bytes());
-        append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-        b.finish().expect("finish");
-    };
+    let save = ForeignSave::new(&base_id, &registry_blob, Some(&top));
+    let write = |path: &Path, saved: &[&Digest]| save.write(path, &[&base, &top], saved);
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("save.tar");
     write(&path, &[&base_id, &top_id]);
@@ -1395,19 +1432,7 @@ fn docker_save_of_a_foreign_layer_reads_the_saved_tar() {
     assert_ne!(recompressed, registry_blob);
     let gz_id = Digest::of(&recompressed);
     let gz_path = tmp.path().join("save-gz.tar");
-    {
-        let entries = json!([{"Config": blob(&cd), "RepoTags": ["demo:1"],
-            "Layers": [blob(&gz_id), blob(&top_id)]}]);
-        let mut b = tar::Builder::new(std::fs::File::create(&gz_path).expect("create"));
-        append_file(&mut b, &blob(&gz_id), &recompressed);
-        append_file(&mut b, &blob(&top_id), &top);
-        append_file(&mut b, &blob(&cd), &config);
-        append_file(&mut b, &blob(&md), &manifest);
-        append_file(&mut b, "index.json", index.to_string().as_bytes());
-        append_file(&mut b, "manifest.json", entries.to_string().as_bytes());
-        append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-        b.finish().expect("finish");
-    }
+    save.write(&gz_path, &[&recompressed, &top], &[&gz_id, &top_id]);
     let image = Image::open(&gz_path, &Platform::windows_amd64()).expect("open");
     let layer = &image.layers()[0];
     assert_eq!(layer.digest, gz_id);
@@ -1594,44 +1619,11 @@ fn fallback_compressed_saved_layer_is_checked_against_its_name() {
     let gz = gzip(&base);
     let base_id = Digest::of(&base);
     let gz_id = Digest::of(&gz);
-    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
-        "rootfs": {"type": "layers", "diff_ids": [base_id.to_string()]}}))
-    .expect("json");
-    let cd = Digest::of(&config);
     let registry = gzip(&layer_tar("Files/base.txt", b"something else"));
-    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-             "digest": Digest::of(&registry).to_string(), "size": registry.len(),
-             "urls": ["https://example.invalid/base"]}]}))
-    .expect("json");
-    let md = Digest::of(&manifest);
     let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("save.tar");
-    let mut b = tar::Builder::new(std::fs::File::create(&path).expect("create"));
-    append_file(&mut b, &blob(&gz_id), &gz);
-    append_file(&mut b, &blob(&cd), &config);
-    append_file(&mut b, &blob(&md), &manifest);
-    append_file(
-        &mut b,
-        "index.json",
-        json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": md.to_string(), "size": manifest.len()}]})
-        .to_string()
-        .as_bytes(),
-    );
-    append_file(
-        &mut b,
-        "manifest.json",
-        json!([{"Config": blob(&cd), "Layers": [blob(&gz_id)]}])
-            .to_string()
-            .as_bytes(),
-    );
-    append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    b.finish().expect("finish");
-    drop(b);
+    ForeignSave::new(&base_id, &registry, None).write(&path, &[&gz], &[&gz_id]);
     let image = Image::open(&path, &Platform::windows_amd64()).expect("open");
     let layer = &image.layers()[0];
     assert!(layer.present);
@@ -1693,45 +1685,11 @@ fn foreign_fallback_digest_is_checked_in_tar_gz() {
     let registry_blob = gzip(&base);
     let base_id = Digest::of(&base);
     let other_id = Digest::of(&other);
-    let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
-        "rootfs": {"type": "layers", "diff_ids": [base_id.to_string()]}}))
-    .expect("json");
-    let cd = Digest::of(&config);
-    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-             "digest": Digest::of(&registry_blob).to_string(), "size": registry_blob.len(),
-             "urls": ["https://example.invalid/base"]}]}))
-    .expect("json");
-    let md = Digest::of(&manifest);
-    let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    let save = ForeignSave::new(&base_id, &registry_blob, None);
     let tmp = tempfile::tempdir().expect("tempdir");
     for (saved, good) in [(&base_id, true), (&other_id, false)] {
         let path = tmp.path().join("save.tar");
-        let mut b = tar::Builder::new(std::fs::File::create(&path).expect("create"));
-        append_file(&mut b, &blob(&base_id), &base);
-        append_file(&mut b, &blob(&other_id), &other);
-        append_file(&mut b, &blob(&cd), &config);
-        append_file(&mut b, &blob(&md), &manifest);
-        append_file(
-            &mut b,
-            "index.json",
-            json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": md.to_string(), "size": manifest.len()}]})
-            .to_string()
-            .as_bytes(),
-        );
-        append_file(
-            &mut b,
-            "manifest.json",
-            json!([{"Config": blob(&cd), "Layers": [blob(saved)]}])
-                .to_string()
-                .as_bytes(),
-        );
-        append_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-        b.finish().expect("finish");
-        drop(b);
+        save.write(&path, &[&base, &other], &[saved]);
         let gz_path = tmp.path().join("save.tar.gz");
         std::fs::write(&gz_path, gzip(&std::fs::read(&path).expect("r"))).expect("w");
         for p in [&path, &gz_path] {
