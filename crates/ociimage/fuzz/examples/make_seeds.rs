@@ -2,8 +2,10 @@
 //! `cargo run --example make_seeds`): an OCI layout tar (index -> nested index -> manifests for
 //! two platforms, layers of every compression, one foreign), docker-save tars in the old layout
 //! (layer.tar per v1 id, a symlinked layer) and the v25 one (blobs/sha256), each plain (mode 0)
-//! and to be gzipped by the target (mode 1); and OCI documents with digest placeholders for the
-//! target to assemble (mode 4 and 5).
+//! and to be gzipped by the target (mode 1); OCI documents with digest placeholders for the
+//! target to assemble (mode 4 and 5); and, opened asking for an OS version, documents whose index
+//! and config state versions in different ways (mode 12 to 15) and docker saves whose config
+//! states one (mode 8 and 9).
 
 use std::io::Write;
 
@@ -98,14 +100,17 @@ fn oci_layout() -> Vec<u8> {
 }
 
 /// docker save before v25: `<id>/layer.tar`, config `<hex>.json`, a layer shared by symlink.
-fn docker_old() -> Vec<u8> {
+fn docker_old(os_version: Option<&str>) -> Vec<u8> {
     let mut a = Archive::new();
     let l0 = layer("Files/base.txt", b"base");
     let l1 = layer("Files/child.txt", b"child");
     let ids = [Digest::of(&l0).to_string(), Digest::of(&l1).to_string()];
-    let cfg = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
-        "rootfs": {"type": "layers", "diff_ids": ids}}))
-    .expect("json");
+    let mut cfg = json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": ids}});
+    if let Some(v) = os_version {
+        cfg["os.version"] = json!(v);
+    }
+    let cfg = serde_json::to_vec(&cfg).expect("json");
     let cfg_name = format!("{}.json", Digest::of(&cfg).hex());
     a.file(&cfg_name, &cfg);
     a.file("aaaa/layer.tar", &l0);
@@ -124,12 +129,16 @@ fn docker_old() -> Vec<u8> {
 
 /// docker save v25+: everything under blobs/sha256, plus an index.json that is not an OCI
 /// layout's (no oci-layout file).
-fn docker_v25() -> Vec<u8> {
+fn docker_v25(os_version: Option<&str>) -> Vec<u8> {
     let mut a = Archive::new();
     let l0 = gzip(&layer("Files/a", b"a"));
     let (d0, _) = a.blob(&l0);
-    let (cfg, _) = a.json_blob(&json!({"os": "windows", "architecture": "amd64",
-        "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"not the tar").to_string()]}}));
+    let mut cfg = json!({"os": "windows", "architecture": "amd64",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"not the tar").to_string()]}});
+    if let Some(v) = os_version {
+        cfg["os.version"] = json!(v);
+    }
+    let (cfg, _) = a.json_blob(&cfg);
     let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
     let manifest = json!([{"Config": format!("blobs/sha256/{}", hex(&cfg)),
         "Layers": [format!("blobs/sha256/{}", hex(&d0))]}]);
@@ -142,18 +151,19 @@ fn docker_v25() -> Vec<u8> {
 }
 
 /// Mode 4: index, manifest, config and layer separated by NUL, with the target's placeholders
-/// where digests and sizes go.
-fn documents(layer_media_type: &str, layer_blob: &[u8]) -> Vec<u8> {
-    let index = json!({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "{manifest}",
-         "size": "{manifest-size}", "platform": {"os": "windows", "architecture": "amd64"}}]});
+/// where digests and sizes go. `entries` are the index's manifest descriptors.
+fn documents_with(
+    entries: serde_json::Value,
+    config: serde_json::Value,
+    layer_media_type: &str,
+    layer_blob: &[u8],
+) -> Vec<u8> {
+    let index = json!({"schemaVersion": 2, "manifests": entries});
     let manifest = json!({"schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": "{config}", "size": "{config-size}"},
         "layers": [{"mediaType": layer_media_type, "digest": "{layer}", "size": "{layer-size}"}]});
-    let config = json!({"os": "windows", "architecture": "amd64",
-        "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"x").to_string()]}});
     // Sizes are JSON numbers: drop the quotes the json! macro needs around the placeholders.
     let text = |v: &serde_json::Value| {
         v.to_string()
@@ -171,6 +181,110 @@ fn documents(layer_media_type: &str, layer_blob: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An index descriptor for the documents' manifest (or, with `absent`, for a manifest that is
+/// not in the layout), for `os`/`arch` and, when given, an OS version.
+fn entry(os: &str, arch: &str, version: Option<&str>, absent: bool) -> serde_json::Value {
+    let mut platform = json!({"os": os, "architecture": arch});
+    if let Some(v) = version {
+        platform["os.version"] = json!(v);
+    }
+    let (digest, size) = if absent {
+        (format!("sha256:{}", "ab".repeat(32)), json!(100))
+    } else {
+        ("{manifest}".to_string(), json!("{manifest-size}"))
+    };
+    json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+        "size": size, "platform": platform})
+}
+
+/// An image config for `os`/`arch` and, when given, an OS version.
+fn config(os: &str, arch: &str, version: Option<&str>) -> serde_json::Value {
+    let mut c = json!({"os": os, "architecture": arch,
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"x").to_string()]}});
+    if let Some(v) = version {
+        c["os.version"] = json!(v);
+    }
+    c
+}
+
+/// Documents whose index and config state (or leave out) OS versions in the ways that the
+/// platform choice treats differently: both agree, one side silent, a less specific index
+/// version, a mismatch, two builds of which one manifest is absent, one manifest listed twice,
+/// no platform at all, and another architecture.
+fn version_cases(layer_blob: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    const V: &str = "10.0.20348.2527";
+    let win = |v: Option<&str>| entry("windows", "amd64", v, false);
+    let absent = |v: &str| entry("windows", "amd64", Some(v), true);
+    let cases = [
+        (
+            "both",
+            json!([win(Some(V))]),
+            config("windows", "amd64", Some(V)),
+        ),
+        (
+            "index-only",
+            json!([win(Some(V))]),
+            config("windows", "amd64", None),
+        ),
+        (
+            "config-only",
+            json!([win(None)]),
+            config("windows", "amd64", Some(V)),
+        ),
+        (
+            "less-specific",
+            json!([win(Some("10.0.20348"))]),
+            config("windows", "amd64", Some(V)),
+        ),
+        (
+            "mismatch",
+            json!([win(Some("10.0.17763.1"))]),
+            config("windows", "amd64", Some(V)),
+        ),
+        (
+            "one-absent",
+            json!([win(Some(V)), absent("10.0.20348.1")]),
+            config("windows", "amd64", Some(V)),
+        ),
+        (
+            "two-builds",
+            json!([absent("10.0.17763.1"), win(Some(V))]),
+            config("windows", "amd64", Some(V)),
+        ),
+        (
+            "listed-twice",
+            json!([win(Some(V)), win(Some("10.0.17763.5"))]),
+            config("windows", "amd64", None),
+        ),
+        (
+            "no-platform",
+            json!([{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": "{manifest}", "size": "{manifest-size}"}]),
+            config("", "", None),
+        ),
+        (
+            "arm64",
+            json!([
+                entry("linux", "arm64", Some("10.0.20348"), false),
+                absent(V)
+            ]),
+            config("linux", "arm64", Some("10.0.20348")),
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, entries, cfg)| {
+            let seed = documents_with(
+                entries,
+                cfg,
+                "application/vnd.oci.image.layer.v1.tar",
+                layer_blob,
+            );
+            (name, seed)
+        })
+        .collect()
+}
+
 fn main() {
     let dir = std::path::Path::new("corpus/archive");
     std::fs::create_dir_all(dir).expect("corpus dir");
@@ -178,11 +292,21 @@ fn main() {
     for (name, seed) in [
         (
             "documents-tar",
-            documents("application/vnd.oci.image.layer.v1.tar", &plain),
+            documents_with(
+                json!([entry("windows", "amd64", None, false)]),
+                config("windows", "amd64", None),
+                "application/vnd.oci.image.layer.v1.tar",
+                &plain,
+            ),
         ),
         (
             "documents-gzip",
-            documents("application/vnd.oci.image.layer.v1.tar+gzip", &gzip(&plain)),
+            documents_with(
+                json!([entry("windows", "amd64", None, false)]),
+                config("windows", "amd64", None),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                &gzip(&plain),
+            ),
         ),
     ] {
         std::fs::write(dir.join(name), &seed).expect("write seed");
@@ -192,13 +316,36 @@ fn main() {
     }
     for (name, bytes) in [
         ("oci", oci_layout()),
-        ("docker-old", docker_old()),
-        ("docker-v25", docker_v25()),
+        ("docker-old", docker_old(None)),
+        ("docker-v25", docker_v25(None)),
     ] {
         for mode in [0u8, 1] {
             let mut b = vec![mode];
             b.extend_from_slice(&bytes);
             std::fs::write(dir.join(format!("{name}-{mode}")), b).expect("write seed");
+        }
+    }
+    // Mode 12-15: documents opened asking for OS version 10.0.20348 (bit 3), gzipped (bit 0)
+    // and/or for linux/arm64 (bit 1).
+    for (name, seed) in version_cases(&plain) {
+        for mode in 12u8..=15 {
+            let mut b = seed.clone();
+            b[0] = mode;
+            std::fs::write(dir.join(format!("version-{name}-{mode}")), b).expect("write seed");
+        }
+    }
+    // Mode 8 and 9: docker saves whose config states an OS version, the asked one and another.
+    for (tag, version) in [("match", "10.0.20348.2527"), ("other", "10.0.17763.1")] {
+        for (name, bytes) in [
+            ("docker-old", docker_old(Some(version))),
+            ("docker-v25", docker_v25(Some(version))),
+        ] {
+            for mode in [8u8, 9] {
+                let mut b = vec![mode];
+                b.extend_from_slice(&bytes);
+                let file = format!("version-{name}-{tag}-{mode}");
+                std::fs::write(dir.join(file), b).expect("write seed");
+            }
         }
     }
     println!("seeds written to {}", dir.display());
