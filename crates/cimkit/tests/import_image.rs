@@ -424,18 +424,28 @@ fn base_for(version: &str) -> Vec<u8> {
 /// An OCI layout with two windows/amd64 manifests that differ only by os.version, as MCR
 /// publishes ltsc2019 and ltsc2022 builds; returns the manifest digests.
 fn two_version_layout(root: &Path) -> Vec<String> {
+    let platforms = ["10.0.17763.5576", "10.0.20348.2340"]
+        .map(|v| json!({"os": "windows", "architecture": "amd64", "os.version": v}));
+    layout_of(root, &platforms)
+}
+
+/// An OCI layout with one manifest per platform (index entry and config alike), each with a
+/// base layer whose Files\version.txt holds the platform; returns the manifest digests.
+fn layout_of(root: &Path, platforms: &[serde_json::Value]) -> Vec<String> {
     std::fs::create_dir_all(root).expect("mkdir");
     std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("w");
     let mut descs = Vec::new();
     let mut digests = Vec::new();
-    for version in ["10.0.17763.5576", "10.0.20348.2340"] {
-        let tar = base_for(version);
+    for platform in platforms {
+        let version = platform["os.version"]
+            .as_str()
+            .map_or_else(|| platform.to_string(), str::to_string);
+        let tar = base_for(&version);
         let layer = gzip(&tar);
         let d_layer = blob(root, &layer);
-        let config = serde_json::to_vec(&json!({"os": "windows", "architecture": "amd64",
-            "os.version": version,
-            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(&tar))]}}))
-        .expect("json");
+        let mut config = platform.clone();
+        config["rootfs"] = json!({"type": "layers", "diff_ids": [format!("sha256:{}", sha(&tar))]});
+        let config = serde_json::to_vec(&config).expect("json");
         let d_config = blob(root, &config);
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
@@ -446,8 +456,7 @@ fn two_version_layout(root: &Path) -> Vec<String> {
         let d_manifest = blob(root, &manifest);
         descs.push(
             json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": d_manifest, "size": manifest.len(),
-            "platform": {"os": "windows", "architecture": "amd64", "os.version": version}}),
+            "digest": d_manifest, "size": manifest.len(), "platform": platform}),
         );
         digests.push(d_manifest);
     }
@@ -489,6 +498,59 @@ fn an_ambiguous_image_names_the_options_that_pick() {
         }
     }
     assert!(!snaps.exists(), "nothing imported");
+}
+
+#[test]
+fn manifests_differing_by_variant_are_picked_by_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = tmp.path().join("layout");
+    let arm64 = |variant: &str, version: &str| json!({"os": "windows", "architecture": "arm64", "variant": variant, "os.version": version});
+    let digests = layout_of(
+        &layout,
+        &[
+            arm64("v8", "10.0.26100.1"),
+            arm64("v9", "10.0.26100.1"),
+            arm64("v9", "10.0.20348.7"),
+        ],
+    );
+    let out = cimkit(&["image-layers", s(&layout), "--platform", "windows/arm64"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("choose one by variant or by os.version or by digest"),
+        "{err}"
+    );
+    for (digest, pick) in digests.iter().zip([
+        "windows/arm64/v8",
+        "windows/arm64/v9:10.0.26100",
+        "windows/arm64:10.0.20348",
+    ]) {
+        assert!(
+            err.contains(&format!(
+                "--platform {pick} or --manifest {}",
+                short(digest)
+            )),
+            "{err}"
+        );
+        let json = cimkit_ok(
+            &["image-layers", "--json", s(&layout), "--platform", pick],
+            0,
+        );
+        let line: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+        assert_eq!(line["manifest"], digest.as_str(), "{pick}");
+    }
+    let json = cimkit_ok(
+        &[
+            "image-layers",
+            "--json",
+            s(&layout),
+            "--platform",
+            "windows/arm64/v8",
+        ],
+        0,
+    );
+    let line: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+    assert_eq!(line["platform"], "windows/arm64/v8:10.0.26100.1");
 }
 
 #[test]

@@ -268,17 +268,22 @@ fn list(candidates: &[ManifestCandidate]) -> String {
         .join(", ")
 }
 
-/// Both ways to choose, or only the digest when the candidates all state the same os.version.
-fn how_to_choose(candidates: &[ManifestCandidate]) -> &'static str {
-    let first = candidates.first().map(|c| &c.platform.os_version);
-    if candidates
-        .iter()
-        .all(|c| Some(&c.platform.os_version) == first)
-    {
-        "digest"
-    } else {
-        "os.version or by digest"
+/// What tells the candidates apart: their variants and os.versions when those differ, and
+/// always the digest.
+fn how_to_choose(candidates: &[ManifestCandidate]) -> String {
+    let differ = |field: fn(&ManifestCandidate) -> Option<&str>| {
+        let first = candidates.first().map(field);
+        !candidates.iter().all(|c| Some(field(c)) == first)
+    };
+    let mut ways: Vec<&str> = Vec::new();
+    if differ(|c| c.platform.variant.as_deref()) {
+        ways.push("variant");
     }
+    if differ(|c| c.platform.os_version.as_deref()) {
+        ways.push("os.version");
+    }
+    ways.push("digest");
+    ways.join(" or by ")
 }
 
 /// When some candidates' blobs are absent, which ones can be read.

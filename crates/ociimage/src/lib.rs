@@ -88,14 +88,17 @@ impl fmt::Display for Compression {
     }
 }
 
-/// An operating system, CPU architecture and optionally Windows OS version, as in an image
-/// index (`windows/amd64`, `windows/amd64:10.0.20348`).
+/// An operating system, CPU architecture and optionally its variant and the Windows OS
+/// version, as in an image index (`windows/amd64`, `windows/amd64:10.0.20348`,
+/// `windows/arm64/v8`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
     /// Operating system, e.g. `windows`.
     pub os: String,
     /// CPU architecture, e.g. `amd64`.
     pub architecture: String,
+    /// CPU variant, e.g. `v8` for `arm64`; as a wanted platform, `None` accepts any.
+    pub variant: Option<String>,
     /// `os.version`: as a wanted platform, `major.minor.build[.revision]`, which matches every
     /// version that starts with those components; as an image's platform, what it declares.
     pub os_version: Option<String>,
@@ -107,16 +110,18 @@ impl Platform {
         Platform {
             os: "windows".into(),
             architecture: "amd64".into(),
+            variant: None,
             os_version: None,
         }
     }
 
-    /// Parses `os/architecture`, optionally with an OS version as `os/architecture:version` or
-    /// as containerd writes it, `os(version)/architecture`. A version has three or four
-    /// dot-separated numbers (`10.0.20348`, `10.0.20348.2527`).
+    /// Parses `os/architecture[/variant]`, optionally with an OS version as
+    /// `os/architecture[/variant]:version` or as containerd writes it,
+    /// `os(version)/architecture[/variant]`. A version has three or four dot-separated numbers
+    /// (`10.0.20348`, `10.0.20348.2527`).
     pub fn parse(s: &str) -> Result<Platform> {
-        const FORMS: &str =
-            "want os/architecture, os/architecture:version or os(version)/architecture";
+        const FORMS: &str = "want os/architecture[/variant], os/architecture[/variant]:version \
+             or os(version)/architecture[/variant]";
         let bad = |message: &str| Error::BadPlatform {
             input: s.to_string(),
             message: message.to_string(),
@@ -124,9 +129,13 @@ impl Platform {
         let (os_part, rest) = s
             .split_once('/')
             .ok_or_else(|| bad("want os/architecture, e.g. windows/amd64"))?;
-        let (architecture, colon_version) = match rest.split_once(':') {
+        let (arch_variant, colon_version) = match rest.split_once(':') {
             Some((arch, version)) => (arch, Some(version)),
             None => (rest, None),
+        };
+        let (architecture, variant) = match arch_variant.split_once('/') {
+            Some((arch, variant)) => (arch, Some(variant)),
+            None => (arch_variant, None),
         };
         let (os, paren_version) = match os_part.split_once('(') {
             Some((os, tail)) => {
@@ -150,10 +159,15 @@ impl Platform {
                 )
             }));
         }
-        if architecture.contains('/') {
-            return Err(bad("a variant (os/architecture/variant) is not supported"));
+        if variant.is_some_and(|v| v.is_empty() || v.contains('/')) {
+            return Err(bad(
+                "want one variant after the architecture, e.g. arm64/v8",
+            ));
         }
-        if [os, architecture].iter().any(|p| p.contains(['(', ')'])) {
+        if [os, architecture, variant.unwrap_or_default()]
+            .iter()
+            .any(|p| p.contains(['(', ')']))
+        {
             return Err(bad(FORMS));
         }
         let os_version = match (paren_version, colon_version) {
@@ -171,15 +185,24 @@ impl Platform {
         Ok(Platform {
             os: os.into(),
             architecture: architecture.into(),
+            variant: variant.map(Into::into),
             os_version,
         })
     }
 
     /// Whether an image's platform is the wanted one: os and architecture equal (ignoring ASCII
-    /// case) and, when a version is wanted, the image's version starts with its components.
+    /// case); when a variant is wanted, the image's equal to it (an image that states none has
+    /// its architecture's usual one: `v8` for arm64, `v7` for arm); and when a version is
+    /// wanted, the image's version starts with its components.
     pub fn matches(&self, image: &Platform) -> bool {
         self.os.eq_ignore_ascii_case(&image.os)
             && self.architecture.eq_ignore_ascii_case(&image.architecture)
+            && match &self.variant {
+                None => true,
+                Some(wanted) => image
+                    .effective_variant()
+                    .is_some_and(|v| v.eq_ignore_ascii_case(wanted)),
+            }
             && match &self.os_version {
                 None => true,
                 Some(wanted) => image
@@ -189,15 +212,29 @@ impl Platform {
             }
     }
 
-    /// `os/arch` without the version.
+    /// The variant stated, else the one an image of this architecture has when it states none.
+    fn effective_variant(&self) -> Option<&str> {
+        self.variant
+            .as_deref()
+            .or_else(|| match self.architecture.to_ascii_lowercase().as_str() {
+                "arm64" => Some("v8"),
+                "arm" => Some("v7"),
+                _ => None,
+            })
+    }
+
+    /// `os/arch[/variant]` without the version.
     fn os_arch(&self) -> String {
-        format!("{}/{}", self.os, self.architecture)
+        match &self.variant {
+            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
     }
 }
 
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
+        f.write_str(&self.os_arch())?;
         if let Some(v) = &self.os_version {
             write!(f, ":{v}")?;
         }
@@ -373,6 +410,8 @@ struct DescPlatform {
     os: String,
     #[serde(default)]
     architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
     #[serde(rename = "os.version", default)]
     os_version: Option<String>,
 }
@@ -401,6 +440,8 @@ struct Config {
     os: String,
     #[serde(default)]
     architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
     #[serde(rename = "os.version", default)]
     os_version: Option<String>,
     #[serde(default)]
@@ -412,6 +453,7 @@ impl Config {
         Platform {
             os: self.os.clone(),
             architecture: self.architecture.clone(),
+            variant: non_empty(&self.variant),
             os_version: non_empty(&self.os_version),
         }
     }
@@ -691,6 +733,7 @@ impl Candidate {
         let config = self.config().map(Config::platform).unwrap_or(Platform {
             os: String::new(),
             architecture: String::new(),
+            variant: None,
             os_version: None,
         });
         let Some(d) = self.declared.as_ref().filter(|d| !d.os.is_empty()) else {
@@ -701,9 +744,13 @@ impl Candidate {
             (Some(a), _) => Some(a),
             (None, b) => b,
         };
+        // A variant stated on one side only is taken from there; the two agree when both state
+        // one (check_declared).
+        let variant = non_empty(&d.variant).or(config.variant);
         Platform {
             os: d.os.clone(),
             architecture: d.architecture.clone(),
+            variant,
             os_version,
         }
     }
@@ -742,10 +789,13 @@ fn check_declared(
     }
     let declared_version = non_empty(&d.os_version);
     let config_version = non_empty(&config.os_version);
+    let declared_variant = non_empty(&d.variant);
     let differs = !d.os.eq_ignore_ascii_case(&config.os)
         || (!d.architecture.is_empty()
             && !config.architecture.is_empty()
             && !d.architecture.eq_ignore_ascii_case(&config.architecture))
+        || matches!((&declared_variant, non_empty(&config.variant)),
+            (Some(a), Some(b)) if !a.eq_ignore_ascii_case(&b))
         || matches!((&declared_version, &config_version),
             (Some(a), Some(b)) if !versions_agree(a, b));
     if !differs {
@@ -757,6 +807,7 @@ fn check_declared(
         declared: Platform {
             os: d.os.clone(),
             architecture: d.architecture.clone(),
+            variant: declared_variant,
             os_version: declared_version,
         }
         .to_string(),
@@ -1337,7 +1388,9 @@ mod tests {
             "windows(10.0.20348)/amd64:10.0.20348",
             "windows:10.0.20348/amd64",
             ":10.0.20348/amd64",
-            "linux/arm/v7",
+            "linux/arm/",
+            "linux/arm/v7/x",
+            "windows/arm64/(v8)",
         ] {
             assert!(
                 matches!(Platform::parse(bad), Err(Error::BadPlatform { .. })),
@@ -1350,6 +1403,38 @@ mod tests {
                 .contains("windows/amd64:10.0.20348 or windows(10.0.20348)/amd64"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn variants_parse_and_match_with_the_architectures_usual_one_by_default() {
+        let arm = platform("windows(10.0.26100)/arm64/v8");
+        assert_eq!(arm.variant.as_deref(), Some("v8"));
+        assert_eq!(arm.os_version.as_deref(), Some("10.0.26100"));
+        assert_eq!(arm, platform("windows/arm64/v8:10.0.26100"));
+        assert_eq!(arm.to_string(), "windows/arm64/v8:10.0.26100");
+        let image = |arch: &str, variant: Option<&str>| Platform {
+            os: "linux".into(),
+            architecture: arch.into(),
+            variant: variant.map(Into::into),
+            os_version: None,
+        };
+        for (wanted, arch, variant, hit) in [
+            ("linux/arm64/v8", "arm64", None, true),
+            ("linux/arm64/V8", "arm64", Some("v8"), true),
+            ("linux/arm64/v9", "arm64", None, false),
+            ("linux/arm/v7", "arm", None, true),
+            ("linux/arm/v6", "arm", None, false),
+            ("linux/arm/v6", "arm", Some("v6"), true),
+            ("linux/arm", "arm", Some("v6"), true),
+            ("linux/amd64/v3", "amd64", None, false),
+            ("linux/amd64/v3", "amd64", Some("v3"), true),
+        ] {
+            assert_eq!(
+                platform(wanted).matches(&image(arch, variant)),
+                hit,
+                "{wanted} vs {arch} {variant:?}"
+            );
+        }
     }
 
     #[test]

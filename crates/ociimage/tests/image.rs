@@ -1003,6 +1003,71 @@ fn index_platform_must_agree_with_the_config() {
 }
 
 #[test]
+fn variants_choose_among_manifests_of_one_architecture() {
+    let arm = |variant: &str| json!({"os": "linux", "architecture": "arm", "variant": variant});
+    let m = multi_layout(
+        &[
+            (arm("v6"), json!({"os": "linux", "architecture": "arm"})),
+            (arm("v7"), arm("v7")),
+            // The variant stated by the config only.
+            (
+                json!({"os": "windows", "architecture": "arm64"}),
+                json!({"os": "windows", "architecture": "arm64", "variant": "v8"}),
+            ),
+        ],
+        false,
+    );
+    let err = open(&m.root, "linux/arm").expect_err("two arm variants");
+    let text = err.to_string();
+    assert!(matches!(err, Error::AmbiguousManifest { .. }), "{text}");
+    for (digest, variant) in [(&m.manifests[0], "v6"), (&m.manifests[1], "v7")] {
+        assert!(
+            text.contains(&format!(
+                "{} (linux/arm/{variant}, no os.version)",
+                digest.short()
+            )),
+            "{text}"
+        );
+    }
+    assert!(
+        text.ends_with("choose one by variant or by digest"),
+        "{text}"
+    );
+    for (platform, which) in [
+        ("linux/arm/v6", 0),
+        ("linux/arm/V7", 1),
+        ("windows/arm64/v8", 2),
+        ("windows/arm64", 2),
+    ] {
+        let image = open(&m.root, platform).expect(platform);
+        assert_eq!(
+            image.manifest_digest(),
+            Some(&m.manifests[which]),
+            "{platform}"
+        );
+    }
+    let arm64 = open(&m.root, "windows/arm64").expect("arm64");
+    assert_eq!(
+        arm64.platform().and_then(|p| p.variant.as_deref()),
+        Some("v8")
+    );
+    let err = open(&m.root, "linux/arm/v5").expect_err("no v5");
+    assert!(matches!(err, Error::NoMatchingManifest { .. }), "{err}");
+
+    // An index entry and its config that state different variants disagree.
+    let m = multi_layout(&[(arm("v6"), arm("v7"))], false);
+    match open(&m.root, "linux/arm").expect_err("v6 vs v7") {
+        Error::PlatformMismatch {
+            declared, config, ..
+        } => assert_eq!(
+            (declared.as_str(), config.as_str()),
+            ("linux/arm/v6", "linux/arm/v7")
+        ),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
 fn diff_ids_must_pair_up_with_layers() {
     let m = multi_layout(
         &[(

@@ -24,14 +24,15 @@ pub struct Args {
 /// Which manifest of an image to read (shared with `import-image`).
 #[derive(clap::Args)]
 pub struct Select {
-    /// Which manifest of a multi-platform index to read: os/arch, and the Windows version when
-    /// the index has one manifest per version (`windows/amd64:10.0.20348`, or containerd's
-    /// `windows(10.0.20348)/amd64`); a version matches every os.version that begins with
-    /// it, so 10.0.20348 is any ltsc2022 build.
+    /// Which manifest of a multi-platform index to read: os/arch, the CPU variant when the
+    /// index tells manifests apart by it (`windows/arm64/v8`; an image stating none has arm64's
+    /// v8, arm's v7), and the Windows version when the index has one manifest per version
+    /// (`windows/amd64:10.0.20348`, or containerd's `windows(10.0.20348)/amd64`); a version
+    /// matches every os.version that begins with it, so 10.0.20348 is any ltsc2022 build.
     #[arg(
         long,
         default_value = "windows/amd64",
-        value_name = "OS/ARCH[:VERSION]"
+        value_name = "OS/ARCH[/VARIANT][:VERSION]"
     )]
     pub platform: Platform,
     /// The manifest to read, by digest (`sha256:<hex>`, at least 12 leading hex digits, or a
@@ -85,29 +86,40 @@ impl Select {
     }
 }
 
-/// One line per candidate in the source: the --platform that picks it alone (its build, else
-/// its whole os.version, when either does), and its --manifest.
+/// One line per candidate in the source: the shortest --platform that picks it alone (adding
+/// its variant, its build or its whole os.version, when any does), and its --manifest.
 fn how_to_pick(candidates: &[ManifestCandidate]) -> String {
     let mut text = String::new();
     for c in candidates.iter().filter(|c| c.present) {
-        let by_version = c.platform.os_version.as_deref().and_then(|v| {
+        let p = &c.platform;
+        let variants = [None, p.variant.as_deref()];
+        let versions = p.os_version.as_deref().map_or_else(Vec::new, |v| {
             let build: Vec<&str> = v.split('.').take(3).collect();
-            [build.join("."), v.to_string()]
-                .into_iter()
-                .find_map(|want| {
-                    // Only what --platform would accept (an image may state any version text).
-                    let os_arch = format!("{}/{}", c.platform.os, c.platform.architecture);
-                    let wanted = Platform::parse(&format!("{os_arch}:{want}")).ok()?;
-                    let hits = candidates
-                        .iter()
-                        .filter(|o| wanted.matches(&o.platform))
-                        .count();
-                    (hits == 1).then(|| format!("--platform {wanted} or "))
-                })
+            vec![build.join("."), v.to_string()]
         });
+        let versions = std::iter::once(None).chain(versions.iter().map(|v| Some(v.as_str())));
+        let by_platform = versions
+            .flat_map(|version| variants.iter().map(move |variant| (*variant, version)))
+            .filter(|(variant, version)| variant.is_some() || version.is_some())
+            .find_map(|(variant, version)| {
+                // Only what --platform would accept (an image may state any text).
+                let mut want = format!("{}/{}", p.os, p.architecture);
+                if let Some(v) = variant {
+                    want = format!("{want}/{v}");
+                }
+                if let Some(v) = version {
+                    want = format!("{want}:{v}");
+                }
+                let wanted = Platform::parse(&want).ok()?;
+                let hits = candidates
+                    .iter()
+                    .filter(|o| wanted.matches(&o.platform))
+                    .count();
+                (hits == 1).then(|| format!("--platform {wanted} or "))
+            });
         text.push_str(&format!(
             "\n  {}--manifest {}",
-            by_version.unwrap_or_default(),
+            by_platform.unwrap_or_default(),
             c.digest.short()
         ));
     }
@@ -155,6 +167,7 @@ pub fn run(args: Args) -> Result<Outcome> {
                     "foreign": l.foreign,
                     "urls": l.urls,
                     "present": l.present,
+                    "platform": image.platform().map(|p| p.to_string()),
                     "os_version": image.os_version(),
                     "manifest": image.manifest_digest().map(|d| d.to_string()),
                     "config": image.config_digest().map(|d| d.to_string()),
