@@ -419,7 +419,18 @@ impl DeviceElement {
     pub fn decode(data: &[u8]) -> Result<DeviceElement, String> {
         let options = guid_at(data, 0)
             .ok_or_else(|| format!("device element of {} bytes is too short", data.len()))?;
-        let device = Device::decode_record(&data[16..])?;
+        let record = &data[16..];
+        let device = Device::decode_record(record)?;
+        // decode_record read the Size field (at 8) and found it within the record.
+        let size = u32_at(record, 8).unwrap_or(0) as usize;
+        if size != record.len() {
+            return Err(format!(
+                "device element of {} bytes holds a record of {size:#x} bytes and {} more \
+                 (the length must be 16 + Size)",
+                data.len(),
+                record.len() - size
+            ));
+        }
         Ok(DeviceElement { options, device })
     }
 }
@@ -609,6 +620,11 @@ mod tests {
         assert!(DeviceElement::decode(&b).is_err());
         b[24] = 0x18; // too small for a partition record
         assert!(DeviceElement::decode(&b).is_err());
+        // Bytes after the record: the length must be 16 + Size.
+        let mut b = DeviceElement::gpt_partition(Uuid::nil(), Uuid::nil()).encode();
+        b.extend_from_slice(&[0xAB; 8]);
+        let err = DeviceElement::decode(&b).expect_err("trailing bytes");
+        assert!(err.contains("16 + Size"), "{err}");
         // A ramdisk whose nested record claims to be larger than what is left.
         let mut r = DeviceElement {
             options: Uuid::nil(),

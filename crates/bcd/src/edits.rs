@@ -161,7 +161,8 @@ pub fn apply_cim_boot_edits(hive: &mut Hive, p: &CimBootParams) -> Result<()> {
 
 /// Applies [`apply_cim_boot_edits`] to the BCD file at `path` (e.g.
 /// `<layer>\UtilityVM\Files\EFI\Microsoft\Boot\BCD`): refuses a dirty hive, and
-/// replaces the file only after the edited hive was written beside it.
+/// replaces the file's contents only once the edited hive is written in full (as
+/// [`Hive::save`] does: mode, owner, symlink and hard links kept).
 pub fn edit_store_file(path: &Path, p: &CimBootParams) -> Result<()> {
     let mut hive = Hive::open(path)?;
     if let Some(notes) = hive.dirty_notes() {
@@ -171,18 +172,5 @@ pub fn edit_store_file(path: &Path, p: &CimBootParams) -> Result<()> {
         });
     }
     apply_cim_boot_edits(&mut hive, p)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".cimkit-tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let written = hive.save(&tmp).map_err(Error::from).and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|source| Error::File {
-            path: path.to_path_buf(),
-            source,
-        })
-    });
-    if written.is_err() {
-        // Best effort: the write or rename error is the one to report.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    Ok(hive.save(path)?)
 }

@@ -36,7 +36,9 @@ pub mod ids {
 }
 
 /// bcdedit's names for element ids (GC elements.htm, ROS bcd.h; DU-C for the CimFS ones).
-/// Only ids seen in real stores or written here; others show as `custom:XXXXXXXX`.
+/// Ids seen in real stores or written here, and the hypervisor ones beside them (0x250000F0
+/// launch type, 0x250000F3-F5 debugger type, port and baud rate: BcdOSLoaderInteger_* in the
+/// Windows SDK's element list); others show as `custom:XXXXXXXX`.
 const NAMES: &[(u32, &str)] = &[
     (0x1100_0001, "device"),
     (0x1200_0002, "path"),
@@ -63,7 +65,11 @@ const NAMES: &[(u32, &str)] = &[
     (0x2500_0004, "timeout"),
     (0x2500_0020, "nx"),
     (0x2500_00C2, "bootmenupolicy"),
-    (0x2500_00F3, "hypervisorlaunchtype"),
+    (0x2500_00F0, "hypervisorlaunchtype"),
+    (0x2500_00F3, "hypervisordebugtype"),
+    (0x2500_00F4, "hypervisordebugport"),
+    (0x2500_00F5, "hypervisorbaudrate"),
+    (0x2600_00F2, "hypervisordebug"),
     (0x2600_0010, "detecthal"),
     (0x2600_0022, "winpe"),
     (0x2600_00B0, "ems"),
@@ -314,5 +320,12 @@ mod tests {
             Some("cimfsparentdevice")
         );
         assert_eq!(element_name(0x1600_0053, None), Some("restartonfailure"));
+        // The hypervisor settings of the real stores: debugger type, port and baud rate.
+        assert_eq!(
+            element_name(0x2500_00F0, None),
+            Some("hypervisorlaunchtype")
+        );
+        assert_eq!(element_name(0x2500_00F3, None), Some("hypervisordebugtype"));
+        assert_eq!(element_name(0x2500_00F5, None), Some("hypervisorbaudrate"));
     }
 }

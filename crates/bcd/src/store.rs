@@ -123,7 +123,7 @@ impl<'h> Object<'h> {
         let mut out: Vec<Element<'h>> = elements
             .subkeys
             .iter()
-            .filter(|k| k.name.len() == 8)
+            .filter(|k| k.name.len() == 8 && k.name.bytes().all(|b| b.is_ascii_hexdigit()))
             .filter_map(|k| {
                 u32::from_str_radix(&k.name, 16).ok().map(|id| Element {
                     id,

@@ -361,4 +361,53 @@ fn store_file_is_edited_in_place_and_dirty_files_are_refused() {
         other => panic!("{other:?}"),
     }
     assert_eq!(std::fs::read(&dirty).unwrap(), bytes);
+
+    // So is one whose base block checksum is wrong (a torn write: its logs hold the base block).
+    let torn = dir.path().join("TORN");
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes[508] ^= 0x55;
+    std::fs::write(&torn, &bytes).unwrap();
+    match bcd::edit_store_file(&torn, &params()) {
+        Err(Error::Dirty { notes, .. }) => assert!(notes.contains("checksum"), "{notes}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read(&torn).unwrap(), bytes);
+}
+
+/// The store is replaced as `Hive::save` replaces a hive: its mode stays, a symlink's target
+/// is what gets edited, and other hard links see the edit.
+#[cfg(unix)]
+#[test]
+fn store_file_keeps_its_mode_symlink_and_hard_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let src = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/bcd/windeploy-uefi-locate.BCD"
+    ));
+    if !src.is_file() {
+        eprintln!("skipping: {} not found", src.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("BCD");
+    std::fs::copy(&src, &real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let other = dir.path().join("BCD-other-name");
+    std::fs::hard_link(&real, &other).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    bcd::edit_store_file(&link, &params()).unwrap();
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read(&real).unwrap(),
+        std::fs::read(&other).unwrap()
+    );
+    let back = Hive::open(&other).unwrap();
+    let default = Store::open(&back).unwrap().default_object().unwrap();
+    check_edited(&back, &default);
 }

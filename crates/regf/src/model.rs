@@ -218,10 +218,16 @@ impl Hive {
             Ok(_) => return write_in_place(path, &bytes),
         };
         let mut name = dest.file_name().unwrap_or_default().to_os_string();
-        name.push(".regf-partial");
+        name.push(format!(".regf-partial.{}", std::process::id()));
         let partial = dest.with_file_name(name);
         let written = (|| {
-            let mut f = std::fs::File::create(&partial)?;
+            // A new file, never one already there (a stale partial, or a symlink planted
+            // under that name, is removed first, not followed).
+            let _ = std::fs::remove_file(&partial);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&partial)?;
             // The replaced hive's permissions (SAM and SECURITY are private) and owner stay.
             if let Ok(old) = std::fs::metadata(&dest) {
                 f.set_permissions(old.permissions())?;
@@ -234,7 +240,18 @@ impl Hive {
             std::io::Write::write_all(&mut f, &bytes)?;
             f.sync_all()?;
             drop(f);
-            std::fs::rename(&partial, &dest)
+            std::fs::rename(&partial, &dest)?;
+            // The rename itself reaches the disk with the folder.
+            #[cfg(unix)]
+            if let Some(dir) = dest.parent() {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         })();
         written.map_err(|source| {
             let _ = std::fs::remove_file(&partial);
@@ -663,5 +680,60 @@ mod tests {
             Some(40_000)
         );
         assert_eq!(back.root, h.root);
+    }
+
+    #[test]
+    fn a_bad_base_block_checksum_makes_the_hive_dirty() {
+        let mut bytes = Hive::new().to_bytes().expect("write");
+        assert_eq!(Hive::parse(&bytes).expect("parse").dirty_notes(), None);
+        bytes[crate::format::BB_CHECKSUM] ^= 0x55;
+        let notes = Hive::parse(&bytes)
+            .expect("parse")
+            .dirty_notes()
+            .expect("dirty");
+        assert!(notes.contains("base block checksum"), "{notes}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn save_keeps_mode_follows_symlinks_and_links_but_not_a_planted_partial() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = |n: usize| {
+            let mut h = Hive::new();
+            h.create_key(&vec!["k"; n].join("\\"));
+            h
+        };
+        let real = dir.path().join("hive");
+        keys(1).save(&real).expect("save");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        // Through a symlink: the target is replaced, mode kept, the link stays a link.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        keys(2).save(&link).expect("save through link");
+        assert!(std::fs::symlink_metadata(&link)
+            .expect("stat")
+            .file_type()
+            .is_symlink());
+        let mode = std::fs::metadata(&real).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(Hive::open(&real).expect("open").key_count(), 3);
+        // A second hard link sees the edit.
+        let other = dir.path().join("other");
+        std::fs::hard_link(&real, &other).expect("link");
+        keys(3).save(&real).expect("save linked");
+        assert_eq!(Hive::open(&other).expect("open").key_count(), 4);
+        std::fs::remove_file(&other).expect("unlink");
+        // A symlink planted where the partial file goes is replaced, not written through.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").expect("write");
+        let partial = dir
+            .path()
+            .join(format!("hive.regf-partial.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &partial).expect("plant");
+        keys(4).save(&real).expect("save");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"keep");
+        assert!(!partial.exists());
+        assert_eq!(Hive::open(&real).expect("open").key_count(), 5);
     }
 }

@@ -71,8 +71,10 @@ fn parse(bytes: &[u8], mode: Mode) -> Result<Hive> {
     }
     let stored = field(BB_CHECKSUM);
     if stored != checksum(base) {
+        // As with unequal sequence numbers, Windows takes the base block from the logs.
         notes.push(format!(
-            "base block checksum {stored:#010x} != computed {:#010x}",
+            "{}base block checksum {stored:#010x} != computed {:#010x}",
+            crate::model::DIRTY_NOTE,
             checksum(base)
         ));
     }

@@ -248,3 +248,108 @@ fn regipy_reads_our_delta_like_the_original() {
     assert!(expected.len() > 1000);
     assert!(expected == got, "regipy output differs");
 }
+
+/// The model as dissect.regf sees it: keys, class names, values (name, type, data as hex),
+/// sorted; times are left out, so it can be compared with our own model.
+const DISSECT_MODEL: &str = r#"
+import sys
+from dissect.regf import regf
+def walk(k, path, out):
+    out.append("K %s" % path)
+    if k.class_name:
+        out.append("C %s|%s" % (path, k.class_name))
+    for v in k.values():
+        name = "" if v.name == "(Default)" else v.name
+        out.append("V %s|%s|%d|%s" % (path, name, v.type, v.data.hex()))
+    for s in k.subkeys():
+        walk(s, path + "\\" + s.name, out)
+out = []
+walk(regf.RegistryHive(open(sys.argv[1], "rb")).root(), "", out)
+out.sort()
+sys.stdout.write("\n".join(out))
+"#;
+
+/// Our model in `DISSECT_MODEL`'s form.
+fn model_lines(hive: &regf::Hive) -> String {
+    fn walk(k: &regf::Key, path: &mut String, out: &mut Vec<String>) {
+        out.push(format!("K {path}"));
+        if let Some(c) = k.class_name() {
+            out.push(format!("C {path}|{c}"));
+        }
+        for v in &k.values {
+            let hex: String = v.data.iter().map(|b| format!("{b:02x}")).collect();
+            out.push(format!("V {path}|{}|{}|{hex}", v.name, v.kind));
+        }
+        for s in &k.subkeys {
+            let len = path.len();
+            path.push('\\');
+            path.push_str(&s.name);
+            walk(s, path, out);
+            path.truncate(len);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&hive.root, &mut String::new(), &mut out);
+    out.sort();
+    out.join("\n")
+}
+
+/// dissect.regf reads a hive we build with the cases real hives do not all cover exactly as our
+/// model holds it: names stored compressed with bytes >= 0x80 (keys and values), names above
+/// U+00FF and beyond the BMP, values of 0 to 5 bytes, at the single-cell limit and past it
+/// (big data), class names, a subkey list long enough for an ri; in format 1.5 and 1.3.
+#[test]
+fn dissect_regf_reads_an_edge_case_hive_like_our_model() {
+    let python = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", "import dissect.regf"])
+        .output();
+    if !matches!(probe, Ok(o) if o.status.success()) {
+        eprintln!("skipping: {python} has no dissect.regf (set CIMKIT_PYTHON to a venv with it)");
+        return;
+    }
+    let mut hive = regf::Hive::new();
+    for name in ["Café", "ÿkey", "Жук", "𐐐x", "plain"] {
+        let k = hive.create_key(&format!("Edge\\{name}"));
+        k.class = Some("Clаss".encode_utf16().flat_map(u16::to_le_bytes).collect());
+        for (i, len) in [0usize, 1, 2, 3, 4, 5, 16344, 16345, 40000]
+            .into_iter()
+            .enumerate()
+        {
+            let data = (0..len).map(|b| (b * 7 + i) as u8).collect();
+            k.set_value(&format!("v{i}é"), regf::REG_BINARY, data);
+        }
+        k.set_value("", regf::REG_SZ, regf::encode_sz("default"));
+        k.set_value("Жval", regf::REG_SZ, Vec::new());
+    }
+    for i in 0..600 {
+        hive.create_key(&format!("Many\\k{i:04}"));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    for minor in [5u32, 3] {
+        hive.minor_version = minor;
+        let path = dir.path().join(format!("edge-1.{minor}"));
+        hive.save(&path).expect("save");
+        let back = regf::Hive::open(&path).expect("reopen");
+        let out = Command::new(&python)
+            .args(["-c", DISSECT_MODEL])
+            .arg(&path)
+            .output()
+            .expect("start python");
+        assert!(
+            out.status.success(),
+            "1.{minor}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs = String::from_utf8(out.stdout).expect("utf-8");
+        let ours = model_lines(&back);
+        assert_eq!(model_lines(&hive), ours, "1.{minor}: our own reader");
+        if theirs != ours {
+            let t: std::collections::BTreeSet<&str> = theirs.lines().collect();
+            let o: std::collections::BTreeSet<&str> = ours.lines().collect();
+            let only_theirs: Vec<_> = t.difference(&o).take(8).collect();
+            let only_ours: Vec<_> = o.difference(&t).take(8).collect();
+            panic!("1.{minor}: dissect.regf only {only_theirs:#?}\nours only {only_ours:#?}");
+        }
+    }
+}
