@@ -53,7 +53,10 @@ pub enum HiveCommand {
         /// Only this key and below (`A\B`; only `\` separates, `/` is part of a name).
         #[arg(long, default_value = "")]
         key: String,
-        /// regedit .reg format, under this root (e.g. HKEY_LOCAL_MACHINE\SYSTEM).
+        /// regedit .reg format, under this root (e.g. HKEY_LOCAL_MACHINE\SYSTEM). The text is
+        /// UTF-8 without a byte-order mark, as hivexregedit writes it; regedit writes these
+        /// files as UTF-16LE, so for regedit convert one whose names or strings are not ASCII
+        /// (`iconv -f UTF-8 -t UTF-16`).
         #[arg(long, value_name = "ROOT")]
         reg: Option<String>,
         /// One JSON object per key and line: {path, last_written, class, values: [{name, type, data (base64), text}]}.
