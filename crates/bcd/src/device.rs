@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use regf::format::{le_u32, le_u64};
 use uuid::Uuid;
 
 use crate::guessed::*;
@@ -114,18 +115,6 @@ pub struct DeviceElement {
     pub device: Device,
 }
 
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    b.get(off..off + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    let s = b.get(off..off + 8)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(s);
-    Some(u64::from_le_bytes(a))
-}
-
 /// A GUID in the Windows mixed-endian layout (bcd.md §3).
 fn guid_at(b: &[u8], off: usize) -> Option<Uuid> {
     let s = b.get(off..off + 16)?;
@@ -140,15 +129,6 @@ fn put_u32(b: &mut [u8], off: usize, v: u32) {
 
 fn put_guid(b: &mut [u8], off: usize, g: &Uuid) {
     b[off..off + 16].copy_from_slice(&g.to_bytes_le());
-}
-
-fn utf16z(b: &[u8]) -> String {
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
-        .collect();
-    String::from_utf16_lossy(&units)
 }
 
 fn header(device_type: u32, flags: u32, size: u32) -> Vec<u8> {
@@ -265,9 +245,9 @@ impl Device {
 
     fn decode_nested(rec: &[u8], depth: usize) -> Result<Device, String> {
         let short = || format!("device record of {} bytes is too short", rec.len());
-        let device_type = u32_at(rec, 0).ok_or_else(short)?;
-        let flags = u32_at(rec, 4).ok_or_else(short)?;
-        let size = u32_at(rec, 8).ok_or_else(short)? as usize;
+        let device_type = le_u32(rec, 0).ok_or_else(short)?;
+        let flags = le_u32(rec, 4).ok_or_else(short)?;
+        let size = le_u32(rec, 8).ok_or_else(short)? as usize;
         if size < HEADER || size > rec.len() {
             return Err(format!(
                 "device record size {size:#x} outside 16..={:#x}",
@@ -288,14 +268,14 @@ impl Device {
             DEVICE_TYPE_BOOT => Device::Boot,
             DEVICE_TYPE_PARTITION_EX => {
                 need(0x38)?;
-                match u32_at(r, 0x24).unwrap_or(u32::MAX) {
+                match le_u32(r, 0x24).unwrap_or(u32::MAX) {
                     0 => Device::GptPartition {
                         partition: guid_at(r, 0x10).ok_or_else(short)?,
                         disk: guid_at(r, 0x28).ok_or_else(short)?,
                     },
                     1 => Device::MbrPartition {
-                        offset: u64_at(r, 0x10).ok_or_else(short)?,
-                        disk_signature: u32_at(r, 0x28).ok_or_else(short)?,
+                        offset: le_u64(r, 0x10).ok_or_else(short)?,
+                        disk_signature: le_u32(r, 0x28).ok_or_else(short)?,
                     },
                     _ => Device::Unknown {
                         device_type,
@@ -307,23 +287,23 @@ impl Device {
             DEVICE_TYPE_LOCATE => {
                 need(0x1C)?;
                 Device::Locate {
-                    kind: u32_at(r, 0x10).ok_or_else(short)?,
-                    element: u32_at(r, 0x14).ok_or_else(short)?,
-                    parent_offset: u32_at(r, 0x18).ok_or_else(short)?,
-                    path: utf16z(&r[0x1C..]),
+                    kind: le_u32(r, 0x10).ok_or_else(short)?,
+                    element: le_u32(r, 0x14).ok_or_else(short)?,
+                    parent_offset: le_u32(r, 0x18).ok_or_else(short)?,
+                    path: regf::decode_utf16z(&r[0x1C..]),
                 }
             }
-            DEVICE_TYPE_BLOCK_IO if u32_at(r, 0x10) == Some(BLOCK_IO_RAMDISK) => {
+            DEVICE_TYPE_BLOCK_IO if le_u32(r, 0x10) == Some(BLOCK_IO_RAMDISK) => {
                 need(0x34 + HEADER)?;
                 if depth >= MAX_NESTING {
                     return Err("device records nested too deeply".into());
                 }
                 let nested = &r[0x34..];
                 let source = Device::decode_nested(nested, depth + 1)?;
-                let nested_size = u32_at(nested, 8).ok_or_else(short)? as usize;
+                let nested_size = le_u32(nested, 8).ok_or_else(short)? as usize;
                 Device::Ramdisk {
                     source: Box::new(source),
-                    path: utf16z(&nested[nested_size..]),
+                    path: regf::decode_utf16z(&nested[nested_size..]),
                 }
             }
             DEVICE_TYPE_VMBUS => {
@@ -336,10 +316,10 @@ impl Device {
             DEVICE_TYPE_CIMFS => {
                 need(CIMFS_TARGET_VOLUME_AT + 16)?;
                 Device::Cimfs {
-                    version: u32_at(r, CIMFS_VERSION_AT).ok_or_else(short)?,
-                    parent_offset: u32_at(r, CIMFS_PARENT_OFFSET_AT).ok_or_else(short)?,
-                    root_path_offset: u32_at(r, CIMFS_ROOT_PATH_OFFSET_AT).ok_or_else(short)?,
-                    root_path_length: u32_at(r, CIMFS_ROOT_PATH_LENGTH_AT).ok_or_else(short)?,
+                    version: le_u32(r, CIMFS_VERSION_AT).ok_or_else(short)?,
+                    parent_offset: le_u32(r, CIMFS_PARENT_OFFSET_AT).ok_or_else(short)?,
+                    root_path_offset: le_u32(r, CIMFS_ROOT_PATH_OFFSET_AT).ok_or_else(short)?,
+                    root_path_length: le_u32(r, CIMFS_ROOT_PATH_LENGTH_AT).ok_or_else(short)?,
                     target_mount_volume: guid_at(r, CIMFS_TARGET_VOLUME_AT).ok_or_else(short)?,
                 }
             }
@@ -347,9 +327,9 @@ impl Device {
                 need(COMPOSITE_SECONDARY_OFFSET_AT + 4)?;
                 Device::Composite {
                     signature: guid_at(r, COMPOSITE_SIGNATURE_AT).ok_or_else(short)?,
-                    version: u32_at(r, COMPOSITE_VERSION_AT).ok_or_else(short)?,
-                    primary_offset: u32_at(r, COMPOSITE_PRIMARY_OFFSET_AT).ok_or_else(short)?,
-                    secondary_offset: u32_at(r, COMPOSITE_SECONDARY_OFFSET_AT).ok_or_else(short)?,
+                    version: le_u32(r, COMPOSITE_VERSION_AT).ok_or_else(short)?,
+                    primary_offset: le_u32(r, COMPOSITE_PRIMARY_OFFSET_AT).ok_or_else(short)?,
+                    secondary_offset: le_u32(r, COMPOSITE_SECONDARY_OFFSET_AT).ok_or_else(short)?,
                 }
             }
             _ => Device::Unknown {
@@ -422,7 +402,7 @@ impl DeviceElement {
         let record = &data[16..];
         let device = Device::decode_record(record)?;
         // decode_record read the Size field (at 8) and found it within the record.
-        let size = u32_at(record, 8).unwrap_or(0) as usize;
+        let size = le_u32(record, 8).unwrap_or(0) as usize;
         if size != record.len() {
             return Err(format!(
                 "device element of {} bytes holds a record of {size:#x} bytes and {} more \

@@ -133,12 +133,6 @@ fn parse_guid(s: &str) -> Option<Uuid> {
     Uuid::parse_str(s.trim()).ok()
 }
 
-fn utf16_units(b: &[u8]) -> Vec<u16> {
-    b.chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect()
-}
-
 /// Little-endian integer of 1..=8 bytes, zero-extended (older media store 1 or 3 bytes).
 fn short_int(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 8 {
@@ -196,13 +190,7 @@ impl ElementValue {
                 "format {format} element stored as registry type {kind}, expected {want}"
             ));
         }
-        let string = || {
-            let units: Vec<u16> = utf16_units(data)
-                .into_iter()
-                .take_while(|&u| u != 0)
-                .collect();
-            String::from_utf16_lossy(&units)
-        };
+        let string = || regf::decode_utf16z(data);
         Ok(match format {
             1 => ElementValue::Device(DeviceElement::decode(data)?),
             2 => ElementValue::String(string()),
@@ -211,7 +199,7 @@ impl ElementValue {
                 ElementValue::Object(parse_guid(&s).ok_or(format!("{s:?} is not a GUID"))?)
             }
             4 => {
-                let units = utf16_units(data);
+                let units = regf::format::utf16le_units(data);
                 let mut out = Vec::new();
                 for part in units.split(|&u| u == 0).take_while(|p| !p.is_empty()) {
                     let s = String::from_utf16_lossy(part);

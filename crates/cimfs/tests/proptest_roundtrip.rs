@@ -193,7 +193,7 @@ fn mount_point_buffer(target: &str) -> Vec<u8> {
 }
 
 fn key(s: &str) -> Vec<u16> {
-    s.encode_utf16().map(upcase::upcase).collect()
+    upcase::upcase_units(s)
 }
 
 fn byte_at(seed: u8, i: usize) -> u8 {

@@ -175,11 +175,7 @@ fn reg_key(key: &Key, path: &mut String, out: &mut dyn Write) -> io::Result<()> 
 }
 
 fn reg_data(v: &Value) -> String {
-    let units: Vec<u16> = v
-        .data
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let units = crate::format::utf16le_units(&v.data);
     // A REG_SZ is written as a quoted string only when that loses nothing: even length,
     // exactly one terminating NUL, valid UTF-16, no line breaks.
     if v.kind == REG_SZ && v.data.len() & 1 == 0 {

@@ -287,6 +287,47 @@ pub fn is_compressible(name: &[u16]) -> bool {
     name.iter().all(|&c| c <= 0xFF)
 }
 
+/// UTF-16LE bytes as units (an odd trailing byte is ignored).
+pub fn utf16le_units(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// The UTF-16 units of a stored key or value name: Latin-1 bytes when `compressed`, else
+/// UTF-16LE (see [`utf16le_units`]).
+pub fn name_units(bytes: &[u8], compressed: bool) -> Vec<u16> {
+    if compressed {
+        bytes.iter().map(|&b| u16::from(b)).collect()
+    } else {
+        utf16le_units(bytes)
+    }
+}
+
+/// A stored key or value name as text (see [`name_units`]; unpaired surrogates replaced).
+pub fn decode_name(bytes: &[u8], compressed: bool) -> String {
+    String::from_utf16_lossy(&name_units(bytes, compressed))
+}
+
+/// Where a key name is stored in the hive bins: enough to render a key's path only when an
+/// error or note names it.
+pub(crate) struct NameAt {
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+    pub(crate) compressed: bool,
+}
+
+impl NameAt {
+    /// The name as text; empty when the range is not within `bins`.
+    pub(crate) fn decode(&self, bins: &[u8]) -> String {
+        let bytes = bins
+            .get(self.start..self.start + self.len)
+            .unwrap_or_default();
+        decode_name(bytes, self.compressed)
+    }
+}
+
 /// Rounds a cell size (including its 4-byte size field) up to the 8-byte cell granularity.
 pub fn cell_size(payload: usize) -> usize {
     (payload + 4 + 7) & !7

@@ -45,10 +45,6 @@ pub fn merge_all(base: &Hive, deltas: &[&Hive]) -> Result<Hive> {
     })
 }
 
-fn fold(name: &str) -> Vec<u16> {
-    name.encode_utf16().map(upcase::upcase).collect()
-}
-
 /// The delta's own values without tombstones.
 fn live_values(values: &[Value]) -> Vec<Value> {
     values.iter().filter(|v| !v.tombstone).cloned().collect()
@@ -92,11 +88,6 @@ fn class_of(base: Option<&Key>, delta: &Key) -> Option<Vec<u8>> {
     } else {
         delta.class.clone()
     }
-}
-
-fn find<'k>(keys: &'k [Key], name: &str) -> Option<&'k Key> {
-    keys.iter()
-        .find(|k| upcase::eq_ignore_case_str(&k.name, name))
 }
 
 /// Merges one delta node over an optional base node; None when the key is deleted.
@@ -155,18 +146,21 @@ fn supersede_tree(base: Option<&Key>, delta: &Key) -> Key {
         .subkeys
         .iter()
         .filter(|d| d.layer != LayerSemantics::Tombstone)
-        .map(|d| supersede_tree(base.and_then(|b| find(&b.subkeys, &d.name)), d))
+        .map(|d| supersede_tree(base.and_then(|b| b.subkey(&d.name)), d))
         .collect();
     sort(&mut k.subkeys);
     k
 }
 
 fn merge_children(base: &[Key], delta: &[Key]) -> Vec<Key> {
-    let index: HashMap<Vec<u16>, &Key> = delta.iter().map(|d| (fold(&d.name), d)).collect();
+    let index: HashMap<Vec<u16>, &Key> = delta
+        .iter()
+        .map(|d| (upcase::upcase_units(&d.name), d))
+        .collect();
     let mut used = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(base.len() + delta.len());
     for b in base {
-        let f = fold(&b.name);
+        let f = upcase::upcase_units(&b.name);
         match index.get(&f) {
             Some(d) => {
                 if let Some(k) = merge_key(Some(b), d) {
@@ -179,7 +173,7 @@ fn merge_children(base: &[Key], delta: &[Key]) -> Vec<Key> {
     }
     for d in delta {
         // `used` also keeps a second delta child of the same (case-folded) name out.
-        if used.insert(fold(&d.name)) {
+        if used.insert(upcase::upcase_units(&d.name)) {
             if let Some(k) = merge_key(None, d) {
                 out.push(k);
             }

@@ -492,27 +492,21 @@ pub fn encode_multi_sz<S: AsRef<str>>(items: &[S]) -> Vec<u8> {
 
 /// Decodes UTF-16LE bytes (an odd trailing byte is ignored, unpaired surrogates replaced).
 pub fn decode_utf16le(b: &[u8]) -> String {
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    String::from_utf16_lossy(&units)
+    String::from_utf16_lossy(&crate::format::utf16le_units(b))
 }
 
-fn units_until_nul(b: &[u8]) -> Vec<u16> {
-    b.chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
-        .collect()
+/// Decodes UTF-16LE bytes up to the first NUL unit (or the end), as [`decode_utf16le`].
+pub fn decode_utf16z(b: &[u8]) -> String {
+    let units = crate::format::utf16le_units(b);
+    let end = units.iter().position(|&u| u == 0).unwrap_or(units.len());
+    String::from_utf16_lossy(&units[..end])
 }
 
 impl Value {
     /// The data as a string for REG_SZ, REG_EXPAND_SZ and REG_LINK (up to the first NUL).
     pub fn as_string(&self) -> Option<String> {
         match self.kind {
-            REG_SZ | REG_EXPAND_SZ | REG_LINK => {
-                Some(String::from_utf16_lossy(&units_until_nul(&self.data)))
-            }
+            REG_SZ | REG_EXPAND_SZ | REG_LINK => Some(decode_utf16z(&self.data)),
             _ => None,
         }
     }
@@ -522,13 +516,8 @@ impl Value {
         if self.kind != REG_MULTI_SZ {
             return None;
         }
-        let units: Vec<u16> = self
-            .data
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
         Some(
-            units
+            crate::format::utf16le_units(&self.data)
                 .split(|&u| u == 0)
                 .take_while(|s| !s.is_empty())
                 .map(String::from_utf16_lossy)

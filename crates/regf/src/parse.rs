@@ -148,39 +148,11 @@ struct Reader<'a> {
     chain: Vec<NameAt>,
 }
 
-/// A key name in the hive bins, as decoded by [`decode_name`].
-struct NameAt {
-    start: usize,
-    len: usize,
-    compressed: bool,
-}
-
-/// A key or value name as stored: Latin-1 when `compressed`, else UTF-16LE.
-fn decode_name(bytes: &[u8], compressed: bool) -> String {
-    if compressed {
-        latin1(bytes)
-    } else {
-        utf16(bytes)
-    }
-}
-
-fn latin1(b: &[u8]) -> String {
-    b.iter().map(|&c| char::from(c)).collect()
-}
-
 /// Whether UTF-16LE bytes decode without loss (even length, surrogates paired).
 fn is_exact_utf16(b: &[u8]) -> bool {
     b.len().is_multiple_of(2)
         && char::decode_utf16(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
             .all(|c| c.is_ok())
-}
-
-fn utf16(b: &[u8]) -> String {
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    String::from_utf16_lossy(&units)
 }
 
 impl<'a> Reader<'a> {
@@ -199,8 +171,7 @@ impl<'a> Reader<'a> {
             if i > 0 {
                 out.push('\\');
             }
-            let bytes = self.bins.get(n.start..n.start + n.len).unwrap_or_default();
-            out.push_str(&decode_name(bytes, n.compressed));
+            out.push_str(&n.decode(self.bins));
         }
         out
     }
@@ -297,7 +268,9 @@ impl<'a> Reader<'a> {
         let name = match nk.get(NK_NAME..NK_NAME + name_len) {
             Some(bytes) => {
                 if !compressed && !is_exact_utf16(bytes) {
-                    self.note_inexact(|r| format!("key {:?} under {:?}", utf16(bytes), r.path()));
+                    self.note_inexact(|r| {
+                        format!("key {:?} under {:?}", decode_name(bytes, false), r.path())
+                    });
                 }
                 decode_name(bytes, compressed)
             }

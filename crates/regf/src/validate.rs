@@ -90,13 +90,6 @@ impl Report {
 /// problems hold megabytes each.
 pub const PATH_LIMIT: usize = 4096;
 
-/// Where a key name is stored in the hive bins.
-struct NameAt {
-    start: usize,
-    len: usize,
-    compressed: bool,
-}
-
 /// What a leaf entry says about its key's name besides the nk offset.
 #[derive(Clone, Copy)]
 enum NameCheck {
@@ -233,16 +226,7 @@ impl<'a> Validator<'a> {
                 cut = true;
                 break;
             }
-            let bytes = self.bins.get(n.start..n.start + n.len).unwrap_or_default();
-            let units: Vec<u16> = if n.compressed {
-                bytes.iter().map(|&b| u16::from(b)).collect()
-            } else {
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                    .collect()
-            };
-            let name = String::from_utf16_lossy(&units);
+            let name = n.decode(self.bins);
             len += name.len() + usize::from(!names.is_empty());
             names.push(name);
         }
@@ -457,14 +441,7 @@ impl<'a> Validator<'a> {
             self.report_here(rule, Some(off), message);
         }
         let name_bytes = nk.get(NK_NAME..NK_NAME + name_len).unwrap_or_default();
-        let units: Vec<u16> = if flags & KEY_COMP_NAME != 0 {
-            name_bytes.iter().map(|&b| u16::from(b)).collect()
-        } else {
-            name_bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .collect()
-        };
+        let units = name_units(name_bytes, flags & KEY_COMP_NAME != 0);
         if units.is_empty() {
             self.report_here(Damage, Some(off), "empty key name");
         }
@@ -582,13 +559,7 @@ impl<'a> Validator<'a> {
             let cflags = le_u16(c, NK_FLAGS).unwrap_or(0);
             let clen = usize::from(le_u16(c, NK_NAME_LEN).unwrap_or(0));
             let cb = c.get(NK_NAME..NK_NAME + clen).unwrap_or_default();
-            let cu: Vec<u16> = if cflags & KEY_COMP_NAME != 0 {
-                cb.iter().map(|&b| u16::from(b)).collect()
-            } else {
-                cb.chunks_exact(2)
-                    .map(|x| u16::from_le_bytes([x[0], x[1]]))
-                    .collect()
-            };
+            let cu = name_units(cb, cflags & KEY_COMP_NAME != 0);
             let cname = String::from_utf16_lossy(&cu);
             match check {
                 NameCheck::Hash(h) if h != lh_hash(&cu) => {

@@ -407,8 +407,7 @@ impl<'t> Writer<'t> {
         }
         let mut seen = HashSet::new();
         for v in &key.values {
-            let upper: Vec<u16> = v.name.encode_utf16().map(upcase::upcase).collect();
-            if !seen.insert(upper) {
+            if !seen.insert(upcase::upcase_units(&v.name)) {
                 return Err(self.invalid(node, format!("two values named \"{}\"", v.name)));
             }
         }

@@ -208,10 +208,15 @@ pub fn eq_ignore_case_str(a: &str, b: &str) -> bool {
     compare_str(a, b) == Ordering::Equal
 }
 
+/// The upcased UTF-16 units of a string: equal for names Windows treats as one (a key for
+/// case-insensitive maps and sets).
+pub fn upcase_units(s: &str) -> Vec<u16> {
+    s.encode_utf16().map(upcase).collect()
+}
+
 /// Upcases a whole string (each UTF-16 code unit through the table; surrogates unchanged).
 pub fn upcase_str(s: &str) -> String {
-    let units: Vec<u16> = s.encode_utf16().map(upcase).collect();
-    String::from_utf16_lossy(&units)
+    String::from_utf16_lossy(&upcase_units(s))
 }
 
 #[cfg(test)]
