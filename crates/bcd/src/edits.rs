@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::device::DeviceElement;
 use crate::element::{ids, ElementValue};
 use crate::error::{Error, Result};
-use crate::store::{create_object, set_element, Store, OBJECT_TYPE_DEVICE_OPTIONS};
+use crate::store::{create_object, delete_object, set_element, Store, OBJECT_TYPE_DEVICE_OPTIONS};
 
 /// The CimFS device-options object hcsshim creates.
 pub const CIMFS_OPTIONS: Uuid = uuid::uuid!("763e9fea-502d-434f-aad9-5fabe9c91a7b");
@@ -160,10 +160,12 @@ pub fn apply_cim_boot_edits(hive: &mut Hive, p: &CimBootParams) -> Result<()> {
 }
 
 /// Applies [`apply_cim_boot_edits`] to the BCD file at `path` (e.g.
-/// `<layer>\UtilityVM\Files\EFI\Microsoft\Boot\BCD`): refuses a dirty hive, and
-/// replaces the file's contents only once the edited hive is written in full (as
-/// [`Hive::save`] does: mode, owner, symlink and hard links kept).
-pub fn edit_store_file(path: &Path, p: &CimBootParams) -> Result<()> {
+/// `<layer>\UtilityVM\Files\EFI\Microsoft\Boot\BCD`): refuses a dirty hive, replaces
+/// the two device-options objects an earlier run of these edits left (a utility VM exported
+/// after processing and imported again), and replaces the file's contents only once the
+/// edited hive is written in full (as [`Hive::save`] does: mode, owner, symlink and hard
+/// links kept). Returns the ids of the objects it replaced.
+pub fn edit_store_file(path: &Path, p: &CimBootParams) -> Result<Vec<Uuid>> {
     let mut hive = Hive::open(path)?;
     if let Some(notes) = hive.dirty_notes() {
         return Err(Error::Dirty {
@@ -171,6 +173,21 @@ pub fn edit_store_file(path: &Path, p: &CimBootParams) -> Result<()> {
             notes,
         });
     }
+    let earlier: Vec<Uuid> = {
+        let store = Store::open(&hive)?;
+        [CIMFS_OPTIONS, COMPOSITE_OPTIONS]
+            .into_iter()
+            .filter(|id| {
+                store
+                    .object(id)
+                    .is_some_and(|o| o.object_type() == Some(OBJECT_TYPE_DEVICE_OPTIONS))
+            })
+            .collect()
+    };
+    for id in &earlier {
+        delete_object(&mut hive, id);
+    }
     apply_cim_boot_edits(&mut hive, p)?;
-    Ok(hive.save(path)?)
+    hive.save(path)?;
+    Ok(earlier)
 }

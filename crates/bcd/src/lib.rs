@@ -22,7 +22,7 @@ pub use element::{element_format, element_name, ids, ElementValue};
 pub use error::{Error, Result};
 pub use show::show;
 pub use store::{
-    create_object, element_key_name, object_key_name, set_element, Element, Object, Store, BOOTMGR,
-    OBJECT_TYPE_DEVICE_OPTIONS,
+    create_object, delete_object, element_key_name, object_key_name, set_element, Element, Object,
+    Store, BOOTMGR, OBJECT_TYPE_DEVICE_OPTIONS,
 };
 pub use uuid::Uuid;

@@ -188,6 +188,11 @@ pub fn create_object(
     Ok(())
 }
 
+/// `bcdedit /delete {id}`: removes the object and its elements; false when there is none.
+pub fn delete_object(hive: &mut Hive, id: &Uuid) -> bool {
+    hive.delete_key(&format!("{OBJECTS}\\{}", object_key_name(id)))
+}
+
 /// `bcdedit /set {object} <element> <value>`: creates or replaces the element.
 pub fn set_element(hive: &mut Hive, object: &Uuid, id: u32, value: &ElementValue) -> Result<()> {
     if element_format(id) != value.format() {

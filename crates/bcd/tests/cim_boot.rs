@@ -345,11 +345,20 @@ fn store_file_is_edited_in_place_and_dirty_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let bcd = dir.path().join("BCD");
     std::fs::copy(&src, &bcd).unwrap();
-    bcd::edit_store_file(&bcd, &params()).unwrap();
+    assert!(bcd::edit_store_file(&bcd, &params()).unwrap().is_empty());
     let back = Hive::open(&bcd).unwrap();
     let default = Store::open(&back).unwrap().default_object().unwrap();
     check_edited(&back, &default);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // Edited again (a processed utility VM imported once more): the earlier run's objects are
+    // replaced, and the store ends up as one run would leave it.
+    let replaced = bcd::edit_store_file(&bcd, &params()).unwrap();
+    assert_eq!(replaced, [CIMFS_OPTIONS, COMPOSITE_OPTIONS]);
+    let twice = Hive::open(&bcd).unwrap();
+    check_edited(&twice, &default);
+    let once_objects = Store::open(&back).unwrap().objects().len();
+    assert_eq!(Store::open(&twice).unwrap().objects().len(), once_objects);
 
     // A hive whose sequence numbers differ was not closed cleanly.
     let dirty = dir.path().join("DIRTY");

@@ -450,6 +450,14 @@ fn extract_writes_tree_links_and_sidecar() {
         "W1pvbmVUcmFuc2Zlcl0NClpvbmVJZD0zDQo="
     );
     assert_eq!(h["sd"], SD_B64);
+    // The image root comes first; a second name of a file carries its data's hash too.
+    assert_eq!(records[0]["path"], "");
+    let second = records
+        .iter()
+        .find(|v| v["path"] == "Files\\hello-link.txt")
+        .expect("link record");
+    assert!(h["sha256"].is_string());
+    assert_eq!(second["sha256"], h["sha256"]);
     // Extracting into a non-empty folder is refused.
     assert_eq!(
         cimkit(&["extract", s(&cim), s(&dir)]).status.code(),
@@ -459,6 +467,21 @@ fn extract_writes_tree_links_and_sidecar() {
     let sub = tmp.path().join("sub");
     cimkit_ok(&["extract", "--path", "Files/dir", s(&cim), s(&sub)], 0);
     assert_eq!(std::fs::read(sub.join("empty")).expect("empty"), b"");
+    // ... whose own metadata is the sidecar's first line.
+    let sidecar = std::fs::read_to_string(sub.join(".cimkit-metadata.jsonl")).expect("sidecar");
+    let first = &json_lines(&sidecar)[0];
+    assert_eq!(first["path"], "Files\\dir");
+    assert_eq!(first["type"], "dir");
+    // A junction named by --path is a link in the folder, not an empty extraction.
+    let junction = tmp.path().join("junction");
+    cimkit_ok(
+        &["extract", "--path", "Files/junction", s(&cim), s(&junction)],
+        0,
+    );
+    assert_eq!(
+        std::fs::read_link(junction.join("junction")).expect("junction"),
+        std::path::PathBuf::from("C:/ProgramData")
+    );
     // A single file lands under its own name, its stream in the sidecar.
     let one = tmp.path().join("one");
     cimkit_ok(

@@ -144,17 +144,27 @@ impl CimLayerWriter {
     /// Creates the layer folder and starts the CIM (a fork of `parents[0]`'s CIM if any).
     pub fn new(opts: &ImportOptions) -> Result<Self> {
         let layer = opts.layer.clone();
-        if let Some(p) = opts.host_layer_path.as_deref() {
-            if !uvm::is_absolute_windows_path(p) {
-                return Err(Error::Layer {
-                    layer,
-                    reason: format!(
-                        "host layer path {p:?} is not an absolute Windows path \
-                         (C:\\... or \\\\server\\share\\...)"
-                    ),
-                });
-            }
-        }
+        // The layer folder's name on the host names the CIM the utility VM boots from.
+        let host_name = match opts.host_layer_path.as_deref() {
+            None => None,
+            Some(p) => match uvm::windows_folder_name(p) {
+                Some(name) => Some(name),
+                None => {
+                    let reason = if uvm::is_absolute_windows_path(p) {
+                        format!(
+                            "host layer path {p:?} names a drive or share, not a layer folder \
+                             (C:\\...\\<id> or \\\\server\\share\\...\\<id>)"
+                        )
+                    } else {
+                        format!(
+                            "host layer path {p:?} is not an absolute Windows path \
+                             (C:\\... or \\\\server\\share\\...)"
+                        )
+                    };
+                    return Err(Error::Layer { layer, reason });
+                }
+            },
+        };
         for (i, parent) in opts.parents.iter().enumerate() {
             let reason = if opts.parents[..i].contains(parent) {
                 format!("parent layer {} is given twice", parent.display())
@@ -180,16 +190,13 @@ impl CimLayerWriter {
             let _ = fs::remove_dir(&cim_dir);
         }
         let (lock, cim, notes) = started?;
-        let host_id = opts
-            .host_layer_path
-            .as_deref()
-            .and_then(|p| p.rsplit(['\\', '/']).find(|c| !c.is_empty()))
-            .map_or(id, str::to_string);
+        let host_id = host_name.unwrap_or(id);
         Ok(CimLayerWriter {
             layer,
             parents: opts.parents.clone(),
             cim_path,
-            host_layer_path: opts.host_layer_path.clone(),
+            // One separator on the host: Windows paths written into the disks use `\`.
+            host_layer_path: opts.host_layer_path.as_ref().map(|p| p.replace('/', "\\")),
             relative_cim_path: format!(r"{}\{host_id}.cim", crate::layout::CIM_LAYERS_DIR),
             cim: Some(cim),
             active: Active::None,

@@ -19,24 +19,50 @@ pub const BOOT_CONTAINER_GUID: &str = "{b890454c-80de-4e98-a7ab-56b74b4fbd0c}";
 /// `GrantVmGroupAccess` gives read access to the utility VM disks.
 pub const VM_GROUP_SID: &str = "S-1-5-83-0";
 
-/// Whether `p` is an absolute Windows path: `C:\...`, `\\server\share\...` or `\\?\C:\...`.
+/// Whether `p` is an absolute Windows path: `C:\...`, `\\server\share\...` or `\\?\C:\...`
+/// (`/` is taken as `\`).
 pub fn is_absolute_windows_path(p: &str) -> bool {
-    let b = p.as_bytes();
-    let sep = |c: u8| c == b'\\' || c == b'/';
-    let drive = |b: &[u8]| b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && sep(b[2]);
-    if let Some(rest) = p.strip_prefix(r"\\?\").or_else(|| p.strip_prefix(r"\\.\")) {
-        return drive(rest.as_bytes())
-            || rest
-                .get(..4)
-                .is_some_and(|u| u.eq_ignore_ascii_case("UNC\\"))
-                && rest.len() > 4;
-    }
-    if b.len() > 2 && sep(b[0]) && sep(b[1]) {
-        // \\server\share: two non-empty components
-        let mut parts = p[2..].split(['\\', '/']);
-        return matches!((parts.next(), parts.next()), (Some(s), Some(h)) if !s.is_empty() && !h.is_empty());
-    }
-    drive(b)
+    split_windows_root(&p.replace('/', "\\")).is_some()
+}
+
+/// The name of the folder an absolute Windows path names (its last component below the drive
+/// or share; `/` is taken as `\`); None when `p` is not absolute or names a drive or share
+/// itself, which cannot be a layer folder.
+pub fn windows_folder_name(p: &str) -> Option<String> {
+    let p = p.replace('/', "\\");
+    let (_, rest) = split_windows_root(&p)?;
+    let name = rest.split('\\').rfind(|c| !c.is_empty())?;
+    (!name.contains(':') && name != "." && name != "..").then(|| name.to_string())
+}
+
+/// Splits an absolute Windows path (`\` separators only) into its root (`C:\`,
+/// `\\server\share`, `\\?\C:\`, `\\?\UNC\server\share`) and the rest.
+fn split_windows_root(p: &str) -> Option<(&str, &str)> {
+    let drive = |s: &str| {
+        let b = s.as_bytes();
+        (b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'\\').then_some(3)
+    };
+    // `server\share` at the start of `s`: the length of the two components.
+    let unc = |s: &str| {
+        let mut parts = s.splitn(3, '\\');
+        match (parts.next(), parts.next()) {
+            (Some(server), Some(share)) if !server.is_empty() && !share.is_empty() => {
+                Some(server.len() + 1 + share.len())
+            }
+            _ => None,
+        }
+    };
+    let root_len = if let Some(r) = p.strip_prefix(r"\\?\").or_else(|| p.strip_prefix(r"\\.\")) {
+        match r.get(..4).filter(|u| u.eq_ignore_ascii_case("UNC\\")) {
+            Some(_) => 8 + unc(&r[4..])?,
+            None => 4 + drive(r)?,
+        }
+    } else if let Some(r) = p.strip_prefix(r"\\") {
+        2 + unc(r)?
+    } else {
+        drive(p)?
+    };
+    Some(p.split_at(root_len))
 }
 
 /// Refuses a dirty hive (one whose transaction logs hold changes not yet in the file): editing
@@ -52,14 +78,23 @@ fn refuse_dirty(hive: &regf::Hive) -> std::result::Result<(), String> {
 }
 
 /// Reads `Microsoft\Windows NT\CurrentVersion\CurrentBuild` (REG_SZ) from a SOFTWARE hive.
-pub fn current_build(software: &regf::Hive) -> Option<u32> {
+pub fn current_build(software: &regf::Hive) -> std::result::Result<u32, String> {
+    const WHERE: &str =
+        r"Microsoft\Windows NT\CurrentVersion\CurrentBuild in the UVM SOFTWARE hive";
     let value = software
-        .key(r"Microsoft\Windows NT\CurrentVersion")?
-        .value("CurrentBuild")?;
-    if value.kind != regf::REG_SZ {
-        return None;
-    }
-    value.as_string()?.trim().parse().ok()
+        .key(r"Microsoft\Windows NT\CurrentVersion")
+        .and_then(|k| k.value("CurrentBuild"))
+        .ok_or_else(|| format!("no {WHERE}"))?;
+    let text = match value.as_string() {
+        Some(text) if value.kind == regf::REG_SZ => text,
+        _ => {
+            let kind = regf::format::type_name(value.kind).unwrap_or("an unknown type");
+            return Err(format!("{WHERE} is {kind}, not REG_SZ"));
+        }
+    };
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{WHERE} is {text:?}, not a build number"))
 }
 
 /// The SYSTEM hive edits that let a utility VM boot from a CIM (hcsshim `enableCimBoot`).
@@ -112,13 +147,7 @@ pub(crate) fn process_utility_vm(
         path: software_path.clone(),
         source: Box::new(source),
     })?;
-    let build = current_build(&software).ok_or_else(|| {
-        uvm_err(
-            "read build number",
-            r"no REG_SZ Microsoft\Windows NT\CurrentVersion\CurrentBuild in the UVM SOFTWARE hive"
-                .into(),
-        )
-    })?;
+    let build = current_build(&software).map_err(|e| uvm_err("read build number", e))?;
     write_atomically(
         &host_path(layer, UVM_BUILD_VERSION_FILE),
         build.to_string().as_bytes(),
@@ -151,7 +180,8 @@ pub(crate) fn process_utility_vm(
             partition_guid: partition.partition_guid,
             cim_root: format!(r"\{relative_cim_path}"),
         };
-        bcd::edit_store_file(&bcd_path, &params).map_err(|e| uvm_err("edit BCD", e.to_string()))?;
+        let replaced = bcd::edit_store_file(&bcd_path, &params)
+            .map_err(|e| uvm_err("edit BCD", e.to_string()))?;
         let system_err = |e: String| {
             uvm_err(
                 "edit SYSTEM hive",
@@ -162,11 +192,20 @@ pub(crate) fn process_utility_vm(
         refuse_dirty(&system).map_err(system_err)?;
         enable_cim_boot(&mut system);
         let bytes = system.to_bytes().map_err(|e| system_err(e.to_string()))?;
-        write_atomically(&system_path, &bytes).map_err(|e| system_err(e.to_string()))
+        write_atomically(&system_path, &bytes).map_err(|e| system_err(e.to_string()))?;
+        Ok(replaced)
     })();
-    if let Err(e) = edits {
-        vhdx::remove_utility_vm_disks(&uvm_dir);
-        return Err(e);
+    match edits {
+        Err(e) => {
+            vhdx::remove_utility_vm_disks(&uvm_dir);
+            return Err(e);
+        }
+        Ok(replaced) if !replaced.is_empty() => notes.push(
+            "the BCD already held the device options of an earlier processing (a utility VM \
+             exported after import): replaced with this layer's"
+                .to_string(),
+        ),
+        Ok(_) => {}
     }
     let opts = vhdx::UtilityVmDiskOptions {
         base_windows_path: host_layer_path.map(|p| {

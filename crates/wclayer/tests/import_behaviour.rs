@@ -295,8 +295,37 @@ fn layer_folder_rules() {
         assert!(err.contains("absolute Windows path"), "{bad:?}: {err}");
         assert!(!child.exists(), "{bad:?}");
     }
-    for good in [r"C:\x\9", "d:/x/9", r"\\srv\share\9", r"\\?\C:\x\9"] {
+    // ... of a layer folder, not a drive or a share
+    for bad in [
+        r"C:\",
+        "c:/",
+        r"\\server\share",
+        r"\\server\share\",
+        r"\\?\C:\",
+        r"C:\x\..",
+    ] {
+        let o = ImportOptions {
+            host_layer_path: Some(bad.into()),
+            ..opts(&child, &[])
+        };
+        let err = import_layer(&tar[..], &o, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a layer folder"), "{bad:?}: {err}");
+        assert!(!child.exists(), "{bad:?}");
+    }
+    for (good, name) in [
+        (r"C:\x\9", "9"),
+        ("d:/x/9/", "9"),
+        (r"\\srv\share\9", "9"),
+        (r"\\?\C:\x\9", "9"),
+        (r"\\?\UNC\srv\share\x\12", "12"),
+    ] {
         assert!(wclayer::uvm::is_absolute_windows_path(good), "{good}");
+        assert_eq!(
+            wclayer::uvm::windows_folder_name(good).as_deref(),
+            Some(name)
+        );
     }
 }
 
@@ -456,6 +485,54 @@ fn utility_vm_after_20348_boots_from_the_cim() {
     regipy_agrees(&system_path, &want);
     qemu_img_checks(&base);
     vhdiinfo_follows_the_parent(&diff);
+
+    // The processed utility VM imported again (as an export of this layer would be): the BCD's
+    // device options from the first processing are replaced by this layer's. A host path with
+    // `/` is written with `\`.
+    let again = tmp.path().join("snapshots/6");
+    let o = ImportOptions {
+        host_layer_path: Some("C:/ProgramData/containerd/snapshots/6/".into()),
+        ..opts(&again, &[])
+    };
+    let s = import_layer(
+        &uvm_layer(&shared, "26100", &bcd_bytes)[..],
+        &o,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        s.notes.iter().any(|n| n.contains("earlier processing")),
+        "{:?}",
+        s.notes
+    );
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n
+                .contains(r"C:\ProgramData\containerd\snapshots\6\UtilityVM\SystemTemplate.vhdx")),
+        "{:?}",
+        s.notes
+    );
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    let store_hive = regf::Hive::parse(&read_cim_file(
+        &cim,
+        r"UtilityVM\Files\EFI\Microsoft\Boot\BCD",
+    ))
+    .unwrap();
+    let mut shown = Vec::new();
+    bcd::show(&store_hive, &mut shown).unwrap();
+    let shown = String::from_utf8_lossy(&shown).to_lowercase();
+    let part = vhdx::read_partition_info(&again.join("UtilityVM/SystemTemplateBase.vhdx")).unwrap();
+    assert!(shown.contains(r"\cim-layers\6.cim"), "{shown}");
+    assert!(!shown.contains(r"\cim-layers\5.cim"), "{shown}");
+    assert!(shown.contains(&part.partition_guid.to_string()), "{shown}");
+    let store = bcd::Store::open(&store_hive).unwrap();
+    let options = store
+        .objects()
+        .iter()
+        .filter(|o| o.object_type() == Some(bcd::OBJECT_TYPE_DEVICE_OPTIONS))
+        .count();
+    assert_eq!(options, 2, "{shown}");
 }
 
 #[test]
@@ -507,6 +584,14 @@ fn utility_vm_errors_name_the_step_and_leave_no_disks() {
     t.dir("UtilityVM", &[]);
     let err = import_error(&t.finish(), &layer, &[]);
     assert!(err.contains("read build number"), "{err}");
+    assert_nothing_left(&layer, &[]);
+
+    // a CurrentBuild that is not a build number is quoted
+    let err = import_error(&uvm_layer(&shared, "99999999999", &bcd), &layer, &[]);
+    assert!(
+        err.contains("read build number") && err.contains(r#""99999999999", not a build number"#),
+        "{err}"
+    );
     assert_nothing_left(&layer, &[]);
 }
 

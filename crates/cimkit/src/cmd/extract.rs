@@ -216,15 +216,18 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
     let start_info = cim
         .file(start_id)
         .with_context(|| format!("{}: {}", args.cim.display(), walk::display(&start)))?;
-    // Host paths are the image paths below `start`; a single file lands in DIR under its name.
-    let base_len = if !start_info.is_directory {
+    // Host paths are the image paths below `start`; a single file (or a link, even to a
+    // directory) lands in DIR under its name; a directory is DIR itself.
+    let start_is_folder = start_info.is_directory && output::link_target(&start_info).is_none();
+    let base_len = if !start_is_folder {
         start.rfind('\\').map_or(0, |i| i + 1)
     } else if start.is_empty() {
         0
     } else {
         start.len() + 1
     };
-    let mut first_path: HashMap<cimfs::FileId, PathBuf> = HashMap::new();
+    // The first name of each file id extracted, and its data's hash (for its other names).
+    let mut first_path: HashMap<cimfs::FileId, (PathBuf, String)> = HashMap::new();
     let mut dirs: Vec<(PathBuf, cimfs::FileInfo)> = Vec::new();
     let mut symlinks: Vec<(PathBuf, String)> = Vec::new();
     let (mut n_files, mut n_dirs, mut n_links, mut n_symlinks, mut bytes) =
@@ -236,12 +239,22 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
         // Ctrl-C stops here, between entries; `run` then removes the partial extraction.
         crate::progress::check_interrupt()?;
         progress.update(bytes, n_files + n_dirs + n_links + n_symlinks);
-        let rel = path.get(base_len..).unwrap_or(path);
-        let host = host_path(&args.dir, rel, &args.cim)?;
+        let is_root = start_is_folder && path == start;
+        let host = if is_root {
+            args.dir.clone()
+        } else {
+            host_path(&args.dir, path.get(base_len..).unwrap_or(path), &args.cim)?
+        };
         let ctx = || format!("{}: {path} -> {}", args.cim.display(), host.display());
         let mut record = output::entry_json(cim, path, info, false)?;
         let is_link_reparse = output::link_target(info).is_some();
-        if is_link_reparse {
+        if is_root {
+            // DIR stands for it: its metadata goes to the sidecar, and its times to DIR (not
+            // the image root's: those are the writer's, often zero).
+            if !start.is_empty() {
+                dirs.push((host, info.clone()));
+            }
+        } else if is_link_reparse {
             let target = output::link_target(info)
                 .unwrap_or_default()
                 .replace('\\', "/");
@@ -251,8 +264,9 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
             fs::create_dir(&host).with_context(ctx)?;
             dirs.push((host, info.clone()));
             n_dirs += 1;
-        } else if let Some(existing) = first_path.get(&info.file_id) {
+        } else if let Some((existing, sha)) = first_path.get(&info.file_id) {
             fs::hard_link(existing, &host).with_context(ctx)?;
+            record["sha256"] = Value::String(sha.clone());
             n_links += 1;
         } else {
             let mut f = OpenOptions::new()
@@ -264,8 +278,8 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
             let (n, sha) = copy_hashing(r, &mut f).with_context(ctx)?;
             drop(f);
             set_times(&host, info)?;
-            record["sha256"] = Value::String(sha);
-            first_path.insert(info.file_id, host);
+            record["sha256"] = Value::String(sha.clone());
+            first_path.insert(info.file_id, (host, sha));
             n_files += 1;
             bytes += n;
         }
@@ -306,12 +320,11 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
         Ok(())
     };
 
-    if start_info.is_directory {
+    extract_one(&start, &start_info)?;
+    if start_is_folder {
         walk::walk(cim, &start, start_id, true, &mut |e| {
             extract_one(&e.path, &e.info)
         })?;
-    } else {
-        extract_one(&start, &start_info)?;
     }
     progress.finish();
     // Symlinks last, so no file is ever written through one; directory times after their contents.
