@@ -219,11 +219,24 @@ fn mount_serves_the_image_and_unmounts_on_ctrl_c() {
     }
 
     let pid = guard.child.as_ref().map(|c| c.id()).expect("child");
-    let status = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    let interrupt = || {
+        let status = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    // Busy (a file open on it): Ctrl-C says so and the mount keeps serving.
+    let mut open = std::fs::File::open(mnt.join("Files/hello.txt")).expect("open");
+    interrupt();
+    assert!(wait_for("the busy note", || std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("still mounted")));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut open, &mut text).expect("still served");
+    assert_eq!(text, "hello world\n");
+    drop(open);
+    interrupt();
     let mut code = None;
     assert!(wait_for("the mount process to exit", || {
         code = guard

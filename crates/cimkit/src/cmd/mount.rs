@@ -545,7 +545,27 @@ mod linux {
         );
         loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Ok(()) => match fusermount_unmount(&args.mountpoint) {
+                    // The session thread ends once the kernel lets go of the mount.
+                    Some(Ok(())) => {
+                        session.join().context("FUSE session ended with an error")?;
+                        break;
+                    }
+                    // In use (an open file, a shell inside): keep serving rather than leave
+                    // a mount nobody answers.
+                    Some(Err(why)) => eprintln!(
+                        "cimkit: cannot unmount {}: {why}; still mounted: close what uses it, \
+                         then Ctrl-C again",
+                        args.mountpoint.display()
+                    ),
+                    None => {
+                        session.umount_and_join().with_context(|| {
+                            format!("cannot unmount {}", args.mountpoint.display())
+                        })?;
+                        break;
+                    }
+                },
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
                     session
                         .umount_and_join()
                         .with_context(|| format!("cannot unmount {}", args.mountpoint.display()))?;
@@ -561,5 +581,33 @@ mod linux {
         }
         eprintln!("unmounted {}", args.mountpoint.display());
         Ok(Outcome::Ok)
+    }
+
+    /// Unmounts with `fusermount3 -u` (or `fusermount -u`), which leaves the mount in place when it
+    /// is busy; None when neither tool can be run, Some(Err(what it said)) when it refused.
+    fn fusermount_unmount(mountpoint: &std::path::Path) -> Option<std::result::Result<(), String>> {
+        for tool in ["fusermount3", "fusermount"] {
+            let Ok(out) = std::process::Command::new(tool)
+                .arg("-u")
+                .arg(mountpoint)
+                .stdin(std::process::Stdio::null())
+                .output()
+            else {
+                continue;
+            };
+            if out.status.success() {
+                return Some(Ok(()));
+            }
+            let said = String::from_utf8_lossy(&out.stderr);
+            let said = said.trim();
+            // "fusermount3: failed to unmount /mnt: Device or resource busy": the reason only.
+            let why = said.rsplit(": ").next().unwrap_or(said);
+            return Some(Err(if why.is_empty() {
+                format!("{tool} -u failed ({})", out.status)
+            } else {
+                why.to_string()
+            }));
+        }
+        None
     }
 }
