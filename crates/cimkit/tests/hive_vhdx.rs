@@ -190,6 +190,14 @@ fn hive_from_inside_a_cim_and_merge() {
         t.file(&format!("Files/Windows/System32/config/{h}"), b"not a hive");
     }
     t.file("Files/Windows/System32/config/SYSTEM", &hive_bytes);
+    // A hive in an alternate stream, and a symlink to a hive.
+    t.file("Files/carrier.txt", b"text")
+        .stream("Files/carrier.txt:hive:$DATA", &hive_bytes);
+    t.symlink(
+        "Files/system-link",
+        "Windows\\System32\\config\\SYSTEM",
+        false,
+    );
     let tar = tmp.path().join("l.tar");
     std::fs::write(&tar, t.finish()).expect("write");
     import_tar(&tar, &tmp.path().join("s/1"), &[]);
@@ -222,6 +230,31 @@ fn hive_from_inside_a_cim_and_merge() {
     let out = cimkit(&["hive", "dump", "--cim", s(&cim), "Hives\\SAM_BASE"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SAM_BASE"));
+    // FILE:stream reads the stream, as cat does; a link says where it points.
+    assert_eq!(
+        cimkit_ok(
+            &[
+                "hive",
+                "get",
+                "--cim",
+                s(&cim),
+                "files/CARRIER.txt:hive",
+                "Select",
+                "Current"
+            ],
+            0
+        ),
+        "1 (0x1)\n"
+    );
+    let out = cimkit(&["hive", "dump", "--cim", s(&cim), "Files/system-link"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Files/system-link: is a link to Windows\\System32"),
+        "{err}"
+    );
+    let out = cimkit(&["bcd", "show", "--cim", s(&cim), "Files/system-link"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a link to"));
 
     let delta = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -38,11 +38,11 @@ pub fn run(args: Args) -> Result<Outcome> {
     let (bytes, name) = match &cim {
         Some(cim_path) => {
             let image = open_cim(cim_path)?;
-            let name = format!("{}:{store}", cim_path.display());
-            let mut r = image.open_file(&store).with_context(|| name.clone())?;
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut r, &mut bytes).with_context(|| name.clone())?;
-            (bytes, name)
+            let asked = format!("{}:{store}", cim_path.display());
+            let (stored, bytes) = super::read_cim_file(&image, &store)
+                .with_context(|| asked.clone())?
+                .with_context(|| format!("{asked}: not found"))?;
+            (bytes, format!("{}:{stored}", cim_path.display()))
         }
         None => (
             std::fs::read(&store).with_context(|| format!("cannot read {store}"))?,

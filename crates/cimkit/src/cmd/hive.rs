@@ -169,11 +169,13 @@ fn read_bytes(source: &Source) -> Result<Bytes> {
     match &source.cim {
         Some(cim_path) => {
             let cim = open_cim(cim_path)?;
-            let name = format!("{}:{}", cim_path.display(), source.hive);
-            let bytes = read_cim_file(&cim, &source.hive)
-                .with_context(|| name.clone())?
-                .with_context(|| format!("{name}: not found"))?;
-            if source.no_logs {
+            let asked = format!("{}:{}", cim_path.display(), source.hive);
+            let (stored, bytes) = super::read_cim_file(&cim, &source.hive)
+                .with_context(|| asked.clone())?
+                .with_context(|| format!("{asked}: not found"))?;
+            let name = format!("{}:{stored}", cim_path.display());
+            // Logs sit beside a hive file, not beside one of its streams.
+            if source.no_logs || stored.contains(':') {
                 return Ok(Bytes {
                     bytes,
                     name,
@@ -185,11 +187,11 @@ fn read_bytes(source: &Source) -> Result<Bytes> {
             let mut logs = Vec::new();
             for suffixes in [&[".LOG1", ".LOG2"][..], &[".LOG"][..]] {
                 for suffix in suffixes {
-                    let log_name = format!("{}{suffix}", source.hive);
-                    if let Some(log) = read_cim_file(&cim, &log_name)
+                    let log_name = format!("{stored}{suffix}");
+                    if let Some((log_stored, log)) = super::read_cim_file(&cim, &log_name)
                         .with_context(|| format!("{}:{log_name}", cim_path.display()))?
                     {
-                        logs.push((format!("{}:{log_name}", cim_path.display()), log));
+                        logs.push((format!("{}:{log_stored}", cim_path.display()), log));
                     }
                 }
                 if !logs.is_empty() {
@@ -251,18 +253,6 @@ fn tell_notes(hive: &mut regf::Hive, read: &Bytes) {
         }
         eprintln!("cimkit: note: {}: {note}", read.name);
     }
-}
-
-/// The bytes of a file inside a CIM, or None when there is no such file.
-fn read_cim_file(cim: &cimfs::Cim, path: &str) -> Result<Option<Vec<u8>>> {
-    let mut r = match cim.open_file(path) {
-        Ok(r) => r,
-        Err(cimfs::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut r, &mut bytes)?;
-    Ok(Some(bytes))
 }
 
 /// Applies transaction logs (name, bytes) to a primary hive in memory and says on stderr what

@@ -34,6 +34,41 @@ pub fn open_cim(path: &std::path::Path) -> anyhow::Result<cimfs::Cim> {
     cimfs::Cim::open(path).with_context(|| format!("cannot open CIM {}", path.display()))
 }
 
+/// The bytes of a file (or of `FILE:stream`) inside a CIM, with its path as the image spells
+/// it; None when there is no such file. A symlink or junction has no data: naming one is an
+/// error that says where it points.
+pub fn read_cim_file(cim: &cimfs::Cim, spec: &str) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+    let (path, stream) = cat::split_stream(spec);
+    let stored = match cim.stored_path(&crate::walk::normalize(path)) {
+        Ok(stored) => stored,
+        Err(cimfs::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let info = cim.file(cim.lookup(&stored)?)?;
+    let stream = stream.filter(|s| !s.is_empty());
+    if stream.is_none() {
+        if let Some(target) = crate::output::link_target(&info) {
+            anyhow::bail!(
+                "is a link to {target}, not a file (links are not followed inside an image)"
+            );
+        }
+        if info.is_directory {
+            anyhow::bail!("is a directory");
+        }
+    }
+    let mut r = match stream {
+        Some(s) => cim.open_stream(&stored, s)?,
+        None => cim.open_file(&stored)?,
+    };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut r, &mut bytes)?;
+    let name = match stream {
+        Some(s) => format!("{stored}:{s}"),
+        None => stored,
+    };
+    Ok(Some((name, bytes)))
+}
+
 /// Refuses a folder where a `.cim` file is wanted, naming the layer's image when the folder is
 /// a CIM layer (`SNAPSHOTS/<id>` → `SNAPSHOTS/cim-layers/<id>.cim`).
 pub fn check_cim_path(path: &std::path::Path) -> anyhow::Result<()> {
