@@ -20,9 +20,10 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// The error and its causes joined by ": ", leaving out a cause whose text the message already
-/// ends with (library errors often quote their source in their own text) and a context that the
-/// next cause repeats at its start (both name the same file and path).
+/// The error and its causes joined by ": ", leaving out a cause whose text (or whose reason,
+/// after places the message already names) the message already ends with (library errors often
+/// quote their source in their own text) and a context that the next cause repeats at its start
+/// (both name the same file and path).
 pub fn error_message(e: &anyhow::Error) -> String {
     let texts: Vec<String> = e
         .chain()
@@ -37,7 +38,7 @@ pub fn error_message(e: &anyhow::Error) -> String {
         {
             continue;
         }
-        if out.ends_with(text.as_str()) {
+        if already_said(&out, text) {
             continue;
         }
         if !out.is_empty() {
@@ -46,6 +47,29 @@ pub fn error_message(e: &anyhow::Error) -> String {
         out.push_str(text);
     }
     out
+}
+
+/// Whether a cause's text adds nothing to what `out` says: `out` ends with it, or with its
+/// reason after the places it names (`image: path: reason`), each of which `out` already
+/// names (perhaps quoted, with doubled backslashes).
+fn already_said(out: &str, text: &str) -> bool {
+    if out.ends_with(text) {
+        return true;
+    }
+    let unquoted = out.replace("\\\\", "\\");
+    let mut places = Vec::new();
+    let mut rest = text;
+    while let Some((place, reason)) = rest.split_once(": ") {
+        places.push(place);
+        if !reason.is_empty()
+            && out.ends_with(reason)
+            && places.iter().all(|p| unquoted.contains(p))
+        {
+            return true;
+        }
+        rest = reason;
+    }
+    false
 }
 
 /// Where output bound for a path goes: `write_to` while it is written, then renamed to
@@ -370,6 +394,27 @@ pub fn human_size(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes_that_repeat_the_message_are_left_out() {
+        let inner = anyhow::anyhow!(
+            "/s/1.cim: UtilityVM\\SOFTWARE: parent directory \\UtilityVM does not exist"
+        );
+        let outer = inner.context(
+            "CIM /s/1.cim: add \"UtilityVM\\\\SOFTWARE\": parent directory \\UtilityVM does not exist",
+        );
+        assert_eq!(
+            error_message(&outer),
+            "CIM /s/1.cim: add \"UtilityVM\\\\SOFTWARE\": parent directory \\UtilityVM does not exist"
+        );
+        // A cause naming a place the message does not is kept.
+        let inner = anyhow::anyhow!("/other.cim: x: gone");
+        let outer = inner.context("CIM /s/1.cim: add \"x\": gone");
+        assert_eq!(
+            error_message(&outer),
+            "CIM /s/1.cim: add \"x\": gone: /other.cim: x: gone"
+        );
+    }
 
     #[test]
     fn filetimes_render_in_utc() {

@@ -188,11 +188,14 @@ pub(crate) fn process_utility_vm(
                 format!("{}: {e}", system_path.display()),
             )
         };
-        let mut system = regf::Hive::open(&system_path).map_err(|e| system_err(e.to_string()))?;
+        // The hive's and the file system's own errors name the file already.
+        let mut system = regf::Hive::open(&system_path)
+            .map_err(|e| uvm_err("edit SYSTEM hive", e.to_string()))?;
         refuse_dirty(&system).map_err(system_err)?;
         enable_cim_boot(&mut system);
         let bytes = system.to_bytes().map_err(|e| system_err(e.to_string()))?;
-        write_atomically(&system_path, &bytes).map_err(|e| system_err(e.to_string()))?;
+        write_atomically(&system_path, &bytes)
+            .map_err(|e| uvm_err("edit SYSTEM hive", e.to_string()))?;
         Ok(replaced)
     })();
     match edits {

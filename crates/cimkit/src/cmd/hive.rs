@@ -430,6 +430,12 @@ fn parse_data(kind: ValueType, data: &str) -> Result<(u32, Vec<u8>)> {
                 .chars()
                 .filter(|c| !c.is_whitespace() && *c != ',')
                 .collect();
+            if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+                bail!(
+                    "binary data {data:?}: {c:?} is not a hex digit (bytes as hex pairs, \
+                     optionally separated by spaces or commas: \"de ad\", \"de,ad\", \"dead\")"
+                );
+            }
             if hex.len() & 1 == 1 {
                 bail!("binary data {data:?}: odd number of hex digits");
             }
