@@ -76,6 +76,13 @@ pub fn show(hive: &Hive, out: &mut dyn Write) -> Result<()> {
                 },
             }
         }
+        for key in o.stray_keys() {
+            writeln!(
+                out,
+                "{:<24}<key {key:?} under Elements is not an element id>",
+                "?"
+            )?;
+        }
     }
     Ok(())
 }

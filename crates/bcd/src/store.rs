@@ -123,7 +123,7 @@ impl<'h> Object<'h> {
         let mut out: Vec<Element<'h>> = elements
             .subkeys
             .iter()
-            .filter(|k| k.name.len() == 8 && k.name.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|k| is_element_key(&k.name))
             .filter_map(|k| {
                 u32::from_str_radix(&k.name, 16).ok().map(|id| Element {
                     id,
@@ -133,6 +133,21 @@ impl<'h> Object<'h> {
             .collect();
         out.sort_by_key(|e| e.id);
         out
+    }
+
+    /// Names of keys under `Elements` that are not element ids (eight hex digits); a store
+    /// Windows wrote has none.
+    pub fn stray_keys(&self) -> Vec<&'h str> {
+        self.key
+            .subkey("Elements")
+            .map_or_else(Vec::new, |elements| {
+                elements
+                    .subkeys
+                    .iter()
+                    .filter(|k| !is_element_key(&k.name))
+                    .map(|k| k.name.as_str())
+                    .collect()
+            })
     }
 
     /// The element with this id.
@@ -208,4 +223,9 @@ pub fn set_element(hive: &mut Hive, object: &Uuid, id: u32, value: &ElementValue
         .create_subkey(&element_key_name(id))
         .set_value("Element", kind, data);
     Ok(())
+}
+
+/// Whether a key name under `Elements` is an element id: eight hex digits.
+fn is_element_key(name: &str) -> bool {
+    name.len() == 8 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }

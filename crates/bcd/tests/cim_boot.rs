@@ -420,3 +420,25 @@ fn store_file_keeps_its_mode_symlink_and_hard_links() {
     let default = Store::open(&back).unwrap().default_object().unwrap();
     check_edited(&back, &default);
 }
+
+/// A key under Elements that is not an element id is shown, not skipped, and never read as one
+/// (`+1200004` parses as a hex number but is not eight hex digits).
+#[test]
+fn stray_element_keys_are_shown_not_read() {
+    let mut hive = uvm_store();
+    let default = Store::open(&hive).unwrap().default_object().unwrap();
+    let object = format!("Objects\\{}", bcd::object_key_name(&default));
+    hive.create_key(&format!("{object}\\Elements\\+1200004"))
+        .set_value("Element", regf::REG_SZ, regf::encode_sz("sneaky"));
+    let store = Store::open(&hive).unwrap();
+    let o = store.object(&default).unwrap();
+    assert_eq!(o.stray_keys(), ["+1200004"]);
+    assert!(o.elements().iter().all(|e| e.id != 0x0120_0004));
+    let mut shown = Vec::new();
+    bcd::show(&hive, &mut shown).unwrap();
+    let shown = String::from_utf8(shown).unwrap();
+    assert!(
+        shown.contains("<key \"+1200004\" under Elements is not an element id>"),
+        "{shown}"
+    );
+}

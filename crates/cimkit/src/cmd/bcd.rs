@@ -76,6 +76,8 @@ pub fn run(args: Args) -> Result<Outcome> {
                     "identifier": o.key_name(),
                     "type": o.object_type().map(|t| format!("{t:08x}")),
                     "elements": elements,
+                    // Keys under Elements that are not element ids (none in a store Windows wrote).
+                    "stray_keys": o.stray_keys(),
                 }),
             )?;
         }
