@@ -332,16 +332,25 @@ fn failures_leave_the_store_unchanged() {
     assert!(apply_cim_boot_edits(&mut uvm_store(), &bad).is_err());
 }
 
-#[test]
-fn store_file_is_edited_in_place_and_dirty_files_are_refused() {
+/// A real store made by Windows, or None (after saying the test is skipped) without ../shared.
+fn real_store() -> Option<PathBuf> {
     let src = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/testdata/bcd/windeploy-uefi-locate.BCD"
     ));
-    if !src.is_file() {
+    if src.is_file() {
+        Some(src)
+    } else {
         eprintln!("skipping: {} not found", src.display());
-        return;
+        None
     }
+}
+
+#[test]
+fn store_file_is_edited_in_place_and_dirty_files_are_refused() {
+    let Some(src) = real_store() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let bcd = dir.path().join("BCD");
     std::fs::copy(&src, &bcd).unwrap();
@@ -389,14 +398,9 @@ fn store_file_is_edited_in_place_and_dirty_files_are_refused() {
 #[test]
 fn store_file_keeps_its_mode_symlink_and_hard_links() {
     use std::os::unix::fs::PermissionsExt;
-    let src = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/bcd/windeploy-uefi-locate.BCD"
-    ));
-    if !src.is_file() {
-        eprintln!("skipping: {} not found", src.display());
+    let Some(src) = real_store() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let real = dir.path().join("BCD");
     std::fs::copy(&src, &real).unwrap();

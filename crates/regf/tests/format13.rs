@@ -214,14 +214,9 @@ print(hashlib.sha1(r.subkey("Big").value("huge").value).hexdigest(), len(list(r.
 /// hive and the ri of lf leaves.
 #[test]
 fn dissect_regf_reads_a_13_big_value() {
-    let python = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", "import dissect.regf"])
-        .output();
-    if !matches!(probe, Ok(o) if o.status.success()) {
-        eprintln!("skipping: {python} has no dissect.regf (set CIMKIT_PYTHON to a venv with it)");
+    let Some(python) = python_with("dissect.regf") else {
         return;
-    }
+    };
     let h = synthetic_13();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("big13");

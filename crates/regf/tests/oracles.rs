@@ -151,14 +151,9 @@ sys.stdout.write("\n".join(out))
 
 #[test]
 fn dissect_regf_reads_our_hives_like_the_originals() {
-    let python = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", "import dissect.regf"])
-        .output();
-    if !matches!(probe, Ok(o) if o.status.success()) {
-        eprintln!("skipping: {python} has no dissect.regf (set CIMKIT_PYTHON to a venv with it)");
+    let Some(python) = python_with("dissect.regf") else {
         return;
-    }
+    };
     let mut compared = 0;
     for name in GOOD_HIVES {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -232,12 +227,9 @@ sys.stdout.write("\n".join(out))
 /// it checks our rewrite of the real delta, layer bits and tombstones included.
 #[test]
 fn regipy_reads_our_delta_like_the_original() {
-    let python = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import regipy"]).output();
-    if !matches!(probe, Ok(o) if o.status.success()) {
-        eprintln!("skipping: {python} has no regipy (set CIMKIT_PYTHON to a venv with it)");
+    let Some(python) = python_with("regipy") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let Some((orig, ours)) = write_pair("yarp-System_Delta", dir.path()) else {
         return;
@@ -300,14 +292,9 @@ fn model_lines(hive: &regf::Hive) -> String {
 /// (big data), class names, a subkey list long enough for an ri; in format 1.5 and 1.3.
 #[test]
 fn dissect_regf_reads_an_edge_case_hive_like_our_model() {
-    let python = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", "import dissect.regf"])
-        .output();
-    if !matches!(probe, Ok(o) if o.status.success()) {
-        eprintln!("skipping: {python} has no dissect.regf (set CIMKIT_PYTHON to a venv with it)");
+    let Some(python) = python_with("dissect.regf") else {
         return;
-    }
+    };
     let mut hive = regf::Hive::new();
     for name in ["Café", "ÿkey", "Жук", "𐐐x", "plain"] {
         let k = hive.create_key(&format!("Edge\\{name}"));

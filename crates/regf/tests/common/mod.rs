@@ -145,3 +145,18 @@ fn sorted(k: &Key) -> Vec<&Key> {
     v.sort_by(|x, y| upcase::compare_str(&x.name, &y.name));
     v
 }
+
+/// The Python interpreter ($CIMKIT_PYTHON, else python3) when it can import `module`; None
+/// (after saying the test is skipped) otherwise.
+pub fn python_with(module: &str) -> Option<String> {
+    let python = std::env::var("CIMKIT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output();
+    if matches!(probe, Ok(o) if o.status.success()) {
+        Some(python)
+    } else {
+        eprintln!("skipping: {python} has no {module} (set CIMKIT_PYTHON to a venv with it)");
+        None
+    }
+}
