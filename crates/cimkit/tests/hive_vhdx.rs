@@ -272,13 +272,13 @@ fn vhdx_info_of_a_child_without_its_parent() {
         text.contains("parent file:") && text.contains("base.vhdx"),
         "{text}"
     );
-    assert!(!text.contains("not opened"), "{text}");
+    assert!(!text.contains("not used"), "{text}");
 
     std::fs::remove_file(&base).expect("remove base");
     let text = cimkit_ok(&["vhdx", "info", s(&child)], 0);
     assert!(text.contains("differencing"), "{text}");
     assert!(
-        text.contains("not opened") && text.contains("parent not found"),
+        text.contains("not used") && text.contains("parent not found"),
         "{text}"
     );
     let j: serde_json::Value =
