@@ -22,8 +22,8 @@ use clap::{Parser, Subcommand};
     about,
     long_about = None,
     max_term_width = 100,
-    after_help = "Exit codes: 0 success; 1 a check failed (verify, hive check) or differences \
-were found (diff); 2 usage error or bad input. `cimkit <command> --help` shows a command's \
+    after_help = "Exit codes: 0 success; 1 a check failed (verify, hive check), problems were \
+found (vhdx info) or differences were found (diff); 2 usage error or bad input. `cimkit <command> --help` shows a command's \
 options and examples; README.md documents every command.\n\n\
 Example: cimkit import base.tar.gz --layer /var/snapshots/1 && cimkit ls -R -l \
 /var/snapshots/cim-layers/1.cim"

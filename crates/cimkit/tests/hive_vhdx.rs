@@ -305,13 +305,13 @@ fn vhdx_info_of_a_child_without_its_parent() {
         text.contains("parent file:") && text.contains("base.vhdx"),
         "{text}"
     );
-    assert!(!text.contains("not opened"), "{text}");
+    assert!(!text.contains("not used"), "{text}");
 
     std::fs::remove_file(&base).expect("remove base");
     let text = cimkit_ok(&["vhdx", "info", s(&child)], 0);
     assert!(text.contains("differencing"), "{text}");
     assert!(
-        text.contains("not opened") && text.contains("parent not found"),
+        text.contains("not used") && text.contains("parent not found"),
         "{text}"
     );
     let j: serde_json::Value =
@@ -322,6 +322,123 @@ fn vhdx_info_of_a_child_without_its_parent() {
         .expect("problem")
         .contains("base.vhdx"));
     assert_eq!(j["virtual_size"], 1u64 << 30);
+}
+
+/// A differencing disk whose parent is there but describes another disk (here: another virtual
+/// size) is described too, with the reason; that is not a problem of the child's own file.
+#[test]
+fn vhdx_info_of_a_child_whose_parent_has_another_size() {
+    use vhdx::format::*;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = tmp.path().join("base.vhdx");
+    let child = tmp.path().join("child.vhdx");
+    vhdx::create_dynamic(&base, 1 << 30, 1 << 20, 512).expect("create base");
+    vhdx::create_differencing(&child, &base, &vhdx::ParentLocator::sibling("base.vhdx"))
+        .expect("create child");
+    // The child's Virtual Disk Size item, set to 2 GiB.
+    let mut bytes = std::fs::read(&child).expect("read child");
+    let table = |o: u64| &bytes[o as usize..o as usize + REGION_TABLE_SIZE];
+    let regions = decode_region_table(table(REGION_TABLE1_OFFSET)).expect("regions");
+    let meta = regions
+        .iter()
+        .find(|r| r.guid == METADATA_REGION)
+        .expect("metadata region");
+    let m = meta.file_offset as usize;
+    let items = decode_metadata_table(&bytes[m..m + METADATA_TABLE_SIZE], meta.length.into())
+        .expect("metadata table");
+    let size = items
+        .iter()
+        .find(|e| e.item_id == VIRTUAL_DISK_SIZE)
+        .expect("size item");
+    put_u64(&mut bytes, m + size.offset as usize, 2 << 30);
+    std::fs::write(&child, &bytes).expect("write child");
+
+    let text = cimkit_ok(&["vhdx", "info", s(&child)], 0);
+    assert!(
+        text.contains("parent file:          not used:")
+            && text.contains("its virtual size is 1073741824 bytes, the child's 2147483648"),
+        "{text}"
+    );
+    assert!(text.contains("problems:             none"), "{text}");
+    let j: serde_json::Value =
+        serde_json::from_str(&cimkit_ok(&["vhdx", "info", "--json", s(&child)], 0)).expect("json");
+    assert_eq!(j["parent"], serde_json::Value::Null);
+    assert!(j["parent_problem"]
+        .as_str()
+        .is_some_and(|p| p.contains("virtual size")));
+    assert_eq!(j["ok"], true);
+}
+
+/// Blocks past the end of a truncated file are listed as problems and make `info` exit 1; a
+/// region table whose regions overlap is refused (exit 2) with both regions named.
+#[test]
+fn vhdx_info_reports_problems_with_exit_1_and_refuses_overlapping_regions() {
+    use vhdx::format::*;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("d.vhdx");
+    vhdx::create_dynamic(&path, 64 << 20, 1 << 20, 512).expect("create");
+    let mut v = vhdx::VhdxFile::open_rw(&path).expect("open_rw");
+    for block in 0..14u64 {
+        v.write_at(block << 20, &[1u8; 4096]).expect("write");
+    }
+    drop(v);
+    let len = std::fs::metadata(&path).expect("stat").len();
+    assert_eq!(len, 18 << 20);
+    // Cut off the last 12 blocks.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(6 << 20)
+        .expect("truncate");
+    let text = cimkit_ok(&["vhdx", "info", s(&path)], 1);
+    assert!(
+        text.contains("payload blocks:       64 (14 present")
+            && text.contains("problems:             12 (the first 10 listed)")
+            && text.contains("problem:              payload block 2 (BAT entry 2) at file offset 0x600000: the block (0x100000 bytes) ends at 0x700000, past the end of the file (0x600000)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("\nproblem: ").count(), 10, "{text}");
+    let j: serde_json::Value =
+        serde_json::from_str(&cimkit_ok(&["vhdx", "info", "--json", s(&path)], 1)).expect("json");
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["problems_total"], 12);
+    assert_eq!(j["problems"].as_array().map(Vec::len), Some(10));
+
+    // The BAT region moved onto the metadata region.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let o = REGION_TABLE1_OFFSET as usize;
+    let mut regions = decode_region_table(&bytes[o..o + REGION_TABLE_SIZE]).expect("region table");
+    let meta = regions
+        .iter()
+        .find(|r| r.guid == METADATA_REGION)
+        .expect("metadata region")
+        .file_offset;
+    for r in &mut regions {
+        if r.guid == BAT_REGION {
+            r.file_offset = meta;
+        }
+    }
+    let table = encode_region_table(&regions);
+    for at in [REGION_TABLE1_OFFSET, REGION_TABLE2_OFFSET] {
+        bytes[at as usize..at as usize + REGION_TABLE_SIZE].copy_from_slice(&table);
+    }
+    std::fs::write(&path, &bytes).expect("write");
+    let out = cimkit(&["vhdx", "info", s(&path)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("BAT region 0x200000..0x300000")
+            && err.contains("metadata region 0x200000..0x300000")
+            && err.contains("overlaps"),
+        "{err}"
+    );
+
+    let help = cimkit_ok(&["vhdx", "info", "--help"], 0);
+    assert!(
+        help.contains("Exit codes") && help.contains("1 described, but problems were found"),
+        "{help}"
+    );
 }
 
 /// Makes a 1 GiB dynamic VHDX with qemu-img when present, else with the vhdx crate's own writer.

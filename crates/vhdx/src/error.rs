@@ -83,6 +83,17 @@ pub enum Error {
         /// The parent's current DataWriteGuid, braced upper-case text.
         found: String,
     },
+    /// The parent describes another disk than the child: a different virtual size or logical
+    /// sector size, so the child cannot read through to it.
+    #[error("{path}: parent {parent} does not match: {reason}", path = .path.display(), parent = .parent.display())]
+    ParentIncompatible {
+        /// The differencing disk.
+        path: PathBuf,
+        /// The parent file found through the locator.
+        parent: PathBuf,
+        /// What differs, e.g. "its virtual size is 1073741824 bytes, the child's 2147483648".
+        reason: String,
+    },
     /// The virtual disk's partition table is not what a scratch VHD has.
     #[error("{path}: partition table: {reason}", path = .path.display())]
     Partition {

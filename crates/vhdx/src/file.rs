@@ -20,6 +20,48 @@ const MAX_CHAIN_DEPTH: usize = 64;
 /// real VHDX (64 TiB of payload plus metadata), far below what would overflow.
 const MAX_LOGGED_FILE_END: u64 = 1 << 48;
 
+/// Most problems [`VhdxInfo::problems`] lists; [`VhdxInfo::problems_total`] counts them all.
+pub const MAX_LISTED_PROBLEMS: usize = 10;
+
+/// A span of the file that payload and sector-bitmap blocks must stay out of: the header
+/// section, the log, or a region from the region table (MS-VHDX 2.2.3.2: all of these and the
+/// blocks the BAT places must not overlap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Extent {
+    name: String,
+    start: u64,
+    end: u64,
+}
+
+impl Extent {
+    /// Whether `start..end` shares a byte with this extent (an empty span shares none).
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start < self.end && start < end && self.start < end && start < self.end
+    }
+}
+
+impl std::fmt::Display for Extent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:#x}..{:#x}", self.name, self.start, self.end)
+    }
+}
+
+/// Problems found in the BAT: how many in all, and the text of the first few.
+#[derive(Debug, Default)]
+struct Problems {
+    total: u64,
+    listed: Vec<String>,
+}
+
+impl Problems {
+    fn push(&mut self, text: impl FnOnce() -> String) {
+        self.total += 1;
+        if self.listed.len() < MAX_LISTED_PROBLEMS {
+            self.listed.push(text());
+        }
+    }
+}
+
 /// What tells two paths to the same file apart from two files, for the loop check of a
 /// differencing chain: device and inode where there are some (seeing through hard and symbolic
 /// links), else the canonical path.
@@ -153,6 +195,11 @@ pub struct VhdxFile {
     header_slot: u8,
     header_refreshed: bool,
     regions: Vec<RegionEntry>,
+    /// The header section, the log (when it has a length) and every region: what blocks must
+    /// stay out of.
+    extents: Vec<Extent>,
+    /// Why the first region table was passed over for the second (it was damaged).
+    region_table_note: Option<String>,
     bat_offset: u64,
     bat_length: u32,
     metadata_offset: u64,
@@ -168,6 +215,7 @@ pub struct VhdxFile {
     file_len: u64,
     log_replay: LogReplay,
     overlay: Option<ReplayOverlay>,
+    identity: FileIdentity,
     parent: Option<Box<VhdxFile>>,
 }
 
@@ -232,6 +280,8 @@ impl VhdxFile {
             header_slot: 1,
             header_refreshed: false,
             regions: Vec::new(),
+            extents: Vec::new(),
+            region_table_note: None,
             bat_offset: 0,
             bat_length: 0,
             metadata_offset: 0,
@@ -249,6 +299,7 @@ impl VhdxFile {
             file_len,
             log_replay: LogReplay::Clean,
             overlay: None,
+            identity,
             parent: None,
         };
         if file_len < MIB {
@@ -263,18 +314,40 @@ impl VhdxFile {
         v.read_region_table()?;
         v.read_metadata()?;
         v.read_bat()?;
-        if v.disk_type() == DiskType::Differencing && with_parents {
-            if children.len() >= MAX_CHAIN_DEPTH {
-                return Err(
-                    v.unsupported(format!("differencing chain deeper than {MAX_CHAIN_DEPTH}"))
-                );
+        if writable {
+            // A write could land in a block the BAT places over metadata, and a new block
+            // appended at the end of the file could become one the BAT already places there.
+            let problems = v.bat_problems();
+            if let Some(first) = problems.listed.first() {
+                return Err(v.corrupt(
+                    "BAT",
+                    v.bat_offset,
+                    format!(
+                        "{} problem(s), the first: {first}; refusing to open for writing",
+                        problems.total
+                    ),
+                ));
             }
-            let mut chain = children.to_vec();
-            chain.push(identity);
-            let parent = v.open_parent(&chain)?;
-            v.parent = Some(Box::new(parent));
+        }
+        if v.disk_type() == DiskType::Differencing && with_parents {
+            v.attach_parent(children)?;
         }
         Ok(v)
+    }
+
+    /// Opens and checks the parent chain of a differencing disk; `children` are the files
+    /// below this one (nearest last).
+    fn attach_parent(&mut self, children: &[FileIdentity]) -> Result<()> {
+        if children.len() >= MAX_CHAIN_DEPTH {
+            return Err(
+                self.unsupported(format!("differencing chain deeper than {MAX_CHAIN_DEPTH}"))
+            );
+        }
+        let mut chain = children.to_vec();
+        chain.push(self.identity.clone());
+        let parent = self.open_parent(&chain)?;
+        self.parent = Some(Box::new(parent));
+        Ok(())
     }
 
     fn corrupt(&self, what: &'static str, offset: u64, reason: impl Into<String>) -> Error {
@@ -582,23 +655,36 @@ impl VhdxFile {
         Ok(())
     }
 
+    /// Reads the region table: the first copy, or the second when the first is damaged (bad
+    /// signature or checksum). A copy that is intact but breaks a rule (too many entries,
+    /// misaligned, a region listed twice) is refused, not passed over. Then checks that the
+    /// regions, the log and the header section do not overlap (MS-VHDX 2.2.3.2).
     fn read_region_table(&mut self) -> Result<()> {
         let mut reasons = Vec::new();
         let mut table = None;
         for off in [REGION_TABLE1_OFFSET, REGION_TABLE2_OFFSET] {
             let mut b = vec![0u8; REGION_TABLE_SIZE];
             self.read_file(off, &mut b)?;
+            let intact =
+                &b[..4] == REGION_SIGNATURE && le_u32(&b, 4) == checksum_with_zeroed_field(&b, 4);
             match decode_region_table(&b) {
                 Ok(t) => {
-                    table = Some(t);
+                    table = Some((t, off));
                     break;
                 }
+                Err(e) if intact => return Err(self.corrupt("region table", off, e.0)),
                 Err(e) => reasons.push(format!("at {off:#x}: {}", e.0)),
             }
         }
-        let Some(table) = table else {
+        let Some((table, table_offset)) = table else {
             return Err(self.corrupt("region table", REGION_TABLE1_OFFSET, reasons.join("; ")));
         };
+        if table_offset != REGION_TABLE1_OFFSET {
+            self.region_table_note = Some(format!(
+                "region table {}; the copy at {table_offset:#x} was used",
+                reasons.join("; ")
+            ));
+        }
         for e in &table {
             if e.guid == BAT_REGION {
                 self.bat_offset = e.file_offset;
@@ -612,7 +698,7 @@ impl VhdxFile {
             if e.file_offset.saturating_add(u64::from(e.length)) > self.file_len {
                 return Err(self.corrupt(
                     "region table",
-                    REGION_TABLE1_OFFSET,
+                    table_offset,
                     format!(
                         "region {} at {:#x}+{:#x} runs past the end of the file ({:#x})",
                         e.guid, e.file_offset, e.length, self.file_len
@@ -623,10 +709,40 @@ impl VhdxFile {
         if self.bat_length == 0 || self.metadata_length == 0 {
             return Err(self.corrupt(
                 "region table",
-                REGION_TABLE1_OFFSET,
+                table_offset,
                 "BAT or metadata region missing or empty",
             ));
         }
+        let mut extents = vec![Extent {
+            name: "header section".into(),
+            start: 0,
+            end: MIB,
+        }];
+        let log_length = u64::from(self.header.log_length);
+        if log_length > 0 {
+            extents.push(Extent {
+                name: "log".into(),
+                start: self.header.log_offset,
+                end: self.header.log_offset.saturating_add(log_length),
+            });
+        }
+        for e in &table {
+            extents.push(Extent {
+                name: region_name(&e.guid),
+                start: e.file_offset,
+                end: e.file_offset + u64::from(e.length),
+            });
+        }
+        for (i, a) in extents.iter().enumerate() {
+            if let Some(b) = extents[i + 1..].iter().find(|b| a.overlaps(b.start, b.end)) {
+                return Err(self.corrupt(
+                    "region table",
+                    table_offset,
+                    format!("{b} overlaps {a}"),
+                ));
+            }
+        }
+        self.extents = extents;
         self.regions = table;
         Ok(())
     }
@@ -712,6 +828,13 @@ impl VhdxFile {
         self.geometry
             .validate()
             .map_err(|e| self.corrupt("metadata", base, e.0))?;
+        if physical_sector_size != 512 && physical_sector_size != 4096 {
+            return Err(self.corrupt(
+                "metadata",
+                base,
+                format!("physical sector size {physical_sector_size} is neither 512 nor 4096"),
+            ));
+        }
         if flags & PARAM_HAS_PARENT != 0 {
             match &self.locator {
                 None => return Err(missing("Parent Locator (HasParent is set)")),
@@ -791,17 +914,28 @@ impl VhdxFile {
                 found: braced_upper(&parent.header.data_write_guid),
             });
         }
-        if parent.geometry.virtual_size != self.geometry.virtual_size
-            || parent.geometry.logical_sector_size != self.geometry.logical_sector_size
-        {
-            return Err(self.unsupported(format!(
-                "parent {} has size {} / sector {}, child has {} / {}",
-                found.display(),
-                parent.geometry.virtual_size,
-                parent.geometry.logical_sector_size,
-                self.geometry.virtual_size,
-                self.geometry.logical_sector_size
-            )));
+        // The child reads through to the parent sector by sector, so both must describe the
+        // same disk (MS-VHDX 2.6.2: a child copies these IsVirtualDisk items from its parent).
+        let (p, c) = (parent.geometry, self.geometry);
+        let differs = if p.virtual_size != c.virtual_size {
+            Some(format!(
+                "its virtual size is {} bytes, the child's {}",
+                p.virtual_size, c.virtual_size
+            ))
+        } else if p.logical_sector_size != c.logical_sector_size {
+            Some(format!(
+                "its logical sector size is {}, the child's {}",
+                p.logical_sector_size, c.logical_sector_size
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = differs {
+            return Err(Error::ParentIncompatible {
+                path: self.path.clone(),
+                parent: found.clone(),
+                reason,
+            });
         }
         Ok(parent)
     }
@@ -878,16 +1012,123 @@ impl VhdxFile {
             .ok_or_else(|| self.corrupt("BAT", self.bat_offset, format!("no entry {index}")))
     }
 
-    /// File offset of a present block; refuses offsets inside the header section.
-    fn block_file_offset(&self, index: u64, e: BatEntry) -> Result<u64> {
-        if e.file_offset_mb == 0 || e.file_offset_mb > (u64::MAX >> 20) {
-            return Err(self.corrupt(
+    /// File offset of a present block of `len` bytes (a payload block, or the 1 MiB of a
+    /// sector bitmap); refuses a block that lies past the end of the file or over the header
+    /// section, the log or a region, so a read never returns those bytes as disk data and a
+    /// write never lands in them.
+    fn block_file_offset(&self, index: u64, e: BatEntry, len: u64) -> Result<u64> {
+        match self.placement_problem(e.file_offset_mb, len) {
+            None => Ok(e.file_offset_mb * MIB),
+            Some(reason) => Err(self.corrupt(
                 "BAT entry",
                 self.bat_offset + index * 8,
-                format!("present block at file offset {} MiB", e.file_offset_mb),
+                format!(
+                    "{} at file offset {:#x}: {reason}",
+                    self.bat_entry_name(index),
+                    e.file_offset_mb * MIB
+                ),
+            )),
+        }
+    }
+
+    /// Why a block of `len` bytes at `offset_mb` MiB cannot be where the BAT puts it.
+    fn placement_problem(&self, offset_mb: u64, len: u64) -> Option<String> {
+        // FileOffsetMB has 44 bits, so this cannot overflow; the end can.
+        let start = offset_mb * MIB;
+        let Some(end) = start.checked_add(len) else {
+            return Some("its end lies beyond 2^64".into());
+        };
+        if let Some(x) = self.extents.iter().find(|x| x.overlaps(start, end)) {
+            return Some(format!("the block ({len:#x} bytes) overlaps the {x}"));
+        }
+        if end > self.file_len {
+            return Some(format!(
+                "the block ({len:#x} bytes) ends at {end:#x}, past the end of the file ({:#x})",
+                self.file_len
             ));
         }
-        Ok(e.file_offset_mb * MIB)
+        None
+    }
+
+    /// "payload block N (BAT entry I)" or "sector bitmap of chunk C (BAT entry I)".
+    fn bat_entry_name(&self, index: u64) -> String {
+        let per_chunk = self.geometry.chunk_ratio() + 1;
+        if (index + 1).is_multiple_of(per_chunk) {
+            format!(
+                "sector bitmap of chunk {} (BAT entry {index})",
+                index / per_chunk
+            )
+        } else {
+            format!(
+                "payload block {} (BAT entry {index})",
+                index - index / per_chunk
+            )
+        }
+    }
+
+    /// Every BAT entry that cannot be used as it stands: a present block past the end of the
+    /// file, over the header section, the log or a region, or over another present block
+    /// (MS-VHDX 2.2.3.2); a state that is reserved, or that only a differencing disk may use.
+    fn bat_problems(&self) -> Problems {
+        let mut problems = Problems::default();
+        let per_chunk = self.geometry.chunk_ratio() + 1;
+        let has_parent = self.has_parent();
+        // (start, end, BAT index) of every block placed in a usable spot.
+        let mut placed: Vec<(u64, u64, u64)> = Vec::new();
+        for (index, &raw) in (0u64..).zip(&self.bat) {
+            let e = BatEntry::from_raw(raw);
+            let bitmap = (index + 1).is_multiple_of(per_chunk);
+            let len = if bitmap {
+                MIB
+            } else {
+                u64::from(self.geometry.block_size)
+            };
+            let state_problem = match (bitmap, e.state) {
+                (false, PAYLOAD_NOT_PRESENT | PAYLOAD_UNDEFINED | PAYLOAD_ZERO)
+                | (false, PAYLOAD_UNMAPPED | PAYLOAD_UNMAPPED_V095)
+                | (true, SB_NOT_PRESENT) => continue,
+                (false, PAYLOAD_FULLY_PRESENT) => None,
+                (false, PAYLOAD_PARTIALLY_PRESENT) | (true, SB_PRESENT) if has_parent => None,
+                (false, PAYLOAD_PARTIALLY_PRESENT) | (true, SB_PRESENT) => {
+                    Some(format!("state {} is for differencing disks only", e.state))
+                }
+                (_, s) => Some(format!("state {s} is reserved")),
+            };
+            if let Some(reason) = state_problem {
+                problems.push(|| format!("{}: {reason}", self.bat_entry_name(index)));
+                continue;
+            }
+            match self.placement_problem(e.file_offset_mb, len) {
+                Some(reason) => problems.push(|| {
+                    format!(
+                        "{} at file offset {:#x}: {reason}",
+                        self.bat_entry_name(index),
+                        e.file_offset_mb * MIB
+                    )
+                }),
+                None => placed.push((e.file_offset_mb * MIB, e.file_offset_mb * MIB + len, index)),
+            }
+        }
+        placed.sort_unstable();
+        let mut reach: Option<(u64, u64)> = None; // (end, index) of the block reaching furthest
+        for &(start, end, index) in &placed {
+            match reach {
+                Some((r_end, r_index)) if start < r_end => {
+                    problems.push(|| {
+                        format!(
+                            "{} at file offset {start:#x} overlaps {}, which ends at {r_end:#x}",
+                            self.bat_entry_name(index),
+                            self.bat_entry_name(r_index)
+                        )
+                    });
+                    if end > r_end {
+                        reach = Some((end, index));
+                    }
+                }
+                _ => reach = Some((end, index)),
+            }
+        }
+        problems
     }
 
     /// Fills `buf` with the virtual-disk bytes at `offset`; the range must lie inside the disk.
@@ -909,11 +1150,11 @@ impl VhdxFile {
         let e = self.bat_entry(index)?;
         match e.state {
             PAYLOAD_FULLY_PRESENT => {
-                let off = self.block_file_offset(index, e)?;
+                let off = self.block_file_offset(index, e, bs)?;
                 self.read_file(off + pos % bs, out)
             }
             PAYLOAD_PARTIALLY_PRESENT if self.parent.is_some() => {
-                let off = self.block_file_offset(index, e)?;
+                let off = self.block_file_offset(index, e, bs)?;
                 self.read_partial(block, off, pos, out)
             }
             PAYLOAD_NOT_PRESENT => match &self.parent {
@@ -950,7 +1191,7 @@ impl VhdxFile {
                 format!("block {block} is partially present but its sector bitmap is not"),
             ));
         }
-        let sb_off = self.block_file_offset(sb_index, sb)?;
+        let sb_off = self.block_file_offset(sb_index, sb, MIB)?;
         let chunk_start = chunk * g.chunk_ratio() * u64::from(g.block_size);
         let first = (pos - chunk_start) / ls;
         let last = (pos + out.len() as u64 - 1 - chunk_start) / ls;
@@ -1006,7 +1247,7 @@ impl VhdxFile {
         let index = self.geometry.payload_index(block);
         let e = self.bat_entry(index)?;
         if e.state == PAYLOAD_FULLY_PRESENT {
-            let off = self.block_file_offset(index, e)?;
+            let off = self.block_file_offset(index, e, bs)?;
             self.refresh_header()?;
             return self.write_file(off + pos % bs, data);
         }
@@ -1059,7 +1300,8 @@ impl VhdxFile {
         self.file.sync_all().map_err(|e| self.io("sync", 0, e))
     }
 
-    /// A description of the file's structures (what `cimkit vhdx info` prints).
+    /// A description of the file's structures (what `cimkit vhdx info` prints), with the
+    /// problems found in this file's own BAT and region table (not its parent's).
     pub fn info(&self) -> VhdxInfo {
         let g = self.geometry;
         let mut present = 0u64;
@@ -1073,6 +1315,14 @@ impl VhdxFile {
                 _ => {}
             }
         }
+        let mut problems = Problems::default();
+        if let Some(note) = &self.region_table_note {
+            problems.push(|| note.clone());
+        }
+        let bat = self.bat_problems();
+        problems.total += bat.total;
+        let room = MAX_LISTED_PROBLEMS - problems.listed.len();
+        problems.listed.extend(bat.listed.into_iter().take(room));
         VhdxInfo {
             path: self.path.clone(),
             file_size: self.overlay.as_ref().map_or(self.file_len, |r| r.disk_len),
@@ -1103,6 +1353,8 @@ impl VhdxFile {
                 .unwrap_or_default(),
             parent: self.parent.as_ref().map(|p| p.path.clone()),
             parent_problem: None,
+            problems: problems.listed,
+            problems_total: problems.total,
         }
     }
 }
@@ -1167,8 +1419,16 @@ pub struct VhdxInfo {
     pub parent_locator: Vec<(String, String)>,
     /// The parent file that was opened, if any.
     pub parent: Option<PathBuf>,
-    /// Why a differencing disk's parent could not be opened (missing, or not its parent).
+    /// Why a differencing disk's parent is not used: missing, not its parent (DataWriteGuid),
+    /// a different virtual size or logical sector size, damaged, or a loop in the chain.
     pub parent_problem: Option<String>,
+    /// The first [`MAX_LISTED_PROBLEMS`] problems found in the file: BAT entries whose block
+    /// lies past the end of the file, over the header section, the log, a region or another
+    /// block, or whose state is reserved or for differencing disks only; and a damaged first
+    /// region table (the second copy was used). Reading such a block fails; the rest reads.
+    pub problems: Vec<String>,
+    /// How many problems were found in all.
+    pub problems_total: u64,
 }
 
 impl std::fmt::Display for VhdxInfo {
@@ -1242,34 +1502,62 @@ impl std::fmt::Display for VhdxInfo {
             writeln!(f, "parent file:          {}", p.display())?;
         }
         if let Some(problem) = &self.parent_problem {
-            writeln!(f, "parent file:          not opened: {problem}")?;
+            writeln!(f, "parent file:          not used: {problem}")?;
+        }
+        match self.problems_total {
+            0 => writeln!(f, "problems:             none")?,
+            n if n as usize > self.problems.len() => writeln!(
+                f,
+                "problems:             {n} (the first {} listed)",
+                self.problems.len()
+            )?,
+            n => writeln!(f, "problems:             {n}")?,
+        }
+        for p in &self.problems {
+            writeln!(f, "problem:              {p}")?;
         }
         Ok(())
     }
 }
 
-/// Opens `path` and describes it.
-/// A differencing disk whose parent is missing or is not its parent is still described, with
-/// [`VhdxInfo::parent_problem`] saying what is wrong.
+/// Opens `path` read-only and describes it. Fails only when the file itself cannot be read; a
+/// differencing disk whose parent cannot be used (missing, not its parent, a different size or
+/// sector size, damaged) is still described, with [`VhdxInfo::parent_problem`] saying why.
 pub fn info(path: &Path) -> Result<VhdxInfo> {
-    match VhdxFile::open(path) {
-        Ok(v) => Ok(v.info()),
-        Err(e @ (Error::ParentNotFound { .. } | Error::ParentMismatch { .. })) => {
-            let mut info = VhdxFile::open_chain(path, false, &[], false)?.info();
-            info.parent_problem = Some(e.to_string());
-            Ok(info)
+    let mut v = VhdxFile::open_chain(path, false, &[], false)?;
+    let mut parent_problem = None;
+    if v.disk_type() == DiskType::Differencing {
+        if let Err(e) = v.attach_parent(&[]) {
+            parent_problem = Some(e.to_string());
         }
-        Err(e) => Err(e),
+    }
+    let mut info = v.info();
+    info.parent_problem = parent_problem;
+    Ok(info)
+}
+
+/// How a region is named in messages: "BAT region", "metadata region" or "region {GUID}".
+fn region_name(guid: &Uuid) -> String {
+    if *guid == BAT_REGION {
+        "BAT region".into()
+    } else if *guid == METADATA_REGION {
+        "metadata region".into()
+    } else {
+        format!("region {guid}")
     }
 }
 
-/// Maps a Windows path from a parent locator to one to try here: drops `\\?\` and a drive
-/// letter, turns `\` into `/`.
+/// Maps a Windows path from a parent locator to one to try here: drops a `\\?\` prefix, then
+/// a drive letter (`C:`) or a leading `Volume{GUID}` component, and turns `\` into `/`; so
+/// `C:\d\p.vhdx` and `\\?\Volume{GUID}\d\p.vhdx` are both tried as `/d/p.vhdx`.
 fn windows_to_unix(p: &str) -> String {
     let p = p.strip_prefix(r"\\?\").unwrap_or(p);
     let b = p.as_bytes();
     let p = if b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic() {
         &p[2..]
+    } else if p.starts_with("Volume{") {
+        // The volume's mount point is unknown here: try the rest from the root.
+        p.find('\\').map_or("", |i| &p[i..])
     } else {
         p
     };
@@ -1307,5 +1595,9 @@ mod tests {
         assert_eq!(windows_to_unix(r".\base.vhdx"), "./base.vhdx");
         assert_eq!(windows_to_unix(r"\\?\C:\dir\base.vhdx"), "/dir/base.vhdx");
         assert_eq!(windows_to_unix(r"D:\x"), "/x");
+        assert_eq!(
+            windows_to_unix(r"\\?\Volume{3a1b5c7d-0000-0000-0000-100000000000}\dir\base.vhdx"),
+            "/dir/base.vhdx"
+        );
     }
 }

@@ -18,7 +18,7 @@ pub use create::{
     create_differencing, create_dynamic, ParentLocator, DEFAULT_PHYSICAL_SECTOR_SIZE,
 };
 pub use error::{Error, Result};
-pub use file::{info, DiskType, LogReplay, ReplayedLog, VhdxFile, VhdxInfo};
+pub use file::{info, DiskType, LogReplay, ReplayedLog, VhdxFile, VhdxInfo, MAX_LISTED_PROBLEMS};
 pub use gpt::PartitionInfo;
 pub use ntfs::{format_gpt_ntfs, read_partition_info, DATA_PARTITION_OFFSET, NTFS_CLUSTER_SIZE};
 pub use uuid::Uuid;

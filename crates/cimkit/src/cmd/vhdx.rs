@@ -1,5 +1,6 @@
 //! `cimkit vhdx`: what a VHDX file is (type, sizes, GUIDs, regions, blocks, parent, and
-//! whether a dirty log was replayed in memory).
+//! whether a dirty log was replayed in memory), and the problems found in its BAT and region
+//! table.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,10 +20,20 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 pub enum VhdxCommand {
     /// Describe a VHDX file (and its parent, for a differencing disk).
+    #[command(
+        after_help = "Exit codes: 0 described, no problems; 1 described, but problems were found \
+(BAT entries whose block lies past the end of the file, over the header section, the log, a \
+region or another block, or whose state is reserved or only for differencing disks; a damaged \
+first region table): all are counted, the first 10 listed, and reading such a block fails; 2 the \
+file cannot be read (not a VHDX, or a structure it cannot do without is damaged or breaks \
+MS-VHDX). A differencing disk's parent that cannot be used (missing, not its parent, another \
+size or sector size, damaged) is named with the reason and does not change the exit code."
+    )]
     Info {
         /// The .vhdx file.
         file: PathBuf,
-        /// Print the description as one JSON object.
+        /// Print the description as one JSON object (`ok` is false when problems were found;
+        /// `problems` lists the first 10, `problems_total` counts them all).
         #[arg(long)]
         json: bool,
     },
@@ -57,13 +68,20 @@ pub fn run(args: Args) -> Result<Outcome> {
             "parent_locator": info.parent_locator.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
             "parent": info.parent.as_ref().map(|p| p.display().to_string()),
             "parent_problem": info.parent_problem,
+            "ok": info.problems_total == 0,
+            "problems_total": info.problems_total,
+            "problems": info.problems,
         });
         output::json_line(&mut out, &v)?;
     } else {
         write!(out, "{info}")?;
     }
     out.flush()?;
-    Ok(Outcome::Ok)
+    Ok(if info.problems_total == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
 }
 
 /// The log state as JSON: `state` is clean, no_valid_entries, replayed_in_memory (a read-only

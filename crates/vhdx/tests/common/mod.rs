@@ -1,5 +1,5 @@
-//! Helpers shared by the tests that damage VHDX files by hand: positioned reads and writes, and
-//! the current header.
+//! Helpers shared by the tests that damage VHDX files by hand: positioned reads and writes, the
+//! current header, the region table, metadata items and BAT entries.
 
 #![allow(dead_code)]
 
@@ -7,7 +7,8 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use vhdx::format::{Header, HEADER1_OFFSET, HEADER2_OFFSET, HEADER_SIZE};
+use vhdx::format::*;
+use vhdx::Uuid;
 
 pub fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     let mut b = vec![0u8; len];
@@ -37,4 +38,40 @@ pub fn current_header(path: &Path) -> (Header, u64) {
         (Ok(a), Err(_)) => (a, HEADER2_OFFSET),
         _ => panic!("no valid header in {}", path.display()),
     }
+}
+
+/// The region table entries of the first copy.
+pub fn regions(path: &Path) -> Vec<RegionEntry> {
+    decode_region_table(&read_at(path, REGION_TABLE1_OFFSET, REGION_TABLE_SIZE)).unwrap()
+}
+
+/// The region entry with `guid`.
+pub fn region(path: &Path, guid: Uuid) -> RegionEntry {
+    *regions(path).iter().find(|r| r.guid == guid).unwrap()
+}
+
+/// Writes `entries` to both region table copies.
+pub fn put_regions(path: &Path, entries: &[RegionEntry]) {
+    let table = encode_region_table(entries);
+    write_at(path, REGION_TABLE1_OFFSET, &table);
+    write_at(path, REGION_TABLE2_OFFSET, &table);
+}
+
+/// File offset of the system metadata item `id`.
+pub fn metadata_item_offset(path: &Path, id: Uuid) -> u64 {
+    let meta = region(path, METADATA_REGION);
+    let table = read_at(path, meta.file_offset, METADATA_TABLE_SIZE);
+    let items = decode_metadata_table(&table, meta.length.into()).unwrap();
+    let item = items.iter().find(|e| e.item_id == id).unwrap();
+    meta.file_offset + u64::from(item.offset)
+}
+
+/// Stores the raw BAT entry `index`.
+pub fn put_bat_entry(path: &Path, index: u64, entry: BatEntry) {
+    let bat = region(path, BAT_REGION);
+    write_at(
+        path,
+        bat.file_offset + index * 8,
+        &entry.to_raw().to_le_bytes(),
+    );
 }
