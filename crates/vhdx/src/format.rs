@@ -497,10 +497,17 @@ impl Geometry {
             return bad(format!("logical sector size {ls} is neither 512 nor 4096"));
         }
         let vs = self.virtual_size;
-        if vs == 0 || !vs.is_multiple_of(u64::from(ls)) || vs > MAX_VIRTUAL_SIZE {
-            return bad(format!(
-                "virtual size {vs} is zero, above 64 TiB or not a multiple of the sector size {ls}"
-            ));
+        let why = if vs == 0 {
+            Some("is zero".to_string())
+        } else if vs > MAX_VIRTUAL_SIZE {
+            Some("is above 64 TiB".to_string())
+        } else if !vs.is_multiple_of(u64::from(ls)) {
+            Some(format!("is not a multiple of the sector size {ls}"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return bad(format!("virtual size {vs} {why}"));
         }
         Ok(())
     }
