@@ -752,7 +752,12 @@ impl CimWriter {
             return Ok(());
         };
         let desc = if s.declared == 0 {
-            format::Stream::new(RegionOffset::NULL, 0, format::STREAM_TYPE_DATA, false)
+            // No object, but a real place: the start of the small-data region's objects (right
+            // after its header, inside the file). hcsshim's own CIM reader resolves the offset
+            // of every read, even one of 0 bytes, and refuses a null one (FORMAT-CHOICES.md).
+            let first_object = std::mem::size_of::<format::RegionHeader>() as u64;
+            let at = RegionOffset::new(self.regions[REGION_SMALL].combined, first_object);
+            format::Stream::new(at, 0, format::STREAM_TYPE_DATA, false)
         } else if s.written == 0 {
             // Nothing written: a sparse stream with no backing data reads as zeros (cim-format.md §A7).
             if s.small.is_none() {

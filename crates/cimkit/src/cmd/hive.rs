@@ -59,7 +59,7 @@ pub enum HiveCommand {
         /// (`iconv -f UTF-8 -t UTF-16`).
         #[arg(long, value_name = "ROOT")]
         reg: Option<String>,
-        /// One JSON object per key and line: {path, last_written, class, values: [{name, type, data (base64), text}]}.
+        /// One JSON object per key and line: {path, last_written, class, values: [{name, type, data (base64), text, and strings for REG_MULTI_SZ}]}.
         #[arg(long)]
         json: bool,
     },
@@ -75,7 +75,9 @@ pub enum HiveCommand {
         /// Value name ("" for the default value); omit to list the key.
         #[arg(value_name = "NAME")]
         value: Option<String>,
-        /// Print the value (or the key's values and subkeys) as one JSON object.
+        /// Print the value (or the key's values and subkeys) as one JSON object: exact where
+        /// the text is not (a REG_MULTI_SZ is shown as its strings joined by `;`, which a
+        /// string may itself hold; --json lists them).
         #[arg(long)]
         json: bool,
     },
@@ -371,14 +373,19 @@ fn value_text(v: &regf::Value) -> Option<String> {
 }
 
 fn value_json(v: &regf::Value) -> Json {
-    json!({
+    let mut j = json!({
         "name": v.name,
         "type": type_name(v.kind),
         "kind": v.kind,
         "data": output::base64(&v.data),
         "text": value_text(v),
         "tombstone": v.tombstone,
-    })
+    });
+    // The strings one by one: the text joins them with `;`, which a string may hold.
+    if let Some(strings) = v.as_multi_string() {
+        j["strings"] = json!(strings);
+    }
+    j
 }
 
 fn key_json(k: &regf::Key, path: &str) -> Json {
