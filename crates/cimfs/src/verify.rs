@@ -924,7 +924,11 @@ fn name_changed_objects(
         .map(|(file, off, _)| ((file.clone(), *off), Vec::new()))
         .collect();
     let mut note = |stream: &format::Stream, path: &str| {
-        if stream.offset().is_null() || stream.stream_type() == format::STREAM_TYPE_LINK_TABLE {
+        // An empty stream's offset names no data (it may point at another file's object).
+        if stream.offset().is_null()
+            || stream.length() == 0
+            || stream.stream_type() == format::STREAM_TYPE_LINK_TABLE
+        {
             return;
         }
         if let Some(names) = users.get_mut(&cim.locate(stream.offset())) {
