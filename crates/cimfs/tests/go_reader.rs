@@ -991,7 +991,7 @@ fn empty_image() {
 /// not at the null offset: the Go reader's File.Read (and hcsshim's FetchFileFromCim, which
 /// reads even 0 bytes) resolves the offset first and refuses a null one ("invalid region offset
 /// 0x0"), as the current driver's GetOffsetTruncate does for in-region offset 0 ([DRV26]). Here
-/// the small region holds no object at all, so the offset is its end; our verify accepts it too.
+/// the small region would hold no object at all: 8 zero bytes keep the offset inside the file.
 #[test]
 fn empty_files_read_through_the_go_reader() {
     let t = tempfile::tempdir().unwrap();

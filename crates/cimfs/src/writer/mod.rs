@@ -29,6 +29,8 @@ pub const SMALL_DATA_LIMIT: u64 = format::PAGE_SIZE;
 const REGION_METADATA: usize = 0;
 const REGION_DATA: usize = 1;
 const REGION_SMALL: usize = 2;
+/// Bytes of a region file's header: its first object starts here.
+const REGION_HEADER_LEN: u64 = std::mem::size_of::<format::RegionHeader>() as u64;
 const OWN_REGION_COUNT: u16 = 3;
 
 /// Metadata of a file or directory added to an image (mirrors CIMFS_FILE_METADATA).
@@ -106,6 +108,8 @@ pub struct CimWriter {
     tree: Tree,
     objects: HashMap<ObjectKey, RegionOffset>,
     open: Option<OpenStream>,
+    /// Whether some empty stream points at the small region's first object (see `close_stream`).
+    empty_streams: bool,
     parent_upcase: Option<RegionOffset>,
     filesystem_offset: RegionOffset,
     stats: CommitStats,
@@ -195,6 +199,7 @@ impl CimWriter {
             tree: Tree::new(),
             objects: HashMap::new(),
             open: None,
+            empty_streams: false,
             parent_upcase: None,
             filesystem_offset: RegionOffset::NULL,
             stats: CommitStats {
@@ -753,10 +758,11 @@ impl CimWriter {
         };
         let desc = if s.declared == 0 {
             // No object, but a real place: the start of the small-data region's objects (right
-            // after its header, inside the file). hcsshim's own CIM reader resolves the offset
-            // of every read, even one of 0 bytes, and refuses a null one (FORMAT-CHOICES.md).
-            let first_object = std::mem::size_of::<format::RegionHeader>() as u64;
-            let at = RegionOffset::new(self.regions[REGION_SMALL].combined, first_object);
+            // after its header; `commit` makes sure a byte lies there). hcsshim's own CIM reader
+            // resolves the offset of every read, even one of 0 bytes, and refuses a null one
+            // (FORMAT-CHOICES.md).
+            let at = RegionOffset::new(self.regions[REGION_SMALL].combined, REGION_HEADER_LEN);
+            self.empty_streams = true;
             format::Stream::new(at, 0, format::STREAM_TYPE_DATA, false)
         } else if s.written == 0 {
             // Nothing written: a sparse stream with no backing data reads as zeros (cim-format.md §A7).
@@ -820,6 +826,12 @@ impl CimWriter {
     /// Lays out the metadata, fsyncs regions and objectid files, then publishes the `.cim` by rename.
     pub fn commit(mut self) -> Result<CommitStats> {
         self.close_stream()?;
+        // Empty streams point at the small region's first object: when it holds none, 8 zero
+        // bytes put that offset inside the file rather than at its end.
+        let small = &mut self.regions[REGION_SMALL];
+        if self.empty_streams && small.pos() == REGION_HEADER_LEN {
+            small.write_all(&[0; 8])?;
+        }
         commit::write_metadata(&mut self)?;
         for (r, p) in self.regions.iter_mut().zip(self.objectid_paths.iter()) {
             r.finish(p)?;
