@@ -467,11 +467,17 @@ fn extract_writes_tree_links_and_sidecar() {
     let sub = tmp.path().join("sub");
     cimkit_ok(&["extract", "--path", "Files/dir", s(&cim), s(&sub)], 0);
     assert_eq!(std::fs::read(sub.join("empty")).expect("empty"), b"");
-    // ... whose own metadata is the sidecar's first line.
+    // ... whose own metadata is the sidecar's first line, and whose times the folder gets
+    // (after the sidecar landed in it).
     let sidecar = std::fs::read_to_string(sub.join(".cimkit-metadata.jsonl")).expect("sidecar");
     let first = &json_lines(&sidecar)[0];
     assert_eq!(first["path"], "Files\\dir");
     assert_eq!(first["type"], "dir");
+    let filetime = first["last_write_time"].as_i64().expect("time");
+    assert_eq!(
+        std::fs::metadata(&sub).expect("m").mtime(),
+        filetime / 10_000_000 - 11_644_473_600
+    );
     // A junction named by --path is a link in the folder, not an empty extraction.
     let junction = tmp.path().join("junction");
     cimkit_ok(
