@@ -145,25 +145,20 @@ impl CimLayerWriter {
     pub fn new(opts: &ImportOptions) -> Result<Self> {
         let layer = opts.layer.clone();
         // The layer folder's name on the host names the CIM the utility VM boots from.
-        let host_name = match opts.host_layer_path.as_deref() {
+        let host_name = match opts
+            .host_layer_path
+            .as_deref()
+            .map(uvm::windows_folder_name)
+        {
             None => None,
-            Some(p) => match uvm::windows_folder_name(p) {
-                Some(name) => Some(name),
-                None => {
-                    let reason = if uvm::is_absolute_windows_path(p) {
-                        format!(
-                            "host layer path {p:?} names a drive or share, not a layer folder \
-                             (C:\\...\\<id> or \\\\server\\share\\...\\<id>)"
-                        )
-                    } else {
-                        format!(
-                            "host layer path {p:?} is not an absolute Windows path \
-                             (C:\\... or \\\\server\\share\\...)"
-                        )
-                    };
-                    return Err(Error::Layer { layer, reason });
-                }
-            },
+            Some(Ok(name)) => Some(name),
+            Some(Err(why)) => {
+                let p = opts.host_layer_path.as_deref().unwrap_or_default();
+                return Err(Error::Layer {
+                    layer,
+                    reason: format!("host layer path {p:?} {why}"),
+                });
+            }
         };
         for (i, parent) in opts.parents.iter().enumerate() {
             let reason = if opts.parents[..i].contains(parent) {

@@ -26,13 +26,33 @@ pub fn is_absolute_windows_path(p: &str) -> bool {
 }
 
 /// The name of the folder an absolute Windows path names (its last component below the drive
-/// or share; `/` is taken as `\`); None when `p` is not absolute or names a drive or share
-/// itself, which cannot be a layer folder.
-pub fn windows_folder_name(p: &str) -> Option<String> {
+/// or share; `/` is taken as `\`), or why there is none: the path is not absolute, names a
+/// drive or share itself, or ends in a name Windows cannot give a folder.
+pub fn windows_folder_name(p: &str) -> std::result::Result<String, String> {
     let p = p.replace('/', "\\");
-    let (_, rest) = split_windows_root(&p)?;
-    let name = rest.split('\\').rfind(|c| !c.is_empty())?;
-    (!name.contains(':') && name != "." && name != "..").then(|| name.to_string())
+    let Some((_, rest)) = split_windows_root(&p) else {
+        return Err("is not an absolute Windows path (C:\\... or \\\\server\\share\\...)".into());
+    };
+    let Some(name) = rest.split('\\').rfind(|c| !c.is_empty()) else {
+        return Err("names a drive or share, not a layer folder".into());
+    };
+    if name == "." || name == ".." {
+        return Err(format!("ends in {name:?}, not a folder name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c.is_control() || "<>:\"|?*".contains(c))
+    {
+        return Err(format!(
+            "ends in {name:?}, which holds {c:?}: no Windows folder name can"
+        ));
+    }
+    if name.ends_with(['.', ' ']) {
+        return Err(format!(
+            "ends in {name:?}: Windows drops a trailing dot or space from a folder name"
+        ));
+    }
+    Ok(name.to_string())
 }
 
 /// Splits an absolute Windows path (`\` separators only) into its root (`C:\`,

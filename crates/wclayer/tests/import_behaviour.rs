@@ -291,7 +291,12 @@ fn layer_folder_rules() {
         (r"\\server\share", NOT_A_FOLDER),
         (r"\\server\share\", NOT_A_FOLDER),
         (r"\\?\C:\", NOT_A_FOLDER),
-        (r"C:\x\..", NOT_A_FOLDER),
+        (r"C:\x\..", "not a folder name"),
+        (r"C:\snap\a*b", "no Windows folder name can"),
+        ("C:\\snap\\x\ty", "no Windows folder name can"),
+        (r"C:\snap\a:b", "no Windows folder name can"),
+        (r"C:\snap\7.", "trailing dot or space"),
+        (r"C:\snap\7 ", "trailing dot or space"),
     ] {
         let o = ImportOptions {
             host_layer_path: Some(bad.into()),
@@ -312,8 +317,8 @@ fn layer_folder_rules() {
     ] {
         assert!(wclayer::uvm::is_absolute_windows_path(good), "{good}");
         assert_eq!(
-            wclayer::uvm::windows_folder_name(good).as_deref(),
-            Some(name)
+            wclayer::uvm::windows_folder_name(good),
+            Ok(name.to_string())
         );
     }
 }

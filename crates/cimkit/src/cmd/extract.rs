@@ -348,7 +348,10 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
         })?;
         partial_guard.0 = None;
         // The rename changed the times of the folder it landed in, when that is one extracted.
-        if let Some((host, info)) = dirs.iter().find(|(h, _)| Some(h.as_path()) == dest.parent()) {
+        if let Some((host, info)) = dirs
+            .iter()
+            .find(|(h, _)| Some(h.as_path()) == dest.parent())
+        {
             set_times(host, info)?;
         }
     }
