@@ -20,10 +20,9 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// The error and its causes joined by ": ", leaving out a cause whose text (or whose reason,
-/// after places the message already names) the message already ends with (library errors often
-/// quote their source in their own text) and a context that the next cause repeats at its start
-/// (both name the same file and path).
+/// The error and its causes joined by ": ", leaving out of each cause what the message already
+/// says (library errors often quote their source in their own text, and name the file and path
+/// the context named) and a context that the next cause repeats at its start.
 pub fn error_message(e: &anyhow::Error) -> String {
     let texts: Vec<String> = e
         .chain()
@@ -38,7 +37,8 @@ pub fn error_message(e: &anyhow::Error) -> String {
         {
             continue;
         }
-        if already_said(&out, text) {
+        let text = unsaid(&out, text);
+        if text.is_empty() {
             continue;
         }
         if !out.is_empty() {
@@ -49,27 +49,40 @@ pub fn error_message(e: &anyhow::Error) -> String {
     out
 }
 
-/// Whether a cause's text adds nothing to what `out` says: `out` ends with it, or with its
-/// reason after the places it names (`image: path: reason`), each of which `out` already
-/// names (perhaps quoted, with doubled backslashes).
-fn already_said(out: &str, text: &str) -> bool {
+/// What a cause's text adds to what `out` says: nothing when `out` ends with it (or with its
+/// reason); else the text without the leading places (`image: path: `) that `out` already
+/// names, however spelled (quoted with doubled backslashes, `/` for `\`, a leading `\`).
+fn unsaid<'a>(out: &str, text: &'a str) -> &'a str {
     if out.ends_with(text) {
-        return true;
+        return "";
     }
-    let unquoted = out.replace("\\\\", "\\");
-    let mut places = Vec::new();
+    let spelled = |s: &str| s.replace("\\\\", "\\").replace('/', "\\");
+    let said = spelled(out);
     let mut rest = text;
     while let Some((place, reason)) = rest.split_once(": ") {
-        places.push(place);
-        if !reason.is_empty()
-            && out.ends_with(reason)
-            && places.iter().all(|p| unquoted.contains(p))
-        {
-            return true;
+        // Only what looks like a file or image path counts as a place.
+        let place = spelled(place);
+        let place = place.trim_start_matches('\\');
+        let is_path = place.contains(['\\', '.']);
+        if reason.is_empty() || !is_path || !said.contains(place) {
+            break;
         }
         rest = reason;
     }
-    false
+    if out.ends_with(rest) {
+        ""
+    } else {
+        rest
+    }
+}
+
+/// `n` and a noun, plural unless `n` is 1 (`1 layer`, `3 layers`).
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Where output bound for a path goes: `write_to` while it is written, then renamed to
@@ -413,6 +426,19 @@ mod tests {
         assert_eq!(
             error_message(&outer),
             "CIM /s/1.cim: add \"x\": gone: /other.cim: x: gone"
+        );
+        // The places of a cause spelled otherwise than in the context: only the reason is new.
+        let inner = anyhow::anyhow!("/s/1.cim: Files\\h\\bcd:nope: not found");
+        let outer = inner.context("/s/1.cim:Files/h/bcd:nope");
+        assert_eq!(
+            error_message(&outer),
+            "/s/1.cim:Files/h/bcd:nope: not found"
+        );
+        let inner = anyhow::anyhow!("/s/1.cim: \\Files\\h\\x: not a directory");
+        let outer = inner.context("/s/1.cim: Files\\h\\x");
+        assert_eq!(
+            error_message(&outer),
+            "/s/1.cim: Files\\h\\x: not a directory"
         );
     }
 

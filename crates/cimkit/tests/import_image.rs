@@ -334,6 +334,26 @@ fn foreign_layer_missing_is_reported() {
         err.contains("foreign layer") && err.contains("https://example.invalid/base"),
         "{err}"
     );
+    assert!(!tmp.path().join("s").exists(), "no snapshots folder left");
+
+    // An absent top layer is found before the base is imported.
+    let layout = tmp.path().join("layout2");
+    let digests = oci_layout(&layout, b"child");
+    std::fs::remove_file(
+        layout
+            .join("blobs/sha256")
+            .join(digests[1].trim_start_matches("sha256:")),
+    )
+    .expect("rm");
+    let snaps = tmp.path().join("s2");
+    let out = cimkit(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("layer 2/2 cannot be imported, so nothing was"),
+        "{err}"
+    );
+    assert!(!snaps.exists(), "nothing imported: {err}");
 }
 
 /// An image in the snapshots folder that import-image did not write (no digest record) is
@@ -574,7 +594,7 @@ fn os_version_or_manifest_picks_what_is_imported() {
         0,
     );
     assert!(
-        out.contains("(windows/amd64:10.0.20348.2340): 1 layers, 1 imported"),
+        out.contains("(windows/amd64:10.0.20348.2340): 1 layer, 1 imported"),
         "{out}"
     );
     assert_eq!(
@@ -616,7 +636,7 @@ fn os_version_or_manifest_picks_what_is_imported() {
     );
     assert!(
         listing.contains(&format!(
-            "(OCI image layout, windows/amd64:10.0.17763.5576), 1 layers, manifest {}",
+            "(OCI image layout, windows/amd64:10.0.17763.5576), 1 layer, manifest {}",
             short(&digests[0])
         )),
         "{listing}"

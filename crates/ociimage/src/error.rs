@@ -276,7 +276,7 @@ fn how_to_choose(candidates: &[ManifestCandidate]) -> String {
         !candidates.iter().all(|c| Some(field(c)) == first)
     };
     let mut ways: Vec<&str> = Vec::new();
-    if differ(|c| c.platform.variant.as_deref()) {
+    if differ(|c| c.platform.effective_variant()) {
         ways.push("variant");
     }
     if differ(|c| c.platform.os_version.as_deref()) {

@@ -213,7 +213,7 @@ impl Platform {
     }
 
     /// The variant stated, else the one an image of this architecture has when it states none.
-    fn effective_variant(&self) -> Option<&str> {
+    pub(crate) fn effective_variant(&self) -> Option<&str> {
         self.variant
             .as_deref()
             .or_else(|| match self.architecture.to_ascii_lowercase().as_str() {

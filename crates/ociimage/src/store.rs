@@ -229,6 +229,21 @@ impl Store {
         for entry in entries {
             let entry = entry.map_err(io_err)?;
             if let Some((name, member)) = index_entry(&entry).map_err(io_err)? {
+                // Entries are found by seeking past their data, which reading would have
+                // refused: a member cut short by the end of the file is a truncated archive.
+                if let Member::File { offset, size } = member {
+                    if offset.saturating_add(size) > meta.len() {
+                        return Err(Error::Invalid {
+                            source_path: path.to_path_buf(),
+                            member: name,
+                            message: format!(
+                                "the archive is truncated: this member's {size} bytes at offset \
+                                 {offset} run past its end ({} bytes)",
+                                meta.len()
+                            ),
+                        });
+                    }
+                }
                 members.insert(name, member);
             }
         }

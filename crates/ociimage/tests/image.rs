@@ -178,6 +178,36 @@ fn oci_layout_tar_is_read_in_place() {
     check_oci(&image, &f);
 }
 
+/// An archive cut inside a member's data is called truncated when it is opened, not when that
+/// member is read (for a layer, after the layers below it were imported).
+#[test]
+fn a_truncated_archive_is_refused_on_open() {
+    let f = oci_fixture();
+    let tar_path = f.root.with_extension("tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).expect("create tar"));
+    b.append_dir_all(".", &f.root).expect("tar layout");
+    b.finish().expect("finish");
+    drop(b);
+    let bytes = std::fs::read(&tar_path).expect("read");
+    // Cut in the middle of the last member's data.
+    let mut archive = tar::Archive::new(std::fs::File::open(&tar_path).expect("open"));
+    let last = archive
+        .entries()
+        .expect("entries")
+        .map(|e| e.expect("entry"))
+        .filter(|e| e.size() > 0)
+        .map(|e| (e.raw_file_position(), e.size()))
+        .last()
+        .expect("a member with data");
+    let cut = (last.0 + last.1 / 2) as usize;
+    std::fs::write(&tar_path, &bytes[..cut]).expect("cut");
+    let err = Image::open(&tar_path, &Platform::windows_amd64()).expect_err("truncated");
+    assert!(
+        err.to_string().contains("the archive is truncated"),
+        "{err}"
+    );
+}
+
 #[test]
 fn no_manifest_for_platform_lists_what_exists() {
     let f = oci_fixture();
@@ -1053,6 +1083,24 @@ fn variants_choose_among_manifests_of_one_architecture() {
     );
     let err = open(&m.root, "linux/arm/v5").expect_err("no v5");
     assert!(matches!(err, Error::NoMatchingManifest { .. }), "{err}");
+
+    // arm64 stating no variant is v8: two such manifests differ by nothing --platform can name.
+    let arm64 = |variant: Option<&str>| {
+        let mut p = json!({"os": "linux", "architecture": "arm64"});
+        if let Some(v) = variant {
+            p["variant"] = json!(v);
+        }
+        p
+    };
+    let m = multi_layout(
+        &[
+            (arm64(None), arm64(None)),
+            (arm64(Some("v8")), arm64(Some("v8"))),
+        ],
+        false,
+    );
+    let err = open(&m.root, "linux/arm64").expect_err("both v8");
+    assert!(err.to_string().ends_with("; choose one by digest"), "{err}");
 
     // An index entry and its config that state different variants disagree.
     let m = multi_layout(&[(arm("v6"), arm("v7"))], false);

@@ -137,14 +137,14 @@ pub fn run(args: Args) -> Result<Outcome> {
         };
         writeln!(
             out,
-            "{} ({}{}), {} layers{id}",
+            "{} ({}{}), {}{id}",
             args.source.display(),
             image.format(),
             image
                 .platform()
                 .map(|p| format!(", {p}"))
                 .unwrap_or_default(),
-            image.layers().len()
+            output::count(image.layers().len(), "layer")
         )?;
         writeln!(
             out,

@@ -99,14 +99,52 @@ fn remove_stale_layers(snapshots: &Path, from: usize) -> Result<()> {
     Ok(())
 }
 
+/// Whether `dir` already holds the layer with this digest, imported by this command.
+fn holds(dir: &Path, digest: &str) -> bool {
+    recorded_digest(dir).as_deref() == Some(digest) && wclayer::is_cim_layer(dir)
+}
+
 pub fn run(args: Args) -> Result<Outcome> {
     let image = args.select.open(&args.source)?;
-    std::fs::create_dir_all(&args.snapshots)
-        .with_context(|| format!("cannot create {}", args.snapshots.display()))?;
     let count = image.layers().len();
     if count == 0 {
         bail!("{}: the image has no layers", args.source.display());
     }
+    // A layer that is to be imported but whose blob the source lacks is found before anything
+    // is written, not after the layers below it were imported.
+    let first = image
+        .layers()
+        .iter()
+        .position(|l| {
+            !holds(
+                &args.snapshots.join((l.index + 1).to_string()),
+                &l.digest.to_string(),
+            )
+        })
+        .unwrap_or(count);
+    for layer in image.layers()[first..].iter().filter(|l| !l.present) {
+        if let Err(e) = image.open_layer(layer.index) {
+            return Err(anyhow::Error::new(e).context(format!(
+                "layer {}/{count} cannot be imported, so nothing was",
+                layer.index + 1
+            )));
+        }
+    }
+    let created = !args.snapshots.exists();
+    std::fs::create_dir_all(&args.snapshots)
+        .with_context(|| format!("cannot create {}", args.snapshots.display()))?;
+    let result = import_layers(&args, &image);
+    if result.is_err() && created {
+        // Best effort: only folders left empty go (each failed layer removed its own files).
+        let _ = std::fs::remove_dir(args.snapshots.join(wclayer::layout::CIM_LAYERS_DIR));
+        let _ = std::fs::remove_dir(&args.snapshots);
+    }
+    result
+}
+
+/// Imports the image's layers as `DIR/1`, `DIR/2`, … (skipping those already there).
+fn import_layers(args: &Args, image: &ociimage::Image) -> Result<Outcome> {
+    let count = image.layers().len();
     let mut chain_intact = true;
     let (mut imported, mut skipped) = (0usize, 0usize);
     let mut out = output::stdout();
@@ -115,10 +153,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         let dir = args.snapshots.join(n.to_string());
         let digest = layer.digest.to_string();
         let recorded = recorded_digest(&dir);
-        if chain_intact
-            && recorded.as_deref() == Some(digest.as_str())
-            && wclayer::is_cim_layer(&dir)
-        {
+        if chain_intact && holds(&dir, &digest) {
             skipped += 1;
             report(&mut out, &image, n, &dir, &digest, None, args.json)?;
             continue;
@@ -217,12 +252,13 @@ pub fn run(args: Args) -> Result<Outcome> {
         use std::io::Write as _;
         writeln!(
             out,
-            "{}{}: {count} layers, {imported} imported, {skipped} already there; top layer {}",
+            "{}{}: {}, {imported} imported, {skipped} already there; top layer {}",
             args.source.display(),
             image
                 .platform()
                 .map(|p| format!(" ({p})"))
                 .unwrap_or_default(),
+            output::count(count, "layer"),
             args.snapshots.join(count.to_string()).display()
         )?;
     }

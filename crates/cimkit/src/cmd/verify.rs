@@ -69,10 +69,9 @@ pub fn run(args: Args) -> Result<Outcome> {
         }
         writeln!(
             out,
-            "{}: {} problem{} found",
+            "{}: {} found",
             args.cim.display(),
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" }
+            output::count(problems.len(), "problem")
         )?;
     }
     out.flush()?;
