@@ -155,7 +155,7 @@ fn import_layers(args: &Args, image: &ociimage::Image) -> Result<Outcome> {
         let recorded = recorded_digest(&dir);
         if chain_intact && holds(&dir, &digest) {
             skipped += 1;
-            report(&mut out, &image, n, &dir, &digest, None, args.json)?;
+            report(&mut out, image, n, &dir, &digest, None, args.json)?;
             continue;
         }
         if chain_intact {
@@ -240,7 +240,7 @@ fn import_layers(args: &Args, image: &ociimage::Image) -> Result<Outcome> {
         imported += 1;
         report(
             &mut out,
-            &image,
+            image,
             n,
             &dir,
             &digest,
