@@ -930,13 +930,31 @@ impl Cim {
             return Ok(LinkTable::empty());
         }
         let object = || format!("stream table of file {id}");
-        let mut hdr = [0u8; 8];
-        self.read_obj(off, 0, &mut hdr, object)?;
-        // Only the offset is stored, so the table's span is its own Length field (cim-format.md §A8).
-        let len = u64::from(u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]));
-        self.read_link_table(off, len, format::LINK_STREAM_ENTRY_SIZE, &object, |b| {
+        let (at, len) = self.stream_table_span(off, &object)?;
+        self.read_link_table(at, len, format::LINK_STREAM_ENTRY_SIZE, &object, |b| {
             format::Stream::read_from_bytes(b).unwrap_or_default()
         })
+    }
+
+    /// Where the stream table that a file's StreamTableOffset names starts, and its length.
+    /// Only the offset is stored, so the span is the table's own Length field (cim-format.md
+    /// §A8). hcsshim's Go reader instead takes a u32 byte count before the table; that layout
+    /// is read too, told apart by the count equalling the table's Length (in the §A8 layout
+    /// the second u32 is the entry count, always below the Length).
+    pub(crate) fn stream_table_span(
+        &self,
+        off: RegionOffset,
+        object: &dyn Fn() -> String,
+    ) -> Result<(RegionOffset, u64)> {
+        let mut hdr = [0u8; 8];
+        self.read_obj(off, 0, &mut hdr, object)?;
+        let first = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let second = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+        if first == second && first >= 8 {
+            let table = RegionOffset::new(off.region_index(), off.byte_offset() + 4);
+            return Ok((table, u64::from(second)));
+        }
+        Ok((off, u64::from(first)))
     }
 
     /// Entries of directory `id`, in stored (sorted) order.

@@ -548,14 +548,17 @@ impl<'a> Checker<'a> {
         }
         let st = RegionOffset(e.stream_table_offset.get());
         if !st.is_null() {
-            let mut hdr = [0u8; 4];
-            if cim.read_obj(st, 0, &mut hdr, || object.clone()).is_ok() {
-                self.meta_object(st, u64::from(u32::from_le_bytes(hdr)));
+            // The table itself (behind a size prefix in the Go reader's layout).
+            let mut at = st;
+            if let Ok((table, len)) = cim.stream_table_span(st, &|| object.clone()) {
+                let prefix = table.byte_offset() - st.byte_offset();
+                self.meta_object(st, prefix + len);
+                at = table;
             }
             match cim.stream_table(id) {
                 Ok(t) => {
-                    self.check_sorted(cim, &format!("stream table of {object}"), &t.names, st);
-                    self.check_stream_names(cim, &object, &t, st);
+                    self.check_sorted(cim, &format!("stream table of {object}"), &t.names, at);
+                    self.check_stream_names(cim, &object, &t, at);
                     for (n, s) in t.names.iter().zip(t.entries.iter()) {
                         let so = format!("stream {:?} of {object}", String::from_utf16_lossy(n));
                         if s.stream_type() != format::STREAM_TYPE_DATA {

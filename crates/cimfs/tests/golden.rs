@@ -247,7 +247,8 @@ fn reads_hand_built_pe_image_stream() {
     };
     let meta_region = entry_file;
     let mut m = fs::read(&meta_region).unwrap();
-    while m.len() % 8 != 0 {
+    // The table itself 8-byte aligned (as the driver wants link tables), so its count at 4 mod 8.
+    while m.len() % 8 != 4 {
         m.push(0);
     }
     let desc_at = m.len() as u64;
@@ -388,6 +389,46 @@ fn stream_table_bytes() {
     assert_eq!(s, "xyz");
 }
 
+/// The stream table layout hcsshim's Go reader parses (a u32 byte count, then the table) is
+/// read too: the file's StreamTableOffset is pointed at such a copy appended to the region.
+#[test]
+fn stream_table_behind_a_size_prefix_is_read() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = CimWriter::create(t.path(), "ads.cim").unwrap();
+    w.add("f", &FileMetadata::default()).unwrap();
+    w.add_alternate_stream("f:zone", 3).unwrap();
+    w.write(b"xyz").unwrap();
+    w.commit().unwrap();
+    let cim_path = t.path().join("ads.cim");
+    let (region, entry, _) = locate_entry(&cim_path, 2);
+    let mut m = fs::read(&region).unwrap();
+    let st = u64::from_le_bytes(
+        m[entry as usize + 0x50..entry as usize + 0x58]
+            .try_into()
+            .unwrap(),
+    );
+    let len = u32::from_le_bytes(m[st as usize..st as usize + 4].try_into().unwrap()) as usize;
+    let table = m[st as usize..st as usize + len].to_vec();
+    // The table itself 8-byte aligned (as the driver wants link tables), so its count at 4 mod 8.
+    while m.len() % 8 != 4 {
+        m.push(0);
+    }
+    let copy = m.len() as u64;
+    m.extend_from_slice(&(len as u32).to_le_bytes());
+    m.extend_from_slice(&table);
+    m[entry as usize + 0x50..entry as usize + 0x58].copy_from_slice(&le64(copy));
+    fs::write(&region, &m).unwrap();
+    let cim = Cim::open(&cim_path).unwrap();
+    let mut s = String::new();
+    cim.open_stream("f", "zone")
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    assert_eq!(s, "xyz");
+    let problems = cimfs::verify::verify(&cim_path);
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
 #[test]
 fn fork_header_lists_parent_region_sets_oldest_first() {
     let t = tempfile::tempdir().unwrap();
@@ -490,7 +531,8 @@ fn with_entry_size(cim_path: &Path, entry_size: usize) {
     let ftd = (u64::from_le_bytes(m[fs_off + 8..fs_off + 16].try_into().unwrap())
         & 0xffff_ffff_ffff) as usize;
     let count = u16::from_le_bytes(m[ftd + 8..ftd + 10].try_into().unwrap()) as usize;
-    while m.len() % 8 != 0 {
+    // The table itself 8-byte aligned (as the driver wants link tables), so its count at 4 mod 8.
+    while m.len() % 8 != 4 {
         m.push(0);
     }
     let table_at = m.len();

@@ -238,15 +238,7 @@ fn import_layers(args: &Args, image: &ociimage::Image) -> Result<Outcome> {
         std::fs::write(dir.join(DIGEST_FILE), format!("{digest}\n"))
             .with_context(|| format!("cannot record the digest in {}", dir.display()))?;
         imported += 1;
-        report(
-            &mut out,
-            image,
-            n,
-            &dir,
-            &digest,
-            Some(&summary),
-            args.json,
-        )?;
+        report(&mut out, image, n, &dir, &digest, Some(&summary), args.json)?;
     }
     if !args.json {
         use std::io::Write as _;
