@@ -5,7 +5,8 @@
 //! and to be gzipped by the target (mode 1); OCI documents with digest placeholders for the
 //! target to assemble (mode 4 and 5); and, opened asking for an OS version, documents whose index
 //! and config state versions in different ways (mode 12 to 15) and docker saves whose config
-//! states one (mode 8 and 9).
+//! states one (mode 8 and 9); and documents for linux/arm64 stating CPU variants, opened asking
+//! for one (mode 22 and 23).
 
 use std::io::Write;
 
@@ -285,6 +286,59 @@ fn version_cases(layer_blob: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         .collect()
 }
 
+/// `value` (an index entry's platform or a config) with a CPU variant added.
+fn with_variant(mut value: serde_json::Value, variant: &str) -> serde_json::Value {
+    match value.get_mut("platform") {
+        Some(platform) => platform["variant"] = json!(variant),
+        None => value["variant"] = json!(variant),
+    }
+    value
+}
+
+/// Documents whose index and config state (or leave out) CPU variants: both agree, a second
+/// variant whose manifest is absent, the config alone stating one, the two disagreeing.
+fn variant_cases(layer_blob: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let arm = |absent: bool| entry("linux", "arm64", None, absent);
+    let cfg = || config("linux", "arm64", None);
+    let cases = [
+        (
+            "both",
+            json!([with_variant(arm(false), "v8")]),
+            with_variant(cfg(), "v8"),
+        ),
+        (
+            "one-absent",
+            json!([
+                with_variant(arm(false), "v8"),
+                with_variant(arm(true), "v9")
+            ]),
+            with_variant(cfg(), "v8"),
+        ),
+        (
+            "config-only",
+            json!([arm(false)]),
+            with_variant(cfg(), "v8"),
+        ),
+        (
+            "mismatch",
+            json!([with_variant(arm(false), "v8")]),
+            with_variant(cfg(), "v9"),
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, entries, cfg)| {
+            let seed = documents_with(
+                entries,
+                cfg,
+                "application/vnd.oci.image.layer.v1.tar",
+                layer_blob,
+            );
+            (name, seed)
+        })
+        .collect()
+}
+
 fn main() {
     let dir = std::path::Path::new("corpus/archive");
     std::fs::create_dir_all(dir).expect("corpus dir");
@@ -332,6 +386,15 @@ fn main() {
             let mut b = seed.clone();
             b[0] = mode;
             std::fs::write(dir.join(format!("version-{name}-{mode}")), b).expect("write seed");
+        }
+    }
+    // Mode 22 and 23: documents for linux/arm64 opened asking for variant v8 (bits 4, 2, 1; 23
+    // gzipped): variants on both sides, on the config's only, and disagreeing.
+    for (name, seed) in variant_cases(&plain) {
+        for mode in [22u8, 23] {
+            let mut b = seed.clone();
+            b[0] = mode;
+            std::fs::write(dir.join(format!("variant-{name}-{mode}")), b).expect("write seed");
         }
     }
     // Mode 8 and 9: docker saves whose config states an OS version, the asked one and another.

@@ -2,7 +2,8 @@
 //! layers. The first byte is a mode: bit 0 gzips the archive before writing it to the archive
 //! file (so the compressed two-pass reader sees structured tars), bit 1 asks for linux/arm64
 //! instead of windows/amd64, bit 2 builds the archive from documents (see `oci_from_documents`)
-//! instead of taking the rest as the archive, bit 3 asks for OS version 10.0.20348. The archive is written to
+//! instead of taking the rest as the archive, bit 3 asks for OS version 10.0.20348, bit 4 for CPU
+//! variant v8 (which arm64 images that state none have). The archive is written to
 //! /tmp/fuzz-ociimage-<pid>/image; `Image::open` must give a typed error or an image whose every
 //! layer opens or fails cleanly, and streams (up to 8 MiB each here) to its end or to an error.
 #![no_main]
@@ -118,6 +119,9 @@ fuzz_target!(|data: &[u8]| {
     };
     if mode & 8 == 8 {
         platform.os_version = Some("10.0.20348".into());
+    }
+    if mode & 16 == 16 {
+        platform.variant = Some("v8".into());
     }
     let Ok(image) = Image::open(path, &platform) else {
         return;
