@@ -64,7 +64,7 @@ fn unsaid<'a>(out: &str, text: &'a str) -> &'a str {
         let place = spelled(place);
         let place = place.trim_start_matches('\\');
         let is_path = place.contains(['\\', '.']);
-        if reason.is_empty() || !is_path || !said.contains(place) {
+        if reason.is_empty() || !is_path || !names_whole(&said, place) {
             break;
         }
         rest = reason;
@@ -74,6 +74,17 @@ fn unsaid<'a>(out: &str, text: &'a str) -> &'a str {
     } else {
         rest
     }
+}
+
+/// Whether `text` names `place` as a whole: not as part of a longer name (`/h/SYSTEM` in
+/// `/h/SYSTEM.LOG1`) nor as a folder of another path (`/a/b` in `/a/b/c`).
+fn names_whole(text: &str, place: &str) -> bool {
+    let name_char = |c: char| c.is_alphanumeric() || "._-$~".contains(c);
+    text.match_indices(place).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + place.len()..].chars().next();
+        !before.is_some_and(name_char) && !after.is_some_and(|c| name_char(c) || c == '\\')
+    })
 }
 
 /// `n` and a noun, plural unless `n` is 1 (`1 layer`, `3 layers`).
@@ -439,6 +450,19 @@ mod tests {
         assert_eq!(
             error_message(&outer),
             "/s/1.cim: Files\\h\\x: not a directory"
+        );
+        // A name inside a longer one, or a folder of the path named, is another place.
+        let inner = anyhow::anyhow!("/h/SYSTEM: base block checksum is wrong");
+        let outer = inner.context("cannot apply log /h/SYSTEM.LOG1");
+        assert_eq!(
+            error_message(&outer),
+            "cannot apply log /h/SYSTEM.LOG1: /h/SYSTEM: base block checksum is wrong"
+        );
+        let inner = anyhow::anyhow!("/a/b: permission denied");
+        let outer = inner.context("cannot create /a/b/c");
+        assert_eq!(
+            error_message(&outer),
+            "cannot create /a/b/c: /a/b: permission denied"
         );
     }
 

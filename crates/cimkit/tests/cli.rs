@@ -474,10 +474,22 @@ fn extract_writes_tree_links_and_sidecar() {
     assert_eq!(first["path"], "Files\\dir");
     assert_eq!(first["type"], "dir");
     let filetime = first["last_write_time"].as_i64().expect("time");
-    assert_eq!(
-        std::fs::metadata(&sub).expect("m").mtime(),
-        filetime / 10_000_000 - 11_644_473_600
+    let dir_mtime = filetime / 10_000_000 - 11_644_473_600;
+    assert_eq!(std::fs::metadata(&sub).expect("m").mtime(), dir_mtime);
+    // ... also when --metadata names the folder otherwise (relative, beside an absolute DIR).
+    let sub2 = tmp.path().join("sub2");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cimkit"))
+        .current_dir(tmp.path())
+        .args(["extract", "--path", "Files/dir", s(&cim), s(&sub2)])
+        .args(["--metadata", "sub2/meta.jsonl"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(std::fs::metadata(&sub2).expect("m").mtime(), dir_mtime);
     // A junction named by --path is a link in the folder, not an empty extraction.
     let junction = tmp.path().join("junction");
     cimkit_ok(

@@ -213,7 +213,7 @@ impl Platform {
     }
 
     /// The variant stated, else the one an image of this architecture has when it states none.
-    pub(crate) fn effective_variant(&self) -> Option<&str> {
+    pub fn effective_variant(&self) -> Option<&str> {
         self.variant
             .as_deref()
             .or_else(|| match self.architecture.to_ascii_lowercase().as_str() {
@@ -1214,9 +1214,22 @@ fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
                 continue;
             }
         }
+        // A blob of another size than its descriptor's fails here, not after the layers below
+        // it were imported.
+        let stored_size = store.member_size(&member);
+        if let (Some(stored), Some(declared)) = (stored_size, desc.size) {
+            if stored != declared {
+                return Err(Error::SizeMismatch {
+                    source_path: store.path().to_path_buf(),
+                    member,
+                    expected: declared,
+                    actual: stored,
+                });
+            }
+        }
         layers.push(Layer {
             index,
-            present: store.exists(&member),
+            present: stored_size.is_some(),
             digest,
             diff_id,
             media_type: desc.media_type,

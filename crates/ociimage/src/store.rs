@@ -357,9 +357,17 @@ impl Store {
 
     /// Whether a regular member (file, or link to one) of that name exists.
     pub(crate) fn exists(&self, name: &str) -> bool {
+        self.member_size(name).is_some()
+    }
+
+    /// The size of a regular member (file, or link to one) of that name, if there is one.
+    pub(crate) fn member_size(&self, name: &str) -> Option<u64> {
         match self {
-            Store::Dir(root) => normalize(name).is_some_and(|n| root.join(n).is_file()),
-            Store::Tar { members, .. } => self.resolve(name, members).is_ok(),
+            Store::Dir(root) => {
+                let meta = std::fs::metadata(root.join(normalize(name)?)).ok()?;
+                meta.is_file().then_some(meta.len())
+            }
+            Store::Tar { members, .. } => self.resolve(name, members).ok().map(|(_, size)| size),
         }
     }
 

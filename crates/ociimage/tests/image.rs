@@ -92,12 +92,13 @@ fn oci_fixture() -> Fixture {
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": cfg_len},
         "layers": layer_descs}));
-    let linux_layer = l.blob(&gzip(&layer_tar("etc/hostname", b"x")));
+    let linux_blob = gzip(&layer_tar("etc/hostname", b"x"));
+    let linux_layer = l.blob(&linux_blob);
     let (lcfg, lcfg_len) = l.json_blob(&json!({"os": "linux", "architecture": "amd64"}));
     let (lin, lin_len) = l.json_blob(&json!({"schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": lcfg.to_string(), "size": lcfg_len},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": linux_layer.to_string(), "size": 1}]}));
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": linux_layer.to_string(), "size": linux_blob.len()}]}));
     let (nested, nested_len) = l.json_blob(&json!({"schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
@@ -164,6 +165,28 @@ fn oci_layout_folder_follows_nested_index_to_windows() {
     let linux =
         Image::open(&f.root, &Platform::parse("linux/amd64").expect("platform")).expect("linux");
     assert_eq!(linux.layers().len(), 1);
+}
+
+/// A layer blob of another size than its descriptor says is refused on open, in a folder and
+/// in a tar, before any layer is read.
+#[test]
+fn a_layer_blob_of_the_wrong_size_is_refused_on_open() {
+    let f = oci_fixture();
+    let blob = f
+        .root
+        .join("blobs/sha256")
+        .join(Digest::of(&f.layers[1]).hex());
+    let bytes = std::fs::read(&blob).expect("read");
+    std::fs::write(&blob, &bytes[..bytes.len() - 10]).expect("cut");
+    let (tar_path, _) = pack_layout(&f.root);
+    for source in [&f.root, &tar_path] {
+        match Image::open(source, &Platform::windows_amd64()) {
+            Err(Error::SizeMismatch {
+                expected, actual, ..
+            }) => assert_eq!(expected, actual + 10),
+            other => panic!("{}: {other:?}", source.display()),
+        }
+    }
 }
 
 #[test]

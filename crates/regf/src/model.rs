@@ -241,7 +241,8 @@ impl Hive {
             f.sync_all()?;
             drop(f);
             std::fs::rename(&partial, &dest)?;
-            // The rename itself reaches the disk with the folder.
+            // The rename itself reaches the disk with the folder. Best effort: the hive is in
+            // place by now, so a failure here must not report the save as failed.
             #[cfg(unix)]
             if let Some(dir) = dest.parent() {
                 let dir = if dir.as_os_str().is_empty() {
@@ -249,7 +250,7 @@ impl Hive {
                 } else {
                     dir
                 };
-                std::fs::File::open(dir)?.sync_all()?;
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
             }
             Ok(())
         })();

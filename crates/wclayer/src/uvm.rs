@@ -52,6 +52,21 @@ pub fn windows_folder_name(p: &str) -> std::result::Result<String, String> {
             "ends in {name:?}: Windows drops a trailing dot or space from a folder name"
         ));
     }
+    // CON, NUL, COM1, LPT1.txt…: the part before the first dot names a device, not a folder.
+    let stem = name.split('.').next().unwrap_or(name).trim_end();
+    let device = ["CON", "PRN", "AUX", "NUL"]
+        .iter()
+        .any(|d| stem.eq_ignore_ascii_case(d))
+        || (stem.len() == 4
+            && stem
+                .get(..3)
+                .is_some_and(|p| p.eq_ignore_ascii_case("COM") || p.eq_ignore_ascii_case("LPT"))
+            && matches!(stem.as_bytes()[3], b'1'..=b'9'));
+    if device {
+        return Err(format!(
+            "ends in {name:?}, a Windows device name, not a folder name"
+        ));
+    }
     Ok(name.to_string())
 }
 

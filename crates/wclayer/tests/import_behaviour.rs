@@ -297,6 +297,8 @@ fn layer_folder_rules() {
         (r"C:\snap\a:b", "no Windows folder name can"),
         (r"C:\snap\7.", "trailing dot or space"),
         (r"C:\snap\7 ", "trailing dot or space"),
+        (r"C:\snap\CON", "device name"),
+        (r"C:\snap\lpt1.txt", "device name"),
     ] {
         let o = ImportOptions {
             host_layer_path: Some(bad.into()),
@@ -314,6 +316,8 @@ fn layer_folder_rules() {
         (r"\\srv\share\9", "9"),
         (r"\\?\C:\x\9", "9"),
         (r"\\?\UNC\srv\share\x\12", "12"),
+        (r"C:\x\a€", "a€"),
+        (r"C:\x\COM10", "COM10"),
     ] {
         assert!(wclayer::uvm::is_absolute_windows_path(good), "{good}");
         assert_eq!(

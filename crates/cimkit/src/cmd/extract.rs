@@ -162,6 +162,18 @@ pub fn run(args: Args) -> Result<Outcome> {
     result
 }
 
+/// Whether two metadata describe one file (device and inode; on other systems, never).
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &fs::Metadata, _: &fs::Metadata) -> bool {
+    false
+}
+
 /// Removes the file it names when dropped, unless disarmed (set to None) first.
 struct RemoveOnDrop(Option<PathBuf>);
 
@@ -347,12 +359,14 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
             )
         })?;
         partial_guard.0 = None;
-        // The rename changed the times of the folder it landed in, when that is one extracted.
-        if let Some((host, info)) = dirs
-            .iter()
-            .find(|(h, _)| Some(h.as_path()) == dest.parent())
-        {
-            set_times(host, info)?;
+        // The rename changed the times of the folder it landed in, when that is one extracted
+        // (however --metadata spells it: the folders are compared by identity).
+        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Ok(landed) = fs::metadata(parent.unwrap_or(Path::new("."))) {
+            let same = |h: &PathBuf| fs::metadata(h).is_ok_and(|m| same_file(&m, &landed));
+            if let Some((host, info)) = dirs.iter().find(|(h, _)| same(h)) {
+                set_times(host, info)?;
+            }
         }
     }
     // With the sidecar on stdout, the summary goes to stderr.

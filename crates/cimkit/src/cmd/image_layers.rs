@@ -92,7 +92,8 @@ fn how_to_pick(candidates: &[ManifestCandidate]) -> String {
     let mut text = String::new();
     for c in candidates.iter().filter(|c| c.present) {
         let p = &c.platform;
-        let variants = [None, p.variant.as_deref()];
+        // The variant it has even when it states none (arm64's v8), which --platform matches.
+        let variants = [None, p.effective_variant()];
         let versions = p.os_version.as_deref().map_or_else(Vec::new, |v| {
             let build: Vec<&str> = v.split('.').take(3).collect();
             vec![build.join("."), v.to_string()]

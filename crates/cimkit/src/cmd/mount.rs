@@ -553,12 +553,13 @@ mod linux {
                     }
                     // In use (an open file, a shell inside): keep serving rather than leave
                     // a mount nobody answers.
-                    Some(Err(why)) => eprintln!(
+                    Some(Err(why)) if why.contains("busy") => eprintln!(
                         "cimkit: cannot unmount {}: {why}; still mounted: close what uses it, \
                          then Ctrl-C again",
                         args.mountpoint.display()
                     ),
-                    None => {
+                    // Refused for another reason (no permission to run it, …): unmount from here.
+                    Some(Err(_)) | None => {
                         session.umount_and_join().with_context(|| {
                             format!("cannot unmount {}", args.mountpoint.display())
                         })?;
@@ -590,6 +591,8 @@ mod linux {
             let Ok(out) = std::process::Command::new(tool)
                 .arg("-u")
                 .arg(mountpoint)
+                // Its reason in English, which tells "busy" apart.
+                .env("LC_ALL", "C")
                 .stdin(std::process::Stdio::null())
                 .output()
             else {
