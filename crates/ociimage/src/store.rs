@@ -231,8 +231,9 @@ impl Store {
             if let Some((name, member)) = index_entry(&entry).map_err(io_err)? {
                 // Entries are found by seeking past their data, which reading would have
                 // refused: a member cut short by the end of the file is a truncated archive.
+                // (A block device reports no length: not checked there.)
                 if let Member::File { offset, size } = member {
-                    if offset.saturating_add(size) > meta.len() {
+                    if meta.is_file() && offset.saturating_add(size) > meta.len() {
                         return Err(Error::Invalid {
                             source_path: path.to_path_buf(),
                             member: name,
