@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::json;
@@ -24,10 +24,16 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 fn blob(root: &Path, bytes: &[u8]) -> String {
-    let hex = sha(bytes);
+    let digest = format!("sha256:{}", sha(bytes));
     std::fs::create_dir_all(root.join("blobs/sha256")).expect("mkdir");
-    std::fs::write(root.join("blobs/sha256").join(&hex), bytes).expect("blob");
-    format!("sha256:{hex}")
+    std::fs::write(blob_path(root, &digest), bytes).expect("blob");
+    digest
+}
+
+/// Where an OCI layout keeps the blob with this `sha256:` digest.
+fn blob_path(root: &Path, digest: &str) -> PathBuf {
+    root.join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
 }
 
 fn child_layer(text: &[u8]) -> Vec<u8> {
@@ -244,9 +250,7 @@ fn damaged_layer_blob_fails_and_leaves_no_layer() {
     let digests = oci_layout(&layout, b"child");
     // Flip the last byte of the gzip trailer of the base layer: the tar reads fine, the gzip
     // length check and the digest do not.
-    let path = layout
-        .join("blobs/sha256")
-        .join(digests[0].trim_start_matches("sha256:"));
+    let path = blob_path(&layout, &digests[0]);
     let mut bytes = std::fs::read(&path).expect("read");
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -313,12 +317,7 @@ fn foreign_layer_missing_is_reported() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let layout = tmp.path().join("layout");
     let digests = oci_layout(&layout, b"child");
-    std::fs::remove_file(
-        layout
-            .join("blobs/sha256")
-            .join(digests[0].trim_start_matches("sha256:")),
-    )
-    .expect("rm");
+    std::fs::remove_file(blob_path(&layout, &digests[0])).expect("rm");
     let listing = cimkit_ok(&["image-layers", s(&layout)], 0);
     assert!(listing.contains("(not included)"), "{listing}");
     let out = cimkit(&[
@@ -339,12 +338,7 @@ fn foreign_layer_missing_is_reported() {
     // An absent top layer is found before the base is imported.
     let layout = tmp.path().join("layout2");
     let digests = oci_layout(&layout, b"child");
-    std::fs::remove_file(
-        layout
-            .join("blobs/sha256")
-            .join(digests[1].trim_start_matches("sha256:")),
-    )
-    .expect("rm");
+    std::fs::remove_file(blob_path(&layout, &digests[1])).expect("rm");
     let snaps = tmp.path().join("s2");
     let out = cimkit(&["import-image", "-q", s(&layout), "--snapshots", s(&snaps)]);
     assert_eq!(out.status.code(), Some(2));
@@ -678,9 +672,7 @@ fn list_in_nested_index(root: &Path, entry: serde_json::Value) {
         serde_json::from_slice(&std::fs::read(root.join("index.json")).expect("read"))
             .expect("json");
     let inner = top["manifests"][0]["digest"].as_str().expect("digest");
-    let inner_path = root
-        .join("blobs/sha256")
-        .join(inner.trim_start_matches("sha256:"));
+    let inner_path = blob_path(root, inner);
     let mut index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(inner_path).expect("read")).expect("json");
     index["manifests"]
@@ -746,12 +738,7 @@ fn a_manifest_absent_from_the_archive_is_named_not_offered() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let layout = tmp.path().join("layout");
     let digests = two_version_layout(&layout);
-    std::fs::remove_file(
-        layout
-            .join("blobs/sha256")
-            .join(digests[0].trim_start_matches("sha256:")),
-    )
-    .expect("rm");
+    std::fs::remove_file(blob_path(&layout, &digests[0])).expect("rm");
     let out = cimkit(&["image-layers", s(&layout)]);
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
