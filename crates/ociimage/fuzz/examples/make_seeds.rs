@@ -272,18 +272,28 @@ fn version_cases(layer_blob: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
             config("linux", "arm64", Some("10.0.20348")),
         ),
     ];
+    plain_documents(cases, layer_blob)
+}
+
+/// Seeds of (name, index entries, config) cases, each with a plain layer tar.
+fn plain_documents(
+    cases: impl IntoIterator<Item = (&'static str, serde_json::Value, serde_json::Value)>,
+    layer_blob: &[u8],
+) -> Vec<(&'static str, Vec<u8>)> {
+    let layer = "application/vnd.oci.image.layer.v1.tar";
     cases
         .into_iter()
-        .map(|(name, entries, cfg)| {
-            let seed = documents_with(
-                entries,
-                cfg,
-                "application/vnd.oci.image.layer.v1.tar",
-                layer_blob,
-            );
-            (name, seed)
-        })
+        .map(|(name, entries, cfg)| (name, documents_with(entries, cfg, layer, layer_blob)))
         .collect()
+}
+
+/// Writes `body` (a seed without its mode byte) as `<name>-<mode>` once per mode.
+fn write_modes(dir: &std::path::Path, name: &str, body: &[u8], modes: &[u8]) {
+    for &mode in modes {
+        let mut b = vec![mode];
+        b.extend_from_slice(body);
+        std::fs::write(dir.join(format!("{name}-{mode}")), b).expect("write seed");
+    }
 }
 
 /// `value` (an index entry's platform or a config) with a CPU variant added.
@@ -325,18 +335,7 @@ fn variant_cases(layer_blob: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
             with_variant(cfg(), "v9"),
         ),
     ];
-    cases
-        .into_iter()
-        .map(|(name, entries, cfg)| {
-            let seed = documents_with(
-                entries,
-                cfg,
-                "application/vnd.oci.image.layer.v1.tar",
-                layer_blob,
-            );
-            (name, seed)
-        })
-        .collect()
+    plain_documents(cases, layer_blob)
 }
 
 fn main() {
@@ -373,29 +372,22 @@ fn main() {
         ("docker-old", docker_old(None)),
         ("docker-v25", docker_v25(None)),
     ] {
-        for mode in [0u8, 1] {
-            let mut b = vec![mode];
-            b.extend_from_slice(&bytes);
-            std::fs::write(dir.join(format!("{name}-{mode}")), b).expect("write seed");
-        }
+        write_modes(dir, name, &bytes, &[0, 1]);
     }
     // Mode 12-15: documents opened asking for OS version 10.0.20348 (bit 3), gzipped (bit 0)
     // and/or for linux/arm64 (bit 1).
     for (name, seed) in version_cases(&plain) {
-        for mode in 12u8..=15 {
-            let mut b = seed.clone();
-            b[0] = mode;
-            std::fs::write(dir.join(format!("version-{name}-{mode}")), b).expect("write seed");
-        }
+        write_modes(
+            dir,
+            &format!("version-{name}"),
+            &seed[1..],
+            &[12, 13, 14, 15],
+        );
     }
     // Mode 22 and 23: documents for linux/arm64 opened asking for variant v8 (bits 4, 2, 1; 23
     // gzipped): variants on both sides, on the config's only, and disagreeing.
     for (name, seed) in variant_cases(&plain) {
-        for mode in [22u8, 23] {
-            let mut b = seed.clone();
-            b[0] = mode;
-            std::fs::write(dir.join(format!("variant-{name}-{mode}")), b).expect("write seed");
-        }
+        write_modes(dir, &format!("variant-{name}"), &seed[1..], &[22, 23]);
     }
     // Mode 8 and 9: docker saves whose config states an OS version, the asked one and another.
     for (tag, version) in [("match", "10.0.20348.2527"), ("other", "10.0.17763.1")] {
@@ -403,12 +395,7 @@ fn main() {
             ("docker-old", docker_old(Some(version))),
             ("docker-v25", docker_v25(Some(version))),
         ] {
-            for mode in [8u8, 9] {
-                let mut b = vec![mode];
-                b.extend_from_slice(&bytes);
-                let file = format!("version-{name}-{tag}-{mode}");
-                std::fs::write(dir.join(file), b).expect("write seed");
-            }
+            write_modes(dir, &format!("version-{name}-{tag}"), &bytes, &[8, 9]);
         }
     }
     println!("seeds written to {}", dir.display());
