@@ -55,37 +55,14 @@ impl fmt::Display for Format {
     }
 }
 
-/// How a layer blob is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// A plain tar.
-    None,
-    /// A gzip-compressed tar.
-    Gzip,
-    /// A zstd-compressed tar.
-    Zstd,
-}
+/// How a layer blob is compressed (the layer importer's own notion of it).
+pub use wclayer::Compression;
 
-impl Compression {
-    /// Guesses the compression from the first bytes of a blob, as the layer importer does
-    /// (`wclayer::detect_compression`); a compression it refuses counts as none here.
-    pub fn sniff(head: &[u8]) -> Compression {
-        match wclayer::detect_compression(head) {
-            Ok(wclayer::Compression::Gzip) => Compression::Gzip,
-            Ok(wclayer::Compression::Zstd) => Compression::Zstd,
-            Ok(wclayer::Compression::None) | Err(_) => Compression::None,
-        }
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        })
-    }
+/// Guesses the compression from the first bytes of a blob, as the layer importer does; a
+/// compression the importer refuses (xz, bzip2) counts as none here, so that the importer's own
+/// message names it when the layer is imported.
+fn sniff_compression(head: &[u8]) -> Compression {
+    wclayer::detect_compression(head).unwrap_or(Compression::None)
 }
 
 /// An operating system, CPU architecture and optionally its variant and the Windows OS
@@ -1194,7 +1171,7 @@ fn open_oci(store: Store, selector: &Selector) -> Result<Image> {
                 // An uncompressed file must be the tar the config names (its digest is the
                 // diff_id); a compressed one is checked against the digest its name states, and
                 // its tar against the diff_id by whoever decompresses it.
-                let compression = Compression::sniff(&head);
+                let compression = sniff_compression(&head);
                 let named = saved
                     .strip_prefix("blobs/sha256/")
                     .and_then(|hex| Digest::from_hex(hex).ok())
@@ -1323,7 +1300,7 @@ fn open_docker(store: Store, selector: &Selector) -> Result<Image> {
         } else {
             (Vec::new(), None)
         };
-        let compression = Compression::sniff(&head);
+        let compression = sniff_compression(&head);
         let (media_type, foreign, urls, size) = match source {
             Some(desc) => (
                 desc.media_type.clone(),

@@ -219,7 +219,7 @@ impl Store {
             member: String::new(),
             message: e.to_string(),
         })?;
-        if compression != wclayer::Compression::None {
+        if compression != crate::Compression::None {
             return Store::open_compressed(path);
         }
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;

@@ -218,6 +218,12 @@ impl Compression {
     }
 }
 
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Whether `head` starts with a zstd skippable frame (magic 0x184D2A50 to 0x184D2A5F, little
 /// endian), as pzstd and other multi-frame writers put before the data frames.
 fn is_zstd_skippable_frame(head: &[u8]) -> bool {

@@ -403,13 +403,11 @@ impl CimWriter {
         names::check_name(name).map_err(|r| self.invalid(path, r))?;
         let mut n = ROOT;
         let mut walked = String::new();
-        let table = upcase::table();
         for c in dirs {
             walked.push('\\');
             walked.push_str(c);
-            let key = names::upcase_key(&c.encode_utf16().collect::<Vec<_>>(), table);
             let children = self.tree.children(n).ok_or_else(|| self.not_dir(&walked))?;
-            n = match children.get(&key) {
+            n = match children.get(&name_key(c)) {
                 Some(e) => e.node,
                 None => {
                     return Err(
@@ -465,11 +463,9 @@ impl CimWriter {
     pub fn reparse_point_above(&self, path: &str) -> Option<String> {
         let comps: Vec<&str> = names::components(path).collect();
         let (_, dirs) = comps.split_last()?;
-        let table = upcase::table();
         let mut n = ROOT;
         for (i, c) in dirs.iter().enumerate() {
-            let key = names::upcase_key(&c.encode_utf16().collect::<Vec<_>>(), table);
-            n = self.tree.children(n)?.get(&key)?.node;
+            n = self.tree.children(n)?.get(&name_key(c))?.node;
             let node = &self.tree.nodes[n];
             if node.is_dir() && format::is_name_surrogate(node.reparse()) {
                 return Some(dirs[..=i].join("\\"));
@@ -480,10 +476,14 @@ impl CimWriter {
 
     /// Resolves an existing path to its node.
     fn resolve(&self, path: &str) -> Result<NodeIx> {
+        self.walk(path, names::components(path))
+    }
+
+    /// Follows `comps` from the root; `path` (the whole path asked for) names what is missing.
+    fn walk<'c>(&self, path: &str, comps: impl IntoIterator<Item = &'c str>) -> Result<NodeIx> {
         let mut n = ROOT;
-        let table = upcase::table();
-        for c in names::components(path) {
-            let key = names::upcase_key(&c.encode_utf16().collect::<Vec<_>>(), table);
+        for c in comps {
+            let key = name_key(c);
             n = self
                 .tree
                 .children(n)
@@ -659,10 +659,9 @@ impl CimWriter {
     /// Removes a file, a directory (with everything under it), a hard link, or "file:stream".
     pub fn remove(&mut self, path: &str) -> Result<()> {
         self.close_stream()?;
-        let table = upcase::table();
         if let Some((file, stream)) = names::split_stream(path) {
             let node = self.resolve(file)?;
-            let key = names::upcase_key(&stream.encode_utf16().collect::<Vec<_>>(), table);
+            let key = name_key(stream);
             let i = self.tree.nodes[node]
                 .streams()
                 .iter()
@@ -676,21 +675,11 @@ impl CimWriter {
         }
         let comps: Vec<&str> = names::components(path).collect();
         let (name, dirs) = comps.split_last().ok_or_else(|| self.not_found(path))?;
-        let mut n = ROOT;
-        for c in dirs {
-            let key = names::upcase_key(&c.encode_utf16().collect::<Vec<_>>(), table);
-            n = self
-                .tree
-                .children(n)
-                .and_then(|ch| ch.get(&key))
-                .map(|e| e.node)
-                .ok_or_else(|| self.not_found(path))?;
-        }
-        let key = names::upcase_key(&name.encode_utf16().collect::<Vec<_>>(), table);
+        let n = self.walk(path, dirs.iter().copied())?;
         let removed = self
             .tree
             .children_mut(n)
-            .and_then(|c| c.remove(&key))
+            .and_then(|c| c.remove(&name_key(name)))
             .ok_or_else(|| self.not_found(path))?;
         self.tree.unlink(removed.node);
         Ok(())
@@ -853,6 +842,11 @@ impl CimWriter {
 
 /// Why a security descriptor, EA chain or reparse buffer cannot be stored, if it cannot: each is
 /// stored verbatim and handed to Windows at mount time, so a malformed one would only fail there.
+/// The case-folded key a name (or stream name) is looked up by in a directory or stream table.
+fn name_key(name: &str) -> Vec<u16> {
+    names::upcase_key(&name.encode_utf16().collect::<Vec<_>>(), upcase::table())
+}
+
 fn blob_problem(sd: &[u8], ea: &[u8], reparse: &[u8]) -> std::result::Result<(), String> {
     if sd.len() > 0xffff {
         return Err("security descriptor is longer than 65535 bytes".into());
