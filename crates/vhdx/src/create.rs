@@ -49,7 +49,8 @@ struct NewDisk {
     geometry: Geometry,
     physical_sector_size: u32,
     virtual_disk_id: Uuid,
-    locator: Option<LocatorItem>,
+    /// The encoded parent locator item of a differencing disk.
+    locator: Option<Vec<u8>>,
 }
 
 /// Creates an empty dynamic VHDX of `size` bytes; fails if `path` exists.
@@ -111,7 +112,8 @@ pub fn create_differencing(path: &Path, parent_path: &Path, locator: &ParentLoca
         locator_type: VHDX_LOCATOR_TYPE,
         entries,
     };
-    if item.encode().len() > MAX_METADATA_ITEM as usize - 64 {
+    let item = item.encode().map_err(|e| Error::InvalidArgument(e.0))?;
+    if item.len() > MAX_METADATA_ITEM as usize - 64 {
         return Err(Error::InvalidArgument(
             "parent locator paths too long".into(),
         ));
@@ -257,7 +259,7 @@ fn encode_metadata(d: &NewDisk) -> Vec<u8> {
         ),
     ];
     if let Some(l) = &d.locator {
-        items.push((PARENT_LOCATOR, META_IS_REQUIRED, l.encode()));
+        items.push((PARENT_LOCATOR, META_IS_REQUIRED, l.clone()));
     }
     let mut entries = Vec::new();
     let mut data = Vec::new();
@@ -326,10 +328,14 @@ mod tests {
             },
             physical_sector_size: 4096,
             virtual_disk_id: Uuid::nil(),
-            locator: Some(LocatorItem {
-                locator_type: VHDX_LOCATOR_TYPE,
-                entries: vec![("relative_path".into(), ".\\a".into())],
-            }),
+            locator: Some(
+                LocatorItem {
+                    locator_type: VHDX_LOCATOR_TYPE,
+                    entries: vec![("relative_path".into(), ".\\a".into())],
+                }
+                .encode()
+                .unwrap(),
+            ),
         };
         let m = encode_metadata(&d);
         assert_eq!(u16::from_le_bytes([m[10], m[11]]), 6);

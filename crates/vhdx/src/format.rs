@@ -533,28 +533,42 @@ impl LocatorItem {
 
     /// Encodes the item: header, 12-byte entries, then UTF-16LE keys and values; offsets are
     /// relative to the item start (DiscUtils, dissect.hypervisor and urbackup agree; vhdx.md §4.3).
-    pub fn encode(&self) -> Vec<u8> {
+    /// Refused when a count, length or offset does not fit its field (a key or value of 32,768
+    /// UTF-16 units or more: longer than any Windows path).
+    pub fn encode(&self) -> FResult<Vec<u8>> {
         let n = self.entries.len();
+        let count = u16::try_from(n)
+            .map_err(|_| FormatError(format!("parent locator has {n} entries, over 65535")))?;
         let mut b = vec![0u8; 20 + 12 * n];
         put_guid(&mut b, 0, &self.locator_type);
-        put_u16(&mut b, 18, n as u16);
+        put_u16(&mut b, 18, count);
         for (i, (k, v)) in self.entries.iter().enumerate() {
-            let put = |s: &str, b: &mut Vec<u8>| -> (u32, u16) {
-                let off = b.len() as u32;
+            let put = |s: &str, what: &str, b: &mut Vec<u8>| -> FResult<(u32, u16)> {
+                let off = b.len();
                 for u in s.encode_utf16() {
                     b.extend_from_slice(&u.to_le_bytes());
                 }
-                (off, (b.len() as u32 - off) as u16)
+                let too_long = || {
+                    FormatError(format!(
+                        "parent locator {what} of {} UTF-16 units is too long for its \
+                         16-bit byte length",
+                        (b.len() - off) / 2
+                    ))
+                };
+                Ok((
+                    u32::try_from(off).map_err(|_| too_long())?,
+                    u16::try_from(b.len() - off).map_err(|_| too_long())?,
+                ))
             };
-            let (ko, kl) = put(k, &mut b);
-            let (vo, vl) = put(v, &mut b);
+            let (ko, kl) = put(k, "key", &mut b)?;
+            let (vo, vl) = put(v, &format!("{k} value"), &mut b)?;
             let o = 20 + 12 * i;
             put_u32(&mut b, o, ko);
             put_u32(&mut b, o + 4, vo);
             put_u16(&mut b, o + 8, kl);
             put_u16(&mut b, o + 10, vl);
         }
-        b
+        Ok(b)
     }
 
     /// Decodes a parent locator item, checking every offset and length against the item.
@@ -1030,7 +1044,7 @@ mod tests {
                 ("relative_path".into(), ".\\b".into()),
             ],
         };
-        let b = item.encode();
+        let b = item.encode().unwrap();
         // Header: type GUID, reserved 0, count 2; entries from 20; strings from 44.
         assert_eq!(
             hex(&b[0..20]),

@@ -380,3 +380,35 @@ fn info_describes_a_child_whose_parent_is_damaged() {
         "{problem}"
     );
 }
+
+/// A parent-locator value's byte length is a 16-bit field: a path too long for it is refused
+/// rather than written with a wrapped length (a child naming some other parent), and nothing is
+/// left behind; a long path that fits round-trips.
+#[test]
+fn parent_locator_values_must_fit_their_length_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base.vhdx");
+    create_dynamic(&base, 8 << 20, 1 << 20, 512).unwrap();
+    let child = tmp.path().join("child.vhdx");
+    let mut loc = ParentLocator::sibling("base.vhdx");
+    loc.absolute_win32_path = Some(format!(r"C:\{}\base.vhdx", "a".repeat(33_000)));
+    let err = create_differencing(&child, &base, &loc).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("absolute_win32_path value of 33013 UTF-16 units is too long"),
+        "{err}"
+    );
+    assert!(!child.exists());
+
+    let long = format!(r"C:\{}\base.vhdx", "b".repeat(1000));
+    loc.absolute_win32_path = Some(long.clone());
+    create_differencing(&child, &base, &loc).unwrap();
+    let f = VhdxFile::open(&child).unwrap();
+    assert!(f.parent().is_some());
+    assert!(f
+        .info()
+        .parent_locator
+        .iter()
+        .any(|(k, v)| k == "absolute_win32_path" && *v == long));
+}

@@ -441,14 +441,8 @@ impl CimLayerWriter {
                         "{delta_rel} present but no parent layer folder has {base_rel}"
                     ),
                 })?;
-            let base = regf::Hive::open(&parent_base).map_err(|source| Error::Hive {
-                path: parent_base.clone(),
-                source: Box::new(source),
-            })?;
-            let delta_hive = regf::Hive::open(&delta).map_err(|source| Error::Hive {
-                path: delta.clone(),
-                source: Box::new(source),
-            })?;
+            let base = open_hive_to_rewrite(&parent_base)?;
+            let delta_hive = open_hive_to_rewrite(&delta)?;
             let merged = regf::merge(&base, &delta_hive).map_err(|source| Error::Hive {
                 path: delta.clone(),
                 source: Box::new(source),
@@ -627,6 +621,22 @@ fn inherited_to_hide(
         }
     }
     Ok(Some(hide))
+}
+
+/// Reads a hive the import will rewrite (merge or edit); a dirty one is refused, since the
+/// clean hive written from it would drop what its logs hold without a word.
+pub(crate) fn open_hive_to_rewrite(path: &Path) -> Result<regf::Hive> {
+    let hive = regf::Hive::open(path).map_err(|source| Error::Hive {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    match hive.dirty_notes() {
+        None => Ok(hive),
+        Some(notes) => Err(Error::DirtyHive {
+            path: path.to_path_buf(),
+            notes,
+        }),
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary name, so the real name only ever holds complete

@@ -562,7 +562,7 @@ fn write_entries(
             offset: None,
             error: source,
         })?;
-        let kind = entry.header().entry_type();
+        let kind = go_entry_type(entry.header(), &entry.path_bytes());
         if kind == EntryType::XGlobalHeader {
             // Go hands these to hcsshim, which would create an empty file named after the
             // header (GO-QUIRK, layer-tar.md §B1); they carry no file, so skip them.
@@ -748,6 +748,17 @@ fn write_entries(
         });
     }
     Ok(stats)
+}
+
+/// The entry's type as Go's archive/tar (hcsshim's tar reader) reports it: the legacy `'\0'`
+/// typeflag of pre-POSIX tars is a directory when the name ends in `/` and a regular file
+/// otherwise (layer-tar.md §B1), where the tar crate calls both a regular file.
+fn go_entry_type(header: &tar::Header, name: &[u8]) -> EntryType {
+    if header.as_old().linkflag[0] == 0 && name.ends_with(b"/") {
+        EntryType::Directory
+    } else {
+        header.entry_type()
+    }
 }
 
 fn copy_data(

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::cimlayer::write_atomically;
+use crate::cimlayer::{open_hive_to_rewrite, write_atomically};
 use crate::error::{Error, Result};
 use crate::layout::{
     host_path, UTILITY_VM_DIR, UVM_BCD, UVM_BUILD_VERSION_FILE, UVM_REG_FILES_DIR,
@@ -100,18 +100,6 @@ fn split_windows_root(p: &str) -> Option<(&str, &str)> {
     Some(p.split_at(root_len))
 }
 
-/// Refuses a dirty hive (one whose transaction logs hold changes not yet in the file): editing
-/// and saving it would drop them without a word.
-fn refuse_dirty(hive: &regf::Hive) -> std::result::Result<(), String> {
-    match hive.dirty_notes() {
-        None => Ok(()),
-        Some(notes) => Err(format!(
-            "the hive is dirty (changes are still in its .LOG1/.LOG2 transaction logs, not in \
-             the file): replay them into the file before packing the layer: {notes}"
-        )),
-    }
-}
-
 /// Reads `Microsoft\Windows NT\CurrentVersion\CurrentBuild` (REG_SZ) from a SOFTWARE hive.
 pub fn current_build(software: &regf::Hive) -> std::result::Result<u32, String> {
     const WHERE: &str =
@@ -188,6 +176,12 @@ pub(crate) fn process_utility_vm(
         build.to_string().as_bytes(),
     )?;
     let mut notes = vec![format!("utility VM build {build}")];
+    if let Some(dirty) = software.dirty_notes() {
+        notes.push(format!(
+            "the utility VM's SOFTWARE hive is dirty (its .LOG1/.LOG2 logs hold changes the \
+             file lacks), so the build number read from the file may be out of date: {dirty}"
+        ));
+    }
     if build <= LAST_BUILD_WITHOUT_CIM_BOOT {
         notes.push(format!("utility VM build {build} <= {LAST_BUILD_WITHOUT_CIM_BOOT}: no boot-from-CIM processing"));
         return Ok(notes);
@@ -224,9 +218,8 @@ pub(crate) fn process_utility_vm(
             )
         };
         // The hive's and the file system's own errors name the file already.
-        let mut system = regf::Hive::open(&system_path)
+        let mut system = open_hive_to_rewrite(&system_path)
             .map_err(|e| uvm_err("edit SYSTEM hive", e.to_string()))?;
-        refuse_dirty(&system).map_err(system_err)?;
         enable_cim_boot(&mut system);
         let bytes = system.to_bytes().map_err(|e| system_err(e.to_string()))?;
         write_atomically(&system_path, &bytes)

@@ -329,18 +329,18 @@ fn layer_folder_rules() {
 
 fn uvm_layer(shared: &Path, build: &str, bcd: &[u8]) -> Vec<u8> {
     let sys = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
-    uvm_layer_with_system(shared, build, bcd, &sys)
+    uvm_layer_with_hives(shared, &common::software_hive(build), bcd, &sys)
 }
 
-fn uvm_layer_with_system(shared: &Path, build: &str, bcd: &[u8], sys: &[u8]) -> Vec<u8> {
+/// A base layer with a utility VM whose SOFTWARE and SYSTEM hives are `sw` and `sys`.
+fn uvm_layer_with_hives(shared: &Path, sw: &[u8], bcd: &[u8], sys: &[u8]) -> Vec<u8> {
     small_base(shared, |t| {
-        let sw = common::software_hive(build);
         t.dir("UtilityVM", &[]);
         t.dir("UtilityVM/Files", &[]);
         t.dir("UtilityVM/Files/Windows", &[]);
         t.dir("UtilityVM/Files/Windows/System32", &[]);
         t.dir("UtilityVM/Files/Windows/System32/config", &[]);
-        t.file("UtilityVM/Files/Windows/System32/config/SOFTWARE", &[], &sw);
+        t.file("UtilityVM/Files/Windows/System32/config/SOFTWARE", &[], sw);
         t.file(
             "UtilityVM/Files/Windows/System32/config/SYSTEM",
             &[("MSWINDOWS.fileattr", "32".into())],
@@ -567,7 +567,7 @@ fn utility_vm_errors_name_the_step_and_leave_no_disks() {
     let dirty = fs::read(shared.join("testdata/hives/yarp-NewDirtyHive1/NewDirtyHive")).unwrap();
     let bcd = fs::read(shared.join("testdata/bcd/windeploy-uefi-locate.BCD")).unwrap();
     let err = import_error(
-        &uvm_layer_with_system(&shared, "26100", &bcd, &dirty),
+        &uvm_layer_with_hives(&shared, &common::software_hive("26100"), &bcd, &dirty),
         &layer,
         &[],
     );
@@ -1484,5 +1484,118 @@ fn pax_gnu_sparse_files_are_refused_clearly() {
     assert!(
         err.contains("GNU sparse file in PAX format") && err.contains("GNUSparseFile.0"),
         "{err}"
+    );
+}
+
+/// The dirty hive of shared/testdata (sequence numbers differ: its logs hold changes).
+fn dirty_hive(shared: &Path) -> Vec<u8> {
+    let dirty = fs::read(shared.join("testdata/hives/yarp-NewDirtyHive1/NewDirtyHive")).unwrap();
+    assert!(regf::Hive::parse(&dirty).unwrap().dirty_notes().is_some());
+    dirty
+}
+
+/// A child layer whose only content is the differencing hive `Hives/System_Delta`.
+fn child_with_system_delta(delta: &[u8]) -> Vec<u8> {
+    let mut t = TarBuilder::new();
+    t.dir("Hives", &[]);
+    t.file(
+        "Hives/System_Delta",
+        &[("MSWINDOWS.fileattr", "32".into())],
+        delta,
+    );
+    t.finish()
+}
+
+/// A merge writes a clean hive: a dirty input (the delta, or the parent's `_BASE`) would lose
+/// what its transaction logs hold, so the import is refused, naming the file.
+#[test]
+fn dirty_hives_are_not_merged() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("snapshots/1");
+    import(&small_base(&shared, |_| {}), &base, &[]).unwrap();
+    let cim_layers = tmp.path().join("snapshots/cim-layers");
+    let before = listing(&cim_layers);
+    let child = tmp.path().join("snapshots/2");
+    let err = import_error(
+        &child_with_system_delta(&dirty_hive(&shared)),
+        &child,
+        &[&base],
+    );
+    assert!(
+        err.contains("SYSTEM_DELTA") && err.contains("dirty") && err.contains(".LOG1"),
+        "{err}"
+    );
+    assert_nothing_left(&child, &before);
+
+    // a base layer whose SYSTEM hive is dirty imports (nothing rewrites it), but a delta cannot
+    // be merged onto it
+    let dirty_base = tmp.path().join("snapshots/3");
+    let tar = small_base(&shared, |t| {
+        t.file(
+            "Files/Windows/System32/config/SYSTEM",
+            &[],
+            &dirty_hive(&shared),
+        )
+    });
+    import(&tar, &dirty_base, &[]).unwrap();
+    let before = listing(&cim_layers);
+    let delta = fs::read(shared.join("testdata/hives/yarp-System_Delta")).unwrap();
+    let err = import_error(&child_with_system_delta(&delta), &child, &[&dirty_base]);
+    assert!(
+        err.contains("SYSTEM_BASE") && err.contains("dirty"),
+        "{err}"
+    );
+    assert_nothing_left(&child, &before);
+}
+
+/// Only read, a dirty utility-VM SOFTWARE hive is used, with a note that the build number read
+/// from it may be stale.
+#[test]
+fn dirty_uvm_software_hive_gives_a_note() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("snapshots/1");
+    let mut sw = common::software_hive("17763");
+    // primary sequence number bumped, checksum (XOR of the first 127 dwords) kept right
+    sw[4] = sw[4].wrapping_add(1);
+    let sum = (0..127).fold(0u32, |x, i| {
+        x ^ u32::from_le_bytes(sw[i * 4..i * 4 + 4].try_into().unwrap())
+    });
+    sw[508..512].copy_from_slice(&sum.to_le_bytes());
+    let sys = fs::read(shared.join("testdata/hives/yarp-OffHive")).unwrap();
+    let bcd = fs::read(shared.join("testdata/bcd/windeploy-uefi-locate.BCD")).unwrap();
+    let s = import(&uvm_layer_with_hives(&shared, &sw, &bcd, &sys), &layer, &[]).unwrap();
+    assert_eq!(fs::read(layer.join("uvmbuildversion")).unwrap(), b"17763");
+    assert!(
+        s.notes.iter().any(|n| n.contains("SOFTWARE hive is dirty")),
+        "{:?}",
+        s.notes
+    );
+}
+
+/// A directory entry with the legacy `'\0'` typeflag that restates an inherited directory keeps
+/// it (Go's archive/tar reads it as a directory), rather than replacing its tree with a file.
+#[test]
+fn legacy_nul_typeflag_directory_keeps_the_inherited_tree() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("snapshots/1");
+    import(&small_base(&shared, |_| {}), &base, &[]).unwrap();
+    let mut t = TarBuilder::new();
+    t.entry_with_typeflag("Files/Windows/", 0, &[], "", b"");
+    let child = tmp.path().join("snapshots/2");
+    let s = import(&t.finish(), &child, &[&base]).unwrap();
+    let cim = cimfs::Cim::open(&s.cim_path).unwrap();
+    assert!(cim.stat(r"Files\Windows").unwrap().is_directory);
+    assert_eq!(
+        read_cim_file(&cim, r"Files\Windows\notepad.exe"),
+        b"MZ notepad"
     );
 }

@@ -291,3 +291,34 @@ fn progress_counts_entries_and_bytes() {
     assert!(seen.windows(2).all(|w| w[0].bytes_read <= w[1].bytes_read));
     assert!(seen.last().unwrap().bytes_read <= tar.len() as u64);
 }
+
+/// Pre-POSIX tars mark files with a `'\0'` typeflag; Go's archive/tar (what hcsshim reads
+/// layers with) makes such an entry a directory when its name ends in `/` (layer-tar.md §B1).
+#[test]
+fn legacy_nul_typeflag_is_a_directory_when_the_name_ends_in_a_slash() {
+    let mut t = TarBuilder::new();
+    t.entry_with_typeflag("./", 0, &[], "", b"");
+    t.entry_with_typeflag("Files/", 0, &[], "", b"");
+    t.entry_with_typeflag("Files/sub/", 0, &[], "", b"");
+    t.entry_with_typeflag("Files/sub/a", 0, &[], "", b"data");
+    let ops = record(&t.finish()).unwrap();
+    let added: Vec<(String, bool, u64)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            RecordedOp::Add { name, info, .. } => Some((
+                name.clone(),
+                info.attributes & FILE_ATTRIBUTE_DIRECTORY != 0,
+                info.size,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        added,
+        [
+            ("Files".to_string(), true, 0),
+            (r"Files\sub".to_string(), true, 0),
+            (r"Files\sub\a".to_string(), false, 4),
+        ]
+    );
+}

@@ -192,6 +192,19 @@ impl TarBuilder {
         link: &str,
         data: &[u8],
     ) {
+        self.entry_with_typeflag(name, kind.as_byte(), pax, link, data);
+    }
+
+    /// An entry with any typeflag byte, e.g. the legacy `'\0'` of pre-POSIX tars (which the tar
+    /// crate cannot name: it reads `'\0'` and `'0'` alike).
+    pub fn entry_with_typeflag(
+        &mut self,
+        name: &str,
+        typeflag: u8,
+        pax: &[(&str, String)],
+        link: &str,
+        data: &[u8],
+    ) {
         let mut recs: Vec<(&str, &[u8])> = pax.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
         let long_name = name.len() > 100;
         if long_name {
@@ -204,14 +217,10 @@ impl TarBuilder {
             self.b.append_pax_extensions(recs).unwrap();
         }
         let mut h = tar::Header::new_ustar();
-        h.set_entry_type(kind);
+        h.as_old_mut().linkflag = [typeflag];
         h.set_size(data.len() as u64);
         h.set_mtime(1_650_000_000);
-        h.set_mode(if kind == tar::EntryType::Directory {
-            0o40000
-        } else {
-            0o100000
-        });
+        h.set_mode(if typeflag == b'5' { 0o40000 } else { 0o100000 });
         if !link.is_empty() && link.len() <= 100 {
             h.set_link_name(link).unwrap();
         }
