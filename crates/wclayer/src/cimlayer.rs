@@ -123,9 +123,13 @@ pub struct CimLayerWriter {
     missing_whiteouts: u64,
     /// Opaque markers whose directory no parent layer has.
     missing_opaque_dirs: u64,
-    /// Every path this layer added (files, directories, links, std files), for opaque
-    /// directories: what the layer itself put under one stays.
+    /// Paths this child layer added (files, directories, links, std files) since the last
+    /// opaque marker, for opaque directories: what the layer itself put under one stays.
     added: Vec<String>,
+    /// The paths of `added` folded in at earlier opaque markers, and their ancestors, as keys
+    /// upcased with the parent image's table; so each marker costs what it hides, not the
+    /// number of entries before it.
+    kept: HashSet<Vec<u16>>,
     /// The nearest parent's CIM, opened at the first opaque marker to list inherited children.
     parent_image: Option<cimfs::Cim>,
     /// The last parent directory found to have no directory symlink or junction at or above
@@ -201,6 +205,7 @@ impl CimLayerWriter {
             missing_whiteouts: 0,
             missing_opaque_dirs: 0,
             added: Vec::new(),
+            kept: HashSet::new(),
             parent_image: None,
             clear_dir: None,
             notes,
@@ -548,39 +553,40 @@ impl CimLayerWriter {
     }
 }
 
-/// What an opaque `dir` hides: every path under it in the `parent` image that this layer did
-/// not add (paths in `added`, and their ancestors, are kept and looked into), with whether its
-/// name was decoded lossily. None when the parent has no directory `dir`. Names are compared
-/// with the parent image's upcase table, as cimfs compares them.
-fn inherited_to_hide(
-    parent: &cimfs::Cim,
-    dir: &str,
-    added: &[String],
-) -> Result<Option<Vec<(String, bool)>>> {
-    let table = parent.upcase_table();
-    let key = |s: &str| -> Vec<u16> {
-        s.encode_utf16()
-            .map(|c| table.get(usize::from(c)).copied().unwrap_or(c))
-            .collect()
-    };
+/// A path's case-folded key, upcased through `table` (one entry per UTF-16 unit), as cimfs
+/// compares names.
+fn folded_key(path: &str, table: &[u16]) -> Vec<u16> {
+    path.encode_utf16()
+        .map(|c| table.get(usize::from(c)).copied().unwrap_or(c))
+        .collect()
+}
+
+/// Adds the keys of `paths` and of all their ancestors to `kept`.
+fn fold_added(kept: &mut HashSet<Vec<u16>>, table: &[u16], paths: impl Iterator<Item = String>) {
     let sep = u16::from(b'\\');
-    let dir_key = key(dir);
-    let mut keep: HashSet<Vec<u16>> = HashSet::new();
-    for p in added {
-        let k = key(p);
-        if k.len() <= dir_key.len() + 1 || !k.starts_with(&dir_key) || k[dir_key.len()] != sep {
-            continue;
-        }
-        // The added path and each of its ancestors below `dir`.
-        let first = dir_key.len() + 1;
+    for p in paths {
+        let k = folded_key(&p, table);
         let mut end = k.len();
-        while keep.insert(k[..end].to_vec()) {
-            match k[first..end].iter().rposition(|&c| c == sep) {
-                Some(i) => end = first + i,
+        // An ancestor already present was folded in with all of its own ancestors.
+        while kept.insert(k[..end].to_vec()) {
+            match k[..end].iter().rposition(|&c| c == sep) {
+                Some(i) => end = i,
                 None => break,
             }
         }
     }
+}
+
+/// What an opaque `dir` hides: every path under it in the `parent` image that this layer did
+/// not add (paths in `kept`, the keys of the added paths and of their ancestors, are kept and
+/// looked into), with whether its name was decoded lossily. None when the parent has no
+/// directory `dir`. Names are compared with the parent image's upcase table, as cimfs does.
+fn inherited_to_hide(
+    parent: &cimfs::Cim,
+    dir: &str,
+    kept: &HashSet<Vec<u16>>,
+) -> Result<Option<Vec<(String, bool)>>> {
+    let table = parent.upcase_table();
     let parent_err = |path: &str, source: cimfs::Error| Error::Cim {
         image: parent.path().to_path_buf(),
         op: "list",
@@ -609,7 +615,7 @@ fn inherited_to_hide(
                 ));
             }
             let path = format!("{d}\\{}", e.name);
-            if keep.contains(&key(&path)) {
+            if kept.contains(&folded_key(&path, table)) {
                 let info = parent.file(e.file_id).map_err(|x| parent_err(&path, x))?;
                 if info.kind() == cimfs::FileKind::Directory {
                     stack.push(path);
@@ -672,6 +678,13 @@ impl CimLayerWriter {
         })
     }
 
+    /// Records a path this layer added, for later opaque markers (a base layer has none).
+    fn note_added(&mut self, name: &str) {
+        if !self.parents.is_empty() {
+            self.added.push(name.to_string());
+        }
+    }
+
     /// A later entry at the name of a pending hard link replaces that link.
     fn forget_pending_link(&mut self, path: &str) {
         // Called for every entry: most layers have no pending link, so no lower-casing then.
@@ -725,7 +738,7 @@ impl LayerWriter for CimLayerWriter {
         if name == UTILITY_VM_DIR {
             self.has_utility_vm = true;
         }
-        self.added.push(name.to_string());
+        self.note_added(name);
         if let Some(canonical) = std_file_canonical(name) {
             if is_directory(info) || !info.reparse_data.is_empty() {
                 return Err(Error::entry(
@@ -784,7 +797,7 @@ impl LayerWriter for CimLayerWriter {
         }
         self.refuse_under_reparse_point(name)?;
         self.forget_pending_link(name);
-        self.added.push(name.to_string());
+        self.note_added(name);
         // Deferred only when the target itself is: a hive already in a parent image is linked now,
         // so a whiteout or replacement of it later in this tar leaves the link as tar order says.
         if self.is_pending(target) {
@@ -877,7 +890,8 @@ impl LayerWriter for CimLayerWriter {
         let Some(parent) = self.parent_image.as_ref() else {
             return Err(Error::Sequence("parent image not open".into()));
         };
-        let Some(hide) = inherited_to_hide(parent, dir, &self.added)? else {
+        fold_added(&mut self.kept, parent.upcase_table(), self.added.drain(..));
+        let Some(hide) = inherited_to_hide(parent, dir, &self.kept)? else {
             // OCI allows a marker for a directory the lower layers do not have.
             self.missing_opaque_dirs += 1;
             return Ok(());
