@@ -850,6 +850,11 @@ impl VhdxFile {
         Ok(())
     }
 
+    /// The file's length on disk (a log replayed in memory can make it look longer).
+    fn disk_len(&self) -> u64 {
+        self.overlay.as_ref().map_or(self.file_len, |r| r.disk_len)
+    }
+
     fn read_bat(&mut self) -> Result<()> {
         let n = self.geometry.bat_entries(self.has_parent());
         let need = n * 8;
@@ -863,8 +868,17 @@ impl VhdxFile {
                 ),
             ));
         }
-        // The region lies inside the file (checked with the region table), so this allocation
-        // is bounded by the file size.
+        // The region lies inside the file (checked with the region table); a log replayed in
+        // memory may make the file look longer than it is, so the allocation is bounded by
+        // the file's size on disk too (a real BAT lies in the file as created).
+        let on_disk = self.disk_len();
+        if need > on_disk {
+            return Err(self.corrupt(
+                "BAT",
+                self.bat_offset,
+                format!("{n} entries need {need} bytes, more than the file's {on_disk} bytes"),
+            ));
+        }
         let mut raw = vec![0u8; need as usize];
         self.read_file(self.bat_offset, &mut raw)?;
         self.bat = raw.chunks_exact(8).map(|c| le_u64(c, 0)).collect();
@@ -1325,7 +1339,7 @@ impl VhdxFile {
         problems.listed.extend(bat.listed.into_iter().take(room));
         VhdxInfo {
             path: self.path.clone(),
-            file_size: self.overlay.as_ref().map_or(self.file_len, |r| r.disk_len),
+            file_size: self.disk_len(),
             creator: self.creator.clone(),
             disk_type: self.disk_type(),
             virtual_size: g.virtual_size,
