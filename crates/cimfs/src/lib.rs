@@ -53,11 +53,20 @@ pub struct ImageFiles {
     pub parent_regions: Vec<PathBuf>,
 }
 
+/// The folder holding `path`: its parent, or `.` for a bare file name (whose parent is empty,
+/// which names no folder to list).
+pub fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Lists the files of the image at `cim_path` (found case-insensitively in its folder).
 /// Missing region files are an error; missing objectid files are skipped (they are only a write-side hint).
 pub fn image_files(cim_path: &Path) -> Result<ImageFiles> {
     let h = reader::read_image_header(cim_path)?;
-    let dir = cim_path.parent().unwrap_or(Path::new("."));
+    let dir = folder_of(cim_path);
     let mut listing = None;
     let mut find = |name: String| {
         reader::find_in_dir(dir, &name, &mut listing).ok_or_else(|| Error::MissingRegion {

@@ -350,10 +350,7 @@ impl Cim {
     /// Opens the image at `cim_path`; its parents' region files are looked up in the same folder.
     pub fn open(cim_path: &Path) -> Result<Cim> {
         let ih = read_image_header(cim_path)?;
-        let dir = cim_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = crate::folder_of(cim_path).to_path_buf();
         let total: usize = ih
             .parents
             .iter()

@@ -697,7 +697,7 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
             return c.problems;
         }
     };
-    let dir = cim_path.parent().unwrap_or(Path::new("."));
+    let dir = crate::folder_of(cim_path);
     for p in &header.parents {
         c.check_region_files(dir, p, false);
     }
@@ -849,7 +849,7 @@ pub fn verify_digests_report(cim_path: &Path) -> DigestReport {
         }
     };
     let set = header.header.regions;
-    let dir = cim_path.parent().unwrap_or(Path::new("."));
+    let dir = crate::folder_of(cim_path);
     let mut listing = None;
     for (i, region_path) in files.regions.iter().enumerate() {
         let name = format::objectid_file_name(&set.id, i as u16);

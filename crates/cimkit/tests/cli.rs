@@ -989,3 +989,56 @@ fn replaced_files_keep_their_mode_and_links() {
     let seen = cimkit_ok(&["hive", "get", s(&other_name), "Cimkit", "Mark"], 0);
     assert!(seen.starts_with('7'), "{seen}");
 }
+
+/// The README's examples on the two shipped sample layers, run where they say: in the
+/// `cim-layers` folder, naming images by bare file name (whose folder is `.`, not the empty
+/// path a bare name's `parent()` gives).
+#[test]
+fn readme_examples_on_the_samples_with_bare_image_names() {
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples");
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path();
+    import_tar(&samples.join("base-layer.tar.gz"), &snap.join("1"), &[]);
+    import_tar(
+        &samples.join("child-layer.tar.gz"),
+        &snap.join("2"),
+        &[&snap.join("1")],
+    );
+    let here = snap.join("cim-layers");
+    let run = |args: &[&str], code: i32| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cimkit"))
+            .args(args)
+            .current_dir(&here)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "cimkit {args:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(&["ls", "2.cim"], 0), "Files\nHives\nlayout\n");
+    assert_eq!(
+        run(&["cat", "2.cim", r"Files\setup.exe:Zone.Identifier"], 0),
+        "[ZoneTransfer]\r\nZoneId=3\r\n"
+    );
+    assert!(run(&["stat", "2.cim", "Files/link"], 0).contains("-> hello.txt"));
+    let diff = run(&["diff", "1.cim", "2.cim"], 1);
+    assert!(
+        diff.contains(r"- Files\PerfLogs") && diff.contains(r"+ Files\setup.exe"),
+        "{diff}"
+    );
+    run(&["verify", "--digests", "2.cim"], 0);
+    run(&["export", "2.cim", "-o", "child.tar"], 0);
+    run(
+        &["import", "-q", "child.tar", "--layer", "../3", "--parent", "../1"],
+        0,
+    );
+    assert_eq!(run(&["diff", "2.cim", "3.cim"], 0), "");
+    run(&["du", "3.cim"], 0);
+    run(&["destroy", "--layer", "../3"], 0);
+    assert!(!here.join("3.cim").exists());
+    run(&["verify", "2.cim"], 0);
+}

@@ -1137,9 +1137,7 @@ pub fn destroy_layer(layer: &Path) -> Result<DestroyReport> {
 /// A neighbour that cannot be read names nothing (it cannot be checked).
 fn files_owned_by_other_images(cim: &Path) -> Result<std::collections::HashSet<PathBuf>> {
     let mut owned = std::collections::HashSet::new();
-    let Some(dir) = cim.parent() else {
-        return Ok(owned);
-    };
+    let dir = cimfs::folder_of(cim);
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if path == cim || path.extension().and_then(|e| e.to_str()) != Some("cim") {

@@ -22,9 +22,7 @@ pub struct Args {
 /// Other images in the same folder whose parents include one of `cim`'s own region files.
 fn dependents(cim: &Path) -> Result<Vec<PathBuf>> {
     let own = cimfs::image_files(cim).with_context(|| format!("cannot read {}", cim.display()))?;
-    let Some(dir) = cim.parent() else {
-        return Ok(Vec::new());
-    };
+    let dir = cimfs::folder_of(cim);
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let path = entry
@@ -81,7 +79,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         println!(
             "kept {} files that another image in {} also lists as its own",
             report.kept.len(),
-            cim.parent().unwrap_or(Path::new(".")).display()
+            cimfs::folder_of(&cim).display()
         );
     }
     Ok(Outcome::Ok)
