@@ -1033,7 +1033,15 @@ fn readme_examples_on_the_samples_with_bare_image_names() {
     run(&["verify", "--digests", "2.cim"], 0);
     run(&["export", "2.cim", "-o", "child.tar"], 0);
     run(
-        &["import", "-q", "child.tar", "--layer", "../3", "--parent", "../1"],
+        &[
+            "import",
+            "-q",
+            "child.tar",
+            "--layer",
+            "../3",
+            "--parent",
+            "../1",
+        ],
         0,
     );
     assert_eq!(run(&["diff", "2.cim", "3.cim"], 0), "");

@@ -400,12 +400,30 @@ pub fn decode_metadata_table(b: &[u8], region_len: u64) -> FResult<Vec<MetadataE
                 e.item_id, e.offset, e.length
             ));
         }
+        if e.length == 0 && e.offset != 0 {
+            return bad(format!(
+                "metadata item {} is empty but has offset {:#x} (must be 0)",
+                e.item_id, e.offset
+            ));
+        }
         let user = e.flags & META_IS_USER;
         if out
             .iter()
             .any(|p| p.item_id == e.item_id && p.flags & META_IS_USER == user)
         {
             return bad(format!("metadata item {} listed twice", e.item_id));
+        }
+        let end = |m: &MetadataEntry| u64::from(m.offset) + u64::from(m.length);
+        if let Some(p) = out.iter().find(|p| {
+            p.length > 0
+                && e.length > 0
+                && u64::from(e.offset) < end(p)
+                && u64::from(p.offset) < end(&e)
+        }) {
+            return bad(format!(
+                "metadata items {} ({:#x}+{:#x}) and {} ({:#x}+{:#x}) overlap",
+                p.item_id, p.offset, p.length, e.item_id, e.offset, e.length
+            ));
         }
         out.push(e);
     }
@@ -1007,6 +1025,27 @@ mod tests {
             ..e[0]
         }]);
         assert!(decode_metadata_table(&bad, MIB).is_err());
+        // Items must not overlap (vhdx.md §5.7), and an empty item has offset 0.
+        let size = MetadataEntry {
+            item_id: VIRTUAL_DISK_SIZE,
+            offset: 0x10004,
+            length: 8,
+            flags: META_IS_REQUIRED | META_IS_VIRTUAL_DISK,
+        };
+        let overlapping = encode_metadata_table(&[e[0], size]);
+        let msg = decode_metadata_table(&overlapping, MIB).unwrap_err().0;
+        assert!(msg.contains("overlap"), "{msg}");
+        let apart = encode_metadata_table(&[
+            e[0],
+            MetadataEntry {
+                offset: 0x10008,
+                ..size
+            },
+        ]);
+        assert!(decode_metadata_table(&apart, MIB).is_ok());
+        let empty_at = encode_metadata_table(&[MetadataEntry { length: 0, ..e[0] }]);
+        let msg = decode_metadata_table(&empty_at, MIB).unwrap_err().0;
+        assert!(msg.contains("must be 0"), "{msg}");
     }
 
     #[test]
