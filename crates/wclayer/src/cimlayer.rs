@@ -160,7 +160,7 @@ impl CimLayerWriter {
                 let p = opts.host_layer_path.as_deref().unwrap_or_default();
                 return Err(Error::Layer {
                     layer,
-                    reason: format!("host layer path {p:?} {why}"),
+                    reason: format!("host layer path {} {why}", crate::error::quoted(p)),
                 });
             }
         };
@@ -489,9 +489,10 @@ impl CimLayerWriter {
                 Err(cimfs::Error::NotFound { .. }) => Err(Error::entry(
                     &name,
                     format!(
-                        "hard link to {target:?}, which this tar removed later: a hive or boot \
-                         file reaches the image only at the end of the import, so a link cannot \
-                         keep its content"
+                        "hard link to {}, which this tar removed later: a hive or boot file \
+                         reaches the image only at the end of the import, so a link cannot keep \
+                         its content",
+                        crate::error::quoted(&target)
                     ),
                 )),
                 Err(e) => Err(self.cim_err("link", &name, e)),
@@ -610,7 +611,7 @@ fn inherited_to_hide(
                     cimfs::Error::InvalidArgument {
                         image: parent.path().to_path_buf(),
                         path: d.clone(),
-                        reason: format!("unusable child name {:?}", e.name),
+                        reason: format!("unusable child name {}", crate::error::quoted(&e.name)),
                     },
                 ));
             }

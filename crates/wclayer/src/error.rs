@@ -170,9 +170,27 @@ pub(crate) fn shorten(s: &str) -> String {
     format!("{head}…[{n} characters]…{tail}")
 }
 
-/// [`shorten`], quoted and escaped as `{:?}` would.
+/// [`shorten`], in double quotes (see [`quote`]).
 pub(crate) fn quoted(s: &str) -> String {
-    format!("{:?}", shorten(s))
+    quote(&shorten(s))
+}
+
+/// `s` in double quotes for a message: backslashes (Windows path separators) as they are, a
+/// double quote as `\"`, control and other invisible characters as `\u{..}` (not `\n` or `\t`,
+/// which would read like a path's `\new` or `\temp`).
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' | '\'' => out.push(c),
+            c if c.escape_debug().next() == Some('\\') => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A library's complaint, with control characters and binary junk it quotes escaped (but not
@@ -238,5 +256,20 @@ fn tar_read_message(entries: u64, offset: Option<u64>, source: &io::Error) -> St
         format!("the input is not a readable tar archive{near}: {why}")
     } else {
         format!("reading the layer tar after {entries} entries{near}: {why}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quote_keeps_backslashes_and_escapes_quotes_and_controls() {
+        assert_eq!(quote(r"C:\"), r#""C:\""#);
+        assert_eq!(quote(r"\\server\share"), r#""\\server\share""#);
+        assert_eq!(quote(r"Files\new\temp"), r#""Files\new\temp""#);
+        assert_eq!(quote("a\"b'c"), r#""a\"b'c""#);
+        assert_eq!(quote("a\nb\tc\0"), r#""a\u{a}b\u{9}c\u{0}""#);
+        assert_eq!(quote("é…"), "\"é…\"");
     }
 }

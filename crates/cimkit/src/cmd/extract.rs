@@ -85,8 +85,9 @@ fn host_path(root: &Path, image_path: &str, cim: &Path) -> Result<PathBuf> {
     for part in image_path.split('\\') {
         if part.is_empty() || part == "." || part == ".." || part.contains(['/', '\0']) {
             bail!(
-                "{}: {image_path}: name {part:?} cannot be extracted safely",
-                cim.display()
+                "{}: {image_path}: name {} cannot be extracted safely",
+                cim.display(),
+                output::quote(part)
             );
         }
         p.push(part);

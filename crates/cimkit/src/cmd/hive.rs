@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value as Json};
 
 use super::{open_cim, Outcome};
-use crate::output;
+use crate::output::{self, quote};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -349,7 +349,7 @@ fn find_key<'h>(hive: &'h regf::Hive, path: &str, name: &str) -> Result<(&'h reg
     for part in path.split('\\').filter(|p| !p.is_empty()) {
         key = key
             .subkey(part)
-            .with_context(|| format!("{name}: key {path:?} not found"))?;
+            .with_context(|| format!("{name}: key {} not found", quote(path)))?;
         names.push(key.name.as_str());
     }
     Ok((key, names.join("\\")))
@@ -419,8 +419,9 @@ fn parse_data(kind: ValueType, data: &str) -> Result<(u32, Vec<u8>)> {
             // An empty string ends a REG_MULTI_SZ: readers would stop there and lose the rest.
             if let Some(i) = items.iter().position(|s| s.is_empty()) {
                 bail!(
-                    "multi-sz data {data:?}: string {} of {} is empty; REG_MULTI_SZ cannot hold \
-                     an empty string (it ends the list), so drop the extra `;`",
+                    "multi-sz data {}: string {} of {} is empty; REG_MULTI_SZ cannot hold an \
+                     empty string (it ends the list), so drop the extra `;`",
+                    quote(data),
                     i + 1,
                     items.len()
                 );
@@ -439,12 +440,14 @@ fn parse_data(kind: ValueType, data: &str) -> Result<(u32, Vec<u8>)> {
                 .collect();
             if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
                 bail!(
-                    "binary data {data:?}: {c:?} is not a hex digit (bytes as hex pairs, \
-                     optionally separated by spaces or commas: \"de ad\", \"de,ad\", \"dead\")"
+                    "binary data {}: {} is not a hex digit (bytes as hex pairs, optionally \
+                     separated by spaces or commas: \"de ad\", \"de,ad\", \"dead\")",
+                    quote(data),
+                    quote(&c.to_string())
                 );
             }
             if hex.len() & 1 == 1 {
-                bail!("binary data {data:?}: odd number of hex digits");
+                bail!("binary data {}: odd number of hex digits", quote(data));
             }
             let mut bytes = Vec::with_capacity(hex.len() / 2);
             for i in (0..hex.len()).step_by(2) {
@@ -463,11 +466,12 @@ fn parse_number64(s: &str) -> Result<u64> {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => s.parse(),
     }
-    .with_context(|| format!("{s:?} is not a number"))
+    .with_context(|| format!("{} is not a number", quote(s)))
 }
 
 fn parse_number(s: &str) -> Result<u32> {
-    u32::try_from(parse_number64(s)?).with_context(|| format!("{s:?} does not fit in a dword"))
+    u32::try_from(parse_number64(s)?)
+        .with_context(|| format!("{} does not fit in a dword", quote(s)))
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -509,9 +513,9 @@ pub fn run(args: Args) -> Result<Outcome> {
             let (k, path) = find_key(&hive, &key_path(&key), &name)?;
             match value {
                 Some(v) => {
-                    let val = k
-                        .value(&v)
-                        .with_context(|| format!("{name}: key {path:?} has no value {v:?}"))?;
+                    let val = k.value(&v).with_context(|| {
+                        format!("{name}: key {} has no value {}", quote(&path), quote(&v))
+                    })?;
                     if json {
                         output::json_line(&mut out, &value_json(val))?;
                     } else {
@@ -564,7 +568,12 @@ pub fn run(args: Args) -> Result<Outcome> {
                 };
                 let removed = k.map(|k| k.delete_value(&name)).unwrap_or(false);
                 if !removed {
-                    bail!("{}: key {path:?} has no value {name:?}", file.display());
+                    bail!(
+                        "{}: key {} has no value {}",
+                        file.display(),
+                        quote(&path),
+                        quote(&name)
+                    );
                 }
             } else {
                 let data = data.context("give the data to set (or --delete)")?;

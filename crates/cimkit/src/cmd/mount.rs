@@ -492,9 +492,9 @@ mod linux {
                 format!("cannot list mount point {}", args.mountpoint.display())
             })?;
             bail!(
-                "mount point {} is not empty (it holds {:?}); mount on an empty folder",
+                "mount point {} is not empty (it holds {}); mount on an empty folder",
                 args.mountpoint.display(),
-                entry.file_name()
+                crate::output::quote(&entry.file_name().to_string_lossy())
             );
         }
         if !std::path::Path::new("/dev/fuse").exists() {
