@@ -252,7 +252,7 @@ impl CimLayerWriter {
             notes.push(format!(
                 "an earlier import of this layer was killed: its files were removed first ({} \
                  in {})",
-                stale.len(),
+                crate::error::count(stale.len() as u64, "file", "files"),
                 cim_dir.display()
             ));
         }
@@ -528,14 +528,28 @@ impl CimLayerWriter {
         }
         if self.missing_whiteouts > 0 {
             self.notes.push(format!(
-                "{} whiteouts named files that no parent layer has",
-                self.missing_whiteouts
+                "{} named {} that no parent layer has",
+                crate::error::count(self.missing_whiteouts, "whiteout", "whiteouts"),
+                if self.missing_whiteouts == 1 {
+                    "a file"
+                } else {
+                    "files"
+                }
             ));
         }
         if self.missing_opaque_dirs > 0 {
             self.notes.push(format!(
-                "{} opaque whiteouts named directories that no parent layer has",
-                self.missing_opaque_dirs
+                "{} named {} that no parent layer has",
+                crate::error::count(
+                    self.missing_opaque_dirs,
+                    "opaque whiteout",
+                    "opaque whiteouts"
+                ),
+                if self.missing_opaque_dirs == 1 {
+                    "a directory"
+                } else {
+                    "directories"
+                }
             ));
         }
         let cim = self
@@ -1029,8 +1043,12 @@ pub fn import_layer(
         let mut notes = std::mem::take(&mut w.notes);
         if stats.global_headers > 0 {
             notes.push(format!(
-                "{} global PAX headers skipped",
-                stats.global_headers
+                "{} skipped",
+                crate::error::count(
+                    stats.global_headers,
+                    "global PAX header",
+                    "global PAX headers"
+                )
             ));
         }
         if stats.root_entries > 0 {
@@ -1038,8 +1056,12 @@ pub fn import_layer(
         }
         if stats.aufs_link_entries > 0 {
             notes.push(format!(
-                "{} AUFS hard-link entries (.wh..wh.plnk) skipped",
-                stats.aufs_link_entries
+                "{} (.wh..wh.plnk) skipped",
+                crate::error::count(
+                    stats.aufs_link_entries,
+                    "AUFS hard-link entry",
+                    "AUFS hard-link entries"
+                )
             ));
         }
         Ok(ImportSummary {
