@@ -153,3 +153,9 @@ pub(crate) fn quote(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// `n` and the noun for it, singular for 1 (`count(1, "entry", "entries")` is "1 entry").
+pub(crate) fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
