@@ -381,10 +381,14 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
     } else {
         writeln!(
             out,
-            "{}: {n_files} files ({}), {n_dirs} directories, {n_links} hard links, {n_symlinks} symlinks; metadata in {}",
+            "{}: {}; metadata in {}",
             args.dir.display(),
-            output::human_size(bytes),
-            if sidecar_to_stdout { "stdout".into() } else { sidecar_path.display().to_string() }
+            output::tree_counts(n_files, bytes, n_dirs, n_symlinks, n_links),
+            if sidecar_to_stdout {
+                "stdout".into()
+            } else {
+                sidecar_path.display().to_string()
+            }
         )?;
     }
     out.flush()?;

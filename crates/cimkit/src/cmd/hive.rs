@@ -253,7 +253,7 @@ fn tell_notes(hive: &mut regf::Hive, read: &Bytes) {
         if read.dirty_told && note.starts_with(regf::DIRTY_NOTE) {
             continue;
         }
-        eprintln!("cimkit: note: {}: {note}", read.name);
+        output::note(format_args!("{}: {note}", read.name));
     }
 }
 
@@ -288,17 +288,17 @@ fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> (Vec<
             .join(", ")
     };
     if recovery.entries_applied() == 0 {
-        eprintln!(
-            "cimkit: {name} is dirty but no log entry applies ({}); reading it as it is",
+        output::note(format_args!(
+            "{name} is dirty but no log entry applies ({}); reading it as it is",
             names(false)
-        );
+        ));
         return (primary, true);
     }
     let applied = recovery.entries_applied();
     let unused = names(false);
-    eprintln!(
-        "cimkit: applied {applied} log {} from {} to {name} (in memory; sequence now {}){}",
-        if applied == 1 { "entry" } else { "entries" },
+    output::note(format_args!(
+        "applied {} from {} to {name} (in memory; sequence now {}){}",
+        output::count_as(applied, "log entry", "log entries"),
         names(true),
         recovery.sequence,
         if unused.is_empty() {
@@ -306,7 +306,7 @@ fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> (Vec<
         } else {
             format!("; not used: {unused}")
         }
-    );
+    ));
     (recovery.bytes, true)
 }
 
@@ -554,10 +554,17 @@ pub fn run(args: Args) -> Result<Outcome> {
             create,
             no_logs,
         } => {
-            let mut hive = if create && !file.exists() {
-                regf::Hive::new()
-            } else {
-                open_file(&file, no_logs)?
+            let missing = match std::fs::metadata(&file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(e),
+                _ => None,
+            };
+            let mut hive = match missing {
+                Some(_) if create => regf::Hive::new(),
+                Some(e) => bail!(
+                    "cannot read {}: {e} (use --create to start a new hive)",
+                    file.display()
+                ),
+                None => open_file(&file, no_logs)?,
             };
             let path = key_path(&key);
             if delete {
@@ -608,9 +615,9 @@ pub fn run(args: Args) -> Result<Outcome> {
                 .with_context(|| format!("cannot write hive {}", dest.display()))?;
             writeln!(
                 out,
-                "{}: merged {} delta(s) onto {}",
+                "{}: merged {} onto {}",
                 dest.display(),
-                deltas.len(),
+                output::count(deltas.len(), "delta"),
                 base.display()
             )?;
             Outcome::Ok
@@ -630,7 +637,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             let report = regf::validate::check(&read.bytes, level);
             for note in &report.notes {
                 if !(read.dirty_told && note.starts_with(regf::DIRTY_NOTE)) {
-                    eprintln!("cimkit: note: {name}: {note}");
+                    output::note(format_args!("{name}: {note}"));
                 }
             }
             if json {
@@ -670,7 +677,11 @@ pub fn run(args: Args) -> Result<Outcome> {
                         report.total - report.problems.len()
                     )?;
                 }
-                writeln!(out, "{name}: {} problem(s) found", report.total)?;
+                writeln!(
+                    out,
+                    "{name}: {} found",
+                    output::count(report.total, "problem")
+                )?;
             }
             if report.is_ok() {
                 Outcome::Ok
