@@ -72,8 +72,8 @@ impl CimBootParams {
 pub fn apply_cim_boot_edits(hive: &mut Hive, p: &CimBootParams) -> Result<()> {
     if p.cim_root.is_empty() || p.cim_root.contains('\0') {
         return Err(Error::InvalidArgument(format!(
-            "cim_root {:?} is empty or contains NUL",
-            p.cim_root
+            "cim_root {} is empty or contains NUL",
+            crate::error::quote(&p.cim_root)
         )));
     }
     let store = Store::open(hive)?;

@@ -196,14 +196,19 @@ impl ElementValue {
             2 => ElementValue::String(string()),
             3 => {
                 let s = string();
-                ElementValue::Object(parse_guid(&s).ok_or(format!("{s:?} is not a GUID"))?)
+                ElementValue::Object(
+                    parse_guid(&s).ok_or(format!("{} is not a GUID", crate::error::quote(&s)))?,
+                )
             }
             4 => {
                 let units = regf::format::utf16le_units(data);
                 let mut out = Vec::new();
                 for part in units.split(|&u| u == 0).take_while(|p| !p.is_empty()) {
                     let s = String::from_utf16_lossy(part);
-                    out.push(parse_guid(&s).ok_or(format!("{s:?} is not a GUID"))?);
+                    out.push(
+                        parse_guid(&s)
+                            .ok_or(format!("{} is not a GUID", crate::error::quote(&s)))?,
+                    );
                 }
                 ElementValue::ObjectList(out)
             }

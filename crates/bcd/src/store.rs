@@ -50,7 +50,10 @@ impl<'h> Store<'h> {
     /// Views `hive` as a BCD store; fails when it has no `Objects` key.
     pub fn open(hive: &'h Hive) -> Result<Store<'h>> {
         let objects = hive.key(OBJECTS).ok_or_else(|| {
-            Error::NotAStore(format!("root {:?} has no Objects key", hive.root.name))
+            Error::NotAStore(format!(
+                "root {} has no Objects key",
+                crate::error::quote(&hive.root.name)
+            ))
         })?;
         Ok(Store { objects })
     }

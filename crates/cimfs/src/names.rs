@@ -11,10 +11,28 @@ pub(crate) fn components(path: &str) -> impl Iterator<Item = &str> {
     path.split(['\\', '/']).filter(|c| !c.is_empty())
 }
 
+/// `s` in double quotes for a message: backslashes (Windows path separators) as they are, a
+/// double quote as `\"`, control and other invisible characters as `\u{..}` (not `\n` or `\t`,
+/// which would read like a path's `\new` or `\temp`).
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' | '\'' => out.push(c),
+            c if c.escape_debug().next() == Some('\\') => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Checks one component a writer is asked to create; returns why it is invalid.
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
-        return Err(format!("component {name:?} is not allowed"));
+        return Err(format!("component {} is not allowed", quote(name)));
     }
     let units = name.encode_utf16().count();
     if units > MAX_NAME_UNITS {
@@ -23,8 +41,11 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     // NTFS forbids NUL and ':' (the stream separator) in names; '\\' and '/' were split off already.
-    if let Some(c) = name.chars().find(|c| *c == '\0' || *c == ':') {
-        return Err(format!("component contains the character {c:?}"));
+    if name.contains('\0') {
+        return Err("component contains a NUL character".into());
+    }
+    if name.contains(':') {
+        return Err("component contains a colon (:)".into());
     }
     Ok(())
 }

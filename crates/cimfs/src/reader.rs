@@ -1107,7 +1107,11 @@ impl Cim {
                 if s.stream_type() != format::STREAM_TYPE_DATA {
                     return Err(self.entry_error(
                         id,
-                        &format!("alternate stream {name:?} has type {}", s.stream_type()),
+                        &format!(
+                            "alternate stream {} has type {}",
+                            crate::names::quote(name),
+                            s.stream_type()
+                        ),
                     ));
                 }
                 Ok(s)

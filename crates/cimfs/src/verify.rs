@@ -13,7 +13,7 @@ use zerocopy::FromBytes;
 
 use crate::error::Error;
 use crate::format::{self, RegionOffset};
-use crate::names;
+use crate::names::{self, quote};
 use crate::reader::{self, Cim, FileId, FileInfo, LinkTable};
 
 /// One thing wrong with an image.
@@ -119,10 +119,13 @@ fn name_problem(units: &[u16]) -> Option<String> {
     }
     let bad = [0u16, u16::from(b'\\'), u16::from(b'/'), u16::from(b':')];
     if let Some(&u) = units.iter().find(|u| bad.contains(u)) {
-        return Some(format!(
-            "holds {:?}, which a name cannot hold",
-            char::from_u32(u32::from(u)).unwrap_or('?')
-        ));
+        let what = match u {
+            0 => "a NUL character",
+            0x5c => "a backslash (\\)",
+            0x2f => "a slash (/)",
+            _ => "a colon (:)",
+        };
+        return Some(format!("holds {what}, which a name cannot hold"));
     }
     None
 }
@@ -383,10 +386,10 @@ impl<'a> Checker<'a> {
                     object,
                     Some(at.byte_offset()),
                     format!(
-                        "entries {k} ({:?}) and {} ({:?}) are not in case-insensitive order",
-                        String::from_utf16_lossy(&pair[0]),
+                        "entries {k} ({}) and {} ({}) are not in case-insensitive order",
+                        quote(&String::from_utf16_lossy(&pair[0])),
                         k + 1,
-                        String::from_utf16_lossy(&pair[1])
+                        quote(&String::from_utf16_lossy(&pair[1]))
                     ),
                 );
             }
@@ -560,7 +563,8 @@ impl<'a> Checker<'a> {
                     self.check_sorted(cim, &format!("stream table of {object}"), &t.names, at);
                     self.check_stream_names(cim, &object, &t, at);
                     for (n, s) in t.names.iter().zip(t.entries.iter()) {
-                        let so = format!("stream {:?} of {object}", String::from_utf16_lossy(n));
+                        let so =
+                            format!("stream {} of {object}", quote(&String::from_utf16_lossy(n)));
                         if s.stream_type() != format::STREAM_TYPE_DATA {
                             self.push(
                                 cim.path(),
@@ -592,7 +596,10 @@ impl<'a> Checker<'a> {
         let up = cim.upcase_table();
         let mut first: HashMap<Vec<u16>, usize> = HashMap::with_capacity(t.names.len());
         for (i, (name, s)) in t.names.iter().zip(t.entries.iter()).enumerate() {
-            let so = format!("stream {:?} of {object}", String::from_utf16_lossy(name));
+            let so = format!(
+                "stream {} of {object}",
+                quote(&String::from_utf16_lossy(name))
+            );
             let name_at = base + u64::from(t.name_offsets.get(i).copied().unwrap_or(0));
             if let Some(why) = name_problem(name) {
                 self.push(&file, &so, Some(name_at), format!("stream name {why}"));
@@ -603,9 +610,9 @@ impl<'a> Checker<'a> {
                     &so,
                     Some(name_at),
                     format!(
-                        "a stream lookup finds stream {} ({:?}) instead: the names are equal ignoring case",
+                        "a stream lookup finds stream {} ({}) instead: the names are equal ignoring case",
                         o.get(),
-                        String::from_utf16_lossy(&t.names[*o.get()])
+                        quote(&String::from_utf16_lossy(&t.names[*o.get()]))
                     ),
                 ),
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -652,9 +659,9 @@ impl<'a> Checker<'a> {
                     &object,
                     Some(name_at),
                     format!(
-                        "a lookup of this path finds file {} ({:?}, link {j}) instead: the names are equal ignoring case",
+                        "a lookup of this path finds file {} ({}, link {j}) instead: the names are equal ignoring case",
                         t.entries[j],
-                        String::from_utf16_lossy(&t.names[j])
+                        quote(&String::from_utf16_lossy(&t.names[j]))
                     ),
                 ),
                 None => self.push(
@@ -797,7 +804,10 @@ pub fn verify(cim_path: &Path) -> Vec<Problem> {
             cim.path(),
             "file tables",
             None,
-            format!("{unreached} file ids are not reachable from the root (first: {first:?})"),
+            format!(
+                "{unreached} file {} not reachable from the root (first: {first:?})",
+                if unreached == 1 { "id is" } else { "ids are" }
+            ),
         );
     }
     c.problems

@@ -433,10 +433,10 @@ fn link_names_windows_cannot_hold() {
     for (unit, needle) in [
         (0xD800u16, "unpaired surrogate 0xd800"),
         (0xDC00, "unpaired surrogate 0xdc00"),
-        (0, "'\\0'"),
-        (u16::from(b'\\'), "'\\\\'"),
-        (u16::from(b'/'), "'/'"),
-        (u16::from(b':'), "':'"),
+        (0, "holds a NUL character"),
+        (u16::from(b'\\'), "holds a backslash (\\)"),
+        (u16::from(b'/'), "holds a slash (/)"),
+        (u16::from(b':'), "holds a colon (:)"),
     ] {
         let p = f.verify_damaged(|m| put(m, bravo + 4, &unit.to_le_bytes()));
         f.expect(&p, &format!("file {id} (\\Three\\b"), bravo, needle);
@@ -460,7 +460,7 @@ fn link_names_windows_cannot_hold() {
         &p,
         &format!("stream \"t:o\" of {}", f.object("Files\\a.txt")),
         two,
-        "':'",
+        "holds a colon (:)",
     );
 }
 

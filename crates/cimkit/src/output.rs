@@ -87,13 +87,58 @@ fn names_whole(text: &str, place: &str) -> bool {
     })
 }
 
-/// `n` and a noun, plural unless `n` is 1 (`1 layer`, `3 layers`).
-pub fn count(n: usize, noun: &str) -> String {
+/// `n` and a noun, plural (with an `s`) unless `n` is 1 (`1 layer`, `3 layers`).
+pub fn count(n: impl TryInto<u64>, noun: &str) -> String {
+    let n = n.try_into().unwrap_or(u64::MAX);
     if n == 1 {
         format!("1 {noun}")
     } else {
         format!("{n} {noun}s")
     }
+}
+
+/// `n` and a noun whose plural is not `noun` + `s` (`1 entry`, `3 entries`).
+pub fn count_as(n: impl TryInto<u64>, one: &str, many: &str) -> String {
+    let n = n.try_into().unwrap_or(u64::MAX);
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// What a tree holds, as du, extract and export say it: regular files (each counted once, with
+/// their data), directories, symlinks (symlinks and mount points) and hard links (a file's
+/// further names).
+pub fn tree_counts(files: u64, data: u64, dirs: u64, symlinks: u64, hard_links: u64) -> String {
+    format!(
+        "{} ({} of data), {}, {}, {} (further names of those files)",
+        count(files, "regular file"),
+        human_size(data),
+        count_as(dirs, "directory", "directories"),
+        count(symlinks, "symlink"),
+        count(hard_links, "hard link"),
+    )
+}
+
+/// Says a note for people on stderr, as `cimkit: note: …` (what a command prints on stdout is
+/// its result; notes are beside it).
+pub fn note(text: impl std::fmt::Display) {
+    eprintln!("cimkit: note: {text}");
+}
+
+/// `s` in double quotes for a message: backslashes (Windows path separators) as they are, a
+/// double quote as `\"`, control and other invisible characters as `\u{..}` (not `\n` or `\t`,
+/// which would read like a path's `\new` or `\temp`).
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' | '\'' => out.push(c),
+            c if c.escape_debug().next() == Some('\\') => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Where output bound for a path goes: `write_to` while it is written, then renamed to

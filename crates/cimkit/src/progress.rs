@@ -85,6 +85,11 @@ impl<R> CountingReader<R> {
     }
 }
 
+/// Whether Ctrl-C was pressed since `catch_interrupt`.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// Fails with the error Ctrl-C leaves once it was pressed (see `catch_interrupt`).
 pub fn check_interrupt() -> std::io::Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {

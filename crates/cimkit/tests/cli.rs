@@ -324,7 +324,7 @@ fn export_import_round_trip_has_no_differences() {
     );
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(
-        summary.contains("1 hard links") && summary.contains("2 streams"),
+        summary.contains("1 hard link ") && summary.contains("2 alternate streams"),
         "{summary}"
     );
     let layer2 = tmp.path().join("snap2/7");
@@ -667,7 +667,14 @@ fn ctrl_c_during_import_leaves_no_layer_behind() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "cimkit: error: import into {} interrupted by Ctrl-C after ",
+            s(&layer)
+        )) && err.ends_with("; the layer was removed\n"),
+        "{err}"
+    );
     let cim_dir = tmp.path().join("snap/cim-layers");
     let left: Vec<_> = std::fs::read_dir(&cim_dir)
         .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
@@ -921,8 +928,13 @@ fn a_killed_import_is_cleaned_up_by_the_next_one() {
     assert!(!cim_dir.join("1.cim").exists());
     assert!(wclayer::interrupted_import(&layer));
 
-    let out = cimkit_ok(&["import", "-q", s(&tar), "--layer", s(&layer)], 0);
-    assert!(out.contains("was killed"), "{out}");
+    let out = cimkit(&["import", "-q", s(&tar), "--layer", s(&layer)]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("cimkit: note: {}: ", s(&layer))) && err.contains("was killed"),
+        "{err}"
+    );
     let cim = cim_dir.join("1.cim");
     cimkit_ok(&["verify", s(&cim)], 0);
     let files = cimfs::image_files(&cim).expect("image files");
@@ -988,6 +1000,134 @@ fn replaced_files_keep_their_mode_and_links() {
     assert_eq!(mode(&hive), 0o600);
     let seen = cimkit_ok(&["hive", "get", s(&other_name), "Cimkit", "Mark"], 0);
     assert!(seen.starts_with('7'), "{seen}");
+}
+
+/// Import notes go to stderr as `cimkit: note: LAYER: …`, counted in words that agree with the
+/// number; the summary stays alone on stdout, and --json keeps the notes in its object.
+#[test]
+fn import_notes_go_to_stderr_with_the_cimkit_prefix() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    import_sample(tmp.path());
+    let mut t = LayerTar::new();
+    t.dir("Files");
+    t.whiteout("Files/.wh.nowhere.txt");
+    let tar = tmp.path().join("child.tar");
+    std::fs::write(&tar, t.finish()).expect("write");
+    let (l1, l2) = (tmp.path().join("snap/1"), tmp.path().join("snap/2"));
+    let out = cimkit(&[
+        "import",
+        "-q",
+        s(&tar),
+        "--layer",
+        s(&l2),
+        "--parent",
+        s(&l1),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains(": 2 entries, total size"), "{stdout}");
+    assert_eq!(
+        stderr,
+        format!(
+            "cimkit: note: {}: 1 whiteout named a file that no parent layer has\n",
+            s(&l2)
+        )
+    );
+
+    let l3 = tmp.path().join("snap/3");
+    let out = cimkit(&[
+        "import",
+        "-q",
+        "--json",
+        s(&tar),
+        "--layer",
+        s(&l3),
+        "--parent",
+        s(&l1),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v["notes"][0],
+        "1 whiteout named a file that no parent layer has"
+    );
+}
+
+/// du, extract and export count the same tree the same way: regular files once each (with their
+/// data), directories, symlinks apart, and hard links as further names.
+#[test]
+fn du_extract_and_export_count_files_alike() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut t = LayerTar::new();
+    t.dir("Files");
+    t.file("Files/a.txt", b"aaaa");
+    t.hardlink("Files/a2.txt", "Files/a.txt");
+    t.symlink("Files/link", "C:\\Files\\a.txt", false);
+    t.base_hives();
+    let tar = tmp.path().join("base.tar");
+    std::fs::write(&tar, t.finish()).expect("write");
+    let layer = tmp.path().join("snap/1");
+    import_tar(&tar, &layer, &[]);
+    let cim = tmp.path().join("snap/cim-layers/1.cim");
+
+    let du = cimkit_ok(&["du", s(&cim)], 0);
+    let du = du.lines().last().expect("contents line");
+    let counts = du.strip_prefix("contents: ").expect(du);
+    assert!(counts.contains(", 1 symlink, "), "{du}");
+
+    let dir = tmp.path().join("out");
+    let ex = cimkit_ok(&["extract", "-q", s(&cim), s(&dir)], 0);
+    assert!(
+        ex.contains(&format!(": {counts}; metadata in ")),
+        "{ex}\n{du}"
+    );
+
+    let out = cimkit(&[
+        "export",
+        "-q",
+        "--include-generated",
+        s(&cim),
+        "-o",
+        s(&tmp.path().join("x.tar")),
+    ]);
+    let exported = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        exported.contains(&format!(": {counts}, ")),
+        "{exported}\n{du}"
+    );
+
+    let du: Value = serde_json::from_str(&cimkit_ok(&["du", "--json", s(&cim)], 0)).expect("json");
+    assert_eq!(du["symlinks"], 1);
+}
+
+#[test]
+fn hive_set_on_a_missing_file_names_create() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hive = tmp.path().join("NEWHIVE");
+    let out = cimkit(&["hive", "set", s(&hive), "K", "v", "d"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(use --create to start a new hive)"), "{err}");
+    cimkit_ok(&["hive", "set", "--create", s(&hive), "K", "v", "d"], 0);
+}
+
+#[test]
+fn diff_help_lists_changes_in_output_order() {
+    let help = cimkit_ok(&["diff", "--help"], 0);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("type, size, data, attributes, times, sd, ea, reparse, streams, links"),
+        "{help}"
+    );
 }
 
 /// The README's examples on the two shipped sample layers, run where they say: in the

@@ -146,7 +146,7 @@ fn clean_real_hives_pass_check_and_damaged_ones_fail_with_the_damage_first() {
         let last = lines.last().expect("summary");
         let total: usize = last
             .strip_prefix(&format!("{}: ", s(&h)))
-            .and_then(|l| l.strip_suffix(" problem(s) found"))
+            .and_then(|l| l.strip_suffix(" problems found"))
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{last}"));
         assert!(total > 1000, "{total}");
@@ -183,7 +183,7 @@ fn clean_real_hives_pass_check_and_damaged_ones_fail_with_the_damage_first() {
         let (code, out, _) = run(&["hive", "check", s(&h)]);
         assert_eq!(code, Some(1));
         assert!(out.contains("out of order"), "{out}");
-        assert!(out.ends_with(": 2 problem(s) found\n"), "{out}");
+        assert!(out.ends_with(": 2 problems found\n"), "{out}");
     }
 }
 

@@ -170,9 +170,29 @@ fn oci_layout_imports_as_chain_and_skips_on_rerun() {
         .collect();
     assert_eq!(lines[0]["imported"], false);
     assert_eq!(lines[1]["imported"], true);
+    assert_eq!(lines[1]["replaced"], true);
     assert_eq!(
         cimkit_ok(&["cat", s(&top), "Files/child.txt"], 0),
         "child two"
+    );
+    // Back to the first image: the summary names the layer replaced (folder removed first).
+    let fourth = cimkit_ok(
+        &["import-image", "-q", s(&layout), "--snapshots", s(&snaps)],
+        0,
+    );
+    assert!(
+        fourth.contains(&format!(
+            "1 imported, 1 already there; top layer {}/2 (1 layer replaced an earlier import, \
+             its folder removed first: {}/2)",
+            s(&snaps),
+            s(&snaps)
+        )),
+        "{fourth}"
+    );
+    assert!(
+        fourth.lines().any(|l| l.starts_with("layer 2/2 ")
+            && l.contains(": earlier import replaced (folder removed first), imported ")),
+        "{fourth}"
     );
 
     // destroy takes import-image's digest record with the CIM: the folder can be imported into
@@ -221,7 +241,7 @@ fn host_snapshots_path_must_be_a_windows_path() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(r#""/var/lib/containerd/snapshots\\1" is not an absolute Windows path"#),
+        err.contains(r#""/var/lib/containerd/snapshots\1" is not an absolute Windows path"#),
         "{err}"
     );
     assert!(!snaps.join("1").exists());
@@ -373,9 +393,36 @@ fn images_not_written_by_import_image_are_left_alone() {
             err.contains("not written by cimkit import-image"),
             "{folder_state}: {err}"
         );
+        // How to clear the way: destroy the CIM with cimkit, then remove the folder.
+        assert!(
+            err.contains(&format!(
+                "destroy its CIM with `cimkit destroy --layer {}`",
+                s(&snaps.join("1"))
+            )) && err.contains("or use another --snapshots folder"),
+            "{folder_state}: {err}"
+        );
+        assert_eq!(
+            err.contains(&format!("rm -r {}", s(&snaps.join("1")))),
+            folder_state == "empty",
+            "{folder_state}: {err}"
+        );
         cimkit_ok(&["verify", s(&cim)], 0);
         std::fs::create_dir_all(snaps.join("1")).expect("recreate");
     }
+    // A folder holding something else, and no CIM: only its removal is suggested.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(other.join("1")).expect("folder");
+    std::fs::write(other.join("1/keep.txt"), b"not a layer").expect("write");
+    let out = cimkit(&["import-image", "-q", s(&layout), "--snapshots", s(&other)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "(no .cimkit-digest): remove the folder (`rm -r {}`), or use another --snapshots folder",
+            s(&other.join("1"))
+        )),
+        "{err}"
+    );
 }
 
 /// An image whose manifest lists no layers is refused (it named a top layer `DIR/0`).

@@ -280,16 +280,21 @@ fn malformed_ea_chain() {
 
 #[test]
 fn name_with_a_colon() {
-    check_problem("name", "(\\Files\\hel:o.txt)", "':'", |_, m| {
-        let mut needle = 9u16.to_le_bytes().to_vec();
-        needle.extend(utf16("hello.txt"));
-        let at = m
-            .windows(needle.len())
-            .position(|w| w == needle.as_slice())
-            .expect("name in the metadata region");
-        m[at + 2 + 2 * 3] = b':';
-        at
-    });
+    check_problem(
+        "name",
+        "(\\Files\\hel:o.txt)",
+        "holds a colon (:)",
+        |_, m| {
+            let mut needle = 9u16.to_le_bytes().to_vec();
+            needle.extend(utf16("hello.txt"));
+            let at = m
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+                .expect("name in the metadata region");
+            m[at + 2 + 2 * 3] = b':';
+            at
+        },
+    );
 }
 
 #[test]

@@ -21,7 +21,10 @@ impl Digest {
             return Err("missing \"algorithm:\" prefix".into());
         };
         if algorithm != "sha256" {
-            return Err(format!("unsupported algorithm {algorithm:?} (only sha256)"));
+            return Err(format!(
+                "unsupported algorithm {} (only sha256)",
+                crate::error::quote(algorithm)
+            ));
         }
         Digest::from_hex(hex)
     }
@@ -88,7 +91,8 @@ impl DigestPrefix {
             Some(("sha256", hex)) => hex,
             Some((algorithm, _)) => {
                 return Err(bad(format!(
-                    "unsupported algorithm {algorithm:?} (only sha256)"
+                    "unsupported algorithm {} (only sha256)",
+                    crate::error::quote(algorithm)
                 )))
             }
             None => digest,

@@ -54,8 +54,9 @@ pub enum Error {
     },
     /// A digest string is malformed or uses an unsupported algorithm.
     #[error(
-        "{source_path}{}: bad digest {digest:?}: {message}",
-        member_suffix(member)
+        "{source_path}{}: bad digest {}: {message}",
+        member_suffix(member),
+        quote(digest)
     )]
     BadDigest {
         /// The image source (folder or archive).
@@ -204,7 +205,7 @@ pub enum Error {
         diff_ids: usize,
     },
     /// A platform string that does not parse.
-    #[error("bad platform {input:?}: {message}")]
+    #[error("bad platform {}: {message}", quote(input))]
     BadPlatform {
         /// The platform string as given.
         input: String,
@@ -212,7 +213,7 @@ pub enum Error {
         message: String,
     },
     /// A manifest digest (or digest prefix) that does not parse.
-    #[error("bad manifest digest {input:?}: {message}")]
+    #[error("bad manifest digest {}: {message}", quote(input))]
     BadDigestPrefix {
         /// The digest string as given.
         input: String,
@@ -220,7 +221,7 @@ pub enum Error {
         message: String,
     },
     /// A layer media type this crate does not know how to read.
-    #[error("{source_path}: layer {} ({digest}): unsupported media type {media_type:?}", index + 1)]
+    #[error("{source_path}: layer {} ({digest}): unsupported media type {}", index + 1, quote(media_type))]
     UnsupportedMediaType {
         /// The image source (folder or archive).
         source_path: PathBuf,
@@ -319,4 +320,22 @@ fn member_suffix(member: &str) -> String {
     } else {
         format!(": {member}")
     }
+}
+
+/// `s` in double quotes for a message: backslashes (Windows path separators) as they are, a
+/// double quote as `\"`, control and other invisible characters as `\u{..}` (not `\n` or `\t`,
+/// which would read like a path's `\new` or `\temp`).
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' | '\'' => out.push(c),
+            c if c.escape_debug().next() == Some('\\') => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::error::{Error, Result};
+use crate::error::{quote, Error, Result};
 use crate::format::*;
 use crate::model::{Hive, Key, LayerSemantics, Value};
 
@@ -269,7 +269,11 @@ impl<'a> Reader<'a> {
             Some(bytes) => {
                 if !compressed && !is_exact_utf16(bytes) {
                     self.note_inexact(|r| {
-                        format!("key {:?} under {:?}", decode_name(bytes, false), r.path())
+                        format!(
+                            "key {} under {}",
+                            quote(&decode_name(bytes, false)),
+                            quote(&r.path())
+                        )
                     });
                 }
                 decode_name(bytes, compressed)
@@ -487,7 +491,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| self.corrupt(offset, "value", None, "name runs past the cell"))?;
         let name = decode_name(name_bytes, flags & VALUE_COMP_NAME != 0);
         if flags & VALUE_COMP_NAME == 0 && !is_exact_utf16(name_bytes) {
-            self.note_inexact(|r| format!("value {name:?} of key {:?}", r.path()));
+            self.note_inexact(|r| format!("value {} of key {}", quote(&name), quote(&r.path())));
         }
         self.charge(std::mem::size_of::<Value>() + name.len())?;
         let len = (size & !DATA_INLINE) as usize;

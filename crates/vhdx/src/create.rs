@@ -98,7 +98,8 @@ pub fn create_differencing(path: &Path, parent_path: &Path, locator: &ParentLoca
         match value {
             Some(v) if v.is_empty() || v.contains('\0') => {
                 return Err(Error::InvalidArgument(format!(
-                    "{key} {v:?} is empty or has a NUL"
+                    "{key} {} is empty or has a NUL",
+                    crate::error::quote(v)
                 )))
             }
             Some(v) => entries.push((key.to_string(), v.clone())),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::{count, Error, Result};
 use crate::format::*;
 use crate::log::{find_active_sequence, Overlay, PlacedEntry, SearchError};
 use crate::posio;
@@ -128,12 +128,12 @@ impl std::fmt::Display for LogReplay {
         let summary = |f: &mut std::fmt::Formatter<'_>, r: &ReplayedLog| {
             write!(
                 f,
-                "{} entries (sequence {}..{}), {} data sectors, {} zero ranges, LogGuid {}",
-                r.entries,
+                "{} (sequence {}..{}), {}, {}, LogGuid {}",
+                count(r.entries, "entry", "entries"),
                 r.first_sequence,
                 r.last_sequence,
-                r.data_sectors,
-                r.zero_ranges,
+                count(r.data_sectors, "data sector", "data sectors"),
+                count(r.zero_ranges, "zero range", "zero ranges"),
                 braced_upper(&r.log_guid)
             )
         };
@@ -323,8 +323,8 @@ impl VhdxFile {
                     "BAT",
                     v.bat_offset,
                     format!(
-                        "{} problem(s), the first: {first}; refusing to open for writing",
-                        problems.total
+                        "{}, the first: {first}; refusing to open for writing",
+                        count(problems.total, "problem", "problems")
                     ),
                 ));
             }

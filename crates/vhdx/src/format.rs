@@ -617,7 +617,10 @@ impl LocatorItem {
             let key = text(le_u32(b, o), le_u16(b, o + 8), "key")?;
             let value = text(le_u32(b, o + 4), le_u16(b, o + 10), "value")?;
             if entries.iter().any(|(k, _)| *k == key) {
-                return bad(format!("parent locator key {key:?} appears twice"));
+                return bad(format!(
+                    "parent locator key {} appears twice",
+                    crate::error::quote(&key)
+                ));
             }
             entries.push((key, value));
         }

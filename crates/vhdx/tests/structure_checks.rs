@@ -204,7 +204,7 @@ fn blocks_past_the_end_of_the_file_are_counted_and_fail_to_read() {
     // A write could append a block where the BAT already places block 3: refused.
     let reason = corrupt_reason(VhdxFile::open_rw(&p));
     assert!(
-        reason.contains("2 problem(s)") && reason.contains("refusing to open for writing"),
+        reason.contains("2 problems, the first") && reason.contains("refusing to open for writing"),
         "{reason}"
     );
 }

@@ -160,7 +160,7 @@ impl CimLayerWriter {
                 let p = opts.host_layer_path.as_deref().unwrap_or_default();
                 return Err(Error::Layer {
                     layer,
-                    reason: format!("host layer path {p:?} {why}"),
+                    reason: format!("host layer path {} {why}", crate::error::quoted(p)),
                 });
             }
         };
@@ -252,7 +252,7 @@ impl CimLayerWriter {
             notes.push(format!(
                 "an earlier import of this layer was killed: its files were removed first ({} \
                  in {})",
-                stale.len(),
+                crate::error::count(stale.len() as u64, "file", "files"),
                 cim_dir.display()
             ));
         }
@@ -489,9 +489,10 @@ impl CimLayerWriter {
                 Err(cimfs::Error::NotFound { .. }) => Err(Error::entry(
                     &name,
                     format!(
-                        "hard link to {target:?}, which this tar removed later: a hive or boot \
-                         file reaches the image only at the end of the import, so a link cannot \
-                         keep its content"
+                        "hard link to {}, which this tar removed later: a hive or boot file \
+                         reaches the image only at the end of the import, so a link cannot keep \
+                         its content",
+                        crate::error::quoted(&target)
                     ),
                 )),
                 Err(e) => Err(self.cim_err("link", &name, e)),
@@ -527,14 +528,28 @@ impl CimLayerWriter {
         }
         if self.missing_whiteouts > 0 {
             self.notes.push(format!(
-                "{} whiteouts named files that no parent layer has",
-                self.missing_whiteouts
+                "{} named {} that no parent layer has",
+                crate::error::count(self.missing_whiteouts, "whiteout", "whiteouts"),
+                if self.missing_whiteouts == 1 {
+                    "a file"
+                } else {
+                    "files"
+                }
             ));
         }
         if self.missing_opaque_dirs > 0 {
             self.notes.push(format!(
-                "{} opaque whiteouts named directories that no parent layer has",
-                self.missing_opaque_dirs
+                "{} named {} that no parent layer has",
+                crate::error::count(
+                    self.missing_opaque_dirs,
+                    "opaque whiteout",
+                    "opaque whiteouts"
+                ),
+                if self.missing_opaque_dirs == 1 {
+                    "a directory"
+                } else {
+                    "directories"
+                }
             ));
         }
         let cim = self
@@ -610,7 +625,7 @@ fn inherited_to_hide(
                     cimfs::Error::InvalidArgument {
                         image: parent.path().to_path_buf(),
                         path: d.clone(),
-                        reason: format!("unusable child name {:?}", e.name),
+                        reason: format!("unusable child name {}", crate::error::quoted(&e.name)),
                     },
                 ));
             }
@@ -1028,8 +1043,12 @@ pub fn import_layer(
         let mut notes = std::mem::take(&mut w.notes);
         if stats.global_headers > 0 {
             notes.push(format!(
-                "{} global PAX headers skipped",
-                stats.global_headers
+                "{} skipped",
+                crate::error::count(
+                    stats.global_headers,
+                    "global PAX header",
+                    "global PAX headers"
+                )
             ));
         }
         if stats.root_entries > 0 {
@@ -1037,8 +1056,12 @@ pub fn import_layer(
         }
         if stats.aufs_link_entries > 0 {
             notes.push(format!(
-                "{} AUFS hard-link entries (.wh..wh.plnk) skipped",
-                stats.aufs_link_entries
+                "{} (.wh..wh.plnk) skipped",
+                crate::error::count(
+                    stats.aufs_link_entries,
+                    "AUFS hard-link entry",
+                    "AUFS hard-link entries"
+                )
             ));
         }
         Ok(ImportSummary {

@@ -23,9 +23,14 @@ pub enum Error {
     },
     /// The layer input itself failed (a read error, a blob whose digest or size is wrong), not
     /// the tar or its compression.
-    #[error("reading the layer input failed after {entries} tar entries (input read up to byte {offset}): {}", complaint(error))]
+    #[error(
+        "reading the layer input failed (input read up to byte {offset}, {} imported by then): {}",
+        count(*entries, "tar entry", "tar entries"),
+        complaint(error)
+    )]
     Input {
-        /// Tar entries imported before the failure.
+        /// Tar entries imported when the failure was seen (with a compressed input the import
+        /// runs behind the reading, so the failure may lie further on).
         entries: u64,
         /// How many bytes of the input (as given: compressed or not) had been read.
         offset: u64,
@@ -33,12 +38,12 @@ pub enum Error {
         error: io::Error,
     },
     /// The gzip or zstd stream around the tar is damaged: the decompressor's complaint.
-    #[error("{}", decompress_message(compression, *entries, *offset, error))]
+    #[error("{}", decompress_message(compression, *decompressed, *offset, error))]
     Decompress {
         /// "gzip" or "zstd".
         compression: &'static str,
-        /// Tar entries imported before the failure was seen.
-        entries: u64,
+        /// Bytes of tar the decompressor had produced before it failed.
+        decompressed: u64,
         /// How many bytes of the compressed input had been read.
         offset: u64,
         /// The decompressor's error, quoted in the message (not a separate cause).
@@ -170,9 +175,33 @@ pub(crate) fn shorten(s: &str) -> String {
     format!("{head}…[{n} characters]…{tail}")
 }
 
-/// [`shorten`], quoted and escaped as `{:?}` would.
+/// `n` and the noun for it, singular for 1 (`count(1, "file", "files")` is "1 file").
+pub(crate) fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// [`shorten`], in double quotes (see [`quote`]).
 pub(crate) fn quoted(s: &str) -> String {
-    format!("{:?}", shorten(s))
+    quote(&shorten(s))
+}
+
+/// `s` in double quotes for a message: backslashes (Windows path separators) as they are, a
+/// double quote as `\"`, control and other invisible characters as `\u{..}` (not `\n` or `\t`,
+/// which would read like a path's `\new` or `\temp`).
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' | '\'' => out.push(c),
+            c if c.escape_debug().next() == Some('\\') => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A library's complaint, with control characters and binary junk it quotes escaped (but not
@@ -192,16 +221,22 @@ fn complaint(source: &io::Error) -> String {
     why
 }
 
-/// A decompression failure: which decompressor, how far it got, and what it said.
-fn decompress_message(compression: &str, entries: u64, offset: u64, source: &io::Error) -> String {
+/// A decompression failure: which decompressor, how far it got (in tar bytes out and
+/// compressed bytes in), and what it said.
+fn decompress_message(
+    compression: &str,
+    decompressed: u64,
+    offset: u64,
+    source: &io::Error,
+) -> String {
     let mut why = complaint(source);
     if source.kind() == io::ErrorKind::UnexpectedEof {
         why.push_str(&format!(" (the {compression} stream is truncated)"));
     }
-    let plural = if entries == 1 { "y" } else { "ies" };
     format!(
-        "{compression} decompression failed after {entries} tar entr{plural} \
-         (compressed input read up to byte {offset}): {why}"
+        "{compression} decompression failed after {} of tar had come out \
+         (compressed input read up to byte {offset}): {why}",
+        count(decompressed, "byte", "bytes")
     )
 }
 
@@ -237,6 +272,24 @@ fn tar_read_message(entries: u64, offset: Option<u64>, source: &io::Error) -> St
     if entries == 0 {
         format!("the input is not a readable tar archive{near}: {why}")
     } else {
-        format!("reading the layer tar after {entries} entries{near}: {why}")
+        format!(
+            "reading the layer tar after {}{near}: {why}",
+            count(entries, "entry", "entries")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn quote_keeps_backslashes_and_escapes_quotes_and_controls() {
+        assert_eq!(quote(r"C:\"), r#""C:\""#);
+        assert_eq!(quote(r"\\server\share"), r#""\\server\share""#);
+        assert_eq!(quote(r"Files\new\temp"), r#""Files\new\temp""#);
+        assert_eq!(quote("a\"b'c"), r#""a\"b'c""#);
+        assert_eq!(quote("a\nb\tc\0"), r#""a\u{a}b\u{9}c\u{0}""#);
+        assert_eq!(quote("é…"), "\"é…\"");
     }
 }

@@ -80,7 +80,7 @@ pub struct ExportOptions {
 pub struct ExportSummary {
     /// Tar entries written (PAX headers not counted).
     pub entries: u64,
-    /// Regular file entries written.
+    /// Regular file entries written (not directories, symlinks or hard links: each file once).
     pub files: u64,
     /// Directory entries written.
     pub directories: u64,
@@ -92,6 +92,8 @@ pub struct ExportSummary {
     pub alternate_streams: u64,
     /// Bytes of file and stream data written.
     pub data_bytes: u64,
+    /// Of `data_bytes`, those of the files' own (default stream) data.
+    pub file_bytes: u64,
     /// OCI whiteouts (`.wh.<name>`) written for paths the fork removed.
     pub whiteouts: u64,
     /// Paths left out because import generates them (see [`ExportOptions::include_generated`]).
@@ -671,6 +673,7 @@ fn write_full<W: Write>(
         let reader = cim.open_id(info.file_id, None)?;
         tar.data(&name, reader, info.size)?;
         tar.summary.files += 1;
+        tar.summary.file_bytes += info.size;
     }
     // Directories and reparse points can have alternate streams too; the importer takes a
     // stream entry right after any file, directory or symlink entry.

@@ -293,7 +293,7 @@ fn decompressed_with<'a, R: Read + 'a>(
             Box::new(zstd::stream::read::Decoder::new(whole).map_err(|error| {
                 Error::Decompress {
                     compression: kind.name(),
-                    entries: 0,
+                    decompressed: 0,
                     offset: 0,
                     error,
                 }
@@ -384,6 +384,8 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
         // (and so not report it) before it reads that far.
         let mut read_error = None;
         let mut importer_stopped = false;
+        // Tar bytes the decompressor has produced.
+        let produced = std::cell::Cell::new(0u64);
         loop {
             let mut buf = spent_rx.try_recv().unwrap_or_default();
             buf.resize(PIPE_CHUNK, 0);
@@ -392,6 +394,7 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
             let item = match got {
                 Ok(0) => break,
                 Ok(n) => {
+                    produced.set(produced.get() + n as u64);
                     buf.truncate(n);
                     Ok(buf)
                 }
@@ -428,7 +431,7 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
             let offset = bytes_read();
             blame_input(error, entries_done, offset).unwrap_or_else(|error| Error::Decompress {
                 compression: compression.name(),
-                entries: entries_done,
+                decompressed: produced.get(),
                 offset,
                 error,
             })
@@ -442,7 +445,15 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
         if importer_stopped {
             // The tar ended before its stream did: read the rest, so that the gzip CRC or zstd
             // checksum at the end is checked before the import counts as good.
-            io::copy(&mut input, &mut io::sink()).map_err(|e| damaged(e, stats.entries))?;
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => produced.set(produced.get() + n as u64),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(damaged(e, stats.entries)),
+                }
+            }
         }
         progress(Progress {
             bytes_read: bytes_read(),

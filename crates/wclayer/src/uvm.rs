@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::cimlayer::{open_hive_to_rewrite, write_atomically};
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 use crate::layout::{
     host_path, UTILITY_VM_DIR, UVM_BCD, UVM_BUILD_VERSION_FILE, UVM_REG_FILES_DIR,
 };
@@ -37,19 +37,21 @@ pub fn windows_folder_name(p: &str) -> std::result::Result<String, String> {
         return Err("names a drive or share, not a layer folder".into());
     };
     if name == "." || name == ".." {
-        return Err(format!("ends in {name:?}, not a folder name"));
+        return Err(format!("ends in {}, not a folder name", quoted(name)));
     }
     if let Some(c) = name
         .chars()
         .find(|&c| c.is_control() || "<>:\"|?*".contains(c))
     {
         return Err(format!(
-            "ends in {name:?}, which holds {c:?}: no Windows folder name can"
+            "ends in {}, which holds {c:?}: no Windows folder name can",
+            quoted(name)
         ));
     }
     if name.ends_with(['.', ' ']) {
         return Err(format!(
-            "ends in {name:?}: Windows drops a trailing dot or space from a folder name"
+            "ends in {}: Windows drops a trailing dot or space from a folder name",
+            quoted(name)
         ));
     }
     // CON, NUL, COM1, LPT1.txt…: the part before the first dot names a device, not a folder.
@@ -64,7 +66,8 @@ pub fn windows_folder_name(p: &str) -> std::result::Result<String, String> {
             && matches!(stem.as_bytes()[3], b'1'..=b'9'));
     if device {
         return Err(format!(
-            "ends in {name:?}, a Windows device name, not a folder name"
+            "ends in {}, a Windows device name, not a folder name",
+            quoted(name)
         ));
     }
     Ok(name.to_string())
@@ -117,7 +120,7 @@ pub fn current_build(software: &regf::Hive) -> std::result::Result<u32, String> 
     };
     text.trim()
         .parse()
-        .map_err(|_| format!("{WHERE} is {text:?}, not a build number"))
+        .map_err(|_| format!("{WHERE} is {}, not a build number", quoted(&text)))
 }
 
 /// The SYSTEM hive edits that let a utility VM boot from a CIM (hcsshim `enableCimBoot`).

@@ -1061,7 +1061,7 @@ fn entries_beneath_a_junction_or_directory_symlink_are_refused() {
         });
         let err = import_error(&tar, &snapshots.join(format!("bad{i}")), &[]);
         assert!(
-            err.contains(r#""Files\\jct\\x.txt""#) && err.contains("directory symlink or junction"),
+            err.contains(r#""Files\jct\x.txt""#) && err.contains("directory symlink or junction"),
             "{err}"
         );
         assert!(!snapshots.join(format!("cim-layers/bad{i}.cim")).exists());
@@ -1099,7 +1099,7 @@ fn entries_beneath_a_junction_or_directory_symlink_are_refused() {
         let err = import_error(&t.finish(), &layer, &[&base]);
         assert!(
             err.contains("directory symlink or junction")
-                && err.to_lowercase().contains(r#""files\\jct""#),
+                && err.to_lowercase().contains(r#""files\jct""#),
             "{what}: {err}"
         );
     }
@@ -1124,7 +1124,7 @@ fn entries_beneath_a_junction_or_directory_symlink_are_refused() {
     t.file("Files/plain/b.txt", &[], b"b");
     let err = import_error(&t.finish(), &snapshots.join("3"), &[&base]);
     assert!(
-        err.contains(r#""Files\\plain\\b.txt""#) && err.contains(r#""Files\\plain""#),
+        err.contains(r#""Files\plain\b.txt""#) && err.contains(r#""Files\plain""#),
         "{err}"
     );
 }
@@ -1318,6 +1318,14 @@ fn damaged_compression_is_reported_as_such() {
             !err.contains("tar archive") && !err.contains("byte 0)") && !err.contains("\\'"),
             "{what}: {err}"
         );
+        // How far decompression got is told in bytes, not in tar entries: the import runs on
+        // another thread behind it, so its entry count says nothing about where the damage is.
+        if want.contains("decompression failed") {
+            assert!(
+                err.contains("of tar had come out") && !err.contains("tar entr"),
+                "{what}: {err}"
+            );
+        }
     }
     // Two gzip members, as `cat a.gz b.gz` or pigz make, are one stream.
     let (first, second) = plain.split_at(plain.len() / 3);

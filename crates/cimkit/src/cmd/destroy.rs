@@ -71,14 +71,17 @@ pub fn run(args: Args) -> Result<Outcome> {
         _ => {}
     }
     println!(
-        "removed {} and {} region/objectid files",
+        "removed {} and {}",
         cim.display(),
-        report.removed.len().saturating_sub(1)
+        crate::output::count(
+            report.removed.len().saturating_sub(1),
+            "region/objectid file"
+        )
     );
     if !report.kept.is_empty() {
         println!(
-            "kept {} files that another image in {} also lists as its own",
-            report.kept.len(),
+            "kept {} that another image in {} also lists as its own",
+            crate::output::count(report.kept.len(), "file"),
             cimfs::folder_of(&cim).display()
         );
     }

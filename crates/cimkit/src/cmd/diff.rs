@@ -14,8 +14,8 @@ use crate::output;
 #[derive(clap::Args)]
 #[command(
     after_help = "Output lines: `+ PATH` added in CIM_B, `- PATH` removed, `M PATH (what)` \
-changed, where what lists: type, data, size, attributes, times, sd, ea, reparse, streams, links \
-(hard-link grouping). Paths compare case-insensitively; the root directory itself is not compared."
+changed, where what lists, in this order: type, size, data, attributes, times, sd, ea, reparse, \
+streams, links (hard-link grouping). Paths compare case-insensitively; the root directory itself is not compared."
 )]
 pub struct Args {
     /// The old image.

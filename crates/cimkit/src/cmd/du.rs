@@ -41,10 +41,16 @@ pub fn run(args: Args) -> Result<Outcome> {
     let parent_regions = total(&files.parent_regions)?;
 
     let cim = open_cim(&args.cim)?;
-    let (mut n_files, mut n_dirs, mut n_links, mut data) = (0u64, 0u64, 0u64, 0u64);
+    // Counted as extract and export count: symlinks and mount points (link reparse points) on
+    // their own, then directories; files are the regular files, each once, with the data they
+    // hold; hard links are their further names.
+    let (mut n_files, mut n_dirs, mut n_links, mut n_symlinks, mut data) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut seen = HashSet::new();
     walk::walk(&cim, "", cim.root(), true, &mut |e| {
-        if e.info.is_directory {
+        if output::link_target(&e.info).is_some() {
+            n_symlinks += 1;
+        } else if e.info.is_directory {
             n_dirs += 1;
         } else if seen.insert(e.info.file_id) {
             n_files += 1;
@@ -69,6 +75,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             "parent_regions": files.parent_regions.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "files": n_files,
             "directories": n_dirs,
+            "symlinks": n_symlinks,
             "hard_links": n_links,
             "data_bytes": data,
         });
@@ -100,8 +107,8 @@ pub fn run(args: Args) -> Result<Outcome> {
         )?;
         writeln!(
             out,
-            "contents: {n_files} files ({} of data), {n_dirs} directories, {n_links} extra hard links",
-            output::human_size(data)
+            "contents: {}",
+            output::tree_counts(n_files, data, n_dirs, n_symlinks, n_links)
         )?;
     }
     out.flush()?;

@@ -142,25 +142,38 @@ pub fn run(args: Args) -> Result<Outcome> {
         })
         .to_string()
     } else {
+        // Counted as du and extract count (`tree_counts`), over what the tar holds: the data
+        // figure is the files' data, the streams' bytes are added after it.
+        let stream_bytes = summary.data_bytes.saturating_sub(summary.file_bytes);
         format!(
-            "{}: {} ({} entries: {} files, {} directories, {} symlinks, {} hard links, {} streams, {} whiteouts), {} of data{}",
+            "{}: {}, {}: {}, {}{}, {}{}",
             args.output.display(),
             match &parent {
                 Some((p, _)) => format!("changes against {}", p.display()),
                 None => "whole tree".to_string(),
             },
-            summary.entries,
-            summary.files,
-            summary.directories,
-            summary.symlinks,
-            summary.hard_links,
-            summary.alternate_streams,
-            summary.whiteouts,
-            output::human_size(summary.data_bytes),
+            output::count_as(summary.entries, "tar entry", "tar entries"),
+            output::tree_counts(
+                summary.files,
+                summary.file_bytes,
+                summary.directories,
+                summary.symlinks,
+                summary.hard_links
+            ),
+            output::count(summary.alternate_streams, "alternate stream"),
+            if summary.alternate_streams > 0 {
+                format!(" ({} of data)", output::human_size(stream_bytes))
+            } else {
+                String::new()
+            },
+            output::count(summary.whiteouts, "whiteout"),
             if summary.skipped.is_empty() {
                 String::new()
             } else {
-                format!("; left out (generated on import): {}", summary.skipped.join(", "))
+                format!(
+                    "; left out (generated on import, --include-generated writes them): {}",
+                    summary.skipped.join(", ")
+                )
             }
         )
     };

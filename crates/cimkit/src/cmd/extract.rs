@@ -85,8 +85,9 @@ fn host_path(root: &Path, image_path: &str, cim: &Path) -> Result<PathBuf> {
     for part in image_path.split('\\') {
         if part.is_empty() || part == "." || part == ".." || part.contains(['/', '\0']) {
             bail!(
-                "{}: {image_path}: name {part:?} cannot be extracted safely",
-                cim.display()
+                "{}: {image_path}: name {} cannot be extracted safely",
+                cim.display(),
+                output::quote(part)
             );
         }
         p.push(part);
@@ -380,10 +381,14 @@ fn extract(args: &Args, cim: &cimfs::Cim) -> Result<Outcome> {
     } else {
         writeln!(
             out,
-            "{}: {n_files} files ({}), {n_dirs} directories, {n_links} hard links, {n_symlinks} symlinks; metadata in {}",
+            "{}: {}; metadata in {}",
             args.dir.display(),
-            output::human_size(bytes),
-            if sidecar_to_stdout { "stdout".into() } else { sidecar_path.display().to_string() }
+            output::tree_counts(n_files, bytes, n_dirs, n_symlinks, n_links),
+            if sidecar_to_stdout {
+                "stdout".into()
+            } else {
+                sidecar_path.display().to_string()
+            }
         )?;
     }
     out.flush()?;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value as Json};
 
 use super::{open_cim, Outcome};
-use crate::output;
+use crate::output::{self, quote};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -253,7 +253,7 @@ fn tell_notes(hive: &mut regf::Hive, read: &Bytes) {
         if read.dirty_told && note.starts_with(regf::DIRTY_NOTE) {
             continue;
         }
-        eprintln!("cimkit: note: {}: {note}", read.name);
+        output::note(format_args!("{}: {note}", read.name));
     }
 }
 
@@ -288,17 +288,17 @@ fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> (Vec<
             .join(", ")
     };
     if recovery.entries_applied() == 0 {
-        eprintln!(
-            "cimkit: {name} is dirty but no log entry applies ({}); reading it as it is",
+        output::note(format_args!(
+            "{name} is dirty but no log entry applies ({}); reading it as it is",
             names(false)
-        );
+        ));
         return (primary, true);
     }
     let applied = recovery.entries_applied();
     let unused = names(false);
-    eprintln!(
-        "cimkit: applied {applied} log {} from {} to {name} (in memory; sequence now {}){}",
-        if applied == 1 { "entry" } else { "entries" },
+    output::note(format_args!(
+        "applied {} from {} to {name} (in memory; sequence now {}){}",
+        output::count_as(applied, "log entry", "log entries"),
         names(true),
         recovery.sequence,
         if unused.is_empty() {
@@ -306,7 +306,7 @@ fn apply_logs(primary: Vec<u8>, name: &str, logs: &[(String, Vec<u8>)]) -> (Vec<
         } else {
             format!("; not used: {unused}")
         }
-    );
+    ));
     (recovery.bytes, true)
 }
 
@@ -349,7 +349,7 @@ fn find_key<'h>(hive: &'h regf::Hive, path: &str, name: &str) -> Result<(&'h reg
     for part in path.split('\\').filter(|p| !p.is_empty()) {
         key = key
             .subkey(part)
-            .with_context(|| format!("{name}: key {path:?} not found"))?;
+            .with_context(|| format!("{name}: key {} not found", quote(path)))?;
         names.push(key.name.as_str());
     }
     Ok((key, names.join("\\")))
@@ -419,8 +419,9 @@ fn parse_data(kind: ValueType, data: &str) -> Result<(u32, Vec<u8>)> {
             // An empty string ends a REG_MULTI_SZ: readers would stop there and lose the rest.
             if let Some(i) = items.iter().position(|s| s.is_empty()) {
                 bail!(
-                    "multi-sz data {data:?}: string {} of {} is empty; REG_MULTI_SZ cannot hold \
-                     an empty string (it ends the list), so drop the extra `;`",
+                    "multi-sz data {}: string {} of {} is empty; REG_MULTI_SZ cannot hold an \
+                     empty string (it ends the list), so drop the extra `;`",
+                    quote(data),
                     i + 1,
                     items.len()
                 );
@@ -439,12 +440,14 @@ fn parse_data(kind: ValueType, data: &str) -> Result<(u32, Vec<u8>)> {
                 .collect();
             if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
                 bail!(
-                    "binary data {data:?}: {c:?} is not a hex digit (bytes as hex pairs, \
-                     optionally separated by spaces or commas: \"de ad\", \"de,ad\", \"dead\")"
+                    "binary data {}: {} is not a hex digit (bytes as hex pairs, optionally \
+                     separated by spaces or commas: \"de ad\", \"de,ad\", \"dead\")",
+                    quote(data),
+                    quote(&c.to_string())
                 );
             }
             if hex.len() & 1 == 1 {
-                bail!("binary data {data:?}: odd number of hex digits");
+                bail!("binary data {}: odd number of hex digits", quote(data));
             }
             let mut bytes = Vec::with_capacity(hex.len() / 2);
             for i in (0..hex.len()).step_by(2) {
@@ -463,11 +466,12 @@ fn parse_number64(s: &str) -> Result<u64> {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => s.parse(),
     }
-    .with_context(|| format!("{s:?} is not a number"))
+    .with_context(|| format!("{} is not a number", quote(s)))
 }
 
 fn parse_number(s: &str) -> Result<u32> {
-    u32::try_from(parse_number64(s)?).with_context(|| format!("{s:?} does not fit in a dword"))
+    u32::try_from(parse_number64(s)?)
+        .with_context(|| format!("{} does not fit in a dword", quote(s)))
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -509,9 +513,9 @@ pub fn run(args: Args) -> Result<Outcome> {
             let (k, path) = find_key(&hive, &key_path(&key), &name)?;
             match value {
                 Some(v) => {
-                    let val = k
-                        .value(&v)
-                        .with_context(|| format!("{name}: key {path:?} has no value {v:?}"))?;
+                    let val = k.value(&v).with_context(|| {
+                        format!("{name}: key {} has no value {}", quote(&path), quote(&v))
+                    })?;
                     if json {
                         output::json_line(&mut out, &value_json(val))?;
                     } else {
@@ -550,10 +554,17 @@ pub fn run(args: Args) -> Result<Outcome> {
             create,
             no_logs,
         } => {
-            let mut hive = if create && !file.exists() {
-                regf::Hive::new()
-            } else {
-                open_file(&file, no_logs)?
+            let missing = match std::fs::metadata(&file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(e),
+                _ => None,
+            };
+            let mut hive = match missing {
+                Some(_) if create => regf::Hive::new(),
+                Some(e) => bail!(
+                    "cannot read {}: {e} (use --create to start a new hive)",
+                    file.display()
+                ),
+                None => open_file(&file, no_logs)?,
             };
             let path = key_path(&key);
             if delete {
@@ -564,7 +575,12 @@ pub fn run(args: Args) -> Result<Outcome> {
                 };
                 let removed = k.map(|k| k.delete_value(&name)).unwrap_or(false);
                 if !removed {
-                    bail!("{}: key {path:?} has no value {name:?}", file.display());
+                    bail!(
+                        "{}: key {} has no value {}",
+                        file.display(),
+                        quote(&path),
+                        quote(&name)
+                    );
                 }
             } else {
                 let data = data.context("give the data to set (or --delete)")?;
@@ -599,9 +615,9 @@ pub fn run(args: Args) -> Result<Outcome> {
                 .with_context(|| format!("cannot write hive {}", dest.display()))?;
             writeln!(
                 out,
-                "{}: merged {} delta(s) onto {}",
+                "{}: merged {} onto {}",
                 dest.display(),
-                deltas.len(),
+                output::count(deltas.len(), "delta"),
                 base.display()
             )?;
             Outcome::Ok
@@ -621,7 +637,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             let report = regf::validate::check(&read.bytes, level);
             for note in &report.notes {
                 if !(read.dirty_told && note.starts_with(regf::DIRTY_NOTE)) {
-                    eprintln!("cimkit: note: {name}: {note}");
+                    output::note(format_args!("{name}: {note}"));
                 }
             }
             if json {
@@ -661,7 +677,11 @@ pub fn run(args: Args) -> Result<Outcome> {
                         report.total - report.problems.len()
                     )?;
                 }
-                writeln!(out, "{name}: {} problem(s) found", report.total)?;
+                writeln!(
+                    out,
+                    "{name}: {} found",
+                    output::count(report.total, "problem")
+                )?;
             }
             if report.is_ok() {
                 Outcome::Ok

@@ -46,7 +46,31 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Imports `input` (of `total` bytes when known) as a layer, with a progress bar.
+/// An import stopped by Ctrl-C: a deliberate stop, not a failure of the input; the importer has
+/// removed what it wrote.
+#[derive(Debug)]
+pub struct Interrupted {
+    /// The layer folder that was being imported.
+    pub layer: PathBuf,
+    /// Tar entries imported before the stop.
+    pub entries: u64,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "import into {} interrupted by Ctrl-C after {}; the layer was removed",
+            self.layer.display(),
+            output::count_as(self.entries, "tar entry", "tar entries")
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Imports `input` (of `total` bytes when known) as a layer, with a progress bar. Ctrl-C stops
+/// it with an [`Interrupted`] error.
 pub fn import_stream(
     input: impl Read,
     total: Option<u64>,
@@ -57,11 +81,23 @@ pub fn import_stream(
     crate::progress::catch_interrupt();
     let progress = Progress::new(total, quiet, label);
     let (mut counting, count) = CountingReader::new(BufReader::with_capacity(1 << 20, input));
+    let mut entries = 0;
     let result = wclayer::import_layer(&mut counting, opts, &mut |p: wclayer::Progress| {
+        entries = p.entries;
         progress.update(count.get(), p.entries)
     });
     progress.finish();
     result.map_err(|e| match e {
+        // The stop Ctrl-C asked for, whatever the reader in its way made of it.
+        _ if crate::progress::interrupted() => anyhow::Error::new(Interrupted {
+            layer: opts.layer.clone(),
+            entries: match e {
+                wclayer::Error::Input { entries, .. } | wclayer::Error::TarRead { entries, .. } => {
+                    entries
+                }
+                _ => entries,
+            },
+        }),
         wclayer::Error::UtilityVm { .. } => anyhow::anyhow!(
             "{e} (--no-utility-vm-processing imports the UtilityVM tree unchanged, as hcsshim \
              does since 2024)"
@@ -86,18 +122,23 @@ pub fn print_summary(summary: &wclayer::ImportSummary, layer: &Path, json: bool)
         std::io::Write::flush(&mut out)?;
     } else {
         println!(
-            "{}: {} entries, total size {} bytes ({}) -> {}",
+            "{}: {}, total size {} bytes ({}) -> {}",
             layer.display(),
-            summary.entries,
+            output::count_as(summary.entries, "entry", "entries"),
             summary.size,
             output::human_size(summary.size),
             summary.cim_path.display()
         );
-        for note in &summary.notes {
-            println!("note: {note}");
-        }
+        tell_notes(summary, layer);
     }
     Ok(())
+}
+
+/// Says the import's notes on stderr, each naming the layer folder.
+pub fn tell_notes(summary: &wclayer::ImportSummary, layer: &Path) {
+    for note in &summary.notes {
+        output::note(format_args!("{}: {note}", layer.display()));
+    }
 }
 
 /// Refuses a `.cim` file where a layer folder is wanted, naming the folder it belongs to.
@@ -141,15 +182,22 @@ pub fn run(args: Args) -> Result<Outcome> {
             args.layer.display()
         )
     };
-    let summary = if args.tar.as_os_str() == "-" {
+    let result = if args.tar.as_os_str() == "-" {
         import_stream(std::io::stdin().lock(), None, &opts, args.quiet, "import")
-            .with_context(ctx)?
     } else {
         let file =
             File::open(&args.tar).with_context(|| format!("cannot open {}", args.tar.display()))?;
         let total = file.metadata().ok().map(|m| m.len());
-        import_stream(file, total, &opts, args.quiet, "import").with_context(ctx)?
+        import_stream(file, total, &opts, args.quiet, "import")
     };
+    // A Ctrl-C stop says what it stopped itself; a failure says what could not be imported.
+    let summary = result.map_err(|e| {
+        if e.is::<Interrupted>() {
+            e
+        } else {
+            e.context(ctx())
+        }
+    })?;
     print_summary(&summary, &args.layer, args.json)?;
     Ok(Outcome::Ok)
 }

@@ -73,8 +73,9 @@ fn remove_layer(layer_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes the layer folders numbered `from` and up that carry a digest file, highest first.
-fn remove_stale_layers(snapshots: &Path, from: usize) -> Result<()> {
+/// Removes the layer folders numbered `from` and up that carry a digest file, highest first;
+/// returns their numbers, lowest first.
+fn remove_stale_layers(snapshots: &Path, from: usize) -> Result<Vec<usize>> {
     let mut numbered: Vec<(usize, PathBuf)> = Vec::new();
     let entries = std::fs::read_dir(snapshots)
         .with_context(|| format!("cannot list {}", snapshots.display()))?;
@@ -93,10 +94,29 @@ fn remove_stale_layers(snapshots: &Path, from: usize) -> Result<()> {
         }
     }
     numbered.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
-    for (_, path) in numbered {
-        remove_layer(&path)?;
+    for (_, path) in &numbered {
+        remove_layer(path)?;
     }
-    Ok(())
+    Ok(numbered.iter().rev().map(|(n, _)| *n).collect())
+}
+
+/// What to do about a folder (or CIM) in the way that import-image did not write: destroy its
+/// CIM with cimkit, then remove the folder, or pick another snapshot folder.
+fn clear_hint(dir: &Path) -> String {
+    let mut steps = Vec::new();
+    if wclayer::cim_path_for_layer(dir).exists() {
+        steps.push(format!(
+            "destroy its CIM with `cimkit destroy --layer {}`",
+            dir.display()
+        ));
+    }
+    if dir.exists() {
+        steps.push(format!("remove the folder (`rm -r {}`)", dir.display()));
+    }
+    format!(
+        "{}, or use another --snapshots folder",
+        steps.join(" and then ")
+    )
 }
 
 /// Whether `dir` already holds the layer with this digest, imported by this command.
@@ -147,6 +167,9 @@ fn import_layers(args: &Args, image: &ociimage::Image) -> Result<Outcome> {
     let count = image.layers().len();
     let mut chain_intact = true;
     let (mut imported, mut skipped) = (0usize, 0usize);
+    // Layers this run imported again over an earlier import of its own (folder removed first),
+    // and layer folders removed above the image's top layer (left from a taller image).
+    let (mut replaced, mut removed_above): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
     let mut out = output::stdout();
     for layer in image.layers() {
         let n = layer.index + 1;
@@ -161,7 +184,13 @@ fn import_layers(args: &Args, image: &ociimage::Image) -> Result<Outcome> {
         if chain_intact {
             // Every layer folder from here up was forked from what is about to change: remove
             // the ones this command wrote, top first, so no image is left reading freed regions.
-            remove_stale_layers(&args.snapshots, n)?;
+            for k in remove_stale_layers(&args.snapshots, n)? {
+                if k <= count {
+                    replaced.push(k);
+                } else {
+                    removed_above.push(k);
+                }
+            }
         }
         chain_intact = false;
         if dir.exists() {
@@ -171,13 +200,16 @@ fn import_layers(args: &Args, image: &ociimage::Image) -> Result<Outcome> {
             // What a killed import left is ours to redo: the import cleans it up first.
             if recorded.is_none() && !empty && !wclayer::interrupted_import(&dir) {
                 bail!(
-                    "{} exists and was not written by cimkit import-image (no {DIGEST_FILE}); \
-                     remove it or use another --snapshots folder",
-                    dir.display()
+                    "{} exists and was not written by cimkit import-image (no {DIGEST_FILE}): {}",
+                    dir.display(),
+                    clear_hint(&dir)
                 );
             }
             if recorded.is_some() {
                 remove_layer(&dir)?;
+                if !replaced.contains(&n) {
+                    replaced.push(n);
+                }
             }
         }
         // An image for this layer id that no digest says is ours (another tool's, or one whose
@@ -186,9 +218,10 @@ fn import_layers(args: &Args, image: &ociimage::Image) -> Result<Outcome> {
         if cim.exists() && recorded.is_none() {
             bail!(
                 "{} exists but {} has no {DIGEST_FILE}, so it was not written by cimkit \
-                 import-image; remove it or use another --snapshots folder",
+                 import-image: {}",
                 cim.display(),
-                dir.display()
+                dir.display(),
+                clear_hint(&dir)
             );
         }
         let parents: Vec<PathBuf> = (1..n)
@@ -238,13 +271,38 @@ fn import_layers(args: &Args, image: &ociimage::Image) -> Result<Outcome> {
         std::fs::write(dir.join(DIGEST_FILE), format!("{digest}\n"))
             .with_context(|| format!("cannot record the digest in {}", dir.display()))?;
         imported += 1;
-        report(&mut out, image, n, &dir, &digest, Some(&summary), args.json)?;
+        let done = Imported {
+            summary: &summary,
+            replaced: replaced.contains(&n),
+        };
+        report(&mut out, image, n, &dir, &digest, Some(done), args.json)?;
     }
     if !args.json {
         use std::io::Write as _;
+        let numbers = |list: &[usize]| {
+            list.iter()
+                .map(|k| args.snapshots.join(k.to_string()).display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut changes = String::new();
+        if !replaced.is_empty() {
+            changes.push_str(&format!(
+                " ({} replaced an earlier import, its folder removed first: {})",
+                output::count(replaced.len(), "layer"),
+                numbers(&replaced)
+            ));
+        }
+        if !removed_above.is_empty() {
+            changes.push_str(&format!(
+                "; removed {} above the top layer, left by an earlier import: {}",
+                output::count(removed_above.len(), "layer folder"),
+                numbers(&removed_above)
+            ));
+        }
         writeln!(
             out,
-            "{}{}: {}, {imported} imported, {skipped} already there; top layer {}",
+            "{}{}: {}, {imported} imported, {skipped} already there; top layer {}{changes}",
             args.source.display(),
             image
                 .platform()
@@ -258,16 +316,24 @@ fn import_layers(args: &Args, image: &ociimage::Image) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// A layer this run imported, and whether it replaced an earlier import of this command.
+#[derive(Clone, Copy)]
+struct Imported<'a> {
+    summary: &'a wclayer::ImportSummary,
+    replaced: bool,
+}
+
 fn report(
     out: &mut dyn std::io::Write,
     image: &ociimage::Image,
     n: usize,
     dir: &Path,
     digest: &str,
-    summary: Option<&wclayer::ImportSummary>,
+    done: Option<Imported<'_>>,
     json: bool,
 ) -> Result<()> {
     let count = image.layers().len();
+    let summary = done.map(|d| d.summary);
     if json {
         output::json_line(
             out,
@@ -280,18 +346,32 @@ fn report(
                     .unwrap_or_else(|| wclayer::cim_path_for_layer(dir).display().to_string()),
                 "size": summary.map(|s| s.size),
                 "entries": summary.map(|s| s.entries),
+                "replaced": done.is_some_and(|d| d.replaced),
+                "notes": summary.map(|s| s.notes.clone()).unwrap_or_default(),
                 "os_version": image.os_version(),
             }),
         )?;
     } else {
-        match summary {
-            Some(s) => writeln!(
-                out,
-                "layer {n}/{count} {digest}: imported {} entries, {} -> {}",
-                s.entries,
-                output::human_size(s.size),
-                s.cim_path.display()
-            )?,
+        match done {
+            Some(Imported {
+                summary: s,
+                replaced,
+            }) => {
+                writeln!(
+                    out,
+                    "layer {n}/{count} {digest}: {}imported {}, {} -> {}",
+                    if replaced {
+                        "earlier import replaced (folder removed first), "
+                    } else {
+                        ""
+                    },
+                    output::count_as(s.entries, "entry", "entries"),
+                    output::human_size(s.size),
+                    s.cim_path.display()
+                )?;
+                out.flush()?;
+                super::import::tell_notes(s, dir);
+            }
             None => writeln!(
                 out,
                 "layer {n}/{count} {digest}: already imported in {}",

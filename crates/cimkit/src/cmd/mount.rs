@@ -492,9 +492,9 @@ mod linux {
                 format!("cannot list mount point {}", args.mountpoint.display())
             })?;
             bail!(
-                "mount point {} is not empty (it holds {:?}); mount on an empty folder",
+                "mount point {} is not empty (it holds {}); mount on an empty folder",
                 args.mountpoint.display(),
-                entry.file_name()
+                crate::output::quote(&entry.file_name().to_string_lossy())
             );
         }
         if !std::path::Path::new("/dev/fuse").exists() {
@@ -503,10 +503,10 @@ mod linux {
         let counted = count_links(&cim);
         if let Some(e) = counted.first_error {
             eprintln!(
-                "cimkit: {}: {} entries could not be read while counting links (first: {}); \
+                "cimkit: {}: {} could not be read while counting links (first: {}); \
                  they show as I/O errors and link counts near them may be too low",
                 args.cim.display(),
-                counted.unreadable,
+                crate::output::count_as(counted.unreadable, "entry", "entries"),
                 e
             );
         }

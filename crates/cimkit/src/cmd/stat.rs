@@ -33,9 +33,10 @@ pub fn run(args: Args) -> Result<Outcome> {
         let streams = cim.streams_id(id).with_context(ctx)?;
         let Some(s) = streams.iter().find(|s| s.name.eq_ignore_ascii_case(name)) else {
             anyhow::bail!(
-                "{}: {}: no alternate data stream {name:?}",
+                "{}: {}: no alternate data stream {}",
                 args.cim.display(),
-                walk::display(&path)
+                walk::display(&path),
+                output::quote(name)
             );
         };
         let r = cim.open_id(id, Some(&s.name)).with_context(ctx)?;

@@ -58,8 +58,10 @@ pub fn run(args: Args) -> Result<Outcome> {
         match rehashed {
             Some(n) => writeln!(
                 out,
-                "{}: OK ({n} stored objects re-hashed, all match)",
-                args.cim.display()
+                "{}: OK ({} re-hashed, {})",
+                args.cim.display(),
+                output::count(n, "stored object"),
+                if n == 1 { "it matches" } else { "all match" }
             )?,
             None => writeln!(out, "{}: OK", args.cim.display())?,
         }
