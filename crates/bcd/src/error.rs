@@ -47,20 +47,4 @@ pub enum Error {
 /// Result with the crate's error.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// `s` in double quotes for a message: backslashes (Windows path separators) as they are, a
-/// double quote as `\"`, control and other invisible characters as `\u{..}` (not `\n` or `\t`,
-/// which would read like a path's `\new` or `\temp`).
-pub(crate) fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' | '\'' => out.push(c),
-            c if c.escape_debug().next() == Some('\\') => out.extend(c.escape_unicode()),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub(crate) use upcase::quote;

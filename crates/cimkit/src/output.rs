@@ -123,23 +123,7 @@ pub fn note(text: impl std::fmt::Display) {
     eprintln!("cimkit: note: {text}");
 }
 
-/// `s` in double quotes for a message: backslashes (Windows path separators) as they are, a
-/// double quote as `\"`, control and other invisible characters as `\u{..}` (not `\n` or `\t`,
-/// which would read like a path's `\new` or `\temp`).
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' | '\'' => out.push(c),
-            c if c.escape_debug().next() == Some('\\') => out.extend(c.escape_unicode()),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub use upcase::quote;
 
 /// Where output bound for a path goes: `write_to` while it is written, then renamed to
 /// `rename_to` once complete (when set).

@@ -3,7 +3,7 @@
 //! Windows compares file and registry names by upcasing each UTF-16 code unit through a fixed
 //! 64K-entry table (`RtlUpcaseUnicodeChar`); surrogates and code units without a mapping stay as
 //! they are. CimFS stores that table in every image and sorts directory entries with it; registry
-//! hives sort subkeys and hash their names with it.
+//! hives sort subkeys and hash their names with it. [`quote`] shows such a name in a message.
 
 #![warn(missing_docs)]
 
@@ -219,8 +219,36 @@ pub fn upcase_str(s: &str) -> String {
     String::from_utf16_lossy(&upcase_units(s))
 }
 
+/// `s` in double quotes for a message: backslashes (Windows path separators) as they are, a
+/// double quote as `\"`, control and other invisible characters as `\u{..}` (not `\n` or `\t`,
+/// which would read like a path's `\new` or `\temp`).
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' | '\'' => out.push(c),
+            c if c.escape_debug().next() == Some('\\') => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quote_keeps_backslashes_and_escapes_quotes_and_controls() {
+        assert_eq!(quote(r"C:\"), r#""C:\""#);
+        assert_eq!(quote(r"\\server\share"), r#""\\server\share""#);
+        assert_eq!(quote(r"Files\new\temp"), r#""Files\new\temp""#);
+        assert_eq!(quote("a\"b'c"), r#""a\"b'c""#);
+        assert_eq!(quote("a\nb\tc\0"), r#""a\u{a}b\u{9}c\u{0}""#);
+        assert_eq!(quote("é…"), "\"é…\"");
+    }
+
     use super::*;
 
     fn utf16(s: &str) -> Vec<u16> {

@@ -186,23 +186,7 @@ pub(crate) fn quoted(s: &str) -> String {
     quote(&shorten(s))
 }
 
-/// `s` in double quotes for a message: backslashes (Windows path separators) as they are, a
-/// double quote as `\"`, control and other invisible characters as `\u{..}` (not `\n` or `\t`,
-/// which would read like a path's `\new` or `\temp`).
-pub(crate) fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' | '\'' => out.push(c),
-            c if c.escape_debug().next() == Some('\\') => out.extend(c.escape_unicode()),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub(crate) use upcase::quote;
 
 /// A library's complaint, with control characters and binary junk it quotes escaped (but not
 /// quotes or apostrophes) and cut short.
@@ -276,20 +260,5 @@ fn tar_read_message(entries: u64, offset: Option<u64>, source: &io::Error) -> St
             "reading the layer tar after {}{near}: {why}",
             count(entries, "entry", "entries")
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quote;
-
-    #[test]
-    fn quote_keeps_backslashes_and_escapes_quotes_and_controls() {
-        assert_eq!(quote(r"C:\"), r#""C:\""#);
-        assert_eq!(quote(r"\\server\share"), r#""\\server\share""#);
-        assert_eq!(quote(r"Files\new\temp"), r#""Files\new\temp""#);
-        assert_eq!(quote("a\"b'c"), r#""a\"b'c""#);
-        assert_eq!(quote("a\nb\tc\0"), r#""a\u{a}b\u{9}c\u{0}""#);
-        assert_eq!(quote("é…"), "\"é…\"");
     }
 }
