@@ -63,7 +63,8 @@ fn unsaid<'a>(out: &str, text: &'a str) -> &'a str {
         // Only what looks like a file or image path counts as a place.
         let place = spelled(place);
         let place = place.trim_start_matches('\\');
-        let is_path = place.contains(['\\', '.']);
+        // A layer folder is named "layer DIR" (DIR may be a bare id such as `2`).
+        let is_path = place.contains(['\\', '.']) || place.starts_with("layer ");
         if reason.is_empty() || !is_path || !names_whole(&said, place) {
             break;
         }

@@ -271,7 +271,7 @@ impl CimLayerWriter {
             None => CimWriter::create(cim_dir, &name),
             Some(parent) => {
                 let parent_cim = cim_path_for_layer(parent);
-                if parent_cim.parent() != Some(cim_dir) {
+                if !same_folder(cimfs::folder_of(&parent_cim), cim_dir) {
                     return Err(layer_err(format!(
                         "parent CIM {} is not in {} (a fork must share its parent's folder)",
                         parent_cim.display(),
@@ -642,6 +642,15 @@ fn inherited_to_hide(
         }
     }
     Ok(Some(hide))
+}
+
+/// Whether `a` and `b` name the same folder, however spelled (`cim-layers`, `./cim-layers`,
+/// an absolute path); compared as written when either cannot be resolved.
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// Reads a hive the import will rewrite (merge or edit); a dirty one is refused, since the

@@ -1607,3 +1607,24 @@ fn legacy_nul_typeflag_directory_keeps_the_inherited_tree() {
         b"MZ notepad"
     );
 }
+
+/// A fork must share its parent's `cim-layers` folder: the same folder spelled another way
+/// (`./`, an absolute path, `x/..`) is that folder; another folder is refused.
+#[test]
+fn parent_folder_is_compared_as_a_folder_not_as_text() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("snapshots");
+    import(&small_base(&shared, |_| {}), &snap.join("1"), &[]).unwrap();
+    let mut t = TarBuilder::new();
+    t.file("Files/new.txt", &[], b"new");
+    let child = t.finish();
+    import(&child, &snap.join("./2"), &[&snap.join("1")]).unwrap();
+    fs::create_dir_all(snap.join("x")).unwrap();
+    import(&child, &snap.join("3"), &[&snap.join("x/../1")]).unwrap();
+    let other = tmp.path().join("other/4");
+    let err = import_error(&child, &other, &[&snap.join("1")]);
+    assert!(err.contains("a fork must share its parent's folder"), "{err}");
+}
