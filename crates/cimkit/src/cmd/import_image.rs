@@ -107,16 +107,31 @@ fn clear_hint(dir: &Path) -> String {
     if wclayer::cim_path_for_layer(dir).exists() {
         steps.push(format!(
             "destroy its CIM with `cimkit destroy --layer {}`",
-            dir.display()
+            shell_word(&dir.display().to_string())
         ));
     }
     if dir.exists() {
-        steps.push(format!("remove the folder (`rm -r {}`)", dir.display()));
+        steps.push(format!(
+            "remove the folder (`rm -r {}`)",
+            shell_word(&dir.display().to_string())
+        ));
     }
     format!(
         "{}, or use another --snapshots folder",
         steps.join(" and then ")
     )
+}
+
+/// `s` as one POSIX shell word, so a command line shown for pasting does what it says: as it is
+/// when it holds only characters no shell treats specially, else in single quotes (`'` as
+/// `'\''`).
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// Whether `dir` already holds the layer with this digest, imported by this command.
@@ -380,4 +395,18 @@ fn report(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn shell_words_are_quoted_when_a_shell_would_split_or_expand_them() {
+        assert_eq!(shell_word("snaps/2"), "snaps/2");
+        assert_eq!(shell_word("my snaps/2"), "'my snaps/2'");
+        assert_eq!(shell_word("q$(id)/2"), "'q$(id)/2'");
+        assert_eq!(shell_word("it's/2"), r"'it'\''s/2'");
+        assert_eq!(shell_word(""), "''");
+    }
 }
