@@ -441,19 +441,33 @@ pub(crate) fn write_layer_pipelined<W: LayerWriter + Send>(
         if let Some(e) = read_error {
             return Err(damaged(e, entries_done));
         }
-        let stats = result?;
-        if importer_stopped {
-            // The tar ended before its stream did: read the rest, so that the gzip CRC or zstd
-            // checksum at the end is checked before the import counts as good.
+        // Reads the rest of the stream, so that damage past the importer's stop (up to the gzip
+        // CRC or zstd checksum at the end) is found.
+        let mut drain = |entries_done: u64| -> Result<()> {
             let mut buf = vec![0u8; 64 << 10];
             loop {
                 match input.read(&mut buf) {
-                    Ok(0) => break,
+                    Ok(0) => return Ok(()),
                     Ok(n) => produced.set(produced.get() + n as u64),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(damaged(e, stats.entries)),
+                    Err(e) => return Err(damaged(e, entries_done)),
                 }
             }
+        };
+        let stats = match result {
+            // A tar the importer cannot read may be damaged compressed data that decompressed
+            // to garbage before the decompressor noticed: its error, when it finds one, is the
+            // cause, and reporting it makes the message the same however the threads raced.
+            Err(tar_error @ Error::TarRead { .. }) if importer_stopped => {
+                drain(entries_done)?;
+                return Err(tar_error);
+            }
+            other => other?,
+        };
+        if importer_stopped {
+            // The tar ended before its stream did: the rest is checked before the import
+            // counts as good.
+            drain(stats.entries)?;
         }
         progress(Progress {
             bytes_read: bytes_read(),
