@@ -85,6 +85,9 @@ impl<R> CountingReader<R> {
     }
 }
 
+/// How an interruption is told: the handler catches Ctrl-C (SIGINT) and SIGTERM alike.
+pub const INTERRUPTED_TEXT: &str = "interrupted (Ctrl-C or SIGTERM)";
+
 /// Whether Ctrl-C was pressed since `catch_interrupt`.
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
@@ -94,7 +97,7 @@ pub fn interrupted() -> bool {
 pub fn check_interrupt() -> std::io::Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         // Not ErrorKind::Interrupted: readers and writers retry that one.
-        return Err(std::io::Error::other("interrupted by Ctrl-C"));
+        return Err(std::io::Error::other(INTERRUPTED_TEXT));
     }
     Ok(())
 }

@@ -664,7 +664,9 @@ pub(crate) fn open_hive_to_rewrite(path: &Path) -> Result<regf::Hive> {
         None => Ok(hive),
         Some(notes) => Err(Error::DirtyHive {
             path: path.to_path_buf(),
-            notes,
+            detail: notes
+                .replace(regf::DIRTY_NOTE, "")
+                .replace(" (read without logs)", ""),
         }),
     }
 }

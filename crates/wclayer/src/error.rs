@@ -113,19 +113,19 @@ pub enum Error {
         /// The registry library's error.
         source: Box<regf::Error>,
     },
-    /// A hive the import must rewrite (merge or edit) is dirty: its transaction logs hold changes
+    /// A hive the import must rewrite (merge or edit) is dirty: its transaction logs held changes
     /// the file lacks, which a rewritten, clean hive would lose.
     #[error(
-        "hive {}: the hive is dirty (changes are still in its .LOG1/.LOG2 transaction logs, not \
-         in the file), so merging or editing it would lose them: replay the logs into the file \
-         before packing the layer: {notes}",
+        "hive {} is dirty ({detail}): its newest changes were in transaction logs (.LOG1/.LOG2), \
+         which a merged or edited copy cannot include; the layer that carries this hive must \
+         carry it saved clean",
         path.display()
     )]
     DirtyHive {
         /// The hive file.
         path: PathBuf,
         /// What the reader noticed (sequence numbers, checksum).
-        notes: String,
+        detail: String,
     },
     /// A step of utility VM processing (build number, VHDX disks, BCD or SYSTEM edits) failed.
     #[error("utility VM processing of {}: {step}: {reason}", layer.display())]

@@ -158,6 +158,12 @@ pub fn run(args: Args) -> Result<Outcome> {
                 "cimkit: could not remove the partial extraction in {}: {e}",
                 args.dir.display()
             );
+        } else if crate::progress::interrupted() {
+            anyhow::bail!(
+                "extraction into {} {}; what it wrote was removed",
+                args.dir.display(),
+                crate::progress::INTERRUPTED_TEXT
+            );
         }
     }
     result

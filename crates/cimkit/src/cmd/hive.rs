@@ -662,6 +662,7 @@ pub fn run(args: Args) -> Result<Outcome> {
                         "total": report.total,
                         "truncated": report.truncated(),
                         "problems": list,
+                        "notes": report.notes,
                     }),
                 )?;
             } else if report.is_ok() {

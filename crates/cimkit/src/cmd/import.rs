@@ -60,8 +60,9 @@ impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "import into {} interrupted by Ctrl-C after {}; the layer was removed",
+            "import into {} {} after {}; the layer was removed",
             self.layer.display(),
+            crate::progress::INTERRUPTED_TEXT,
             output::count_as(self.entries, "tar entry", "tar entries")
         )
     }
@@ -129,8 +130,8 @@ pub fn print_summary(summary: &wclayer::ImportSummary, layer: &Path, json: bool)
             output::human_size(summary.size),
             summary.cim_path.display()
         );
-        tell_notes(summary, layer);
     }
+    tell_notes(summary, layer);
     Ok(())
 }
 
