@@ -1065,6 +1065,15 @@ pub fn import_layer(
         if stats.root_entries > 0 {
             notes.push("the tar's entry for the layer root (\"./\") was skipped".to_string());
         }
+        if stats.entries == 0 {
+            // Valid (Go's tar reader takes an empty input as an empty archive too), but also
+            // what a failed download piped in leaves.
+            notes.push(
+                "the layer tar holds no entries (an empty input, or only the end-of-archive \
+                 blocks): the layer adds nothing"
+                    .to_string(),
+            );
+        }
         if stats.aufs_link_entries > 0 {
             notes.push(format!(
                 "{} (.wh..wh.plnk) skipped",

@@ -178,7 +178,7 @@ pub(crate) fn process_utility_vm(
         &host_path(layer, UVM_BUILD_VERSION_FILE),
         build.to_string().as_bytes(),
     )?;
-    let mut notes = vec![format!("utility VM build {build}")];
+    let mut notes = Vec::new();
     if let Some(dirty) = software.dirty_notes() {
         notes.push(format!(
             "the utility VM's SOFTWARE hive is dirty (its .LOG1/.LOG2 logs hold changes the \

@@ -135,7 +135,9 @@ pub fn run(args: Args) -> Result<Outcome> {
             "symlinks": summary.symlinks,
             "hard_links": summary.hard_links,
             "alternate_streams": summary.alternate_streams,
-            "data_bytes": summary.data_bytes,
+            // As in du and extract: the regular files' data; the streams' apart.
+            "data_bytes": summary.file_bytes,
+            "stream_bytes": summary.data_bytes.saturating_sub(summary.file_bytes),
             "whiteouts": summary.whiteouts,
             "skipped": summary.skipped,
             "parent": parent.as_ref().map(|(p, _)| p.display().to_string()),
