@@ -25,7 +25,7 @@ pub enum Error {
     },
 
     /// A path does not exist in the image.
-    #[error("{}: {path}: not found", image.display())]
+    #[error("{}: {}: not found", image.display(), upcase::shown(path))]
     NotFound {
         /// The `.cim` file of the image.
         image: PathBuf,
@@ -34,7 +34,7 @@ pub enum Error {
     },
 
     /// A path component that must be a directory is not one.
-    #[error("{}: {path}: not a directory", image.display())]
+    #[error("{}: {}: not a directory", image.display(), upcase::shown(path))]
     NotADirectory {
         /// The `.cim` file of the image.
         image: PathBuf,
@@ -43,7 +43,7 @@ pub enum Error {
     },
 
     /// A data operation was asked of a directory.
-    #[error("{}: {path}: is a directory", image.display())]
+    #[error("{}: {}: is a directory", image.display(), upcase::shown(path))]
     IsADirectory {
         /// The `.cim` file of the image.
         image: PathBuf,
@@ -52,7 +52,7 @@ pub enum Error {
     },
 
     /// The caller asked for something invalid (bad name, write past the declared size, …).
-    #[error("{}: {path}: {reason}", image.display())]
+    #[error("{}: {}: {reason}", image.display(), upcase::shown(path))]
     InvalidArgument {
         /// The `.cim` file of the image.
         image: PathBuf,

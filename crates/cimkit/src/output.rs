@@ -88,6 +88,8 @@ fn names_whole(text: &str, place: &str) -> bool {
     })
 }
 
+pub use upcase::shown;
+
 /// `n` and a noun, plural (with an `s`) unless `n` is 1 (`1 layer`, `3 layers`).
 pub fn count(n: impl TryInto<u64>, noun: &str) -> String {
     let n = n.try_into().unwrap_or(u64::MAX);

@@ -94,11 +94,12 @@ fn read_dir(cim: &Cim, path: &str, id: FileId) -> Result<Vec<cimfs::DirEntry>> {
     })
 }
 
-/// A path for messages: the root shows as `\`.
-pub fn display(path: &str) -> &str {
+/// A path inside an image as text output shows it: the root as `\`, control and other
+/// invisible characters as `?` (see [`output::shown`]).
+pub fn display(path: &str) -> std::borrow::Cow<'_, str> {
     if path.is_empty() {
-        "\\"
+        "\\".into()
     } else {
-        path
+        crate::output::shown(path)
     }
 }

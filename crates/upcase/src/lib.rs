@@ -219,6 +219,23 @@ pub fn upcase_str(s: &str) -> String {
     String::from_utf16_lossy(&upcase_units(s))
 }
 
+/// A name or path from an image as text output shows it: control and other invisible
+/// characters (a newline, an escape sequence, a direction override) as `?`, which no Windows
+/// file name can hold, so one entry stays one line and the terminal shows what is there.
+/// (Machine-readable output should carry names exactly.)
+pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    let hidden =
+        |c: char| c != '\\' && c != '\'' && c != '"' && c.escape_debug().next() == Some('\\');
+    if name.chars().any(hidden) {
+        name.chars()
+            .map(|c| if hidden(c) { '?' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        name.into()
+    }
+}
+
 /// `s` in double quotes for a message: backslashes (Windows path separators) as they are, a
 /// double quote as `\"`, control and other invisible characters as `\u{..}` (not `\n` or `\t`,
 /// which would read like a path's `\new` or `\temp`).
@@ -239,6 +256,13 @@ pub fn quote(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_in_text_output_keep_one_line_and_show_no_escapes() {
+        assert_eq!(shown(r"Files\a b\c.txt"), r"Files\a b\c.txt");
+        assert_eq!(shown("it's \"é\""), "it's \"é\"");
+        assert_eq!(shown("new\nline\x1b[31m\u{202e}x"), "new?line?[31m?x");
+    }
+
     #[test]
     fn quote_keeps_backslashes_and_escapes_quotes_and_controls() {
         assert_eq!(quote(r"C:\"), r#""C:\""#);

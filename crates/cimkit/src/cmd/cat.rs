@@ -50,10 +50,11 @@ pub fn run(args: Args) -> Result<Outcome> {
                 "symlink"
             };
             eprintln!(
-                "cimkit: note: {}: {} is a {kind} to {target}; it has no data of its own \
+                "cimkit: note: {}: {} is a {kind} to {}; it has no data of its own \
                  (links are not followed inside an image)",
                 args.cim.display(),
-                walk::display(&path)
+                walk::display(&path),
+                crate::output::shown(&target)
             );
             if info.is_directory {
                 return Ok(Outcome::Ok);

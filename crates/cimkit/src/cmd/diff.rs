@@ -52,9 +52,9 @@ pub fn run(args: Args) -> Result<Outcome> {
                 &json!({"path": path, "change": change, "what": what}),
             )?;
         } else if what.is_empty() {
-            writeln!(out, "{sign} {path}")?;
+            writeln!(out, "{sign} {}", output::shown(path))?;
         } else {
-            writeln!(out, "{sign} {path} ({})", what.join(", "))?;
+            writeln!(out, "{sign} {} ({})", output::shown(path), what.join(", "))?;
         }
     }
     out.flush()?;

@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             output::json_line(&mut out, &v)?;
         } else if args.long {
             let target = output::link_target(&e.info)
-                .map(|t| format!(" -> {t}"))
+                .map(|t| format!(" -> {}", output::shown(&t)))
                 .unwrap_or_default();
             writeln!(
                 out,
@@ -57,11 +57,11 @@ pub fn run(args: Args) -> Result<Outcome> {
                     e.info.size.to_string()
                 },
                 output::filetime(e.info.last_write_time, false),
-                name,
+                output::shown(name),
                 target
             )?;
         } else {
-            writeln!(out, "{name}")?;
+            writeln!(out, "{}", output::shown(name))?;
         }
         Ok(())
     };

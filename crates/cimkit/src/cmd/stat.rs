@@ -46,7 +46,12 @@ pub fn run(args: Args) -> Result<Outcome> {
                 serde_json::json!({"path": path, "stream": s.name, "size": s.size, "sha256": sha});
             output::json_line(&mut out, &v)?;
         } else {
-            writeln!(out, "Path:        {}:{}", walk::display(&path), s.name)?;
+            writeln!(
+                out,
+                "Path:        {}:{}",
+                walk::display(&path),
+                output::shown(&s.name)
+            )?;
             writeln!(out, "Type:        alternate data stream of file {id}")?;
             writeln!(
                 out,
@@ -135,7 +140,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     }
     if info.reparse_tag != 0 || !info.reparse_data.is_empty() {
         let target = output::link_target(&info)
-            .map(|t| format!(" -> {t}"))
+            .map(|t| format!(" -> {}", output::shown(&t)))
             .unwrap_or_default();
         writeln!(
             out,
