@@ -1449,7 +1449,7 @@ impl std::fmt::Display for VhdxInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "file:                 {}", self.path.display())?;
         writeln!(f, "file size:            {} bytes", self.file_size)?;
-        writeln!(f, "creator:              {}", self.creator)?;
+        writeln!(f, "creator:              {}", upcase::shown(&self.creator))?;
         writeln!(f, "disk type:            {}", self.disk_type)?;
         writeln!(
             f,
@@ -1510,7 +1510,12 @@ impl std::fmt::Display for VhdxInfo {
             self.payload_blocks, self.blocks_present, self.blocks_partial, self.blocks_zero
         )?;
         for (k, v) in &self.parent_locator {
-            writeln!(f, "parent locator:       {k} = {v}")?;
+            writeln!(
+                f,
+                "parent locator:       {} = {}",
+                upcase::shown(k),
+                upcase::shown(v)
+            )?;
         }
         if let Some(p) = &self.parent {
             writeln!(f, "parent file:          {}", p.display())?;
