@@ -72,6 +72,10 @@ pub fn read_cim_file(cim: &cimfs::Cim, spec: &str) -> anyhow::Result<Option<(Str
 /// Refuses a folder where a `.cim` file is wanted, naming the layer's image when the folder is
 /// a CIM layer (`SNAPSHOTS/<id>` → `SNAPSHOTS/cim-layers/<id>.cim`).
 pub fn check_cim_path(path: &std::path::Path) -> anyhow::Result<()> {
+    if std::fs::symlink_metadata(path).is_err() {
+        // Said the same way by every command (the OS error would differ with the call).
+        anyhow::bail!("cannot open CIM {}: no such file", path.display());
+    }
     if !path.is_dir() {
         return Ok(());
     }
